@@ -1,0 +1,99 @@
+"""`gpt2zh <stage>` / `python -m pipeline <stage>` / scripts/0N_*.py: one entry point for all.
+
+Order matters (seed 002 §13): parse arguments, set the Hugging Face environment, and only then
+import a stage (which imports transformers/datasets/huggingface_hub). This module imports none of
+them at import time; a test holds it to that.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.config import find_config, load_config
+from pipeline.config.options import Parser, add_config_options, overrides_from
+from pipeline.console import setup_logging
+from pipeline.errors import UserError
+from pipeline.hf_env import prepare_hf_environment
+from pipeline.rundir import RunDir
+from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_command
+
+RUN_ALL = "run"
+
+
+def _add_common(parser: argparse.ArgumentParser, with_config: bool) -> None:
+    common = parser.add_argument_group("common")
+    if with_config:
+        common.add_argument("--config", metavar="FILE", help="YAML config, or a name from configs/ (default: demo)")
+        common.add_argument("--force", action="store_true", help="rebuild outputs even when they are up to date")
+    common.add_argument("--run-dir", metavar="DIR", help="run directory shared by all stages (default: runs/<config name>)")
+    common.add_argument("--cache-dir", metavar="DIR",
+                        help="Hugging Face cache (HF_HOME), set before any HF library is imported")
+    common.add_argument("--quiet", action="store_true", help="warnings and the final summary only")
+
+
+def _config_flag(argv: list[str]) -> str | None:
+    """The --config value, read before the full parser exists so that --help shows its values."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    return known.config
+
+
+def build_parser(argv: list[str]) -> Parser:
+    config_path = find_config(_config_flag(argv))
+    base = load_config(config_path)
+    source = config_path.name
+    parser = Parser(prog="gpt2zh", description="Pretrain a Chinese GPT-2: tokenizer -> dataset -> training -> Hub.")
+    parser.add_argument("--version", action="version", version=f"gpt2zh {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=Parser)
+    for info in STAGES:
+        stage = commands.add_parser(info.command, help=f"stage {info.number}: {info.summary}", description=info.summary)
+        _add_common(stage, with_config=True)
+        add_config_options(stage, base, source)
+    run_all = commands.add_parser(RUN_ALL, help="run every stage in order in one run directory",
+                                  description="Run all stages in order; up-to-date stages are skipped.")
+    _add_common(run_all, with_config=True)
+    add_config_options(run_all, base, source)
+    doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
+                                 description="Check the environment; every check prints True or False.")
+    _add_common(doctor, with_config=False)
+    doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    return parser
+
+
+def _run_stages(args: argparse.Namespace) -> int:
+    config_path = find_config(args.config)
+    config = load_config(config_path, overrides_from(args))
+    run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
+    request = StageRequest(config=config, config_source=str(config_path), run_dir=run_dir, force=args.force)
+    selected = STAGES if args.command == RUN_ALL else (stage_by_command(args.command),)
+    for info in selected:
+        load_entry(info)(request)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logger = setup_logging()
+    try:
+        args = build_parser(argv).parse_args(argv)
+        if args.quiet:
+            logger.setLevel("WARNING")
+        prepare_hf_environment(args.cache_dir)
+        if args.command == "doctor":
+            from pipeline.doctor import run_doctor
+
+            return run_doctor(Path(args.run_dir or "runs"), args.json)
+        return _run_stages(args)
+    except UserError as err:
+        print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: outputs of finished stages are kept; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+def main_for(command: str) -> int:
+    """Entry for the numbered scripts: `python scripts/01_train_tokenizer.py [options]`."""
+    return main([command, *sys.argv[1:]])

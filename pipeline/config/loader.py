@@ -1,0 +1,184 @@
+"""Loading, merging, validating and writing configs.
+
+Precedence: dataclass defaults < the --config YAML < command-line overrides. Every problem found
+(unknown keys, wrong types, impossible combinations) is collected and reported in one UserError,
+so a user fixes a config in one round trip instead of one error per run (litgpt's validate_args).
+"""
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from pipeline.config.schema import GROUPS, Config, all_keys
+from pipeline.config.values import BadValue, check_value
+from pipeline.errors import UserError
+
+DEFAULT_CONFIG_NAME = "demo"
+
+
+def configs_dir() -> Path:
+    """The repository's configs/ folder (the package is installed editable from the checkout)."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def available_configs() -> list[str]:
+    folder = configs_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def find_config(name_or_path: str | None) -> Path:
+    """A path to an existing YAML file, or a name from configs/ ('demo', 'gpt2-small')."""
+    name_or_path = name_or_path or DEFAULT_CONFIG_NAME
+    as_path = Path(name_or_path).expanduser()
+    if as_path.is_file():
+        return as_path
+    candidate = configs_dir() / (name_or_path if name_or_path.endswith(".yaml") else f"{name_or_path}.yaml")
+    if candidate.is_file() and as_path.parent == Path("."):
+        return candidate
+    names = available_configs()
+    close = difflib.get_close_matches(as_path.stem, names, n=1)
+    hint = f"did you mean --config {close[0]}?" if close else f"use a YAML path or one of: {', '.join(names) or '(none found)'}"
+    raise UserError(f"--config: {name_or_path!r} not found", hint)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 (byte {err.start})", "save the config as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})", "check the path and permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}:{where}: {problem}", "fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of groups ({', '.join(GROUPS)}), got {type(data).__name__}",
+                        "see configs/demo.yaml for the layout")
+    return data
+
+
+def _suggest(unknown: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(unknown, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply_mapping(config: Config, mapping: dict[str, Any], source: str) -> list[str]:
+    """Apply {group: {field: value}} onto config in place; returns the problems found."""
+    problems = []
+    for group_name, values in mapping.items():
+        if group_name not in GROUPS:
+            problems.append(f"{source}: unknown group {group_name!r}{_suggest(str(group_name), GROUPS)}")
+            continue
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{source}: {group_name}: expected a mapping of fields, got {values!r}")
+            continue
+        group = getattr(config, group_name)
+        types_by_name = _field_types(type(group))
+        for key, value in values.items():
+            dotted = f"{group_name}.{key}"
+            if key not in types_by_name:
+                problems.append(f"{source}: unknown key {dotted!r}{_suggest(dotted, all_keys())}")
+                continue
+            try:
+                setattr(group, key, check_value(value, types_by_name[key]))
+            except BadValue as err:
+                problems.append(f"{source}: {dotted}: {err}")
+    return problems
+
+
+def validate(config: Config) -> list[str]:
+    """Combinations no single type can express."""
+    problems = []
+    d, t, m = config.data, config.tokenizer, config.model
+    if not 0.0 <= d.validation_fraction <= 0.5:
+        problems.append(f"data.validation_fraction must be within [0, 0.5], got {d.validation_fraction}")
+    if d.max_line_chars < 1:
+        problems.append("data.max_line_chars must be >= 1")
+    if t.vocab_size < 300:
+        problems.append(f"tokenizer.vocab_size must be >= 300 (256 byte pieces + specials), got {t.vocab_size}")
+    if not 0.0 < t.character_coverage <= 1.0:
+        problems.append(f"tokenizer.character_coverage must be within (0, 1], got {t.character_coverage}")
+    for name in ("input_sentence_size", "verify_lines"):
+        if getattr(t, name) < 1:
+            problems.append(f"tokenizer.{name} must be >= 1")
+    if t.max_sentence_bytes < 16:
+        problems.append("tokenizer.max_sentence_bytes must be >= 16")
+    if t.read_factor < 1.0:
+        problems.append("tokenizer.read_factor must be >= 1")
+    if t.num_threads < 0:
+        problems.append("tokenizer.num_threads must be >= 0 (0 = all cores)")
+    for name in ("n_layer", "n_head", "n_embd", "n_positions"):
+        if getattr(m, name) < 1:
+            problems.append(f"model.{name} must be >= 1")
+    if m.n_head >= 1 and m.n_embd % m.n_head:
+        problems.append(f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+    if config.training.max_steps < 1:
+        problems.append("training.max_steps must be >= 1")
+    if config.checkpoint.save_steps < 1:
+        problems.append("checkpoint.save_steps must be >= 1")
+    if config.optimization.learning_rate <= 0:
+        problems.append("optimization.learning_rate must be > 0")
+    return problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise UserError(problems[0], "fix the value or see --help for the valid keys")
+    if problems:
+        numbered = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise UserError(f"{len(problems)} config problems: {numbered}", "fix them or see --help for the valid keys")
+
+
+def load_config(config_path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then already-typed overrides {'group.field': value}."""
+    config = Config()
+    problems = []
+    if config_path is not None:
+        problems += apply_mapping(config, read_yaml_mapping(config_path), str(config_path))
+    for dotted, value in (overrides or {}).items():
+        group, key = dotted.split(".", 1)
+        problems += apply_mapping(config, {group: {key: value}}, "command line")
+    problems += validate(config)
+    raise_problems(problems)
+    return config
+
+
+def config_to_dict(config: Config, groups: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    wanted = list(groups) if groups is not None else list(GROUPS)
+    return {name: dataclasses.asdict(getattr(config, name)) for name in wanted}
+
+
+def fingerprint_fields(config: Config, groups: Iterable[str], stage: str) -> dict[str, dict[str, Any]]:
+    """The fields of `groups` that affect `stage`'s output (fields marked only_for other stages excluded)."""
+    selected = {}
+    for name in groups:
+        group = getattr(config, name)
+        selected[name] = {
+            f.name: getattr(group, f.name)
+            for f in dataclasses.fields(group)
+            if f.metadata.get("in_fingerprint", True)
+            and (f.metadata.get("only_for") is None or stage in f.metadata["only_for"])
+        }
+    return selected
+
+
+def dump_config(config: Config, path: Path) -> None:
+    """Write the resolved config; it holds no secret because no field does (tokens come from the environment)."""
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,123 @@
+"""The corpus reader shared by stage 1 (tokenizer) and stage 2 (dataset).
+
+All files are checked before reading starts (missing, empty, binary, encoding), then read as
+blocks: in order (`documents`, every byte) or in a seeded random order (`sampled_documents`, so a
+caller can stop after enough text while still seeing all parts of a huge corpus). Memory is bounded
+by one block and one line piece, plus the dedupe set when data.dedupe is on.
+"""
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from pipeline.config.schema import DataConfig
+from pipeline.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digest, is_validation
+from pipeline.corpus.encoding import FileEncoding, sniff_encoding
+from pipeline.corpus.formats import Block, block_texts, plan_blocks
+from pipeline.corpus.lines import LineCounts, LinePolicy
+from pipeline.corpus.sources import Source
+
+log = logging.getLogger("gpt2zh")
+
+
+@dataclass
+class Document:
+    text: str
+    validation: bool
+
+
+@dataclass
+class SplitCounts:
+    documents: int = 0
+    characters: int = 0
+
+
+@dataclass
+class CorpusStats:
+    files: int = 0
+    empty_files: list[str] = field(default_factory=list)
+    detected_encodings: dict[str, str] = field(default_factory=dict)
+    bytes_total: int = 0
+    bytes_read: int = 0
+    blocks_total: int = 0
+    blocks_read: int = 0
+    train: SplitCounts = field(default_factory=SplitCounts)
+    validation: SplitCounts = field(default_factory=SplitCounts)
+    lines: LineCounts = field(default_factory=LineCounts)
+    cleaning: CleaningCounts = field(default_factory=CleaningCounts)
+
+    def as_dict(self) -> dict:
+        return {
+            "files": self.files, "empty_files": self.empty_files, "detected_encodings": self.detected_encodings,
+            "bytes_total": self.bytes_total, "bytes_read": self.bytes_read,
+            "blocks_total": self.blocks_total, "blocks_read": self.blocks_read,
+            "train": vars(self.train).copy(), "validation": vars(self.validation).copy(),
+            "lines": self.lines.as_dict(), "cleaning": self.cleaning.as_dict(),
+        }
+
+
+class CorpusReader:
+    def __init__(self, sources: list[Source], data: DataConfig, reserved_strings: tuple[str, ...] = ()):
+        self.data = data
+        self.policy = LinePolicy(data.decode_errors, data.max_line_chars, data.long_lines)
+        self.cleaner = TextCleaner(reserved_strings)
+        self.deduplicator = Deduplicator() if data.dedupe else None
+        self.stats = CorpusStats(files=len(sources), bytes_total=sum(s.size for s in sources))
+        self.stats.cleaning = self.cleaner.counts
+        self.blocks: list[Block] = []
+        for source in sources:  # every file is checked before any long work starts
+            encoding = self._encoding_of(source)
+            self.blocks += plan_blocks(source, encoding, data.text_field)
+        self.stats.blocks_total = len(self.blocks)
+        self._row_groups = Counter(block.source for block in self.blocks if block.encoding is None)
+
+    def _encoding_of(self, source: Source) -> FileEncoding | None:
+        if source.format == "parquet":
+            return None
+        encoding = sniff_encoding(source.path, self.data.encoding)
+        if encoding is None:
+            self.stats.empty_files.append(str(source.path))
+            log.warning("%s: empty file, skipped", source.path)
+        elif encoding.detected:
+            self.stats.detected_encodings[str(source.path)] = encoding.label
+            log.warning("%s: not UTF-8; decoding it as %s (detected)", source.path, encoding.label)
+        return encoding
+
+    def _block_bytes(self, block: Block) -> int:
+        if block.encoding is None:  # parquet row group: its share of the file
+            return block.source.size // self._row_groups[block.source]
+        return block.end - block.start
+
+    def _read(self, blocks: Iterable[Block], on_block: Callable[[int], None] | None) -> Iterator[Document]:
+        stats, fraction = self.stats, self.data.validation_fraction
+        for block in blocks:
+            for raw in block_texts(block, self.data.text_field, self.policy, stats.lines):
+                text = self.cleaner.clean(raw)
+                if not text:
+                    continue
+                digest = document_digest(text)
+                if self.deduplicator is not None and self.deduplicator.is_duplicate(digest):
+                    stats.cleaning.duplicates_dropped += 1
+                    continue
+                held_out = is_validation(digest, fraction)
+                split = stats.validation if held_out else stats.train
+                split.documents += 1
+                split.characters += len(text)
+                yield Document(text, held_out)
+            stats.blocks_read += 1
+            size = self._block_bytes(block)
+            stats.bytes_read += size
+            if on_block is not None:
+                on_block(size)
+
+    def documents(self, on_block: Callable[[int], None] | None = None) -> Iterator[Document]:
+        """Every document, in file order."""
+        return self._read(self.blocks, on_block)
+
+    def sampled_documents(self, seed: int, on_block: Callable[[int], None] | None = None) -> Iterator[Document]:
+        """Every document, blocks in a seeded random order: stop early for a uniform sample of a huge corpus."""
+        order = list(self.blocks)
+        random.Random(seed).shuffle(order)
+        return self._read(order, on_block)

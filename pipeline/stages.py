@@ -1,0 +1,41 @@
+"""The stages in pipeline order and what a stage receives. Importing this module imports no stage:
+entry points are loaded by name after the Hugging Face environment is prepared (seed 002 §13)."""
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.config.schema import Config
+from pipeline.rundir import RunDir
+
+
+@dataclass
+class StageRequest:
+    config: Config
+    config_source: str
+    run_dir: RunDir
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    command: str     # subcommand of `gpt2zh`
+    number: int      # scripts/0N_*.py
+    folder: str      # its output folder inside the run directory
+    entry: str       # "module:function", called with a StageRequest
+    summary: str
+
+
+STAGES = (
+    StageInfo("train-tokenizer", 1, "tokenizer", "tokenizer.stage:train_tokenizer",
+              "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer"),
+)
+
+
+def stage_by_command(command: str) -> StageInfo:
+    return next(info for info in STAGES if info.command == command)
+
+
+def load_entry(info: StageInfo) -> Callable[[StageRequest], object]:
+    module_name, function_name = info.entry.split(":")
+    return getattr(importlib.import_module(module_name), function_name)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command for a newcomer: set up .venv, then run the whole pipeline on the embedded demo corpus.
+# Extra arguments go to `gpt2zh run` (e.g. --run-dir runs/try2 --tokenizer-vocab-size 6000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh demo
+exec "${VENV:-.venv}/bin/gpt2zh" run --config configs/demo.yaml "$@"

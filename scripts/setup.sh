@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create ./.venv (or $VENV) and install gpt2zh into it, editable, with the extras given as arguments
+# (e.g. `scripts/setup.sh demo` or `scripts/setup.sh dev`). Safe to re-run; quick when nothing changed.
+#
+# torch comes first, chosen for the machine, so that the project's `torch>=2.2` requirement is already
+# met and pip never pulls the CUDA build (several GB) onto a CPU-only machine:
+#   - NVIDIA driver present (nvidia-smi works): the default PyPI build, which ships CUDA.
+#   - otherwise: the CPU build from PyTorch's CPU index (pip also sees any configured local wheels).
+# Override with TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0") and TORCH_INDEX_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+EXTRAS="$(IFS=,; echo "$*")"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU found; installing $TORCH_SPEC (CUDA build)"
+    "${PIP[@]}" install "$TORCH_SPEC"
+  else
+    echo "setup: no NVIDIA GPU; installing $TORCH_SPEC (CPU build)"
+    "${PIP[@]}" install --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" "$TORCH_SPEC"
+  fi
+fi
+
+# Re-install the project only when pyproject.toml or the extras changed.
+stamp="$VENV/.gpt2zh-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) [$EXTRAS]"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing gpt2zh${EXTRAS:+[$EXTRAS]} and its dependencies"
+  "${PIP[@]}" install -e ".${EXTRAS:+[$EXTRAS]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$want" > "$stamp"
+fi

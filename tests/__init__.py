@@ -1,0 +1,1 @@
+"""Hermetic CPU tests: real SentencePiece, transformers and subprocesses, no network."""

@@ -1,0 +1,202 @@
+"""Stage 1 through the real command line: reuse and rebuild, interruption, bad input, entry points."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import REPO, TINY_TOKENIZER, run_cli, tree_checksums
+
+
+def stage(capsys, run_dir: Path, corpus: Path, *extra: str) -> tuple[int, str]:
+    code = main(["train-tokenizer", "--data-files", str(corpus), "--run-dir", str(run_dir), *TINY_TOKENIZER, *extra])
+    captured = capsys.readouterr()
+    return code, captured.err + captured.out
+
+
+def created(run_dir: Path) -> str:
+    return json.loads((run_dir / "tokenizer" / "manifest.json").read_text())["created_utc"] + \
+        str((run_dir / "tokenizer" / "tokenizer.json").stat().st_mtime_ns)
+
+
+def test_rerun_reuses_force_and_input_changes_rebuild(tmp_path, capsys, small_corpus):
+    run_dir = tmp_path / "run"
+    corpus = tmp_path / "corpus.txt"
+    shutil.copyfile(small_corpus, corpus)
+    assert stage(capsys, run_dir, corpus)[0] == 0
+    first = created(run_dir)
+
+    code, out = stage(capsys, run_dir, corpus, "--training-max-steps", "7")  # a group stage 1 does not read
+    assert code == 0 and "up to date" in out and created(run_dir) == first
+
+    code, out = stage(capsys, run_dir, corpus, "--force")
+    assert code == 0 and "up to date" not in out and created(run_dir) != first
+    second = created(run_dir)
+
+    assert stage(capsys, run_dir, corpus, "--tokenizer-split-digits")[0] == 0  # same value as before: reused
+    assert created(run_dir) == second
+    assert stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits")[0] == 0
+    third = created(run_dir)
+    assert third != second
+
+    with corpus.open("a", encoding="utf-8") as handle:  # the corpus changed: rebuild
+        handle.write("新增的一行文本。\n")
+    code, out = stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits")
+    assert code == 0 and "up to date" not in out and created(run_dir) != third
+
+
+def test_summary_says_what_was_read_written_and_measured(tmp_path, capsys, small_corpus):
+    code, out = stage(capsys, tmp_path / "run", small_corpus)
+    assert code == 0
+    for label in ("corpus", "read", "documents", "cleaning", "sample", "tokenizer", "quality", "verified", "wrote"):
+        assert f"\n  {label}" in out, label
+    assert "train-tokenizer: done in" in out and "chars/token" in out and "byte fallback" in out
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _start_stage(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "train-tokenizer", "--run-dir", str(run_dir), *extra],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_killed_build_never_leaves_output_that_passes_as_complete(tmp_path):
+    run_dir = tmp_path / "run"
+    partial = lambda: list(run_dir.glob(".tokenizer.partial-*"))  # noqa: E731
+
+    process = _start_stage(run_dir)  # the whole demo corpus, vocab 8000: ~2 s inside the build
+    assert _wait_for(partial, timeout=120), "the stage never started building"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "tokenizer").exists()  # nothing a later stage could mistake for complete
+
+    result = run_cli("train-tokenizer", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert not partial() and (run_dir / "tokenizer" / "manifest.json").exists()
+    before = tree_checksums(run_dir / "tokenizer")
+
+    process = _start_stage(run_dir, "--force")  # killed while rebuilding: the previous output survives
+    assert _wait_for(partial, timeout=120)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert tree_checksums(run_dir / "tokenizer") == before
+    result = run_cli("train-tokenizer", "--run-dir", str(run_dir))
+    assert "up to date" in result.stderr and not partial()
+
+
+@pytest.fixture()
+def finished_run(tmp_path, trained_run) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    return run_dir
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    invalid = tmp_path / "invalid.txt"
+    invalid.write_bytes(("正常文本" * 50 + "\n").encode() + b"\xff\xfe\n")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(bytes(range(256)) * 100)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    no_text = tmp_path / "no_text"
+    no_text.mkdir()
+    (no_text / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("长" * 5000 + "\n", encoding="utf-8")
+    jsonl = tmp_path / "records.jsonl"
+    jsonl.write_text('{"body": "正文"}\n', encoding="utf-8")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("tokenizer:\n  vocab_sise: 8000\n", encoding="utf-8")
+    return {
+        "invalid utf-8": (["--data-files", str(invalid)], "line 2, byte 601: cannot decode"),
+        "binary file": (["--data-files", str(binary)], "binary.txt: looks binary"),
+        "empty file": (["--data-files", str(empty)], "no training text"),
+        "missing path": (["--data-files", str(tmp_path / "nope.txt")], "nope.txt does not exist"),
+        "no text files": (["--data-files", str(no_text)], "has no .txt, .jsonl, .parquet files"),
+        "long line": (["--data-files", str(long_line), "--data-max-line-chars", "1000", "--data-long-lines", "error"],
+                      "line 1 is longer than 1,000 characters"),
+        "jsonl field": (["--data-files", str(jsonl)], "no field 'text' (found: body)"),
+        "unknown yaml key": (["--config", str(bad_yaml)], "did you mean tokenizer.vocab_size?"),
+        "wrong type": (["--tokenizer-character-coverage", "most"], "expected a number, got 'most'"),
+        "vocab too small": (["--tokenizer-vocab-size", "500"], "--tokenizer-vocab-size 500 is too small"),
+    }
+
+
+def test_bad_input_is_one_line_nonzero_and_leaves_earlier_output_untouched(tmp_path, capsys, finished_run, small_corpus):
+    before = tree_checksums(finished_run)
+    for name, (flags, expected) in _bad_inputs(tmp_path).items():
+        argv = ["train-tokenizer", "--run-dir", str(finished_run), "--force", *flags]
+        if "--data-files" not in flags:
+            argv += ["--data-files", str(small_corpus)]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], (name, err)
+        assert "Traceback" not in err, name
+        assert tree_checksums(finished_run) == before, name
+        assert not list(finished_run.glob(".tokenizer.*")), name
+
+
+def test_bad_input_through_a_real_process_exits_2_without_traceback(tmp_path, finished_run):
+    binary = tmp_path / "data.txt"
+    binary.write_bytes(b"\x00\x01\x02\x03" * 1000)
+    before = tree_checksums(finished_run)
+    result = run_cli("train-tokenizer", "--run-dir", str(finished_run), "--force", "--data-files", str(binary))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr and tree_checksums(finished_run) == before
+
+
+def test_the_token_never_reaches_the_run_directory(tmp_path, small_corpus):
+    secret = "hf_gpt2zhNeverWriteMe0123456789"
+    run_dir = tmp_path / "run"
+    result = run_cli("train-tokenizer", "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_TOKENIZER,
+                     env={"HF_TOKEN": secret})
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert not any(secret.encode() in content for content in tree_checksums(run_dir).values())
+
+
+def test_every_entry_point_runs_the_same_command():
+    console = Path(sys.executable).parent / "gpt2zh"
+    for executable in ([sys.executable, "-m", "pipeline"], [str(console)],
+                       [sys.executable, str(REPO / "scripts" / "01_train_tokenizer.py")]):
+        args = ["--help"] if executable[-1].endswith(".py") else ["train-tokenizer", "--help"]
+        result = run_cli(*args, executable=executable)
+        assert result.returncode == 0, (executable, result.stderr)
+        assert "--tokenizer-vocab-size" in result.stdout
+    assert run_cli("--version").stdout.startswith("gpt2zh ")
+
+
+def test_reading_is_bounded_on_a_corpus_larger_than_the_sample(tmp_path, capsys, small_corpus):
+    # seed 002 §9: the stage stops after read_factor × input_sentence_size sentences, from random blocks
+    big = tmp_path / "big.txt"
+    big.write_bytes(small_corpus.read_bytes() * 8)  # ~5.6 MB: six 1 MiB blocks
+    run_dir = tmp_path / "run"
+    code, _ = stage(capsys, run_dir, big, "--tokenizer-input-sentence-size", "3000", "--tokenizer-read-factor", "1")
+    assert code == 0
+    stats = json.loads((run_dir / "tokenizer" / "stats.json").read_text())
+    reading, sample = stats["reading"], stats["sample"]
+    assert reading["bytes_read"] < reading["bytes_total"] / 2
+    assert sample["sentences_used"] == 3000 and sample["sentences_seen"] >= 3000
+
+
+def test_run_command_runs_the_stages_in_order(tmp_path, capsys, small_corpus):
+    code = main(["run", "--data-files", str(small_corpus), "--run-dir", str(tmp_path / "run"), *TINY_TOKENIZER])
+    assert code == 0 and (tmp_path / "run" / "tokenizer" / "manifest.json").exists()
+    assert "train-tokenizer: done" in capsys.readouterr().out

@@ -1,0 +1,79 @@
+"""SentencePiece model -> Hugging Face fast tokenizer, and the proof that both agree.
+
+Traps measured with transformers 5:
+- `LlamaTokenizerFast(vocab_file=...)` silently builds a 3-token tokenizer; `from_pretrained` on a
+  folder holding `tokenizer.model` converts the real vocabulary (protobuf required).
+- The Llama tokenizer class rebuilds its pipeline from code and ignores an edited tokenizer.json,
+  and adds a bos token by default. We convert through it once, then save the converted pipeline
+  under the generic class, so `tokenizer.json` alone defines the behaviour for every loader.
+"""
+
+import importlib.util
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+from tokenizer.specials import END_OF_TEXT, PAD, UNK
+
+SPM_FILE = "tokenizer.model"
+GENERIC_CLASS = "PreTrainedTokenizerFast"  # known to AutoTokenizer in transformers 4.x and 5.x
+# Strings that stress the conversion beyond corpus lines: runs of spaces, tabs, Latin text, digits,
+# rare CJK (byte fallback), emoji and a newline inside a document.
+PROBES = ("  两个空格  开头和结尾  ", "中文 English 混排 123 4567", "制表\t符", "罕见字：𠀀𪚥龘 emoji 😀👍",
+          "第一段\n第二段", "全角已归一: ABC 123")
+
+
+@dataclass
+class Verification:
+    lines: int
+    vocab_size: int
+
+
+def convert(spm_model: Path, out_dir: Path) -> None:
+    """Write tokenizer.json + tokenizer_config.json (+ the .model) for `spm_model` into out_dir."""
+    if importlib.util.find_spec("google.protobuf") is None:
+        raise UserError("converting the SentencePiece model needs protobuf", "pip install protobuf")
+    from transformers import LlamaTokenizer, PreTrainedTokenizerFast
+
+    specials = dict(unk_token=UNK, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=PAD)
+    with tempfile.TemporaryDirectory(prefix="gpt2zh-spm-") as staging:
+        shutil.copyfile(spm_model, Path(staging) / SPM_FILE)
+        converted = LlamaTokenizer.from_pretrained(
+            staging, legacy=False, add_prefix_space=False, add_bos_token=False, add_eos_token=False, **specials)
+    generic = PreTrainedTokenizerFast(tokenizer_object=converted.backend_tokenizer,
+                                      clean_up_tokenization_spaces=False, **specials)
+    generic.save_pretrained(out_dir)
+    config_path = out_dir / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+    tokenizer_config["tokenizer_class"] = GENERIC_CLASS
+    config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if spm_model.resolve() != (out_dir / SPM_FILE).resolve():
+        shutil.copyfile(spm_model, out_dir / SPM_FILE)
+
+
+def verify(hf_dir: Path, spm_model: Path, lines: list[str]) -> Verification:
+    """Load hf_dir exactly as users will and compare it with SentencePiece; fail loudly on any difference."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    processor = spm.SentencePieceProcessor(model_file=str(spm_model))
+    loaded = AutoTokenizer.from_pretrained(str(hf_dir))
+    fix = "report this with `gpt2zh doctor` output; check the transformers, tokenizers and protobuf versions"
+    if len(loaded) != processor.get_piece_size():
+        raise UserError(f"converted tokenizer has {len(loaded)} tokens, SentencePiece has {processor.get_piece_size()}", fix)
+    if loaded.eos_token_id is None or loaded.pad_token_id is None or loaded.eos_token_id == loaded.pad_token_id:
+        raise UserError(f"converted tokenizer lost its special tokens (eos {loaded.eos_token_id}, pad {loaded.pad_token_id})", fix)
+    samples = [*PROBES, *lines]
+    expected = processor.encode(samples)
+    actual = loaded(samples, add_special_tokens=True)["input_ids"]
+    for text, want, got in zip(samples, expected, actual):
+        if want != got:
+            raise UserError(f"ids differ between SentencePiece and the converted tokenizer on {text[:60]!r}: "
+                            f"{want[:12]} vs {got[:12]}", fix)
+        decoded = loaded.decode(got)
+        if decoded != text:
+            raise UserError(f"decode(encode(x)) != x for {text[:60]!r} (got {decoded[:60]!r})", fix)
+    return Verification(lines=len(samples), vocab_size=len(loaded))

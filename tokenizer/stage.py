@@ -1,0 +1,147 @@
+"""Stage 1: corpus -> <run-dir>/tokenizer/ (SentencePiece model + Hugging Face fast tokenizer).
+
+The corpus is read in random 1 MiB blocks until read_factor × input_sentence_size sentences were
+seen, so the stage's time is bounded on a corpus of any size (seed 002 §9: "10+ minutes"); stage 2
+reads every byte. Held-out documents never enter the training sample; they measure the result.
+"""
+
+import json
+import logging
+import random
+import time
+
+from pipeline.config import dump_config, fingerprint_fields
+from pipeline.config.schema import TokenizerConfig
+from pipeline.console import progress
+from pipeline.corpus import CorpusReader, sources_for
+from pipeline.errors import UserError
+from pipeline.report import StageReport, human_bytes, human_duration
+from pipeline.rundir import StageOutput, file_sha256, fingerprint
+from pipeline.stages import StageRequest
+from tokenizer.hf_convert import SPM_FILE, convert, verify
+from tokenizer.quality import measure
+from tokenizer.sampling import SentenceReservoir, split_sentences
+from tokenizer.specials import END_OF_TEXT, END_OF_TEXT_ID, PAD, PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID
+
+log = logging.getLogger("gpt2zh")
+STAGE = "train-tokenizer"
+STAGE_FORMAT = 1  # bump when the output layout changes, so older outputs are rebuilt
+HELD_OUT_CHARS = 2_000_000  # held-out text kept for the quality figures and the verification
+
+
+class _Sample:
+    def __init__(self, cfg: TokenizerConfig):
+        self.reservoir = SentenceReservoir(cfg.input_sentence_size, cfg.seed)
+        self.held_out: list[str] = []
+        self.held_out_chars = 0
+        self.sentences_cut = 0
+        self.target = int(cfg.read_factor * cfg.input_sentence_size)
+
+
+def _read_sample(reader: CorpusReader, cfg: TokenizerConfig) -> _Sample:
+    sample = _Sample(cfg)
+    # Progress in bytes: reading stops at the sentence target, usually well before the end of a big corpus.
+    with progress(reader.stats.bytes_total, "B", "reading corpus sample", scale=True) as bar:
+        documents = reader.sampled_documents(cfg.seed, on_block=bar.update)
+        try:
+            for document in documents:
+                if document.validation:
+                    if sample.held_out_chars < HELD_OUT_CHARS:
+                        sample.held_out.append(document.text)
+                        sample.held_out_chars += len(document.text)
+                    continue
+                sentences, cut = split_sentences(document.text, cfg.max_sentence_bytes)
+                sample.sentences_cut += cut
+                for sentence in sentences:
+                    sample.reservoir.add(sentence)
+                if sample.reservoir.seen >= sample.target:
+                    break
+        finally:
+            documents.close()
+    return sample
+
+
+def _verification_lines(sample: _Sample, cfg: TokenizerConfig) -> list[str]:
+    lines = sample.held_out[: cfg.verify_lines]
+    missing = cfg.verify_lines - len(lines)
+    if missing > 0:
+        pool = sample.reservoir.items
+        lines += random.Random(cfg.seed).sample(pool, min(missing, len(pool)))
+    return lines
+
+
+def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample: _Sample) -> None:
+    stats = reader.stats
+    bounded = "every block" if stats.blocks_read == stats.blocks_total else \
+        f"{stats.blocks_read}/{stats.blocks_total} random 1 MiB blocks (bounded sample)"
+    report.row("corpus", corpus)
+    report.row("read", f"{human_bytes(stats.bytes_read)} of {human_bytes(stats.bytes_total)}, {bounded}")
+    report.row("documents", f"{stats.train.documents:,} training, {stats.validation.documents:,} held out "
+                            f"({stats.train.characters + stats.validation.characters:,} characters)")
+    changes = {**stats.cleaning.as_dict(), **stats.lines.as_dict()}
+    changes.pop("documents_in"), changes.pop("lines")
+    noted = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in changes.items() if value)
+    report.row("cleaning", noted or "nothing to change")
+    if stats.detected_encodings or stats.empty_files:
+        report.row("attention", f"{len(stats.detected_encodings)} file(s) decoded from a detected encoding, "
+                                f"{len(stats.empty_files)} empty file(s) skipped (see warnings above)")
+    report.row("sample", f"{len(sample.reservoir.items):,} sentences for training ({sample.reservoir.seen:,} seen, "
+                         f"{sample.sentences_cut:,} over-long sentences split)")
+
+
+def train_tokenizer(request: StageRequest) -> dict:
+    config, cfg = request.config, request.config.tokenizer
+    report = StageReport(STAGE)
+    sources, corpus = sources_for(config.data.files)
+    parts = {"format": STAGE_FORMAT, "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
+             "sources": [source.fingerprint() for source in sources]}
+    output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
+    if not request.force and (manifest := output.current_manifest()) is not None:
+        log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
+        return manifest
+
+    reader = CorpusReader(sources, config.data, SPECIAL_TOKENS)
+    sample = _read_sample(reader, cfg)
+    if not sample.reservoir.items:
+        raise UserError(f"the corpus has no training text after cleaning ({reader.stats.files} file(s), "
+                        f"{len(reader.stats.empty_files)} empty, {reader.stats.validation.documents} held out)",
+                        "check --data-files and --data-validation-fraction")
+    with output.build() as staging:
+        model = staging / SPM_FILE
+        log.info("%s: training SentencePiece %s, vocab %s, on %s sentences…", STAGE, cfg.model_type,
+                 f"{cfg.vocab_size:,}", f"{len(sample.reservoir.items):,}")
+        started = time.monotonic()
+        from tokenizer.spm_train import train_sentencepiece
+
+        train_sentencepiece(sample.reservoir.items, model, cfg)
+        train_seconds = time.monotonic() - started
+        convert(model, staging)
+        checked = verify(staging, model, _verification_lines(sample, cfg))
+        held_out = bool(sample.held_out)
+        quality = measure(model, sample.held_out if held_out else sample.reservoir.items[:2000], held_out)
+        stats = {
+            "corpus": corpus, "reading": reader.stats.as_dict(),
+            "sample": {"sentences_used": len(sample.reservoir.items), "sentences_seen": sample.reservoir.seen,
+                       "sentences_cut": sample.sentences_cut, "read_target": sample.target},
+            "tokenizer": {"model_type": cfg.model_type, "vocab_size": checked.vocab_size,
+                          "special_tokens": {UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID}},
+            "quality": quality.as_dict(), "verified_lines": checked.lines,
+            "seconds": {"training": round(train_seconds, 2), "total": round(report.elapsed, 2)},
+        }
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        dump_config(config, staging / "config.yaml")
+        output.manifest_extra.update(
+            tokenizer_sha256=file_sha256(staging / "tokenizer.json"), vocab_size=checked.vocab_size,
+            special_token_ids={"unk": UNK_ID, "bos": END_OF_TEXT_ID, "eos": END_OF_TEXT_ID, "pad": PAD_ID})
+
+    _report_rows(report, corpus, reader, sample)
+    report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, trained in {human_duration(train_seconds)}; "
+                            f"{END_OF_TEXT}={END_OF_TEXT_ID} (bos/eos), {PAD}={PAD_ID}, {UNK}={UNK_ID}")
+    text_kind = "held-out" if held_out else "training (no held-out documents)"
+    report.row("quality", f"{quality.chars_per_token:.2f} chars/token, byte fallback {quality.byte_fallback_rate:.2%} "
+                          f"of tokens, <unk> {quality.unk_tokens} on {quality.documents:,} {text_kind} documents")
+    report.row("verified", f"{checked.lines:,} lines: same ids as SentencePiece, decode(encode(x)) == x for all")
+    report.row("wrote", f"{output.final}/ (tokenizer.json, tokenizer_config.json, {SPM_FILE}, stats.json, config.yaml)")
+    report.row("load it", f"AutoTokenizer.from_pretrained({str(output.final)!r})")
+    report.print()
+    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
