@@ -5,7 +5,8 @@
 # torch comes first, chosen for the machine, so that the project's `torch>=2.2` requirement is already
 # met and pip never pulls the CUDA build (several GB) onto a CPU-only machine:
 #   - NVIDIA driver present (nvidia-smi works): the default PyPI build, which ships CUDA.
-#   - otherwise: the CPU build from PyTorch's CPU index (pip also sees any configured local wheels).
+#   - otherwise: the CPU build from PyTorch's CPU index, or, if that index is unreachable, a `+cpu`
+#     wheel from the configured index/find-links (never the CUDA build).
 # Override with TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0") and TORCH_INDEX_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,22 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "setup: NVIDIA GPU found; installing $TORCH_SPEC (CUDA build)"
     "${PIP[@]}" install "$TORCH_SPEC"
   else
-    echo "setup: no NVIDIA GPU; installing $TORCH_SPEC (CPU build)"
-    "${PIP[@]}" install --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" "$TORCH_SPEC"
+    index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+    # Probe the CPU index once: unreachable, pip would retry it for every package (minutes).
+    if "$VENV/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=10)" "$index" 2>/dev/null; then
+      echo "setup: no NVIDIA GPU; installing $TORCH_SPEC (CPU build from $index)"
+      "${PIP[@]}" install --index-url "$index" "$TORCH_SPEC"
+    else
+      # Without the CPU index, ask for the `+cpu` local version: it matches CPU wheels only (a local
+      # wheel or a mirror), so pip fails rather than fetch the CUDA build.
+      cpu_spec="$TORCH_SPEC"
+      case "$TORCH_SPEC" in torch==*+*) ;; torch==*) cpu_spec="$TORCH_SPEC+cpu" ;; esac
+      echo "setup: no NVIDIA GPU and $index is unreachable; installing $cpu_spec from the configured index"
+      "${PIP[@]}" install "$cpu_spec" || {
+        echo "setup: no CPU build of torch found; set TORCH_INDEX_URL to a reachable mirror of https://download.pytorch.org/whl/cpu" >&2
+        exit 1
+      }
+    fi
   fi
 fi
 

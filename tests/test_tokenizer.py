@@ -127,3 +127,16 @@ def test_conversion_and_loading_emit_no_warnings(tmp_path, tokenizer_dir, capfd)
         verify(tmp_path, tmp_path / "tokenizer.model", ["中文测试 mixed text 123"])
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_prompts_get_the_normalisation_the_training_text_got(tokenizer_dir):
+    # Cleaning applied NFKC to the corpus; a user typing full-width punctuation must get the same tokens.
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    assert tok("你好，世界！１２３")["input_ids"] == tok("你好,世界!123")["input_ids"]
+    assert not any(t.startswith("<0x") for t in tok.convert_ids_to_tokens(tok("你好，世界")["input_ids"]))
+
+
+def test_verification_probes_are_cleaned_text():
+    import unicodedata
+
+    assert all(unicodedata.normalize("NFKC", probe) == probe for probe in hf_convert.PROBES)

@@ -6,6 +6,10 @@ Traps measured with transformers 5:
 - The Llama tokenizer class rebuilds its pipeline from code and ignores an edited tokenizer.json,
   and adds a bos token by default. We convert through it once, then save the converted pipeline
   under the generic class, so `tokenizer.json` alone defines the behaviour for every loader.
+
+The saved tokenizer applies NFKC to its input, as corpus cleaning did to the training text: a prompt
+typed with full-width punctuation (，！) gets the tokens the model was trained on instead of raw
+bytes. NFKC is idempotent, so on cleaned text the ids are exactly SentencePiece's.
 """
 
 import importlib.util
@@ -21,8 +25,9 @@ from tokenizer.specials import END_OF_TEXT, PAD, UNK
 SPM_FILE = "tokenizer.model"
 GENERIC_CLASS = "PreTrainedTokenizerFast"  # known to AutoTokenizer in transformers 4.x and 5.x
 # Strings that stress the conversion beyond corpus lines: runs of spaces, tabs, Latin text, digits,
-# rare CJK (byte fallback), emoji and a newline inside a document.
-PROBES = ("  两个空格  开头和结尾  ", "中文 English 混排 123 4567", "制表\t符", "罕见字：𠀀𪚥龘 emoji 😀👍",
+# rare CJK (byte fallback), emoji and a newline inside a document. Like corpus text they are
+# NFKC-normal (a test keeps them so).
+PROBES = ("  两个空格  开头和结尾  ", "中文 English 混排 123 4567", "制表\t符", "罕见字:𠀀𪚥龘 emoji 😀👍",
           "第一段\n第二段", "全角已归一: ABC 123")
 
 
@@ -36,6 +41,7 @@ def convert(spm_model: Path, out_dir: Path) -> None:
     """Write tokenizer.json + tokenizer_config.json (+ the .model) for `spm_model` into out_dir."""
     if importlib.util.find_spec("google.protobuf") is None:
         raise UserError("converting the SentencePiece model needs protobuf", "pip install protobuf")
+    from tokenizers import normalizers
     from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 
     specials = dict(unk_token=UNK, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=PAD)
@@ -43,8 +49,9 @@ def convert(spm_model: Path, out_dir: Path) -> None:
         shutil.copyfile(spm_model, Path(staging) / SPM_FILE)
         converted = LlamaTokenizer.from_pretrained(
             staging, legacy=False, add_prefix_space=False, add_bos_token=False, add_eos_token=False, **specials)
-    generic = PreTrainedTokenizerFast(tokenizer_object=converted.backend_tokenizer,
-                                      clean_up_tokenization_spaces=False, **specials)
+    backend = converted.backend_tokenizer
+    backend.normalizer = normalizers.NFKC()
+    generic = PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials)
     generic.save_pretrained(out_dir)
     config_path = out_dir / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
