@@ -26,7 +26,8 @@ def _add_common(parser: argparse.ArgumentParser, with_config: bool) -> None:
     if with_config:
         common.add_argument("--config", metavar="FILE", help="YAML config, or a name from configs/ (default: demo)")
         common.add_argument("--force", action="store_true", help="rebuild outputs even when they are up to date")
-    common.add_argument("--run-dir", metavar="DIR", help="run directory shared by all stages (default: runs/<config name>)")
+    common.add_argument("--run-dir", metavar="DIR",
+                        help="run directory shared by all stages (default: runs/<config name>)")
     common.add_argument("--cache-dir", metavar="DIR",
                         help="Hugging Face cache (HF_HOME), set before any HF library is imported")
     common.add_argument("--quiet", action="store_true", help="warnings and the final summary only")

@@ -46,7 +46,8 @@ def _version_check(name: str, installed: str | None, required: bool) -> Check:
 def doctor_checks(facts: HardwareFacts, storage: StorageFacts, adam8bit: tuple[bool, str]) -> list[Check]:
     """All checks from collected facts; pure, so fabricated GPU facts test every branch."""
     gpu = primary_gpu(facts)
-    gpu_detail = "; ".join(f"{g.name}, {g.memory_gib:g} GiB, SM {g.capability[0]}.{g.capability[1]}" for g in facts.gpus)
+    gpu_detail = "; ".join(f"{g.name}, {g.memory_gib:g} GiB, SM {g.capability[0]}.{g.capability[1]}"
+                           for g in facts.gpus)
     flash_ok, flash_detail = flash_attention_eligible(facts)
     compile_ok, compile_detail = compile_available(facts)
     checks = [
@@ -57,21 +58,26 @@ def doctor_checks(facts: HardwareFacts, storage: StorageFacts, adam8bit: tuple[b
         _version_check("transformers", facts.versions.get("transformers"), required=True),
         Check("CUDA available", facts.cuda_available,
               f"{len(facts.gpus)} GPU(s)" if facts.cuda_available else "no CUDA device: training runs on CPU"),
-        Check("torch built with CUDA", facts.cuda_version is not None, f"CUDA {facts.cuda_version}" if facts.cuda_version else "CPU-only torch build"),
+        Check("torch built with CUDA", facts.cuda_version is not None,
+              f"CUDA {facts.cuda_version}" if facts.cuda_version else "CPU-only torch build"),
         Check("GPU", gpu is not None, gpu_detail or "none"),
         Check("bf16 native (SM >= 8.0)", bf16_native(facts), "bf16 mixed precision" if bf16_native(facts) else
               ("fp16 + loss scaling" if gpu else "fp32 on CPU")),
-        Check("TF32 eligible (SM >= 8.0)", tf32_eligible(facts), "enabled for matmuls" if tf32_eligible(facts) else "not on this device"),
-        Check("flash-attn importable", facts.flash_attn_version is not None, facts.flash_attn_version or "not installed or fails to import"),
+        Check("TF32 eligible (SM >= 8.0)", tf32_eligible(facts),
+              "enabled for matmuls" if tf32_eligible(facts) else "not on this device"),
+        Check("flash-attn importable", facts.flash_attn_version is not None,
+              facts.flash_attn_version or "not installed or fails to import"),
         _version_check("flash-attn", facts.flash_attn_version, required=False),
         Check("flash-attn eligible", flash_ok, flash_detail),
         Check(f"bitsandbytes 8-bit Adam on {training_device(facts)}", adam8bit[0], adam8bit[1]),
         Check("torch.compile available", compile_ok, compile_detail),
         Check("HF cache writable", storage.cache_writable, storage.cache_dir, required=True),
-        Check(f"free disk >= {MIN_FREE_GIB:g} GiB", storage.free_gib >= MIN_FREE_GIB, f"{storage.free_gib:g} GiB free at {storage.run_dir}"),
+        Check(f"free disk >= {MIN_FREE_GIB:g} GiB", storage.free_gib >= MIN_FREE_GIB,
+              f"{storage.free_gib:g} GiB free at {storage.run_dir}"),
     ]
     if facts.world_size > 1:
-        checks.append(Check("launcher world size fits GPUs", facts.world_size <= max(len(facts.gpus), 1) or not facts.gpus,
+        fits = facts.world_size <= len(facts.gpus) or not facts.gpus  # CPU runs (gloo) may use any world size
+        checks.append(Check("launcher world size fits GPUs", fits,
                             f"WORLD_SIZE={facts.world_size}, {len(facts.gpus)} GPU(s)"))
     return checks
 

@@ -2,8 +2,8 @@
 entry points are loaded by name after the Hugging Face environment is prepared (seed 002 §13)."""
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pipeline.config.schema import Config
 from pipeline.rundir import RunDir

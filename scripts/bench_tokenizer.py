@@ -58,7 +58,8 @@ def main() -> None:
                 stats = manifest
             read = __import__("json").loads((request.run_dir.stage("tokenizer") / "stats.json").read_text())["reading"]
             results[factor] = (statistics.median(timings), corpus.stat().st_size, read["bytes_read"], stats)
-            print(f"x{factor:<3} corpus {corpus.stat().st_size / 1e6:7.1f} MB  read {read['bytes_read'] / 1e6:6.1f} MB  "
+            print(f"x{factor:<3} corpus {corpus.stat().st_size / 1e6:7.1f} MB  "
+                  f"read {read['bytes_read'] / 1e6:6.1f} MB  "
                   f"stage time median {results[factor][0]:6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in timings)})")
     ratio = results[10][0] / results[1][0]
     verdict = "meets" if ratio <= 2.0 else "MISSES"

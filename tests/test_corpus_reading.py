@@ -16,7 +16,8 @@ from pipeline.corpus.sources import resolve_sources
 from pipeline.errors import UserError
 from tokenizer.specials import SPECIAL_TOKENS
 
-SIMPLIFIED = ["中共中央总书记、国家主席江泽民发表1998年新年讲话。", "这本书写得很好，推荐大家阅读！", "同胞们、朋友们、女士们、先生们："]
+SIMPLIFIED = ["中共中央总书记、国家主席江泽民发表1998年新年讲话。", "这本书写得很好，推荐大家阅读！",
+              "同胞们、朋友们、女士们、先生们："]
 TRADITIONAL = ["這是一本關於臺灣歷史的書。", "我們今天在香港開會，討論經濟問題。", "請大家準時參加，謝謝。"]
 
 
@@ -39,7 +40,7 @@ def test_txt_is_one_document_per_line_and_blank_lines_are_ignored(tmp_path):
 
 def test_utf8_bom_is_not_part_of_the_text(tmp_path):
     path = tmp_path / "bom.txt"
-    path.write_bytes(b"\xef\xbb\xbf" + "第一行\n第二行\n".encode("utf-8"))
+    path.write_bytes(b"\xef\xbb\xbf" + "第一行\n第二行\n".encode())
     assert read([path])[0] == ["第一行", "第二行"]
 
 

@@ -14,7 +14,12 @@ from pipeline.hardware.decisions import (
     version_at_least,
     version_tuple,
 )
-from pipeline.hardware.facts import GpuFacts, HardwareFacts, StorageFacts, probe_8bit_adam
+from pipeline.hardware.facts import (
+    GpuFacts,
+    HardwareFacts,
+    StorageFacts,
+    probe_8bit_adam,
+)
 from tests.conftest import run_cli
 
 GPUS = {
@@ -38,7 +43,8 @@ def fabricate(device: str, flash: str | None = "2.8.3", count: int = 1) -> Hardw
                          triton_available=True, versions=VERSIONS)
 
 
-AMPERE_OR_NEWER = {"a100-40g": True, "a100-80g": True, "rtx4090": True, "rtx5090": True, "h100": True, "t4": False, "cpu": False}
+AMPERE_OR_NEWER = {"a100-40g": True, "a100-80g": True, "rtx4090": True, "rtx5090": True, "h100": True,
+                   "t4": False, "cpu": False}
 
 
 @pytest.mark.parametrize("device", list(AMPERE_OR_NEWER))
@@ -80,7 +86,8 @@ def test_a_check_that_returns_none_is_a_bug_caught_at_once():
 
 
 def test_required_failures_are_flagged():
-    old = HardwareFacts(python_version="3.9.1", cpu_count=2, torch_version="1.13.1", versions={"transformers": "4.30.0"})
+    old = HardwareFacts(python_version="3.9.1", cpu_count=2, torch_version="1.13.1",
+                        versions={"transformers": "4.30.0"})
     unwritable = StorageFacts(cache_dir="/ro", cache_writable=False, run_dir="runs", free_gib=1.0)
     failing = {c.name for c in doctor_checks(old, unwritable, (False, "x")) if c.required and not c.ok}
     assert failing == {"python >= 3.10", "torch >= 2.0", "transformers >= 4.36", "HF cache writable"}
@@ -93,7 +100,8 @@ def test_compile_needs_triton_on_gpu_and_a_compiler_on_cpu():
 
 def test_versions_compare_numerically():
     assert version_tuple("2.13.0+cpu") == (2, 13, 0) and version_tuple("2.0rc1") == (2, 0)
-    assert version_at_least("2.13.0", "2.2") and not version_at_least("2.1.9", "2.2") and not version_at_least(None, "1")
+    assert version_at_least("2.13.0", "2.2") and not version_at_least("2.1.9", "2.2")
+    assert not version_at_least(None, "1")
 
 
 def test_8bit_adam_probe_takes_a_real_step_on_cpu():

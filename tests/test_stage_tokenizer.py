@@ -1,7 +1,6 @@
 """Stage 1 through the real command line: reuse and rebuild, interruption, bad input, entry points."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -137,7 +136,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-def test_bad_input_is_one_line_nonzero_and_leaves_earlier_output_untouched(tmp_path, capsys, finished_run, small_corpus):
+def test_bad_input_is_one_line_nonzero_and_leaves_earlier_output_untouched(tmp_path, capsys, finished_run,
+                                                                           small_corpus):
     before = tree_checksums(finished_run)
     for name, (flags, expected) in _bad_inputs(tmp_path).items():
         argv = ["train-tokenizer", "--run-dir", str(finished_run), "--force", *flags]

@@ -30,12 +30,14 @@ def held_out_lines(demo_documents) -> list[str]:
 def test_autotokenizer_loads_it_with_our_special_tokens(tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     assert len(tok) == 4000
-    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (UNK_ID, END_OF_TEXT_ID, END_OF_TEXT_ID, PAD_ID)
+    ids = (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    assert ids == (UNK_ID, END_OF_TEXT_ID, END_OF_TEXT_ID, PAD_ID)
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"
     config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
-    assert {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "stats.json", "config.yaml", "manifest.json"} \
-        <= {p.name for p in tokenizer_dir.iterdir()}
+    expected = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "stats.json", "config.yaml",
+                "manifest.json"}
+    assert expected <= {p.name for p in tokenizer_dir.iterdir()}
 
 
 def test_ids_match_sentencepiece_and_decode_round_trips_on_real_lines(tokenizer_dir, held_out_lines):

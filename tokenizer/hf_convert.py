@@ -70,13 +70,15 @@ def verify(hf_dir: Path, spm_model: Path, lines: list[str]) -> Verification:
     loaded = AutoTokenizer.from_pretrained(str(hf_dir))
     fix = "report this with `gpt2zh doctor` output; check the transformers, tokenizers and protobuf versions"
     if len(loaded) != processor.get_piece_size():
-        raise UserError(f"converted tokenizer has {len(loaded)} tokens, SentencePiece has {processor.get_piece_size()}", fix)
+        raise UserError(f"converted tokenizer has {len(loaded)} tokens, "
+                        f"SentencePiece has {processor.get_piece_size()}", fix)
     if loaded.eos_token_id is None or loaded.pad_token_id is None or loaded.eos_token_id == loaded.pad_token_id:
-        raise UserError(f"converted tokenizer lost its special tokens (eos {loaded.eos_token_id}, pad {loaded.pad_token_id})", fix)
+        raise UserError(f"converted tokenizer lost its special tokens "
+                        f"(eos {loaded.eos_token_id}, pad {loaded.pad_token_id})", fix)
     samples = [*PROBES, *lines]
     expected = processor.encode(samples)
     actual = loaded(samples, add_special_tokens=True)["input_ids"]
-    for text, want, got in zip(samples, expected, actual):
+    for text, want, got in zip(samples, expected, actual, strict=True):
         if want != got:
             raise UserError(f"ids differ between SentencePiece and the converted tokenizer on {text[:60]!r}: "
                             f"{want[:12]} vs {got[:12]}", fix)

@@ -21,7 +21,15 @@ from pipeline.stages import StageRequest
 from tokenizer.hf_convert import SPM_FILE, convert, verify
 from tokenizer.quality import measure
 from tokenizer.sampling import SentenceReservoir, split_sentences
-from tokenizer.specials import END_OF_TEXT, END_OF_TEXT_ID, PAD, PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID
+from tokenizer.specials import (
+    END_OF_TEXT,
+    END_OF_TEXT_ID,
+    PAD,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK,
+    UNK_ID,
+)
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
@@ -135,7 +143,8 @@ def train_tokenizer(request: StageRequest) -> dict:
             special_token_ids={"unk": UNK_ID, "bos": END_OF_TEXT_ID, "eos": END_OF_TEXT_ID, "pad": PAD_ID})
 
     _report_rows(report, corpus, reader, sample)
-    report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, trained in {human_duration(train_seconds)}; "
+    report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, "
+                            f"trained in {human_duration(train_seconds)}; "
                             f"{END_OF_TEXT}={END_OF_TEXT_ID} (bos/eos), {PAD}={PAD_ID}, {UNK}={UNK_ID}")
     text_kind = "held-out" if held_out else "training (no held-out documents)"
     report.row("quality", f"{quality.chars_per_token:.2f} chars/token, byte fallback {quality.byte_fallback_rate:.2%} "

@@ -8,8 +8,9 @@ so a user fixes a config in one round trip instead of one error per run (litgpt'
 import dataclasses
 import difflib
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -41,7 +42,8 @@ def find_config(name_or_path: str | None) -> Path:
         return candidate
     names = available_configs()
     close = difflib.get_close_matches(as_path.stem, names, n=1)
-    hint = f"did you mean --config {close[0]}?" if close else f"use a YAML path or one of: {', '.join(names) or '(none found)'}"
+    listed = ", ".join(names) or "(none found)"
+    hint = f"did you mean --config {close[0]}?" if close else f"use a YAML path or one of: {listed}"
     raise UserError(f"--config: {name_or_path!r} not found", hint)
 
 

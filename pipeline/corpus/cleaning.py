@@ -13,7 +13,9 @@ text, so decode(encode(x)) == x holds for every cleaned x.
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from pipeline.corpus.tally import Tally
 
 # A character class scans in C: 13x faster than str.translate with a deletion table on Chinese text.
 CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
@@ -21,7 +23,7 @@ SPM_SPACE = "\u2581"
 
 
 @dataclass
-class CleaningCounts:
+class CleaningCounts(Tally):
     documents_in: int = 0
     nfkc_changed: int = 0
     control_chars_removed: int = 0
@@ -29,13 +31,6 @@ class CleaningCounts:
     space_markers_replaced: int = 0
     empty_dropped: int = 0
     duplicates_dropped: int = 0
-
-    def add(self, other: "CleaningCounts") -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class TextCleaner:

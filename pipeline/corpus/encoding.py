@@ -67,11 +67,13 @@ def sniff_encoding(path: Path, forced: str = "auto") -> FileEncoding | None:
         try:
             name = codecs.lookup(forced).name
         except LookupError:
-            raise UserError(f"--data-encoding: unknown encoding {forced!r}", "use auto, utf-8, gb18030, big5, utf-16 …") from None
+            raise UserError(f"--data-encoding: unknown encoding {forced!r}",
+                            "use auto, utf-8, gb18030, big5, utf-16 …") from None
         return FileEncoding(codec=name, label=name.upper(), detected=False)
     for bom, codec in BOMS:
         if sample.startswith(bom):
-            return FileEncoding(codec=codec, label=codec.upper().replace("-SIG", " (BOM)"), detected=codec != "utf-8-sig")
+            label = codec.upper().replace("-SIG", " (BOM)")
+            return FileEncoding(codec=codec, label=label, detected=codec != "utf-8-sig")
     nul_share = sample.count(0) / len(sample)
     if nul_share > MAX_NUL_SHARE:
         raise UserError(f"{path}: looks binary ({nul_share:.0%} NUL bytes in the first {len(sample):,} bytes)",

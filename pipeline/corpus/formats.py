@@ -6,8 +6,8 @@ People's Daily file (`word/pos` tokens; tags stripped, words joined without spac
 """
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from pipeline.corpus.encoding import FileEncoding
 from pipeline.corpus.lines import LineCounts, LinePolicy, position_label, read_lines
@@ -33,7 +33,8 @@ def _parquet_file(source: Source, text_field: str):
     try:
         parquet = pq.ParquetFile(source.path)
     except Exception as err:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
-        raise UserError(f"{source.path}: not a readable parquet file ({err})", "re-export it or remove it from --data-files") from None
+        raise UserError(f"{source.path}: not a readable parquet file ({err})",
+                        "re-export it or remove it from --data-files") from None
     columns = parquet.schema_arrow.names
     if text_field not in columns:
         raise UserError(f"{source.path}: no column {text_field!r} (columns: {', '.join(columns)})",

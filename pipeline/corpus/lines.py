@@ -9,11 +9,12 @@ is counted and announced once per file.
 
 import codecs
 import logging
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.corpus.encoding import FileEncoding
+from pipeline.corpus.tally import Tally
 from pipeline.errors import UserError
 
 log = logging.getLogger("gpt2zh")
@@ -22,22 +23,14 @@ DECODE_FIX = "fix the file, or pass --data-decode-errors replace (U+FFFD) or ski
 
 
 @dataclass
-class LineCounts:
+class LineCounts(Tally):
     lines: int = 0
     replaced_chars: int = 0
     undecodable_lines_skipped: int = 0
     long_lines_split: int = 0
     long_line_pieces: int = 0
     long_lines_skipped: int = 0
-    warned: set = field(default_factory=set, repr=False, compare=False)
-
-    def add(self, other: "LineCounts") -> None:
-        for f in fields(self):
-            if f.name != "warned":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "warned"}
+    warned: set = field(default_factory=set, repr=False, compare=False)  # (kind, file) already announced
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,8 @@ class _RangeReader:
                 return None
             text = raw.decode(self.encoding.codec, errors="replace")
             self.counts.replaced_chars += text.count("\ufffd")
-            _warn_once(self.counts, "replace", self.path, f"{self.path}: line {line}: undecodable bytes replaced by U+FFFD")
+            _warn_once(self.counts, "replace", self.path,
+                       f"{self.path}: line {line}: undecodable bytes replaced by U+FFFD")
             return text
 
     def too_long(self, line: int) -> str:
@@ -198,7 +192,8 @@ class _RangeReader:
                 try:
                     text = handle.readline(limit)
                 except UnicodeDecodeError:
-                    raise UserError(f"{self.path}: after line {line}: cannot decode as {self.encoding.label}", DECODE_FIX) from None
+                    raise UserError(f"{self.path}: after line {line}: cannot decode as {self.encoding.label}",
+                                    DECODE_FIX) from None
                 if not text:
                     break
                 complete = text.endswith("\n")

@@ -9,11 +9,17 @@ by one block and one line piece, plus the dedupe set when data.dedupe is on.
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from pipeline.config.schema import DataConfig
-from pipeline.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digest, is_validation
+from pipeline.corpus.cleaning import (
+    CleaningCounts,
+    Deduplicator,
+    TextCleaner,
+    document_digest,
+    is_validation,
+)
 from pipeline.corpus.encoding import FileEncoding, sniff_encoding
 from pipeline.corpus.formats import Block, block_texts, plan_blocks
 from pipeline.corpus.lines import LineCounts, LinePolicy

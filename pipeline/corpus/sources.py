@@ -34,7 +34,8 @@ def _source(path: Path, fmt: str) -> Source:
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise UserError(f"--data-files: cannot read {path} ({err.strerror})", "check the path and permissions") from None
+        raise UserError(f"--data-files: cannot read {path} ({err.strerror})",
+                        "check the path and permissions") from None
     if not os.access(path, os.R_OK):
         raise UserError(f"--data-files: {path} is not readable", "fix its permissions")
     return Source(path=path, format=fmt, size=size)
@@ -65,7 +66,8 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
         if glob.has_magic(expanded):
             matches = sorted(glob.glob(expanded, recursive=True))
             if not matches:
-                raise UserError(f"--data-files: no file matches {pattern!r}", "check the pattern (quote it so the shell does not expand it)")
+                raise UserError(f"--data-files: no file matches {pattern!r}",
+                                "check the pattern (quote it so the shell does not expand it)")
             for match in matches:
                 match_path = Path(match)
                 if match_path.is_dir():
@@ -77,7 +79,8 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
         if path.is_dir():
             inside = _walk(path)
             if not inside:
-                raise UserError(f"--data-files: directory {path} has no {SUPPORTED} files", "point at the folder holding the corpus")
+                raise UserError(f"--data-files: directory {path} has no {SUPPORTED} files",
+                                "point at the folder holding the corpus")
             paths += inside
         elif path.exists():
             _format_of(path)

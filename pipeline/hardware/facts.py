@@ -68,8 +68,8 @@ def _flash_attn_version() -> str | None:
 
 
 def collect_facts() -> HardwareFacts:
-    versions = {name: package_version(name) for name in
-                ("transformers", "datasets", "huggingface_hub", "tokenizers", "sentencepiece", "accelerate", "protobuf")}
+    libraries = ("transformers", "datasets", "huggingface_hub", "tokenizers", "sentencepiece", "accelerate", "protobuf")
+    versions = {name: package_version(name) for name in libraries}
     common = dict(
         python_version=platform.python_version(),
         cpu_count=os.cpu_count() or 1,
