@@ -2,4 +2,5 @@
 
 from pipeline.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # stage 2's spawned workers import this module again; it must not rerun main()
+    raise SystemExit(main())

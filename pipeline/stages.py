@@ -29,6 +29,8 @@ class StageInfo:
 STAGES = (
     StageInfo("train-tokenizer", 1, "tokenizer", "tokenizer.stage:train_tokenizer",
               "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer"),
+    StageInfo("tokenize", 2, "dataset", "pipeline.dataset.stage:tokenize_dataset",
+              "tokenize the corpus and pack it into fixed-length training and validation blocks"),
 )
 
 

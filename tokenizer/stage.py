@@ -10,11 +10,12 @@ import logging
 import random
 import time
 
-from pipeline.config import dump_config, fingerprint_fields
+from pipeline.config import dump_config
 from pipeline.config.schema import TokenizerConfig
 from pipeline.console import progress
 from pipeline.corpus import CorpusReader, sources_for
 from pipeline.errors import UserError
+from pipeline.fingerprints import tokenizer_inputs
 from pipeline.report import StageReport, human_bytes, human_duration
 from pipeline.rundir import StageOutput, file_sha256, fingerprint
 from pipeline.stages import StageRequest
@@ -33,7 +34,6 @@ from tokenizer.specials import (
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
-STAGE_FORMAT = 1  # bump when the output layout changes, so older outputs are rebuilt
 HELD_OUT_CHARS = 2_000_000  # held-out text kept for the quality figures and the verification
 
 
@@ -101,8 +101,7 @@ def train_tokenizer(request: StageRequest) -> dict:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
     sources, corpus = sources_for(config.data.files)
-    parts = {"format": STAGE_FORMAT, "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
-             "sources": [source.fingerprint() for source in sources]}
+    parts = tokenizer_inputs(config, sources)
     output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
@@ -139,7 +138,8 @@ def train_tokenizer(request: StageRequest) -> dict:
         (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         dump_config(config, staging / "config.yaml")
         output.manifest_extra.update(
-            tokenizer_sha256=file_sha256(staging / "tokenizer.json"), vocab_size=checked.vocab_size,
+            tokenizer_sha256=file_sha256(staging / "tokenizer.json"), spm_sha256=file_sha256(model),
+            vocab_size=checked.vocab_size, special_tokens={UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID},
             special_token_ids={"unk": UNK_ID, "bos": END_OF_TEXT_ID, "eos": END_OF_TEXT_ID, "pad": PAD_ID})
 
     _report_rows(report, corpus, reader, sample)

@@ -113,6 +113,18 @@ def validate(config: Config) -> list[str]:
         problems.append(f"data.validation_fraction must be within [0, 0.5], got {d.validation_fraction}")
     if d.max_line_chars < 1:
         problems.append("data.max_line_chars must be >= 1")
+    if d.block_size < 8:
+        problems.append(f"data.block_size must be >= 8, got {d.block_size}")
+    if d.block_size > m.n_positions:
+        problems.append(f"data.block_size ({d.block_size}) exceeds model.n_positions ({m.n_positions}): "
+                        "the model could not attend over a whole block")
+    if d.map_batch_size < 1:
+        problems.append("data.map_batch_size must be >= 1")
+    if d.num_proc < 0:
+        problems.append("data.num_proc must be >= 0 (0 = min(8, CPU count))")
+    if d.num_shards < 1 or not 0 <= d.shard_index < d.num_shards:
+        problems.append(f"data.shard_index must be within 0 .. data.num_shards-1 "
+                        f"(got index {d.shard_index} of {d.num_shards})")
     if t.vocab_size < 300:
         problems.append(f"tokenizer.vocab_size must be >= 300 (256 byte pieces + specials), got {t.vocab_size}")
     if not 0.0 < t.character_coverage <= 1.0:

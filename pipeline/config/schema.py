@@ -37,6 +37,13 @@ class DataConfig:
     dedupe: bool = setting(False, "drop exact duplicate documents (keeps ~100 bytes per distinct document in memory)")
     validation_fraction: float = setting(
         0.01, "share of documents held out for validation, chosen by a hash of the text (deterministic)")
+    block_size: int = setting(1024, "tokens per training block (<= model.n_positions)", only_for=("dataset",))
+    map_batch_size: int = setting(
+        2000, "documents tokenized per batch inside a worker (seed 002 §10: bounded, not 5000+)", in_fingerprint=False)
+    num_proc: int = setting(0, "tokenizer worker processes; 0 = min(8, CPU count)", in_fingerprint=False)
+    num_shards: int = setting(
+        1, "split stage 2 across this many machines/jobs, each building one shard", only_for=("dataset",))
+    shard_index: int = setting(0, "which shard this job builds, 0 .. num_shards-1", only_for=("dataset",))
 
 
 @dataclass

@@ -64,6 +64,19 @@ class CorpusStats:
         }
 
 
+def clean_block(block: Block, data: DataConfig, policy: LinePolicy, cleaner: TextCleaner,
+                line_counts: LineCounts) -> Iterator[tuple[str, bytes, bool]]:
+    """(cleaned text, digest, held out?) for each non-empty document of a block, in file order.
+
+    Shared by the reader and stage 2's worker processes, so both clean and split identically.
+    """
+    for raw in block_texts(block, data.text_field, policy, line_counts):
+        text = cleaner.clean(raw)
+        if text:
+            digest = document_digest(text)
+            yield text, digest, is_validation(digest, data.validation_fraction)
+
+
 class CorpusReader:
     def __init__(self, sources: list[Source], data: DataConfig, reserved_strings: tuple[str, ...] = ()):
         self.data = data
@@ -91,29 +104,24 @@ class CorpusReader:
             log.warning("%s: not UTF-8; decoding it as %s (detected)", source.path, encoding.label)
         return encoding
 
-    def _block_bytes(self, block: Block) -> int:
+    def block_bytes(self, block: Block) -> int:
         if block.encoding is None:  # parquet row group: its share of the file
             return block.source.size // self._row_groups[block.source]
         return block.end - block.start
 
     def _read(self, blocks: Iterable[Block], on_block: Callable[[int], None] | None) -> Iterator[Document]:
-        stats, fraction = self.stats, self.data.validation_fraction
+        stats = self.stats
         for block in blocks:
-            for raw in block_texts(block, self.data.text_field, self.policy, stats.lines):
-                text = self.cleaner.clean(raw)
-                if not text:
-                    continue
-                digest = document_digest(text)
+            for text, digest, held_out in clean_block(block, self.data, self.policy, self.cleaner, stats.lines):
                 if self.deduplicator is not None and self.deduplicator.is_duplicate(digest):
                     stats.cleaning.duplicates_dropped += 1
                     continue
-                held_out = is_validation(digest, fraction)
                 split = stats.validation if held_out else stats.train
                 split.documents += 1
                 split.characters += len(text)
                 yield Document(text, held_out)
             stats.blocks_read += 1
-            size = self._block_bytes(block)
+            size = self.block_bytes(block)
             stats.bytes_read += size
             if on_block is not None:
                 on_block(size)

@@ -1,0 +1,203 @@
+"""Stage 2: corpus + <run-dir>/tokenizer/ -> <run-dir>/dataset/ (train and validation blocks).
+
+Every byte of the corpus is read, in 1 MiB blocks spread over worker processes; the parent dedupes,
+splits and packs documents (each followed by <|endoftext|>) into blocks of exactly block_size tokens,
+streaming them to disk. Memory stays flat whatever the corpus size (seed 002 §10).
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import dump_config
+from pipeline.console import progress
+from pipeline.corpus import CorpusReader, sources_for
+from pipeline.corpus.cleaning import Deduplicator
+from pipeline.dataset.packing import BlockPacker
+from pipeline.dataset.parallel import ordered_map
+from pipeline.dataset.shards import items_for_shard, shard_folder_name
+from pipeline.dataset.store import SplitWriter, token_dtype, write_dataset_dict
+from pipeline.dataset.worker import BlockTokens, WorkerSetup, init_worker, tokenize_block
+from pipeline.errors import UserError
+from pipeline.fingerprints import dataset_inputs, expected_tokenizer_fingerprint
+from pipeline.memory import peak_rss_mb
+from pipeline.report import StageReport, human_bytes
+from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from pipeline.stages import StageRequest
+
+log = logging.getLogger("gpt2zh")
+STAGE = "tokenize"
+SPLITS = ("train", "validation")
+TOKENIZER_FIX = "run `gpt2zh train-tokenizer` (or `gpt2zh run`) with the same --run-dir, corpus and config first"
+
+
+def checked_tokenizer(tokenizer_dir: Path, config, sources) -> dict:
+    """The tokenizer manifest, if the tokenizer on disk is complete and was trained for this corpus and config."""
+    manifest = read_manifest(tokenizer_dir)
+    if manifest is None:
+        raise UserError(f"no complete tokenizer in {tokenizer_dir}", TOKENIZER_FIX)
+    if manifest.get("fingerprint") != expected_tokenizer_fingerprint(config, sources):
+        raise UserError(f"the tokenizer in {tokenizer_dir} was trained for another corpus or tokenizer config",
+                        TOKENIZER_FIX.replace("first", "to retrain it"))
+    if file_sha256(tokenizer_dir / "tokenizer.model") != manifest.get("spm_sha256"):
+        raise UserError(f"{tokenizer_dir}/tokenizer.model differs from the one stage 1 wrote", TOKENIZER_FIX)
+    return manifest
+
+
+def _output_folder(dataset_dir: Path, data) -> Path:
+    if data.num_shards == 1:
+        return dataset_dir
+    if read_manifest(dataset_dir) is not None:
+        raise UserError(f"{dataset_dir} holds a single-job dataset; sharded builds go into shard folders beside it",
+                        "use a new --run-dir for the sharded build, or delete the existing dataset")
+    return dataset_dir / shard_folder_name(data.shard_index, data.num_shards)
+
+
+class _Splits:
+    """Dedupe, split, pack and write, in document order."""
+
+    def __init__(self, staging: Path, block_size: int, dtype: np.dtype, fingerprint_value: str, dedupe: bool):
+        self.writers = {s: SplitWriter(staging / s, s, block_size, dtype, fingerprint_value) for s in SPLITS}
+        self.packers = {s: BlockPacker(block_size, self.writers[s].write) for s in SPLITS}
+        self.deduplicator = Deduplicator() if dedupe else None
+
+    def add(self, result: BlockTokens, stats) -> None:
+        keep = np.ones(len(result.doc_tokens), bool)
+        if self.deduplicator is not None:
+            for i in range(len(keep)):
+                keep[i] = not self.deduplicator.is_duplicate(result.digests[16 * i: 16 * i + 16])
+            stats.cleaning.duplicates_dropped += int((~keep).sum())
+        for split, chosen in (("train", keep & ~result.held_out), ("validation", keep & result.held_out)):
+            counts = getattr(stats, split)
+            counts.documents += int(chosen.sum())
+            counts.characters += int(result.doc_chars[chosen].sum())
+            if chosen.all():
+                self.packers[split].add(result.tokens)
+            elif chosen.any():
+                self.packers[split].add(result.tokens[np.repeat(chosen, result.doc_tokens)])
+
+    def close(self) -> dict[str, dict]:
+        figures = {}
+        for split in SPLITS:
+            packer, writer = self.packers[split], self.writers[split]
+            tail = packer.close()
+            writer.close()
+            figures[split] = {"tokens": packer.tokens_in, "blocks": packer.blocks_out, "dropped_tail_tokens": tail}
+        return figures
+
+
+def _memory(worker_peak: float, workers: int) -> dict[str, float]:
+    """Peaks of the main process and the largest worker; their sum over all processes bounds the stage."""
+    main = peak_rss_mb()
+    if workers <= 1:  # tokenized in-process
+        return {"main": round(main, 1), "worker": 0.0, "total": round(main, 1)}
+    return {"main": round(main, 1), "worker": round(worker_peak, 1), "total": round(main + workers * worker_peak, 1)}
+
+
+def tokenize_dataset(request: StageRequest) -> dict:
+    config, data = request.config, request.config.data
+    report = StageReport(STAGE)
+    sources, corpus = sources_for(data.files)
+    tokenizer_dir = request.run_dir.stage("tokenizer")
+    tokenizer = checked_tokenizer(tokenizer_dir, config, sources)
+    parts = dataset_inputs(config, sources, tokenizer)
+    output = StageOutput(_output_folder(request.run_dir.stage("dataset"), data), "dataset", fingerprint(parts), parts)
+    if not request.force and (manifest := output.current_manifest()) is not None:
+        log.info("%s: %s is up to date for this corpus, tokenizer and config; skipped (--force rebuilds)",
+                 STAGE, output.final)
+        return manifest
+
+    specials = tokenizer["special_tokens"]
+    reader = CorpusReader(sources, data, tuple(specials))  # checks every file before reading starts
+    blocks = items_for_shard(reader.blocks, data.shard_index, data.num_shards)
+    if not blocks:
+        raise UserError(f"shard {data.shard_index} of {data.num_shards} has no data: the corpus has only "
+                        f"{len(reader.blocks)} block(s) of 1 MiB", "use fewer --data-num-shards")
+    dtype = token_dtype(tokenizer["vocab_size"])
+    workers = min(data.num_proc or min(8, os.cpu_count() or 1), len(blocks))
+    setup = WorkerSetup(spm_model=str(tokenizer_dir / "tokenizer.model"), data=data, reserved_strings=tuple(specials),
+                        end_of_text_id=tokenizer["special_token_ids"]["eos"], dtype=dtype.name,
+                        keep_digests=data.dedupe, log_level=log.level)
+    stats = reader.stats
+    total_bytes = sum(reader.block_bytes(block) for block in blocks)
+    worker_peak = 0.0
+    with output.build() as staging:
+        splits = _Splits(staging, data.block_size, dtype, output.fingerprint, data.dedupe)
+        with progress(total_bytes, "B", f"tokenizing ({workers} worker{'s' * (workers > 1)})", scale=True) as bar:
+            for block, result in zip(blocks, ordered_map(tokenize_block, blocks, workers, init_worker, (setup,)),
+                                     strict=True):
+                splits.add(result, stats)
+                worker_peak = max(worker_peak, result.worker_peak_rss_mb)
+                stats.lines.add(result.lines)
+                stats.cleaning.add(result.cleaning)
+                stats.blocks_read += 1
+                stats.bytes_read += reader.block_bytes(block)
+                bar.update(reader.block_bytes(block))
+        figures = splits.close()
+        _check_sizes(figures, stats, data)
+        write_dataset_dict(staging, list(SPLITS))
+        seconds = report.elapsed
+        summary = {
+            "corpus": corpus, "reading": stats.as_dict(), "splits": figures, "block_size": data.block_size,
+            "dtype": dtype.name, "vocab_size": tokenizer["vocab_size"], "workers": workers,
+            "shard": {"index": data.shard_index, "count": data.num_shards},
+            "chars_per_token": _chars_per_token(stats, figures), "seconds": round(seconds, 2),
+            "mb_per_second": round(stats.bytes_read / 1e6 / max(seconds, 1e-9), 2),
+            "peak_rss_mb": _memory(worker_peak, workers),
+        }
+        (staging / "stats.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        dump_config(config, staging / "config.yaml")
+        output.manifest_extra.update(
+            tokenizer_fingerprint=tokenizer["fingerprint"], block_size=data.block_size, dtype=dtype.name,
+            rows={split: figures[split]["blocks"] for split in SPLITS},
+            shard={"index": data.shard_index, "count": data.num_shards})
+    _report(report, corpus, stats, summary, output.final)
+    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _chars_per_token(stats, figures) -> float:
+    content_tokens = sum(figures[s]["tokens"] for s in SPLITS) - stats.train.documents - stats.validation.documents
+    characters = stats.train.characters + stats.validation.characters
+    return round(characters / content_tokens, 4) if content_tokens else 0.0
+
+
+def _check_sizes(figures: dict, stats, data) -> None:
+    if stats.train.documents + stats.validation.documents == 0:
+        raise UserError(f"the corpus has no text left after cleaning ({stats.files} file(s), "
+                        f"{len(stats.empty_files)} empty)", "check --data-files")
+    if figures["train"]["blocks"] == 0:
+        raise UserError(f"the training split has {figures['train']['tokens']:,} tokens, fewer than one block of "
+                        f"{data.block_size}", "lower --data-block-size or add text")
+    if data.validation_fraction > 0 and figures["validation"]["blocks"] == 0:
+        raise UserError(f"the validation split has {figures['validation']['tokens']:,} tokens, fewer than one block "
+                        f"of {data.block_size}", "raise --data-validation-fraction or lower --data-block-size")
+
+
+def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path) -> None:
+    figures, block_size = summary["splits"], summary["block_size"]
+    report.row("corpus", corpus)
+    shard = summary["shard"]
+    shard_note = f", shard {shard['index']} of {shard['count']}" if shard["count"] > 1 else ""
+    report.row("read", f"{human_bytes(stats.bytes_read)} in {stats.blocks_read} block(s){shard_note}, "
+                       f"{summary['workers']} worker(s), {summary['mb_per_second']:.1f} MB/s")
+    report.row("documents", f"{stats.train.documents:,} training, {stats.validation.documents:,} validation "
+                            f"({stats.train.characters + stats.validation.characters:,} characters)")
+    changes = {**stats.cleaning.as_dict(), **stats.lines.as_dict()}
+    changes.pop("documents_in"), changes.pop("lines")
+    noted = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in changes.items() if value)
+    report.row("cleaning", noted or "nothing to change")
+    report.row("tokens", f"{figures['train']['tokens']:,} training, {figures['validation']['tokens']:,} validation "
+                         f"(one <|endoftext|> after each document); {summary['chars_per_token']:.2f} chars/token")
+    report.row("blocks", f"{figures['train']['blocks']:,} training + {figures['validation']['blocks']:,} validation "
+                         f"× {block_size} tokens, {summary['dtype']} (vocab {summary['vocab_size']:,})")
+    report.row("dropped", f"final tails only: {figures['train']['dropped_tail_tokens']:,} training + "
+                          f"{figures['validation']['dropped_tail_tokens']:,} validation tokens")
+    memory = summary["peak_rss_mb"]
+    per_worker = f", each worker <= {memory['worker']:,.0f} MB" if memory["worker"] else ""
+    report.row("memory", f"peak RSS {memory['total']:,.0f} MB in all (main {memory['main']:,.0f} MB{per_worker})")
+    report.row("wrote", f"{final}/ (train/, validation/, stats.json, config.yaml)")
+    report.row("load it", f"datasets.load_from_disk({str(final)!r})")
+    report.print()

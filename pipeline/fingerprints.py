@@ -1,0 +1,27 @@
+"""What each stage's output depends on, in one place, so a later stage can tell whether an earlier
+stage's output on disk belongs to the current corpus and config (a tokenizer "from another run")."""
+
+from pipeline.config import Config, fingerprint_fields
+from pipeline.corpus.sources import Source
+from pipeline.rundir import fingerprint
+
+# Bump when a stage's output layout changes, so older outputs are rebuilt instead of misread.
+TOKENIZER_FORMAT = 2
+DATASET_FORMAT = 1
+
+
+def tokenizer_inputs(config: Config, sources: list[Source]) -> dict:
+    return {"format": TOKENIZER_FORMAT,
+            "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
+            "sources": [source.fingerprint() for source in sources]}
+
+
+def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: dict) -> dict:
+    return {"format": DATASET_FORMAT,
+            "config": fingerprint_fields(config, ("data",), "dataset"),
+            "sources": [source.fingerprint() for source in sources],
+            "tokenizer": tokenizer_manifest["fingerprint"]}
+
+
+def expected_tokenizer_fingerprint(config: Config, sources: list[Source]) -> str:
+    return fingerprint(tokenizer_inputs(config, sources))

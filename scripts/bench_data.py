@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Benchmark stage 2 against transformers' run_clm.py data pipeline, in one run.
+
+(a) speed: our stage vs the reference — load_dataset("text"), map(tokenizer, batched=True,
+    num_proc=2), map(group_texts) — on the same demo text file and the same tokenizer, both warm,
+    median of --repeat runs. Goal: ours >= 5x faster.
+(b) memory: stage 2 alone, in a fresh process, on the demo corpus x1 and x10 (replicated);
+    goal: peak RSS x10 / x1 <= 1.5.
+
+    python scripts/bench_data.py [--repeat 3] [--num-proc 2]
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.hf_env import prepare_hf_environment
+
+BLOCK_SIZE = 256
+
+
+def run_clm_reference(text_file: Path, tokenizer_dir: Path, num_proc: int, cache_dir: Path) -> int:
+    """transformers/examples/pytorch/language-modeling/run_clm.py's data path, condensed; returns blocks."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    raw = load_dataset("text", data_files={"train": str(text_file)}, cache_dir=str(cache_dir))
+    tokenized = raw.map(lambda batch: tokenizer(batch["text"]), batched=True, num_proc=num_proc,
+                        remove_columns=["text"], desc=None)
+
+    def group_texts(examples):
+        concatenated = {k: sum(examples[k], []) for k in examples}
+        total = (len(concatenated["input_ids"]) // BLOCK_SIZE) * BLOCK_SIZE
+        result = {k: [t[i: i + BLOCK_SIZE] for i in range(0, total, BLOCK_SIZE)] for k, t in concatenated.items()}
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    grouped = tokenized.map(group_texts, batched=True, num_proc=num_proc)
+    return grouped["train"].num_rows
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"bench: `gpt2zh {' '.join(args)}` failed:\n{result.stderr}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--num-proc", type=int, default=2)
+    args = parser.parse_args()
+    prepare_hf_environment()
+    import datasets
+    import transformers  # noqa: F401  (warm imports: neither side pays them inside the timing)
+
+    from pipeline.config import find_config, load_config
+    from pipeline.console import setup_logging
+    from pipeline.corpus import CorpusReader, sources_for
+    from pipeline.dataset.stage import tokenize_dataset
+    from pipeline.rundir import RunDir
+    from pipeline.stages import StageRequest
+
+    datasets.disable_caching()
+    datasets.disable_progress_bars()
+    setup_logging(quiet=True)
+    demo = load_config(find_config("demo"))
+    text = "\n".join(doc.text for doc in CorpusReader(sources_for([])[0], demo.data).documents()) + "\n"
+    common = ["--config", "demo", "--no-data-dedupe", "--data-block-size", str(BLOCK_SIZE), "--quiet",
+              "--data-num-proc", str(args.num_proc)]
+    with tempfile.TemporaryDirectory(prefix="gpt2zh-bench-") as tmp:
+        root = Path(tmp)
+        corpora = {}
+        for factor in (1, 10):
+            corpora[factor] = root / f"demo_x{factor}.txt"
+            corpora[factor].write_text(text * factor, encoding="utf-8")
+            run_dir = str(root / f"run{factor}")
+            cli("train-tokenizer", "--data-files", str(corpora[factor]), "--run-dir", run_dir, *common)
+        size_mb = corpora[1].stat().st_size / 1e6
+
+        config = load_config(find_config("demo"), {"data.files": [str(corpora[1])], "data.dedupe": False,
+                                                   "data.block_size": BLOCK_SIZE, "data.num_proc": args.num_proc})
+        ours, reference, blocks = [], [], {}
+        for attempt in range(args.repeat):
+            started = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                manifest = tokenize_dataset(StageRequest(config, "bench", RunDir(root / "run1"), force=True))
+            ours.append(time.perf_counter() - started)
+            blocks["ours"] = manifest["rows"]["train"] + manifest["rows"]["validation"]
+            started = time.perf_counter()
+            blocks["run_clm"] = run_clm_reference(corpora[1], root / "run1" / "tokenizer", args.num_proc,
+                                                  root / f"hf-cache-{attempt}")
+            reference.append(time.perf_counter() - started)
+        ours_s, reference_s = statistics.median(ours), statistics.median(reference)
+        print(f"demo text {size_mb:.1f} MB, block {BLOCK_SIZE}, num_proc {args.num_proc}, median of {args.repeat}")
+        print(f"  ours     {ours_s:6.2f} s  {size_mb / ours_s:6.1f} MB/s  {blocks['ours']:,} blocks"
+              f"  (runs: {', '.join(f'{t:.2f}' for t in ours)})")
+        print(f"  run_clm  {reference_s:6.2f} s  {size_mb / reference_s:6.1f} MB/s  {blocks['run_clm']:,} blocks"
+              f"  (runs: {', '.join(f'{t:.2f}' for t in reference)})")
+        speedup = reference_s / ours_s
+        print(f"  speed-up {speedup:.2f}x  ({'meets' if speedup >= 5 else 'MISSES'} the goal of >= 5x)")
+
+        peaks = {}
+        for factor in (1, 10):
+            run_dir = str(root / f"run{factor}")  # --force: the timing runs above left an up-to-date dataset
+            cli("tokenize", "--data-files", str(corpora[factor]), "--run-dir", run_dir, "--force", *common)
+            stats = json.loads((root / f"run{factor}" / "dataset" / "stats.json").read_text())
+            peaks[factor] = stats["peak_rss_mb"]["total"]  # main process + workers, each its own peak
+            print(f"  x{factor:<3} {corpora[factor].stat().st_size / 1e6:7.1f} MB  peak RSS {peaks[factor]:7.1f} MB  "
+                  f"{stats['mb_per_second']:.1f} MB/s  {stats['splits']['train']['blocks']:,} training blocks")
+        ratio = peaks[10] / peaks[1]
+        print(f"  peak RSS x10/x1 = {ratio:.2f}  ({'meets' if ratio <= 1.5 else 'MISSES'} the goal of <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
