@@ -249,3 +249,14 @@ def test_shard_index_outside_the_shard_count_is_a_config_error(capsys, small_cor
     assert main(["tokenize", *stage_args(small_corpus, tmp_path, "--data-num-shards", "2",
                                         "--data-shard-index", "2")]) == 2
     assert "data.shard_index must be within 0 .. data.num_shards-1" in capsys.readouterr().err
+
+
+def test_a_shard_with_no_text_after_cleaning_is_a_clear_error(tmp_path, capsys, small_corpus):
+    corpus = tmp_path / "text_then_blanks.txt"
+    corpus.write_bytes(small_corpus.read_bytes() + b" \n\t\n" * 400_000)  # second MiB block: only blank lines
+    run_dir = tmp_path / "run"
+    assert main(["train-tokenizer", *stage_args(corpus, run_dir)]) == 0
+    assert main(["tokenize", *stage_args(corpus, run_dir, "--data-num-shards", "2", "--data-shard-index", "1")]) == 2
+    err = capsys.readouterr().err
+    assert "error: the corpus has no text left after cleaning" in err and "Traceback" not in err
+    assert not (run_dir / "dataset" / "shard-00001-of-00002").exists()

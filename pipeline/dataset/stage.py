@@ -165,9 +165,11 @@ def _chars_per_token(stats, figures) -> float:
 
 
 def _check_sizes(figures: dict, stats, data) -> None:
+    where = f" (shard {data.shard_index} of {data.num_shards})" if data.num_shards > 1 else ""
     if stats.train.documents + stats.validation.documents == 0:
-        raise UserError(f"the corpus has no text left after cleaning ({stats.files} file(s), "
-                        f"{len(stats.empty_files)} empty)", "check --data-files")
+        fix = "check --data-files" + (", or use fewer shards" if where else "")
+        raise UserError(f"the corpus has no text left after cleaning{where} ({stats.files} file(s), "
+                        f"{len(stats.empty_files)} empty)", fix)
     if figures["train"]["blocks"] == 0:
         raise UserError(f"the training split has {figures['train']['tokens']:,} tokens, fewer than one block of "
                         f"{data.block_size}", "lower --data-block-size or add text")
