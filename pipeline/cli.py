@@ -6,6 +6,7 @@ them at import time; a test holds it to that.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,11 +64,22 @@ def build_parser(argv: list[str]) -> Parser:
     return parser
 
 
+def _check_launcher(command: str) -> None:
+    """Under torchrun every process runs this command; only stage 3 is written for that."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and command != "pretrain":
+        raise UserError(f"`gpt2zh {command}` was started by a launcher with {world_size} processes",
+                        "run stages 1-2 once without torchrun, then `torchrun ... -m pipeline pretrain`")
+
+
 def _run_stages(args: argparse.Namespace) -> int:
+    _check_launcher(args.command)
     config_path = find_config(args.config)
-    config = load_config(config_path, overrides_from(args))
+    overrides = overrides_from(args)
+    config = load_config(config_path, overrides)
     run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
-    request = StageRequest(config=config, config_source=str(config_path), run_dir=run_dir, force=args.force)
+    request = StageRequest(config=config, config_source=str(config_path), run_dir=run_dir, force=args.force,
+                           config_path=config_path, overrides=overrides)
     selected = STAGES if args.command == RUN_ALL else (stage_by_command(args.command),)
     for info in selected:
         load_entry(info)(request)

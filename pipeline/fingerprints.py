@@ -8,6 +8,7 @@ from pipeline.rundir import fingerprint
 # Bump when a stage's output layout changes, so older outputs are rebuilt instead of misread.
 TOKENIZER_FORMAT = 2
 DATASET_FORMAT = 1
+MODEL_FORMAT = 1
 
 
 def tokenizer_inputs(config: Config, sources: list[Source]) -> dict:
@@ -25,3 +26,12 @@ def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: di
 
 def expected_tokenizer_fingerprint(config: Config, sources: list[Source]) -> str:
     return fingerprint(tokenizer_inputs(config, sources))
+
+
+def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests: list[dict]) -> dict:
+    """What the trained weights depend on. Hardware-only choices (per-device batch, compile, workers,
+    TF32, preset) are left out: the same run on another GPU is the same run."""
+    return {"format": MODEL_FORMAT,
+            "config": fingerprint_fields(config, ("model", "training", "optimization"), "pretrain"),
+            "tokenizer": tokenizer_manifest["fingerprint"],
+            "dataset": [manifest["fingerprint"] for manifest in dataset_manifests]}

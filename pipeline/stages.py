@@ -3,7 +3,8 @@ entry points are loaded by name after the Hugging Face environment is prepared (
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.config.schema import Config
 from pipeline.rundir import RunDir
@@ -15,6 +16,8 @@ class StageRequest:
     config_source: str
     run_dir: RunDir
     force: bool = False
+    config_path: Path | None = None  # with the overrides, lets stage 3 slot a GPU preset under the command line
+    overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ STAGES = (
               "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer"),
     StageInfo("tokenize", 2, "dataset", "pipeline.dataset.stage:tokenize_dataset",
               "tokenize the corpus and pack it into fixed-length training and validation blocks"),
+    StageInfo("pretrain", 3, "model", "pipeline.training.stage:pretrain",
+              "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/"),
 )
 
 

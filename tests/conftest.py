@@ -65,3 +65,23 @@ def trained_run(tmp_path_factory, small_corpus) -> Path:
 def tree_checksums(folder: Path) -> dict[str, bytes]:
     """Contents of every file under folder, for proving that nothing already written was touched."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# A model small enough to train a dozen steps in a second or two on CPU, on blocks of 64 tokens.
+TINY_DATA = [*TINY_TOKENIZER, "--data-block-size", "64", "--model-n-positions", "64"]
+TINY_TRAIN = ["--model-n-layer", "2", "--model-n-head", "2", "--model-n-embd", "32",
+              "--training-global-batch-size", "4", "--training-per-device-batch-size", "4",
+              "--training-max-steps", "12", "--training-eval-steps", "6", "--training-logging-steps", "2",
+              "--checkpoint-save-steps", "4", "--checkpoint-save-total-limit", "2", "--training-eval-max-blocks", "8",
+              "--training-sample-max-new-tokens", "8", "--optimization-warmup-steps", "2",
+              "--training-dataloader-workers", "0"]
+
+
+@pytest.fixture(scope="session")
+def trainable_run(tmp_path_factory, small_corpus) -> Path:
+    """Stages 1 and 2 done once on the small corpus with 64-token blocks; tests copy it."""
+    run_dir = tmp_path_factory.mktemp("trainable") / "run"
+    for stage in ("train-tokenizer", "tokenize"):
+        result = run_cli(stage, "--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA)
+        assert result.returncode == 0, result.stderr
+    return run_dir

@@ -19,7 +19,7 @@ from pipeline.corpus import CorpusReader
 from pipeline.corpus.sources import resolve_sources
 from pipeline.dataset.loading import load_blocks
 from pipeline.errors import UserError
-from tests.conftest import REPO, TINY_TOKENIZER, run_cli, tree_checksums
+from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, run_cli, tree_checksums
 from tokenizer.specials import SPECIAL_TOKENS
 
 
@@ -131,13 +131,14 @@ def test_rerun_reuses_and_changes_rebuild(tmp_path, capsys, tokenized_run, small
     assert blocks_of(run_dir / "dataset", "train").shape[1] == 128
 
 
-def test_run_builds_both_stages_then_skips_both(tmp_path, capsys, small_corpus):
+def test_run_builds_every_stage_then_skips_them_all(tmp_path, capsys, small_corpus):
     run_dir = tmp_path / "run"
-    assert main(["run", *stage_args(small_corpus, run_dir)]) == 0
+    args = ["--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]
+    assert main(["run", *args]) == 0
     out = capsys.readouterr().out
-    assert "train-tokenizer: done" in out and "tokenize: done" in out
-    assert main(["run", *stage_args(small_corpus, run_dir)]) == 0
-    assert capsys.readouterr().err.count("up to date") == 2
+    assert "train-tokenizer: done" in out and "tokenize: done" in out and "pretrain: done" in out
+    assert main(["run", *args]) == 0
+    assert capsys.readouterr().err.count("up to date") == 3
 
 
 def _wait_for(predicate, timeout: float) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO, TINY_TOKENIZER, run_cli, tree_checksums
+from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, run_cli, tree_checksums
 
 
 def stage(capsys, run_dir: Path, corpus: Path, *extra: str) -> tuple[int, str]:
@@ -197,6 +197,9 @@ def test_reading_is_bounded_on_a_corpus_larger_than_the_sample(tmp_path, capsys,
 
 
 def test_run_command_runs_the_stages_in_order(tmp_path, capsys, small_corpus):
-    code = main(["run", "--data-files", str(small_corpus), "--run-dir", str(tmp_path / "run"), *TINY_TOKENIZER])
-    assert code == 0 and (tmp_path / "run" / "tokenizer" / "manifest.json").exists()
-    assert "train-tokenizer: done" in capsys.readouterr().out
+    code = main(["run", "--data-files", str(small_corpus), "--run-dir", str(tmp_path / "run"), *TINY_DATA, *TINY_TRAIN])
+    assert code == 0
+    for stage in ("tokenizer", "dataset", "model"):
+        assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
+    out = capsys.readouterr().out
+    assert out.index("train-tokenizer: done") < out.index("tokenize: done") < out.index("pretrain: done")

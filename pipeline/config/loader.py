@@ -143,12 +143,29 @@ def validate(config: Config) -> list[str]:
             problems.append(f"model.{name} must be >= 1")
     if m.n_head >= 1 and m.n_embd % m.n_head:
         problems.append(f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
-    if config.training.max_steps < 1:
-        problems.append("training.max_steps must be >= 1")
+    tr, opt = config.training, config.optimization
+    for name in ("max_steps", "global_batch_size", "per_device_batch_size", "logging_steps", "eval_steps",
+                 "max_nonfinite_steps", "sample_max_new_tokens"):
+        if getattr(tr, name) < 1:
+            problems.append(f"training.{name} must be >= 1")
+    if tr.eval_max_blocks < 0:
+        problems.append("training.eval_max_blocks must be >= 0 (0 = all)")
+    if tr.dataloader_workers < -1:
+        problems.append("training.dataloader_workers must be >= -1 (-1 = min(8, CPU count))")
     if config.checkpoint.save_steps < 1:
         problems.append("checkpoint.save_steps must be >= 1")
-    if config.optimization.learning_rate <= 0:
+    if config.checkpoint.save_total_limit < 1:
+        problems.append("checkpoint.save_total_limit must be >= 1")
+    if opt.learning_rate <= 0:
         problems.append("optimization.learning_rate must be > 0")
+    if not 0.0 <= opt.min_lr_ratio <= 1.0:
+        problems.append("optimization.min_lr_ratio must be within [0, 1]")
+    if opt.warmup_steps < 0 or opt.weight_decay < 0 or opt.max_grad_norm < 0:
+        problems.append("optimization.warmup_steps, weight_decay and max_grad_norm must be >= 0")
+    if not (0.0 <= opt.adam_beta1 < 1.0 and 0.0 <= opt.adam_beta2 < 1.0):
+        problems.append("optimization.adam_beta1 and adam_beta2 must be within [0, 1)")
+    if not 0.0 <= m.dropout < 1.0:
+        problems.append("model.dropout must be within [0, 1)")
     return problems
 
 
@@ -160,12 +177,16 @@ def raise_problems(problems: list[str]) -> None:
         raise UserError(f"{len(problems)} config problems: {numbered}", "fix them or see --help for the valid keys")
 
 
-def load_config(config_path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file, then already-typed overrides {'group.field': value}."""
+def load_config(config_path: Path | None, overrides: dict[str, Any] | None = None,
+                preset: tuple[str, dict] | None = None) -> Config:
+    """Defaults, then the YAML file, then a hardware preset (source, mapping), then already-typed
+    command-line overrides {'group.field': value}."""
     config = Config()
     problems = []
     if config_path is not None:
         problems += apply_mapping(config, read_yaml_mapping(config_path), str(config_path))
+    if preset is not None:
+        problems += apply_mapping(config, preset[1], preset[0])
     for dotted, value in (overrides or {}).items():
         group, key = dotted.split(".", 1)
         problems += apply_mapping(config, {group: {key: value}}, "command line")

@@ -76,17 +76,19 @@ def add_config_options(parser: argparse.ArgumentParser, config: Config, source: 
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             flag = flag_name(group_name, f.name)
+            flags = [flag, f.metadata["alias"]] if f.metadata.get("alias") else [flag]
             current = getattr(getattr(config, group_name), f.name)
             help_text = f"{f.metadata['help']} [{_show(current)} from {source}]".replace("%", "%%")
             common = dict(dest=f"{DEST_PREFIX}{group_name}.{f.name}", default=argparse.SUPPRESS, help=help_text)
             if tp is bool:
-                section.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+                section.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
             elif typing.get_origin(tp) is list:
-                section.add_argument(flag, nargs="+", metavar="PATH", **common)
+                metavar = "PATH" if f.name == "files" else "TEXT"
+                section.add_argument(*flags, nargs="+", metavar=metavar, **common)
             else:
                 metavar = "{" + ",".join(map(str, typing.get_args(tp))) + "}" if typing.get_origin(tp) is Literal \
                     else f.name.split("_")[-1].upper()
-                section.add_argument(flag, type=_converter(tp, flag), metavar=metavar, **common)
+                section.add_argument(*flags, type=_converter(tp, flag), metavar=metavar, **common)
 
 
 def overrides_from(namespace: argparse.Namespace) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 
-def setting(default, help: str, *, only_for: tuple[str, ...] | None = None, in_fingerprint: bool = True):
+def setting(default, help: str, *, only_for: tuple[str, ...] | None = None, in_fingerprint: bool = True,
+            alias: str | None = None):
     """A config field. only_for limits the stages whose reuse fingerprint includes the field;
-    in_fingerprint=False leaves it out everywhere (its effect is fingerprinted another way)."""
-    metadata = {"help": help, "only_for": only_for, "in_fingerprint": in_fingerprint}
+    in_fingerprint=False leaves it out everywhere (hardware-only choices, or effects fingerprinted
+    another way); alias is a short extra command-line flag (e.g. --preset)."""
+    metadata = {"help": help, "only_for": only_for, "in_fingerprint": in_fingerprint, "alias": alias}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -68,37 +70,79 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    """GPT-2 architecture."""
+    """GPT-2 architecture (vocabulary size and special-token ids come from the tokenizer)."""
 
     n_layer: int = setting(12, "transformer blocks")
     n_head: int = setting(12, "attention heads per block")
     n_embd: int = setting(768, "hidden size")
     n_positions: int = setting(1024, "longest sequence the model accepts (must be >= the block size)")
+    dropout: float = setting(0.0, "dropout on embeddings, attention and residuals (0 is usual for pretraining)")
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = setting(
+        "auto", "attention kernel; auto = FlashAttention-2 where installed, SM >= 8.0 and fp16/bf16, else SDPA",
+        in_fingerprint=False)
 
 
 @dataclass
 class TrainingConfig:
-    """Stage 3: the pretraining run."""
+    """Stage 3: the pretraining run. Hardware-specific fields are what GPU presets set."""
 
     max_steps: int = setting(20_000, "optimizer steps to train")
-    seed: int = setting(42, "seed of python, numpy and torch generators")
+    global_batch_size: int = setting(
+        480, "sequences per optimizer step over all devices: per-device batch x accumulation x processes")
+    per_device_batch_size: int = setting(8, "sequences per device per forward pass (presets set this)",
+                                         in_fingerprint=False)
+    preset: str = setting("auto", "hardware preset from configs/presets/ (auto = detect, none = no preset)",
+                          in_fingerprint=False, alias="--preset")
+    force_preset: bool = setting(False, "use the preset even if it does not match the detected hardware",
+                                 in_fingerprint=False, alias="--force-preset")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
+        "auto", "auto = bf16 on SM >= 8.0, fp16 with loss scaling on older GPUs, fp32 on CPU")
+    tf32: bool = setting(True, "TF32 matmuls where the GPU supports them (SM >= 8.0)", in_fingerprint=False)
+    torch_compile: bool = setting(False, "compile the model with torch.compile", in_fingerprint=False)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = setting(
+        "default", "torch.compile mode", in_fingerprint=False)
+    activation_checkpointing: bool = setting(
+        False, "recompute activations in the backward pass to save memory (off when compiling)", in_fingerprint=False)
+    dataloader_workers: int = setting(-1, "DataLoader worker processes; -1 = min(8, CPU count)", in_fingerprint=False)
+    logging_steps: int = setting(10, "log loss, learning rate, grad norm and tokens/s every N steps",
+                                 in_fingerprint=False)
+    eval_steps: int = setting(500, "evaluate, plot and sample every N steps", in_fingerprint=False)
+    eval_max_blocks: int = setting(0, "validation blocks per evaluation; 0 = all", in_fingerprint=False)
+    max_nonfinite_steps: int = setting(
+        10, "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)",
+        in_fingerprint=False)
+    seed: int = setting(42, "seed of python, numpy, torch and the data order")
+    full_determinism: bool = setting(False, "deterministic kernels everywhere (slower; for debugging)")
+    sample_prompts: list[str] = setting(
+        ["今天", "中国经济", "这本书", "新华社北京1月1日电"], "prompts sampled into logs/samples.md at each evaluation",
+        in_fingerprint=False)
+    sample_max_new_tokens: int = setting(48, "tokens generated per sample prompt", in_fingerprint=False)
 
 
 @dataclass
 class OptimizationConfig:
-    """Optimizer and learning-rate schedule."""
+    """Optimizer and learning-rate schedule: linear warmup, then cosine decay to min_lr_ratio."""
 
+    optimizer: Literal["adamw", "adamw_8bit"] = setting(
+        "adamw", "adamw (fused where supported) or adamw_8bit (bitsandbytes, probed for real, else adamw)")
     learning_rate: float = setting(6e-4, "peak learning rate")
+    min_lr_ratio: float = setting(0.1, "final learning rate as a share of the peak")
+    warmup_steps: int = setting(200, "linear warmup steps")
     weight_decay: float = setting(0.1, "AdamW weight decay")
-    max_grad_norm: float = setting(1.0, "gradient clipping norm")
+    adam_beta1: float = setting(0.9, "AdamW beta1")
+    adam_beta2: float = setting(0.95, "AdamW beta2")
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)")
 
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints under <run-dir>/checkpoints/."""
+    """Checkpoints under <run-dir>/checkpoints/ and how a run resumes from them."""
 
-    save_steps: int = setting(1000, "save a checkpoint every N optimizer steps")
-    save_total_limit: int = setting(3, "checkpoints kept on disk (oldest deleted first)")
+    save_steps: int = setting(1000, "save a checkpoint every N optimizer steps", in_fingerprint=False)
+    save_total_limit: int = setting(3, "checkpoints kept on disk (oldest deleted first)", in_fingerprint=False)
+    resume: str = setting(
+        "auto", "auto = newest complete checkpoint (fresh start if none), never = start over, or a checkpoint path",
+        in_fingerprint=False, alias="--resume")
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Which checkpoint a run may resume from (seed 002 §3 §5, seed 001 §4).
+
+The Trainer writes checkpoint-N in place, file by file; a process killed mid-save leaves a folder
+that looks like a checkpoint. A checkpoint counts only once our marker is in it, written after every
+rank finished saving, listing each file's size. Resume takes the newest complete one whose weights
+and state load; torn ones newer than that are removed so the Trainer cannot mix their files.
+"""
+
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipeline.errors import UserError
+from pipeline.training.model import COMPILE_PREFIX, strip_compile_prefix
+from pipeline.training.ranks import barrier, is_main_process
+
+log = logging.getLogger("gpt2zh")
+MARKER = "gpt2zh-complete.json"
+WEIGHTS = "model.safetensors"
+STATE = "trainer_state.json"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
+
+
+def checkpoint_step(folder: Path) -> int:
+    match = CHECKPOINT_NAME.match(folder.name)
+    return int(match.group(1)) if match else -1
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """checkpoint-N folders, newest (highest N) first."""
+    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) >= 0] \
+        if directory.is_dir() else []
+    return sorted(found, key=checkpoint_step, reverse=True)
+
+
+def write_marker(folder: Path, fingerprint: str, inputs: dict) -> None:
+    files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != MARKER}
+    marker = {"step": checkpoint_step(folder), "fingerprint": fingerprint, "inputs": inputs, "files": files,
+              "written_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    temporary = folder / (MARKER + ".tmp")
+    temporary.write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.replace(folder / MARKER)
+
+
+def read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def problem_with(folder: Path) -> str | None:
+    """Why the checkpoint cannot be resumed from, or None if it is complete and loadable."""
+    marker = read_marker(folder)
+    if marker is None:
+        return "no completion marker (the save was interrupted)"
+    for relative, size in marker.get("files", {}).items():
+        path = folder / relative
+        if not path.is_file():
+            return f"{relative} is missing"
+        if path.stat().st_size != size:
+            return f"{relative} has {path.stat().st_size} bytes, {size} were written"
+    try:
+        json.loads((folder / STATE).read_text(encoding="utf-8"))
+        from safetensors import safe_open
+
+        with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+            weights.keys()
+    except Exception as err:  # any unreadable state or weights make the checkpoint unusable
+        return f"cannot be loaded ({type(err).__name__}: {str(err)[:100]})"
+    return None
+
+
+def repair_compile_prefix(folder: Path) -> bool:
+    """Seed 002 §3: weights saved from a compiled model carry `_orig_mod.`; rewrite them without it."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / WEIGHTS
+    weights = load_file(str(path))
+    if not any(key.startswith(COMPILE_PREFIX) for key in weights):
+        return False
+    temporary = path.with_suffix(".tmp")
+    save_file(strip_compile_prefix(weights), str(temporary), metadata={"format": "pt"})
+    temporary.replace(path)
+    marker = read_marker(folder)
+    if marker is not None:
+        marker["files"][WEIGHTS] = path.stat().st_size
+        (folder / MARKER).write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return True
+
+
+def find_last_valid_checkpoint(directory: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(newest resumable checkpoint or None, [(newer checkpoint, why it was passed over)])."""
+    passed_over = []
+    for folder in list_checkpoints(directory):
+        problem = problem_with(folder)
+        if problem is None:
+            return folder, passed_over
+        passed_over.append((folder, problem))
+    return None, passed_over
+
+
+def changed_inputs(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two fingerprint inputs."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_inputs(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} ({old} -> {new})" if not isinstance(old, (dict, list)) else f"{prefix}{key}")
+    return changes
+
+
+def move_aside(directory: Path) -> Path | None:
+    """`--resume never`: keep the old checkpoints, out of the way (they are never deleted for you)."""
+    if not list_checkpoints(directory):
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = directory.with_name(f"{directory.name}.previous-{stamp}")
+    directory.rename(target)
+    return target
+
+
+def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict) -> tuple[Path | None, list]:
+    """(checkpoint to resume from or None, [(torn newer checkpoint, why)]); reads only, on every rank."""
+    if setting == "never":
+        return None, []
+    if setting != "auto":
+        chosen = Path(setting)
+        if not chosen.is_dir() or (problem := problem_with(chosen)) is not None:
+            reason = "not a folder" if not chosen.is_dir() else problem
+            raise UserError(f"--resume {setting}: cannot resume from it: {reason}",
+                            "pass a complete checkpoint-N folder, or --resume auto")
+        passed_over = []
+    else:
+        chosen, passed_over = find_last_valid_checkpoint(directory)
+    if chosen is not None:
+        marker = read_marker(chosen) or {}
+        if marker.get("fingerprint") != fingerprint:
+            changes = changed_inputs(marker.get("inputs", {}), inputs) or ["the dataset or tokenizer"]
+            raise UserError(f"{chosen} was made by a different run; changed: {', '.join(changes[:6])}",
+                            "restore those settings to resume, or pass --resume never to start over")
+    return chosen, passed_over
+
+
+def prepare_resume(setting: str, directory: Path, chosen: Path | None, passed_over: list) -> None:
+    """Main process only: say what was decided, remove torn checkpoints, repair compiled weights."""
+    if setting == "never":
+        if (moved := move_aside(directory)) is not None:
+            log.info("pretrain: --resume never: previous checkpoints moved to %s; starting from scratch", moved)
+        return
+    for folder, problem in passed_over:
+        log.warning("%s is not a complete checkpoint (%s); removed, resuming from an older one", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
+    if chosen is None:
+        log.info("pretrain: no checkpoint to resume from in %s; starting from scratch", directory)
+        return
+    if repair_compile_prefix(chosen):
+        log.info("pretrain: %s had torch.compile's `_orig_mod.` prefix in its weights; stripped", chosen)
+    log.info("pretrain: resuming from %s (step %d)", chosen, checkpoint_step(chosen))
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks checkpoint-N complete once every rank has finished writing it."""
+
+    def __init__(self, directory: Path, fingerprint: str, inputs: dict):
+        self.directory, self.fingerprint, self.inputs = directory, fingerprint, inputs
+        self.last_saved: Path | None = None
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # each rank writes its own RNG state into the folder
+        folder = self.directory / f"checkpoint-{state.global_step}"
+        if is_main_process() and folder.is_dir():
+            write_marker(folder, self.fingerprint, self.inputs)
+        self.last_saved = folder
+        barrier()

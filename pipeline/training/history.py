@@ -1,0 +1,95 @@
+"""logs/training_history.csv: one row per logged step, training and evaluation figures merged.
+
+Columns: step, epoch (passes over the training blocks), loss, learning rate, grad norm, tokens/s,
+MFU (GPU only), eval loss, perplexity, bits per character, the unigram baseline and skipped steps.
+On resume the rows up to the checkpoint's step are kept, so the history reads as one run.
+"""
+
+import csv
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipeline.training.data import bits_per_character
+from pipeline.training.mfu import mfu
+from pipeline.training.ranks import is_main_process
+
+COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu", "eval_loss",
+           "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps"]
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number(text: str):
+    if text in ("", None):
+        return None
+    number = float(text)
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
+class HistoryCallback(TrainerCallback):
+    def __init__(self, path: Path, tokens_per_step: int, train_blocks: int, samples_per_step: int,
+                 tokens_per_char: float, unigram: float, flops_token: float, gpu_name: str | None, num_gpus: int,
+                 skipped: callable, resume_step: int = 0):
+        self.path, self.tokens_per_step = path, tokens_per_step
+        self.train_blocks, self.samples_per_step = train_blocks, samples_per_step
+        self.tokens_per_char, self.unigram = tokens_per_char, unigram
+        self.flops_token, self.gpu_name, self.num_gpus = flops_token, gpu_name, num_gpus
+        self.skipped = skipped
+        self.rows = {int(r["step"]): r for r in read_history(path) if r.get("step") is not None
+                     and r["step"] <= resume_step}
+        self._last: tuple[int, float] | None = None
+
+    def _row(self, step: int) -> dict:
+        row = self.rows.setdefault(step, {"step": step})
+        row["epoch"] = round(step * self.samples_per_step / self.train_blocks, 4)
+        row["unigram_entropy"] = round(self.unigram, 4)
+        row["skipped_steps"] = self.skipped()
+        return row
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (state.global_step, time.perf_counter())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs or not is_main_process():
+            return
+        row = self._row(state.global_step)
+        row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+        now = time.perf_counter()
+        if self._last is not None and state.global_step > self._last[0]:
+            rate = (state.global_step - self._last[0]) * self.tokens_per_step / (now - self._last[1])
+            row["tokens_per_second"] = round(rate, 1)
+            utilisation = mfu(rate, self.flops_token, self.gpu_name, self.num_gpus)
+            row["mfu"] = None if utilisation is None else round(utilisation, 4)
+        self._last = (state.global_step, now)
+        self.write()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics or not is_main_process():
+            return
+        loss = metrics["eval_loss"]
+        row = self._row(state.global_step)
+        row.update(eval_loss=round(loss, 5), perplexity=round(math.exp(min(loss, 50)), 3),
+                   bits_per_char=round(bits_per_character(loss, self.tokens_per_char), 4))
+        self.write()
+        self._last = (state.global_step, time.perf_counter())  # evaluation time is not training throughput
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows[step] for step in sorted(self.rows))
+        temporary.replace(self.path)
+
+    def eval_rows(self) -> list[dict]:
+        return [self.rows[s] for s in sorted(self.rows) if self.rows[s].get("eval_loss") is not None]

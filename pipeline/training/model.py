@@ -1,0 +1,44 @@
+"""The GPT-2 model: sizes from the config, vocabulary and special-token ids from stage 1's tokenizer."""
+
+from pipeline.config.schema import ModelConfig
+from pipeline.errors import UserError
+
+COMPILE_PREFIX = "_orig_mod."
+
+
+def gpt2_config(model: ModelConfig, tokenizer_manifest: dict, attention: str):
+    """GPT2Config whose ids are the tokenizer's; GPT-2's 50256 defaults never appear."""
+    from transformers import GPT2Config
+
+    ids = tokenizer_manifest["special_token_ids"]
+    return GPT2Config(
+        vocab_size=tokenizer_manifest["vocab_size"], n_positions=model.n_positions, n_embd=model.n_embd,
+        n_layer=model.n_layer, n_head=model.n_head, resid_pdrop=model.dropout, embd_pdrop=model.dropout,
+        attn_pdrop=model.dropout, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        attn_implementation=attention)
+
+
+def build_model(config):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config)
+    # "GPT2LMHeadModel" matches none of transformers' loss-name patterns, so it warns on the first
+    # forward and falls back to the causal-LM loss; name that loss explicitly instead.
+    model.loss_type = "ForCausalLM"
+    return model
+
+
+def ensure_unwrapped(model) -> None:
+    """Seed 002 §2: the Trainer wraps the model for DDP itself; a pre-wrapped one gets wrapped twice."""
+    import torch
+
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    if isinstance(model, wrappers) or type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        raise UserError(f"the model is already wrapped in {type(model).__name__}",
+                        "pass the plain model; the Trainer wraps it for DDP (launch with torchrun)")
+
+
+def strip_compile_prefix(state_dict: dict) -> dict:
+    """Seed 002 §3: torch.compile saves keys as `_orig_mod.transformer.wte.weight`; load them without it."""
+    return {key[len(COMPILE_PREFIX):] if key.startswith(COMPILE_PREFIX) else key: value
+            for key, value in state_dict.items()}

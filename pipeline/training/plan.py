@@ -1,0 +1,171 @@
+"""How to train on this machine: a pure function of the config and the collected hardware facts.
+
+Every adjustment carries a one-line reason that the stage logs, and every refusal is a UserError
+with the fix. Tests feed fabricated A100 / RTX 4090 / RTX 5090 / T4 / H100 / CPU facts.
+"""
+
+from dataclasses import dataclass, field
+
+from pipeline.config.schema import Config
+from pipeline.errors import UserError
+from pipeline.hardware.decisions import (
+    bf16_native,
+    compile_available,
+    flash_attention_eligible,
+    tf32_eligible,
+    version_at_least,
+)
+from pipeline.hardware.facts import HardwareFacts
+
+FUSED_ADAMW_ON_CPU = "2.4"  # torch added the fused AdamW kernel for CPU in 2.4
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str
+
+
+@dataclass
+class TrainingPlan:
+    device: str
+    world_size: int
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    precision: str               # bf16 | fp16 | fp32
+    tf32: bool
+    attention: str               # sdpa | flash_attention_2 | eager
+    optimizer: str               # a TrainingArguments `optim` name
+    torch_compile: bool
+    compile_mode: str | None
+    activation_checkpointing: bool
+    dataloader_workers: int
+    persistent_workers: bool
+    pin_memory: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+
+
+def check_launch(facts: HardwareFacts, local_world_size: int) -> None:
+    """Seed 001 §2 and seed 002 §2: processes must fit the GPUs, and several GPUs need a launcher."""
+    gpus = len(facts.gpus)
+    if gpus and local_world_size > gpus:
+        raise UserError(f"world_size is {local_world_size} on this node, but only {gpus} GPU(s) are available",
+                        f"launch with --nproc_per_node {gpus} (or fewer)")
+    if gpus > 1 and facts.world_size == 1:
+        raise UserError(f"{gpus} GPUs found but no launcher: the Trainer would fall back to DataParallel, "
+                        "which is slow",
+                        f"use `torchrun --nproc_per_node {gpus} -m pipeline pretrain ...`, or CUDA_VISIBLE_DEVICES=0 "
+                        "for one GPU")
+
+
+def batch_split(global_batch: int, per_device_max: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation) with per-device × accumulation × world == global exactly.
+
+    The per-device batch is the largest divisor of global / world that fits the preset's batch.
+    """
+    if global_batch % world_size:
+        raise UserError(f"training.global_batch_size {global_batch} is not divisible by {world_size} processes",
+                        f"use a multiple of {world_size}")
+    per_process = global_batch // world_size
+    per_device = max(d for d in range(1, min(per_device_max, per_process) + 1) if per_process % d == 0)
+    return per_device, per_process // per_device
+
+
+def choose_precision(requested: str, facts: HardwareFacts) -> tuple[str, str | None]:
+    if requested == "auto":
+        if bf16_native(facts):
+            return "bf16", None
+        if facts.gpus:
+            return "fp16", f"{facts.gpus[0].name} has no native bf16: fp16 with loss scaling"
+        return "fp32", None
+    if requested == "bf16" and facts.gpus and not bf16_native(facts):
+        raise UserError(f"--training-precision bf16: {facts.gpus[0].name} (SM {facts.gpus[0].capability[0]}."
+                        f"{facts.gpus[0].capability[1]}) has no native bf16 and would emulate it slowly",
+                        "use --training-precision fp16 (loss scaling) or auto")
+    if requested == "fp16" and not facts.gpus:
+        raise UserError("--training-precision fp16 needs a CUDA GPU", "use --training-precision fp32 (or auto) on CPU")
+    return requested, None
+
+
+def choose_attention(requested: str, facts: HardwareFacts, precision: str) -> tuple[str, str | None]:
+    """Seed 002 §11: FlashAttention-2 only with the package, SM >= 8.0 and a half-precision dtype."""
+    eligible, why = flash_attention_eligible(facts)
+    half = precision in ("bf16", "fp16")
+    if requested == "flash_attention_2":
+        if not eligible:
+            raise UserError(f"--model-attention flash_attention_2 cannot run here: {why}", "use --model-attention auto")
+        if not half:
+            raise UserError(f"--model-attention flash_attention_2 needs fp16 or bf16, the plan uses {precision}",
+                            "use --training-precision bf16/fp16 or --model-attention auto")
+        return "flash_attention_2", None
+    if requested == "auto":
+        if eligible and half:
+            return "flash_attention_2", None
+        return "sdpa", (why if facts.gpus and not eligible else None)
+    return requested, None
+
+
+def choose_optimizer(requested: str, facts: HardwareFacts, probe: Probe | None) -> tuple[str, str | None]:
+    """Seed 002 §4: 8-bit Adam only when a real step worked; otherwise fused AdamW, else plain AdamW."""
+    fused = bool(facts.gpus) or version_at_least(facts.torch_version, FUSED_ADAMW_ON_CPU)
+    adamw = "adamw_torch_fused" if fused else "adamw_torch"
+    if requested == "adamw_8bit":
+        if probe is not None and probe.ok:
+            return "adamw_bnb_8bit", None
+        reason = probe.detail if probe is not None else "not probed"
+        return adamw, f"8-bit Adam unavailable ({reason}); using {adamw}"
+    return adamw, None
+
+
+def choose_compile(config: Config, facts: HardwareFacts) -> tuple[bool, str | None, bool, list[str]]:
+    """(compile, mode, activation checkpointing, notes). Seed 002 §1: never both, compile wins."""
+    training, notes = config.training, []
+    compile_on, checkpointing = training.torch_compile, training.activation_checkpointing
+    if compile_on:
+        available, why = compile_available(facts)
+        if not available:
+            compile_on = False
+            notes.append(f"torch.compile off: {why}")
+    if compile_on and checkpointing:
+        checkpointing = False
+        notes.append("activation checkpointing off: with torch.compile (and under DDP) it fails with "
+                     "'marked as ready twice' (seed 002 §1); compile kept")
+    return compile_on, (training.compile_mode if compile_on else None), checkpointing, notes
+
+
+def choose_dataloader(config: Config, facts: HardwareFacts) -> tuple[int, bool, bool]:
+    """Seed 002 §6: min(8, CPU count) workers, persistent when there are any, pinned memory only with CUDA."""
+    workers = config.training.dataloader_workers
+    if workers < 0:
+        workers = min(8, facts.cpu_count)
+    return workers, workers > 0, bool(facts.gpus)
+
+
+def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None) -> TrainingPlan:
+    check_launch(facts, local_world_size)
+    notes: list[str] = []
+    per_device, accumulation = batch_split(config.training.global_batch_size, config.training.per_device_batch_size,
+                                           facts.world_size)
+    if per_device != config.training.per_device_batch_size:
+        notes.append(f"per-device batch {per_device} (asked {config.training.per_device_batch_size}) so that "
+                     f"{per_device} x {accumulation} x {facts.world_size} = {config.training.global_batch_size}")
+    precision, note = choose_precision(config.training.precision, facts)
+    notes += [note] if note else []
+    tf32 = config.training.tf32 and tf32_eligible(facts)
+    if config.training.tf32 and facts.gpus and not tf32:
+        notes.append(f"TF32 off: {facts.gpus[0].name} is older than Ampere (seed 002 §12)")
+    attention, note = choose_attention(config.model.attention, facts, precision)
+    notes += [note] if note else []
+    optimizer, note = choose_optimizer(config.optimization.optimizer, facts, probe)
+    notes += [note] if note else []
+    compile_on, mode, checkpointing, compile_notes = choose_compile(config, facts)
+    workers, persistent, pin = choose_dataloader(config, facts)
+    return TrainingPlan(
+        device="cuda" if facts.gpus else "cpu", world_size=facts.world_size, per_device_batch_size=per_device,
+        gradient_accumulation_steps=accumulation, precision=precision, tf32=tf32, attention=attention,
+        optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
+        dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes)

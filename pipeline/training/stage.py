@@ -1,0 +1,264 @@
+"""Stage 3: <run-dir>/dataset/ -> checkpoints/, logs/, and the final model/ (safetensors + tokenizer).
+
+Facts first, then decisions: the hardware is probed once, a preset is picked (or refused), the plan
+(precision, attention, optimizer, compile, batch split, loader) is derived, and only then is anything
+built. Resume is automatic and exact; SIGTERM saves and stops cleanly; non-finite steps are skipped.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from pipeline.config import dump_config, load_config
+from pipeline.dataset.loading import dataset_parts
+from pipeline.errors import UserError
+from pipeline.fingerprints import training_inputs
+from pipeline.hardware.decisions import training_device
+from pipeline.report import StageReport, human_duration
+from pipeline.rundir import StageOutput, fingerprint, read_manifest
+from pipeline.stages import StageRequest
+from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
+from pipeline.training.history import HistoryCallback
+from pipeline.training.mfu import flops_per_token
+from pipeline.training.plan import Probe, TrainingPlan, plan_training
+from pipeline.training.presets import preset_layer, resolve_preset
+from pipeline.training.ranks import barrier, is_main_process, local_world_size
+
+log = logging.getLogger("gpt2zh")
+STAGE = "pretrain"
+
+
+def _inputs(run_dir) -> tuple[dict, list[Path], list[dict]]:
+    tokenizer = read_manifest(run_dir.stage("tokenizer"))
+    if tokenizer is None:
+        raise UserError(f"no complete tokenizer in {run_dir.stage('tokenizer')}", "run `gpt2zh train-tokenizer` first")
+    parts = dataset_parts(run_dir.stage("dataset"))
+    if any(manifest["tokenizer_fingerprint"] != tokenizer["fingerprint"] for _, manifest in parts):
+        raise UserError(f"{run_dir.stage('dataset')} was built with another tokenizer than "
+                        f"{run_dir.stage('tokenizer')}",
+                        "rerun `gpt2zh tokenize` (or `gpt2zh run`)")
+    return tokenizer, [folder for folder, _ in parts], [manifest for _, manifest in parts]
+
+
+def _validation_tokens_per_char(folders: list[Path]) -> float:
+    tokens = characters = 0
+    for folder in folders:
+        stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+        tokens += stats["splits"]["validation"]["tokens"]
+        characters += stats["reading"]["validation"]["characters"]
+    return tokens / characters if characters else 0.0
+
+
+def _plan(request: StageRequest, facts) -> tuple:
+    preset, preset_note = resolve_preset(request.config.training.preset, request.config.training.force_preset, facts)
+    config = load_config(request.config_path, request.overrides, preset_layer(preset)) \
+        if request.config_path is not None else request.config
+    probe = None
+    if config.optimization.optimizer == "adamw_8bit":
+        from pipeline.hardware.facts import probe_8bit_adam
+
+        probe = Probe(*probe_8bit_adam(training_device(facts)))
+    return config, preset, preset_note, plan_training(config, facts, local_world_size(), probe)
+
+
+def _describe(plan: TrainingPlan, facts) -> str:
+    device = f"{len(facts.gpus)} x {facts.gpus[0].name}" if facts.gpus else f"CPU ({facts.cpu_count} cores)"
+    kernels = [plan.precision, plan.attention, plan.optimizer]
+    kernels += ["TF32"] if plan.tf32 else []
+    kernels += [f"compile {plan.compile_mode}"] if plan.torch_compile else []
+    kernels += ["activation checkpointing"] if plan.activation_checkpointing else []
+    return (f"{device}, {plan.world_size} process(es); batch {plan.per_device_batch_size} x "
+            f"{plan.gradient_accumulation_steps} accumulation x {plan.world_size} = {plan.global_batch_size}; "
+            f"{', '.join(kernels)}; {plan.dataloader_workers} loader workers")
+
+
+def _fresh_logs(logs_dir: Path) -> None:
+    """A run that starts from step 0 keeps the previous run's history beside, not mixed in."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in ("training_history.csv", "samples.md"):
+        if (logs_dir / name).exists():
+            (logs_dir / name).rename(logs_dir / f"{Path(name).stem}.previous-{stamp}{Path(name).suffix}")
+
+
+def _save_final(staging: Path, trainer, tokenizer_dir: Path, n_positions: int, summary: dict, config) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from pipeline.training.samples import TEMPERATURE, TOP_K
+
+    model = trainer.accelerator.unwrap_model(trainer.model)  # no compile wrapper, no `_orig_mod.` keys
+    ids = model.config
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, max_new_tokens=64,
+        bos_token_id=ids.bos_token_id, eos_token_id=ids.eos_token_id, pad_token_id=ids.pad_token_id)
+    model.save_pretrained(staging)  # safetensors
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.model_max_length = n_positions
+    tokenizer.save_pretrained(staging)
+    (staging / "training_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                   encoding="utf-8")
+    dump_config(config, staging / "run_config.yaml")  # beside transformers' own config.json
+
+
+def pretrain(request: StageRequest) -> dict:
+    main = is_main_process()
+    if not main:
+        log.setLevel(logging.WARNING)
+    report = StageReport(STAGE)
+    run = request.run_dir
+    tokenizer_manifest, dataset_folders, dataset_manifests = _inputs(run)
+    block_size = dataset_manifests[0]["block_size"]
+
+    from pipeline.hardware.facts import collect_facts
+
+    facts = collect_facts()
+    config, preset, preset_note, plan = _plan(request, facts)
+    if block_size > config.model.n_positions:
+        raise UserError(f"the dataset's blocks have {block_size} tokens but model.n_positions is "
+                        f"{config.model.n_positions}",
+                        f"use --model-n-positions {block_size} or rebuild the dataset with a smaller --data-block-size")
+    inputs = training_inputs(config, tokenizer_manifest, dataset_manifests)
+    output = StageOutput(run.stage("model"), "model", fingerprint(inputs), inputs)
+    if not request.force and (manifest := output.current_manifest()) is not None:
+        log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
+                 "checkpoint, --resume never from scratch)", STAGE, output.final)
+        return manifest
+    log.info("%s: %s", STAGE, preset_note)
+    log.info("%s: %s", STAGE, _describe(plan, facts))
+    for note in plan.notes:
+        log.info("%s: %s", STAGE, note)
+
+    checkpoints, logs_dir = run.stage("checkpoints"), run.logs
+    resume, torn = select_resume(config.checkpoint.resume, checkpoints, output.fingerprint, inputs)
+    from pipeline.training.arguments import training_arguments
+
+    args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
+    args.eval_on_start = resume is None  # a resumed run already has its initial evaluation
+    if main:
+        prepare_resume(config.checkpoint.resume, checkpoints, resume, torn)
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            _fresh_logs(logs_dir)
+    barrier()
+    trainer, history, reports, guard, marker = _build_trainer(
+        config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, output.fingerprint, facts)
+    started = time.monotonic()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    finally:
+        guard.on_train_end(args, trainer.state, trainer.control)  # signal handlers back, even after an error
+    train_seconds = time.monotonic() - started
+    if (stop := guard.interruption(str(marker.last_saved or checkpoints))) is not None:
+        raise stop
+    if trainer.nonfinite.stopped_at is not None:
+        raise trainer.nonfinite.diagnosis(config.optimization.learning_rate, plan.precision)
+
+    step = trainer.state.global_step
+    # Decided from the Trainer's own log (every rank has it), never from rank 0's history: a rank that
+    # evaluates alone waits forever for the others (seed 001 §2).
+    if not any(entry.get("step") == step and "eval_loss" in entry for entry in trainer.state.log_history):
+        trainer.evaluate()  # the final figures always come from the final weights
+    summary = _summary(config, plan, facts, preset, trainer, history, reports.unigram, block_size, tokenizer_manifest,
+                       dataset_folders, train_seconds, resume)
+    if main:
+        reports.refresh(trainer.model, trainer.processing_class, trainer.state.global_step,
+                        f"final, step {trainer.state.global_step}")
+        with output.build() as staging:
+            _save_final(staging, trainer, run.stage("tokenizer"), config.model.n_positions, summary, config)
+        _report(report, summary, output.final, logs_dir)
+    barrier()
+    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8")) if main else {}
+
+
+def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, fingerprint_value,
+                   facts):
+    from transformers import AutoTokenizer, set_seed
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_utils import enable_full_determinism
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.training.data import BlockCollator, load_training_data, unigram_entropy
+    from pipeline.training.guards import GracefulStop
+    from pipeline.training.model import build_model, ensure_unwrapped, gpt2_config
+    from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress
+
+    # seed 002 §14: every generator seeded before the weights are initialised
+    (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(run.stage("tokenizer")))
+    model = build_model(gpt2_config(config.model, tokenizer_manifest, plan.attention))
+    ensure_unwrapped(model)
+    train, validation = load_training_data(run.stage("dataset"), config.training.eval_max_blocks)
+    unigram = unigram_entropy(validation, tokenizer_manifest["vocab_size"])
+    samples_per_step = plan.global_batch_size
+    block_size = len(train[0]["input_ids"])
+    n_params = sum(p.numel() for p in model.parameters())
+    guard = GracefulStop()
+    marker = CheckpointMarker(run.stage("checkpoints"), fingerprint_value, inputs)
+    trainer_ref = {}
+    history = HistoryCallback(
+        run.logs / "training_history.csv", tokens_per_step=samples_per_step * block_size, train_blocks=len(train),
+        samples_per_step=samples_per_step, tokens_per_char=_validation_tokens_per_char(dataset_folders),
+        unigram=unigram, flops_token=flops_per_token(n_params, config.model.n_layer, block_size, config.model.n_embd),
+        gpu_name=facts.gpus[0].name if facts.gpus else None, num_gpus=plan.world_size if facts.gpus else 0,
+        skipped=lambda: trainer_ref["trainer"].nonfinite.skipped, resume_step=checkpoint_step(resume) if resume else 0)
+    reports = EvaluationReports(history, run.logs, unigram, config.training.sample_prompts,
+                                config.training.sample_max_new_tokens, config.training.seed,
+                                f"{run.root.name}: {config.model.n_layer} layers x {config.model.n_embd}, "
+                                f"{n_params / 1e6:.1f} M parameters")
+    callbacks = [guard, marker, history, reports]
+    if is_main_process():
+        from torch.utils.tensorboard import SummaryWriter
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs / "tensorboard"))))
+    trainer = PretrainTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=validation, data_collator=BlockCollator(),
+        processing_class=tokenizer, callbacks=callbacks, stream_seed=config.training.seed,
+        samples_per_step=samples_per_step, resume_step=checkpoint_step(resume) if resume else 0,
+        max_nonfinite=config.training.max_nonfinite_steps)
+    trainer_ref["trainer"] = trainer
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(TrainingProgress())
+    hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint; the training bar stays
+    return trainer, history, reports, guard, marker
+
+
+def _summary(config, plan, facts, preset, trainer, history, unigram, block_size, tokenizer_manifest, dataset_folders,
+             train_seconds, resume) -> dict:
+    evals = history.eval_rows()
+    first, last = (evals[0], evals[-1]) if evals else ({}, {})
+    steps = trainer.state.global_step
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return {
+        "steps": steps, "max_steps": config.training.max_steps,
+        "resumed_from_step": checkpoint_step(resume) if resume else 0,
+        "tokens_seen": steps * plan.global_batch_size * block_size, "train_seconds_this_run": round(train_seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()), "block_size": block_size,
+        "vocab_size": tokenizer_manifest["vocab_size"], "model": config.model.__dict__.copy(),
+        "initial_eval_loss": first.get("eval_loss"), "final_eval_loss": last.get("eval_loss"),
+        "final_perplexity": last.get("perplexity"), "final_bits_per_char": last.get("bits_per_char"),
+        "unigram_entropy": round(unigram, 4), "skipped_steps": trainer.nonfinite.skipped,
+        "preset": preset.name if preset else None,
+        "hardware": {"gpus": [g.name for g in facts.gpus], "cpu_count": facts.cpu_count, "world_size": plan.world_size},
+        "plan": {key: value for key, value in plan.__dict__.items() if key != "notes"}, "plan_notes": plan.notes,
+        "dataset": [str(folder) for folder in dataset_folders],
+    }
+
+
+def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> None:
+    initial, last, unigram = summary["initial_eval_loss"], summary["final_eval_loss"], summary["unigram_entropy"]
+    resumed = f" (resumed at step {summary['resumed_from_step']})" if summary["resumed_from_step"] else ""
+    report.row("trained", f"{summary['steps']:,} steps, {summary['tokens_seen']:,} tokens, "
+                          f"{summary['parameters'] / 1e6:.1f} M parameters, "
+                          f"{human_duration(summary['train_seconds_this_run'])}{resumed}")
+    if last is not None:
+        fall = f", {100 * (1 - last / initial):.0f}% below the initial {initial:.2f}" if initial else ""
+        report.row("validation", f"loss {last:.3f}{fall}; unigram baseline {unigram:.2f} ({unigram - last:+.2f} nats "
+                                 f"of context); perplexity {summary['final_perplexity']:.1f}; "
+                                 f"{summary['final_bits_per_char']:.3f} bits/char")
+    if summary["skipped_steps"]:
+        report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
+    report.row("logs", f"{logs_dir}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
+    report.row("wrote", f"{final}/ (model.safetensors, config.json, generation_config.json, tokenizer)")
+    report.row("load it", f"pipeline('text-generation', model={str(final)!r})")
+    report.print()

@@ -1,0 +1,115 @@
+"""transformers' Trainer with the pieces this pipeline needs, and nothing rewritten that it already does.
+
+- The training order comes from GlobalStreamSampler (O(1), exact resume; the Trainer's batch
+  skipping is off via ignore_data_skip).
+- A step whose gradient norm is not finite is skipped: its gradients are dropped before the
+  optimizer runs, so AdamW leaves weights and moments untouched (seed 004).
+- Evaluation refreshes the loss plot and the samples.
+"""
+
+import math
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from pipeline.training import faults
+from pipeline.training.data import GlobalStreamSampler
+from pipeline.training.guards import NonFiniteTally
+from pipeline.training.plots import plot_losses
+from pipeline.training.ranks import is_main_process
+from pipeline.training.samples import append_samples, generate_samples
+
+
+class PretrainTrainer(Trainer):
+    def __init__(self, *args, stream_seed: int, samples_per_step: int, resume_step: int, max_nonfinite: int,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_seed, self.samples_per_step, self.resume_step = stream_seed, samples_per_step, resume_step
+        self.nonfinite = NonFiniteTally(limit=max_nonfinite)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return GlobalStreamSampler(len(dataset), self.stream_seed, self.samples_per_step,
+                                   start=self.resume_step * self.samples_per_step)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if model.training and faults.nan_loss_at(self.state.global_step + 1):
+            if return_outputs:
+                return result[0] * math.nan, result[1]
+            return result * math.nan
+        return result
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        value = float(grad_norm)
+        step = self.state.global_step + 1
+        if self.nonfinite.record(value, step):
+            for parameter in model.parameters():
+                parameter.grad = None  # the optimizer skips parameters without a gradient
+            if self.nonfinite.stopped_at is not None:
+                self.control.should_training_stop = True
+        faults.pause_after_step(step)
+        return grad_norm
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        faults.pause_in_checkpoint()  # between the model weights and the optimizer state
+        super()._save_optimizer_and_scheduler(output_dir)
+
+
+class EvaluationReports(TrainerCallback):
+    """After each evaluation: redraw logs/loss.png and append samples to logs/samples.md (rank 0)."""
+
+    def __init__(self, history, logs_dir: Path, unigram: float, prompts: list[str], max_new_tokens: int,
+                 seed: int, title: str):
+        self.history, self.logs_dir, self.unigram = history, logs_dir, unigram
+        self.prompts, self.max_new_tokens, self.seed, self.title = prompts, max_new_tokens, seed, title
+        self.sampled_at: int | None = None
+
+    def refresh(self, model, tokenizer, step: int, heading: str) -> None:
+        plot_losses(list(self.history.rows.values()), self.unigram, self.logs_dir / "loss.png", self.title)
+        if self.prompts and self.sampled_at != step:  # the same weights would give the same samples again
+            samples = generate_samples(model, tokenizer, self.prompts, self.max_new_tokens, self.seed)
+            append_samples(self.logs_dir / "samples.md", heading, samples)
+            self.sampled_at = step
+
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
+        if is_main_process() and metrics and "eval_loss" in metrics:
+            heading = f"step {state.global_step} (validation loss {metrics['eval_loss']:.3f})"
+            self.refresh(model, processing_class, state.global_step, heading)
+
+
+class TrainingProgress(ProgressCallback):
+    """The Trainer's progress bar with the latest losses in it, instead of a printed dict per log line
+    and a nested bar per evaluation (the figures are in logs/training_history.csv)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import sys
+
+        from tqdm.auto import tqdm
+
+        if state.is_world_process_zero:  # on a non-terminal (CI, log files) refresh every few seconds
+            interactive = sys.stderr.isatty()
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, dynamic_ncols=True,
+                                     mininterval=0.5 if interactive else 10.0)
+        self.current_step = state.global_step
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        return
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        return
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "loss" in logs:
+            self.latest = {"loss": f"{logs['loss']:.3f}", "lr": f"{logs.get('learning_rate', 0):.1e}",
+                           **{k: v for k, v in getattr(self, "latest", {}).items() if k == "val"}}
+        elif "eval_loss" in logs:
+            self.latest = {**getattr(self, "latest", {}), "val": f"{logs['eval_loss']:.3f}"}
+        else:
+            return
+        self.training_bar.set_postfix(self.latest, refresh=False)

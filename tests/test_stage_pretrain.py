@@ -1,0 +1,331 @@
+"""Stage 3 for real on CPU: a tiny GPT-2 trained by the Trainer, then loaded with plain transformers."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.cli import main
+from pipeline.training import faults
+from pipeline.training.checkpoints import MARKER, read_marker
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, run_cli
+
+STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
+
+
+def pretrain_args(run_dir: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, *extra]
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(source, target)
+    return target
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a), "weights differ"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, trainable_run) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(trainable_run, run_dir)
+    result = run_cli(*pretrain_args(run_dir)[0:1], *pretrain_args(run_dir)[1:])
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_final_model_loads_with_plain_transformers_and_generates(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    run_dir, _ = trained
+    model_dir = run_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    sizes = (model.config.vocab_size, model.config.n_positions)
+    assert sizes == (4000, 64) == (len(tokenizer), tokenizer.model_max_length)
+    assert (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id) == (1, 1, 2)
+    assert "50256" not in (model_dir / "config.json").read_text()
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    assert (generation["do_sample"], generation["temperature"], generation["top_k"]) == (True, 0.8, 50)
+    assert not any(key.startswith("_orig_mod.") for key in weights(model_dir))
+    generator = pipeline("text-generation", model=str(model_dir))
+    text = generator("今天", max_new_tokens=8)[0]["generated_text"]
+    assert isinstance(text, str) and text.startswith("今天")
+
+
+def test_the_run_explains_its_decisions_and_ends_with_a_summary(trained):
+    _, result = trained
+    assert "preset cpu (auto: this machine has no CUDA GPU)" in result.stderr
+    assert "batch 4 x 1 accumulation x 1 = 4; fp32, sdpa, adamw_torch_fused" in result.stderr
+    assert "no checkpoint to resume from" in result.stderr  # a first run starts fresh, no ValueError
+    for label in ("trained", "validation", "logs", "wrote", "load it"):
+        assert f"\n  {label}" in result.stdout, label
+
+
+def test_logs_hold_history_plot_samples_and_tensorboard(trained):
+    run_dir, _ = trained
+    with open(run_dir / "logs" / "training_history.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu",
+                             "eval_loss", "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps"]
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS
+    evals = [r for r in rows if r["eval_loss"]]
+    assert [int(r["step"]) for r in evals] == [0, 6, 12]
+    for row in evals:
+        assert float(row["perplexity"]) == pytest.approx(math.exp(float(row["eval_loss"])), rel=1e-3)
+        assert float(row["bits_per_char"]) > 0 and float(row["unigram_entropy"]) > 0
+    assert any(r["tokens_per_second"] for r in rows) and all(r["mfu"] == "" for r in rows)  # no MFU on CPU
+    assert (run_dir / "logs" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    samples = (run_dir / "logs" / "samples.md").read_text(encoding="utf-8")
+    assert "## step 0" in samples and "## step 12" in samples and "**今天**" in samples
+    assert "## final" not in samples  # step 12 was just evaluated and sampled; the same weights are not resampled
+    assert list((run_dir / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoints_are_marked_complete_and_limited(trained):
+    run_dir, _ = trained
+    folders = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert folders == ["checkpoint-12", "checkpoint-8"]  # save_total_limit 2
+    for name in folders:
+        marker = read_marker(run_dir / "checkpoints" / name)
+        assert marker is not None and "model.safetensors" in marker["files"] and "optimizer.pt" in marker["files"]
+
+
+def test_a_finished_run_is_up_to_date(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(pretrain_args(run_dir)) == 0
+    assert "model is up to date" in capsys.readouterr().err
+
+
+def test_torn_newest_checkpoint_is_skipped_for_the_previous_valid_one(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    (run_dir / "checkpoints" / "checkpoint-12" / MARKER).unlink()  # as if killed while saving
+    assert main(pretrain_args(run_dir, "--force")) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint-12 is not a complete checkpoint (no completion marker" in err
+    assert "resuming from" in err and "checkpoint-8 (step 8)" in err
+    assert read_marker(run_dir / "checkpoints" / "checkpoint-12") is not None  # saved again, completely
+    assert_same_weights(run_dir / "model", trained[0] / "model")
+
+
+def test_weights_saved_with_the_compile_prefix_still_resume(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-12")
+    folder = run_dir / "checkpoints" / "checkpoint-8"
+    prefixed = {f"_orig_mod.{key}": value for key, value in weights(folder).items()}
+    save_file(prefixed, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    marker = read_marker(folder)
+    marker["files"]["model.safetensors"] = (folder / "model.safetensors").stat().st_size
+    (folder / MARKER).write_text(json.dumps(marker))
+    assert main(pretrain_args(run_dir, "--force")) == 0
+    assert "`_orig_mod.` prefix in its weights; stripped" in capsys.readouterr().err
+    assert_same_weights(run_dir / "model", trained[0] / "model")
+
+
+def test_resuming_with_a_changed_config_is_refused_with_the_changes(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(pretrain_args(run_dir, "--force", "--optimization-learning-rate", "0.01")) == 2
+    err = capsys.readouterr().err
+    assert "was made by a different run; changed: config.optimization.learning_rate (0.001 -> 0.01)" in err
+    assert "--resume never" in err
+
+
+def test_resume_never_keeps_old_checkpoints_aside_and_starts_over(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(pretrain_args(run_dir, "--force", "--resume", "never")) == 0
+    assert "previous checkpoints moved to" in capsys.readouterr().err
+    assert len(list(run_dir.glob("checkpoints.previous-*/checkpoint-*"))) == 2
+    assert list(run_dir.glob("logs/training_history.previous-*.csv"))
+    assert_same_weights(run_dir / "model", trained[0] / "model")  # same seed, same data order, same result
+
+
+def with_faults(monkeypatch, **settings) -> None:
+    monkeypatch.setenv(faults.ENV, json.dumps(settings))
+    faults.faults.cache_clear()
+
+
+def test_nan_steps_are_skipped_counted_and_never_reach_the_weights(tmp_path, capsys, monkeypatch, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    with_faults(monkeypatch, nan_loss_steps=[3, 4])
+    try:
+        assert main(pretrain_args(run_dir)) == 0
+    finally:
+        faults.faults.cache_clear()
+    out = capsys.readouterr().out
+    assert "2 steps with a non-finite loss or gradient (not applied)" in out
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert summary["skipped_steps"] == 2
+    assert all(torch.isfinite(t).all() for t in weights(run_dir / "model").values())
+
+
+def test_too_many_nan_steps_stop_with_a_diagnosis(tmp_path, capsys, monkeypatch, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    with_faults(monkeypatch, nan_loss_steps=list(range(6, 13)))
+    try:
+        assert main(pretrain_args(run_dir, "--training-max-nonfinite-steps", "3")) == 2
+    finally:
+        faults.faults.cache_clear()
+    err = capsys.readouterr().err
+    assert "error: training stopped at step 8: 3 consecutive steps had a non-finite loss" in err
+    assert "lower --optimization-learning-rate" in err and "gpt2zh diagnose" in err
+    assert not (run_dir / "model").exists()
+    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
+        assert all(torch.isfinite(t).all() for t in weights(folder).values())
+
+
+def _start(run_dir: Path, fault: dict, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, faults.ENV: json.dumps(fault)}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *pretrain_args(run_dir, *extra)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, trained, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    process = _start(run_dir, {"pause_after_step": [10, 120]})
+    _wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-8") is not None)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (run_dir / "model").exists()
+    result = run_cli(*pretrain_args(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stderr and "(step 8)" in result.stderr
+    assert_same_weights(run_dir / "model", trained[0] / "model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_at_the_next_step_exits_cleanly_and_resumes(tmp_path, trained, trainable_run, signum):
+    run_dir = copy_run(trainable_run, tmp_path)
+    # step 5 pauses 5 s (a sleep finishes despite the signal, PEP 475); the signal arrives ~1 s into it
+    process = _start(run_dir, {"pause_after_step": [5, 5]})
+    _wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-4") is not None)
+    time.sleep(1.0)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert f"error: stopped by {name} at step 5; checkpoint saved to" in err and "rerun the same command" in err
+    assert "Traceback" not in err and read_marker(run_dir / "checkpoints" / "checkpoint-5") is not None
+    result = run_cli(*pretrain_args(run_dir))
+    assert result.returncode == 0 and "(step 5)" in result.stderr
+    assert_same_weights(run_dir / "model", trained[0] / "model")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_trains_writes_once_and_does_not_hang(tmp_path, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "pipeline", *pretrain_args(run_dir, "--training-max-steps", "5",
+                                                               "--checkpoint-save-steps", "2")]
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own process group: a hang is killed whole
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        pytest.fail("two-process training hung (a rank waited for a collective the other never joined)")
+    result = subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch 2 x 1 accumulation x 2 = 4" in result.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-5"]
+    for step in (4, 5):  # training ends at 5, between evaluations: every rank joins the final evaluation
+        folder = run_dir / "checkpoints" / f"checkpoint-{step}"
+        assert read_marker(folder) is not None
+        assert (folder / "rng_state_0.pth").exists() and (folder / "rng_state_1.pth").exists()
+    with open(run_dir / "logs" / "training_history.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps))  # one writer, no duplicated rows
+    assert all(math.isfinite(float(r["loss"])) for r in rows if r["loss"])
+    assert result.stdout.count("── pretrain: done") == 1 and (run_dir / "model" / "model.safetensors").exists()
+    assert any(r["eval_loss"] for r in rows if r["step"] == "5")
+
+
+def test_stages_1_and_2_refuse_to_run_under_a_launcher(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", "--run-dir", str(tmp_path)]) == 2
+    assert "started by a launcher with 2 processes" in capsys.readouterr().err
+
+
+def test_dataset_blocks_longer_than_n_positions_are_refused(tmp_path, capsys, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    args = pretrain_args(run_dir) + ["--model-n-positions", "32", "--data-block-size", "32"]
+    assert main(args) == 2
+    assert "the dataset's blocks have 64 tokens but model.n_positions is 32" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, capsys, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    shutil.rmtree(run_dir / "dataset")
+    assert main(pretrain_args(run_dir)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no complete dataset in") and "\n" not in err
+
+
+def test_history_keeps_rows_up_to_the_resumed_step(tmp_path, trained):
+    from pipeline.training.history import read_history
+
+    rows = read_history(trained[0] / "logs" / "training_history.csv")
+    assert rows[0]["step"] == 0 and np.isfinite(rows[0]["eval_loss"])
+
+
+def test_8bit_adam_trains_for_real_when_the_probe_passes(tmp_path, capsys, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    assert main(pretrain_args(run_dir, "--optimization-optimizer", "adamw_8bit", "--training-max-steps", "4")) == 0
+    assert "adamw_bnb_8bit" in capsys.readouterr().err
+    state = torch.load(run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt", weights_only=False)
+    # bitsandbytes' own state format: the moments were kept quantized while training
+    assert all("__bnb_optimizer_quant_state__" in entry for entry in state["state"].values())
+
+
+def test_8bit_adam_falls_back_to_fused_adamw_with_the_reason_when_the_probe_fails(tmp_path, capsys, monkeypatch,
+                                                                                  trainable_run):
+    import bitsandbytes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("The installed version of bitsandbytes was compiled without GPU support")
+
+    monkeypatch.setattr(bitsandbytes.optim, "Adam8bit", broken)
+    run_dir = copy_run(trainable_run, tmp_path)
+    assert main(pretrain_args(run_dir, "--optimization-optimizer", "adamw_8bit", "--training-max-steps", "4")) == 0
+    err = capsys.readouterr().err
+    assert "8-bit Adam unavailable (RuntimeError: The installed version of bitsandbytes was compiled without GPU " \
+           "support); using adamw_torch_fused" in err
+    assert (run_dir / "model" / "model.safetensors").exists()

@@ -1,0 +1,216 @@
+"""Hardware facts -> training decisions, with fabricated A100 / 4090 / 5090 / T4 / H100 / CPU facts."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+from transformers import TrainingArguments
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.hardware.facts import HardwareFacts
+from pipeline.training import presets as presets_module
+from pipeline.training.arguments import argument_values
+from pipeline.training.mfu import flops_per_token, mfu
+from pipeline.training.plan import (
+    Probe,
+    batch_split,
+    check_launch,
+    choose_attention,
+    choose_compile,
+    choose_dataloader,
+    choose_optimizer,
+    choose_precision,
+    plan_training,
+)
+from pipeline.training.presets import available_presets, load_preset, resolve_preset
+from tests.test_doctor import GPUS, fabricate
+
+SEED_TABLE = {  # seed 002's per-GPU table, plus h100 and cpu
+    "a100-40g": (48, "reduce-overhead", True), "a100-80g": (64, "reduce-overhead", True),
+    "rtx5090": (48, "max-autotune", True), "rtx4090": (32, "max-autotune", True), "t4": (8, None, False),
+    "h100": (64, "max-autotune", True), "cpu": (16, None, False),
+}
+AUTO = {"a100-40g": "a100-40g", "a100-80g": "a100-80g", "rtx4090": "rtx4090", "rtx5090": "rtx5090",
+        "t4": "t4", "h100": "h100", "cpu": "cpu"}
+
+
+def config(**training) -> Config:
+    cfg = Config()
+    for key, value in training.items():
+        setattr(cfg.training, key, value)
+    return cfg
+
+
+def with_world(facts: HardwareFacts, world: int) -> HardwareFacts:
+    return HardwareFacts(**{**facts.__dict__, "world_size": world})
+
+
+def test_every_shipped_preset_loads_and_says_what_it_was_verified_on():
+    assert set(available_presets()) == set(SEED_TABLE)
+    for name in available_presets():
+        preset = load_preset(name)
+        assert "Verified on" in preset.path.read_text(encoding="utf-8"), name
+        batch, mode, compiled = SEED_TABLE[name]
+        assert preset.training["per_device_batch_size"] == batch
+        assert preset.training["torch_compile"] is compiled
+        assert preset.training.get("compile_mode") == mode
+
+
+@pytest.mark.parametrize("device", list(AUTO))
+def test_auto_preset_follows_gpu_name_and_memory(device):
+    preset, note = resolve_preset("auto", False, fabricate(device))
+    assert preset is not None and preset.name == AUTO[device] and "auto" in note
+
+
+def test_a_gpu_without_a_preset_keeps_the_config_values():
+    facts = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0",
+                          gpus=(GPUS["t4"].__class__("NVIDIA L4", 22.0, (8, 9)),))
+    preset, note = resolve_preset("auto", False, facts)
+    assert preset is None and "no preset for NVIDIA L4" in note
+
+
+@pytest.mark.parametrize("preset, device", [("a100-40g", "t4"), ("a100-40g", "cpu"), ("a100-80g", "a100-40g"),
+                                            ("cpu", "h100"), ("t4", "rtx4090")])
+def test_a_preset_for_other_hardware_is_refused_unless_forced(preset, device):
+    with pytest.raises(UserError, match=f"--preset {preset} does not match this machine"):
+        resolve_preset(preset, False, fabricate(device))
+    chosen, note = resolve_preset(preset, True, fabricate(device))
+    assert chosen.name == preset and "forced" in note
+
+
+def test_unknown_preset_name_suggests_the_closest(monkeypatch):
+    with pytest.raises(UserError, match="did you mean --preset a100-40g"):
+        resolve_preset("a100-40gb", False, fabricate("a100-40g"))
+
+
+def test_a_preset_may_only_set_hardware_fields(tmp_path, monkeypatch):
+    (tmp_path / "odd.yaml").write_text("match:\n  gpu: A100\ntraining:\n  max_steps: 10\n", encoding="utf-8")
+    monkeypatch.setattr(presets_module, "presets_dir", lambda: tmp_path)
+    with pytest.raises(UserError, match="training.max_steps is not a hardware field"):
+        load_preset("odd")
+
+
+@pytest.mark.parametrize("global_batch, per_device, world, expected", [
+    (480, 48, 1, (48, 10)), (480, 64, 1, (60, 8)), (480, 32, 1, (32, 15)), (480, 8, 2, (8, 30)),
+    (16, 16, 1, (16, 1)), (16, 64, 1, (16, 1)), (512, 48, 1, (32, 16)),
+])
+def test_accumulation_keeps_the_global_batch_exact(global_batch, per_device, world, expected):
+    split = batch_split(global_batch, per_device, world)
+    assert split == expected and split[0] * split[1] * world == global_batch
+
+
+def test_a_global_batch_that_processes_cannot_share_is_refused():
+    with pytest.raises(UserError, match="not divisible by 3 processes"):
+        batch_split(16, 8, 3)
+
+
+@pytest.mark.parametrize("device, expected", [("a100-40g", "bf16"), ("h100", "bf16"), ("rtx4090", "bf16"),
+                                              ("rtx5090", "bf16"), ("t4", "fp16"), ("cpu", "fp32")])
+def test_precision_follows_native_bf16_support(device, expected):
+    assert choose_precision("auto", fabricate(device))[0] == expected
+
+
+def test_impossible_precisions_are_refused():
+    with pytest.raises(UserError, match="no native bf16"):
+        choose_precision("bf16", fabricate("t4"))
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        choose_precision("fp16", fabricate("cpu"))
+
+
+def test_flash_attention_only_where_it_can_run():
+    assert choose_attention("auto", fabricate("a100-80g"), "bf16")[0] == "flash_attention_2"
+    assert choose_attention("auto", fabricate("a100-80g", flash=None), "bf16")[0] == "sdpa"
+    assert choose_attention("auto", fabricate("a100-80g"), "fp32")[0] == "sdpa"
+    assert choose_attention("auto", fabricate("t4"), "fp16")[0] == "sdpa"
+    assert choose_attention("auto", fabricate("cpu"), "fp32")[0] == "sdpa"
+    with pytest.raises(UserError, match="flash_attention_2 cannot run here: .*SM 7.5"):
+        choose_attention("flash_attention_2", fabricate("t4"), "fp16")
+    with pytest.raises(UserError, match="needs fp16 or bf16"):
+        choose_attention("flash_attention_2", fabricate("h100"), "fp32")
+
+
+def test_8bit_adam_is_used_only_after_a_successful_probe():
+    gpu, cpu = fabricate("rtx4090"), fabricate("cpu")
+    assert choose_optimizer("adamw_8bit", gpu, Probe(True, "stepped")) == ("adamw_bnb_8bit", None)
+    optimizer, note = choose_optimizer("adamw_8bit", gpu, Probe(False, "libbitsandbytes_cuda124.so: cannot open"))
+    assert optimizer == "adamw_torch_fused" and "cannot open" in note
+    assert choose_optimizer("adamw", cpu, None)[0] == "adamw_torch_fused"  # torch >= 2.4 has fused AdamW on CPU
+    old_cpu = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.3.1")
+    assert choose_optimizer("adamw", old_cpu, None)[0] == "adamw_torch"
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_compile_wins_over_activation_checkpointing_also_under_ddp(world):
+    facts = with_world(fabricate("a100-80g"), world)
+    compile_on, mode, checkpointing, notes = choose_compile(
+        config(torch_compile=True, compile_mode="reduce-overhead", activation_checkpointing=True), facts)
+    assert (compile_on, mode, checkpointing) == (True, "reduce-overhead", False)
+    assert "marked as ready twice" in notes[0]
+    assert choose_compile(config(activation_checkpointing=True), facts)[2] is True  # alone, it stays
+
+
+def test_compile_without_a_toolchain_is_turned_off_with_a_reason():
+    facts = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.13.0", cxx_compiler=False)
+    compile_on, _, _, notes = choose_compile(config(torch_compile=True), facts)
+    assert compile_on is False and "C++ compiler" in notes[0]
+
+
+def test_dataloader_follows_seed_6():
+    assert choose_dataloader(config(), fabricate("a100-80g")) == (8, True, True)  # 16 cores -> 8, pinned
+    assert choose_dataloader(config(), fabricate("cpu")) == (2, True, False)      # 2 cores, no CUDA, no pinning
+    assert choose_dataloader(config(dataloader_workers=0), fabricate("cpu")) == (0, False, False)
+
+
+def test_more_processes_than_gpus_is_the_seed_001_message():
+    with pytest.raises(UserError, match="world_size is 4 on this node, but only 2 GPU"):
+        check_launch(fabricate("t4", count=2), local_world_size=4)
+    check_launch(with_world(fabricate("t4", count=2), 2), local_world_size=2)  # Kaggle 2 x T4 via torchrun
+    check_launch(with_world(fabricate("cpu"), 2), local_world_size=2)        # gloo on CPU
+
+
+def test_several_gpus_without_a_launcher_get_torchrun_advice():
+    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+        check_launch(fabricate("t4", count=2), local_world_size=1)
+
+
+@pytest.mark.parametrize("device", list(AUTO))
+def test_full_plan_per_device_and_its_trainer_arguments(device, tmp_path):
+    facts = fabricate(device)
+    preset, _ = resolve_preset("auto", False, facts)
+    cfg = config(global_batch_size=480, **preset.training)
+    plan = plan_training(cfg, facts, 1, None)
+    assert plan.global_batch_size == 480
+    assert plan.tf32 is (device not in ("t4", "cpu"))
+    assert plan.precision == {"t4": "fp16", "cpu": "fp32"}.get(device, "bf16")
+    values = argument_values(cfg, plan, tmp_path)
+    accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
+    assert set(values) <= accepted
+    assert not {"gradient_checkpointing", "gradient_checkpointing_kwargs", "evaluation_strategy"} & set(values)
+    assert ("tf32" in values) is plan.tf32  # tf32=True raises on CPU, so it is never passed there
+    assert values["ignore_data_skip"] is True and values["dataloader_drop_last"] is True
+
+
+def test_full_determinism_is_an_opt_in_switch(tmp_path):
+    facts = fabricate("cpu")
+    plan = plan_training(config(global_batch_size=16), facts, 1, None)
+    assert argument_values(config(global_batch_size=16), plan, tmp_path)["full_determinism"] is False
+    assert argument_values(config(global_batch_size=16, full_determinism=True), plan, tmp_path)["full_determinism"]
+
+
+def test_cpu_trainer_arguments_build_without_any_warning(tmp_path, recwarn):
+    facts = fabricate("cpu")
+    plan = plan_training(config(global_batch_size=16, per_device_batch_size=16), facts, 1, None)
+    TrainingArguments(**argument_values(config(global_batch_size=16), plan, tmp_path))
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
+    per_token = flops_per_token(124_000_000, 12, 1024, 768)
+    assert mfu(100_000, per_token, "NVIDIA A100-SXM4-80GB", 1) == pytest.approx(100_000 * per_token / 312e12)
+    assert mfu(100_000, per_token, "NVIDIA H100 80GB HBM3", 8) == pytest.approx(100_000 * per_token / (8 * 989e12))
+    assert mfu(100_000, per_token, None, 0) is None and mfu(1, per_token, "NVIDIA L4", 1) is None
+
+
+def test_presets_are_in_the_configs_folder():
+    assert presets_module.presets_dir() == Path(__file__).resolve().parents[1] / "configs" / "presets"
