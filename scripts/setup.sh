@@ -18,26 +18,29 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+pip_install() {  # pip, minus the harmless notes about this machine's local package mirrors
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found; installing $TORCH_SPEC (CUDA build)"
-    "${PIP[@]}" install "$TORCH_SPEC"
+    pip_install "$TORCH_SPEC"
   else
     index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
     # Probe the CPU index once: unreachable, pip would retry it for every package (minutes).
     if "$VENV/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=10)" "$index" 2>/dev/null; then
       echo "setup: no NVIDIA GPU; installing $TORCH_SPEC (CPU build from $index)"
-      "${PIP[@]}" install --index-url "$index" "$TORCH_SPEC"
+      pip_install --index-url "$index" "$TORCH_SPEC"
     else
       # Without the CPU index, ask for the `+cpu` local version: it matches CPU wheels only (a local
       # wheel or a mirror), so pip fails rather than fetch the CUDA build.
       cpu_spec="$TORCH_SPEC"
       case "$TORCH_SPEC" in torch==*+*) ;; torch==*) cpu_spec="$TORCH_SPEC+cpu" ;; esac
       echo "setup: no NVIDIA GPU and $index is unreachable; installing $cpu_spec from the configured index"
-      "${PIP[@]}" install "$cpu_spec" || {
+      pip_install "$cpu_spec" || {
         echo "setup: no CPU build of torch found; set TORCH_INDEX_URL to a reachable mirror of https://download.pytorch.org/whl/cpu" >&2
         exit 1
       }
@@ -50,6 +53,6 @@ stamp="$VENV/.gpt2zh-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) [$EXTRAS]"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing gpt2zh${EXTRAS:+[$EXTRAS]} and its dependencies"
-  "${PIP[@]}" install -e ".${EXTRAS:+[$EXTRAS]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  pip_install -e ".${EXTRAS:+[$EXTRAS]}"
   echo "$want" > "$stamp"
 fi
