@@ -22,11 +22,18 @@ from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_command
 RUN_ALL = "run"
 
 
-def _add_common(parser: argparse.ArgumentParser, with_config: bool) -> None:
+def _add_common(parser: argparse.ArgumentParser, with_config: bool, command: str = "") -> None:
     common = parser.add_argument_group("common")
     if with_config:
         common.add_argument("--config", metavar="FILE", help="YAML config, or a name from configs/ (default: demo)")
         common.add_argument("--force", action="store_true", help="rebuild outputs even when they are up to date")
+    if command in ("push", RUN_ALL):
+        common.add_argument("--dry-run", action="store_true",
+                            help="stage 4: list what would be pushed, with sizes, and send nothing")
+    if command == RUN_ALL:
+        stages = ", ".join(f"{info.number}={info.command}" for info in STAGES)
+        common.add_argument("--from-stage", metavar="STAGE",
+                            help=f"rerun from this stage on, even if up to date ({stages})")
     common.add_argument("--run-dir", metavar="DIR",
                         help="run directory shared by all stages (default: runs/<config name>)")
     common.add_argument("--cache-dir", metavar="DIR",
@@ -51,12 +58,19 @@ def build_parser(argv: list[str]) -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=Parser)
     for info in STAGES:
         stage = commands.add_parser(info.command, help=f"stage {info.number}: {info.summary}", description=info.summary)
-        _add_common(stage, with_config=True)
+        _add_common(stage, with_config=True, command=info.command)
         add_config_options(stage, base, source)
     run_all = commands.add_parser(RUN_ALL, help="run every stage in order in one run directory",
-                                  description="Run all stages in order; up-to-date stages are skipped.")
-    _add_common(run_all, with_config=True)
+                                  description="Run all stages in order; up-to-date stages are skipped. Stage 4 runs "
+                                              "when --hub-repo-id is set; the token and repository are checked "
+                                              "before stage 1.")
+    _add_common(run_all, with_config=True, command=RUN_ALL)
     add_config_options(run_all, base, source)
+    show = commands.add_parser("show-config", help="print the resolved config (defaults < --config < command line)",
+                               description="Print the config a stage would use, as YAML, or one value with --get.")
+    _add_common(show, with_config=True, command="show-config")
+    show.add_argument("--get", metavar="KEY", help="print one value, e.g. hub.repo_id")
+    add_config_options(show, base, source)
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
     _add_common(doctor, with_config=False)
@@ -72,6 +86,23 @@ def _check_launcher(command: str) -> None:
                         "run stages 1-2 once without torchrun, then `torchrun ... -m pipeline pretrain`")
 
 
+def _show_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.config import config_to_dict
+
+    values = config_to_dict(load_config(find_config(args.config), overrides_from(args)))
+    if args.get is None:
+        print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    group, _, key = args.get.partition(".")
+    if group not in values or key not in values[group]:
+        raise UserError(f"--get: no config key {args.get!r}", "use group.field, e.g. hub.repo_id")
+    value = values[group][key]
+    print(" ".join(map(str, value)) if isinstance(value, list) else value)
+    return 0
+
+
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     config_path = find_config(args.config)
@@ -79,10 +110,12 @@ def _run_stages(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
     request = StageRequest(config=config, config_source=str(config_path), run_dir=run_dir, force=args.force,
-                           config_path=config_path, overrides=overrides)
-    selected = STAGES if args.command == RUN_ALL else (stage_by_command(args.command),)
-    for info in selected:
-        load_entry(info)(request)
+                           config_path=config_path, overrides=overrides, dry_run=getattr(args, "dry_run", False))
+    if args.command == RUN_ALL:
+        from pipeline.run_all import run_all
+
+        return run_all(request, args.from_stage)
+    load_entry(stage_by_command(args.command))(request)
     return 0
 
 
@@ -94,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet:
             logger.setLevel("WARNING")
         prepare_hf_environment(args.cache_dir)
+        if args.command == "show-config":
+            return _show_config(args)
         if args.command == "doctor":
             from pipeline.doctor import run_doctor
 

@@ -18,6 +18,7 @@ class StageRequest:
     force: bool = False
     config_path: Path | None = None  # with the overrides, lets stage 3 slot a GPU preset under the command line
     overrides: dict = field(default_factory=dict)
+    dry_run: bool = False  # stage 4: list what would be pushed, send nothing
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,17 @@ STAGES = (
               "tokenize the corpus and pack it into fixed-length training and validation blocks"),
     StageInfo("pretrain", 3, "model", "pipeline.training.stage:pretrain",
               "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/"),
+    StageInfo("push", 4, "push", "pipeline.hub.stage:push_to_hub",
+              "push model/, its model card and logs to a Hugging Face Hub model repository"),
 )
+
+
+def stage_by_reference(reference: str) -> StageInfo:
+    """A stage by number (3) or command name (pretrain)."""
+    for info in STAGES:
+        if reference in (str(info.number), info.command):
+            return info
+    raise KeyError(reference)
 
 
 def stage_by_command(command: str) -> StageInfo:

@@ -4,6 +4,7 @@ per session, and helpers to run the real command line in a subprocess."""
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,17 @@ def trainable_run(tmp_path_factory, small_corpus) -> Path:
         result = run_cli(stage, "--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA)
         assert result.returncode == 0, result.stderr
     return run_dir
+
+
+def pretrain_args(run_dir: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, *extra]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, trainable_run) -> tuple[Path, subprocess.CompletedProcess]:
+    """Stages 1-3 done once: a tiny model trained for 12 steps. Tests that change it copy it first."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(trainable_run, run_dir)
+    result = run_cli(*pretrain_args(run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir, result

@@ -20,13 +20,9 @@ from safetensors.torch import load_file, save_file
 from pipeline.cli import main
 from pipeline.training import faults
 from pipeline.training.checkpoints import MARKER, read_marker
-from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, run_cli
+from tests.conftest import REPO, pretrain_args, run_cli
 
 STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
-
-
-def pretrain_args(run_dir: Path, *extra: str) -> list[str]:
-    return ["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, *extra]
 
 
 def copy_run(source: Path, tmp_path: Path) -> Path:
@@ -43,15 +39,6 @@ def assert_same_weights(first: Path, second: Path) -> None:
     a, b = weights(first), weights(second)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[key], b[key]) for key in a), "weights differ"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, trainable_run) -> tuple[Path, subprocess.CompletedProcess]:
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    shutil.copytree(trainable_run, run_dir)
-    result = run_cli(*pretrain_args(run_dir)[0:1], *pretrain_args(run_dir)[1:])
-    assert result.returncode == 0, result.stderr
-    return run_dir, result
 
 
 def test_final_model_loads_with_plain_transformers_and_generates(trained):
@@ -116,6 +103,18 @@ def test_a_finished_run_is_up_to_date(tmp_path, capsys, trained):
     run_dir = copy_run(trained[0], tmp_path)
     assert main(pretrain_args(run_dir)) == 0
     assert "model is up to date" in capsys.readouterr().err
+
+
+def test_force_on_a_finished_run_takes_no_step_past_max_steps(tmp_path, capsys, trained):
+    """The Trainer checks max_steps only after a step; resumed at the final checkpoint it used to take one more."""
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(pretrain_args(run_dir, "--force")) == 0
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "(step 12)" in err
+    assert "There seems not to be a single sample" not in err and "missing keys" not in err
+    assert_same_weights(run_dir / "model", trained[0] / "model")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-12", "checkpoint-8"]
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == STEPS
 
 
 def test_torn_newest_checkpoint_is_skipped_for_the_previous_valid_one(tmp_path, capsys, trained):

@@ -7,6 +7,7 @@ so a user fixes a config in one round trip instead of one error per run (litgpt'
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -164,6 +165,12 @@ def validate(config: Config) -> list[str]:
         problems.append("optimization.warmup_steps, weight_decay and max_grad_norm must be >= 0")
     if not (0.0 <= opt.adam_beta1 < 1.0 and 0.0 <= opt.adam_beta2 < 1.0):
         problems.append("optimization.adam_beta1 and adam_beta2 must be within [0, 1)")
+    if config.hub.repo_id and not re.fullmatch(r"[\w.-]+/[\w.-]+", config.hub.repo_id):
+        problems.append(f"hub.repo_id must look like user/name, got {config.hub.repo_id!r}")
+    if config.hub.max_retries < 0 or config.hub.retry_wait_seconds < 0:
+        problems.append("hub.max_retries and hub.retry_wait_seconds must be >= 0")
+    if config.hub.push_checkpoints and not config.hub.repo_id:
+        problems.append("hub.push_checkpoints needs hub.repo_id")
     if not 0.0 <= m.dropout < 1.0:
         problems.append("model.dropout must be within [0, 1)")
     return problems

@@ -152,6 +152,11 @@ class HubConfig:
     repo_id: str = setting("", "model repository, e.g. user/gpt2-zh-demo; empty = do not push")
     private: bool = setting(False, "create the repository as private")
     license: str = setting("mit", "license written into the model card")
+    max_retries: int = setting(4, "retries of an upload after a 5xx or a dropped connection", in_fingerprint=False)
+    retry_wait_seconds: float = setting(2.0, "first wait before a retry; doubles each time", in_fingerprint=False)
+    push_checkpoints: bool = setting(
+        False, "also push each checkpoint during training (the Trainer's hub strategy 'checkpoint')",
+        in_fingerprint=False)
 
 
 GROUPS: dict[str, type] = {

@@ -128,6 +128,10 @@ def pretrain(request: StageRequest) -> dict:
     for note in plan.notes:
         log.info("%s: %s", STAGE, note)
 
+    if config.hub.push_checkpoints and main:
+        from pipeline.hub.access import check_push_access
+
+        check_push_access(config.hub.repo_id, config.hub.private)  # before training, not at the first checkpoint
     checkpoints, logs_dir = run.stage("checkpoints"), run.logs
     resume, torn = select_resume(config.checkpoint.resume, checkpoints, output.fingerprint, inputs)
     from pipeline.training.arguments import training_arguments
@@ -168,6 +172,17 @@ def pretrain(request: StageRequest) -> dict:
         _report(report, summary, output.final, logs_dir)
     barrier()
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8")) if main else {}
+
+
+def _drop_false_alarms(record) -> bool:
+    """Two Trainer warnings that are wrong for this pipeline and alarm users on every resume."""
+    message = record.getMessage()
+    # lm_head.weight is tied to wte, so a checkpoint never stores it; the tie restores it (resume is bit-exact).
+    if message.startswith("There were missing keys in the checkpoint") and "'lm_head.weight'" in message \
+            and message.count("'") == 2:
+        return False
+    # A run resumed from its final checkpoint takes no step on purpose (PretrainTrainer.get_batch_samples).
+    return not message.startswith("There seems not to be a single sample in your epoch_iterator")
 
 
 def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, fingerprint_value,
@@ -220,6 +235,7 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(TrainingProgress())
     hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint; the training bar stays
+    hf_logging.get_logger("transformers.trainer").addFilter(_drop_false_alarms)
     return trainer, history, reports, guard, marker
 
 

@@ -33,6 +33,14 @@ class PretrainTrainer(Trainer):
         return GlobalStreamSampler(len(dataset), self.stream_seed, self.samples_per_step,
                                    start=self.resume_step * self.samples_per_step)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # Resumed from the final checkpoint (`--force` on a finished run): the Trainer checks max_steps only
+        # after a step, so it would train one step past it; take no batch instead.
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)

@@ -1,0 +1,68 @@
+"""`gpt2zh run`: stages 1-4 in order in one run directory, up-to-date stages skipped, one closing summary.
+
+When a push is requested, the token and the repository are checked before stage 1, so hours of
+training never end on a failed upload.
+"""
+
+import logging
+import time
+from dataclasses import replace
+
+from pipeline.errors import UserError
+from pipeline.report import StageReport, human_duration
+from pipeline.rundir import read_manifest
+from pipeline.stages import STAGES, StageInfo, StageRequest, load_entry, stage_by_reference
+
+log = logging.getLogger("gpt2zh")
+
+
+def selected_stages(request: StageRequest, from_stage: str | None) -> list[tuple[StageInfo, bool]]:
+    """[(stage, forced)]: every stage, push only when a repository is named; forced from --from-stage on."""
+    start = None
+    if from_stage is not None:
+        try:
+            start = stage_by_reference(from_stage).number
+        except KeyError:
+            names = ", ".join(f"{info.number}/{info.command}" for info in STAGES)
+            raise UserError(f"--from-stage: no stage {from_stage!r}", f"use one of {names}") from None
+    return [(info, request.force or (start is not None and info.number >= start))
+            for info in STAGES if info.command != "push" or request.config.hub.repo_id]
+
+
+def _built_at(request: StageRequest, info: StageInfo) -> str | None:
+    manifest = read_manifest(request.run_dir.stage(info.folder))
+    return manifest.get("created_utc") if manifest else None
+
+
+def run_all(request: StageRequest, from_stage: str | None = None) -> int:
+    stages = selected_stages(request, from_stage)
+    hub = request.config.hub
+    if hub.repo_id and not request.dry_run:
+        from pipeline.hub.access import check_push_access
+
+        access = check_push_access(hub.repo_id, hub.private)  # before stage 1, not after hours of training
+        log.info("run: will push to %s as %s at the end", hub.repo_id, access.user)
+    elif not hub.repo_id:
+        log.info("run: no --hub-repo-id, so stage 4 (push) is skipped")
+
+    report = StageReport("run")
+    for info, forced in stages:
+        before = _built_at(request, info)
+        started = time.monotonic()
+        load_entry(info)(replace(request, force=forced))
+        elapsed = time.monotonic() - started
+        after = _built_at(request, info)
+        if info.command == "push" and request.dry_run:
+            state = "dry run, nothing sent"
+        else:
+            reused = after is not None and after == before
+            state = "up to date, reused" if reused else f"ran in {human_duration(elapsed)}"
+        where = hub.repo_id if info.command == "push" else f"{request.run_dir.stage(info.folder)}/"
+        report.row(f"{info.number} {info.command}", f"{state:<22} {where}")
+    root = request.run_dir.root
+    report.row("logs", f"{root / 'logs'}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
+    report.row("try it", f"pipeline('text-generation', model='{root / 'model'}')")
+    if not hub.repo_id:
+        report.row("publish", f"gpt2zh push --run-dir {root} --hub-repo-id <user>/<name>")
+    report.print()
+    return 0

@@ -1,0 +1,298 @@
+"""A small local server that speaks the Hugging Face Hub's HTTP API, for upload tests without internet.
+
+Standard library only. It implements what huggingface_hub 2.x uses for `whoami`, `create_repo`,
+`upload_folder` (preupload, LFS batch + PUT, NDJSON commit, README metadata validation), `repo_info`,
+`list_repo_tree` and `snapshot_download` (resolve with ETag / X-Linked-* headers), with
+HF_HUB_DISABLE_XET=1. Failures can be scheduled to test retries (a 503 on the first commit, say).
+"""
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+import yaml
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".png", ".gz")
+LICENSES = {"mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause", "gpl-3.0",
+            "openrail", "other", "unknown"}
+PIPELINE_TAGS = {"text-generation", "fill-mask", "text-classification", "translation", "summarization"}
+
+
+def git_hash(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    private: bool
+    files: dict[str, bytes] = field(default_factory=dict)
+    lfs: set[str] = field(default_factory=set)  # paths stored as LFS
+    commits: list[dict] = field(default_factory=list)
+
+    @property
+    def head(self) -> str:
+        return self.commits[-1]["oid"] if self.commits else "0" * 40
+
+    def entry(self, path: str) -> dict:
+        data = self.files[path]
+        item = {"type": "file", "path": path, "size": len(data), "oid": git_hash(data)}
+        if path in self.lfs:
+            item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
+        return item
+
+
+@dataclass
+class Failure:
+    method: str
+    pattern: str
+    status: int
+    times: int = 1
+
+
+class HubState:
+    def __init__(self, tokens: dict[str, str]):
+        self.tokens = tokens  # token -> user name
+        self.repos: dict[str, Repo] = {}
+        self.objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
+        self.failures: list[Failure] = []
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def fail(self, method: str, pattern: str, status: int = 503, times: int = 1) -> None:
+        self.failures.append(Failure(method, pattern, status, times))
+
+    def scheduled_failure(self, method: str, path: str) -> int | None:
+        for failure in self.failures:
+            if failure.times > 0 and failure.method == method and re.search(failure.pattern, path):
+                failure.times -= 1
+                return failure.status
+        return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: HubState  # set by serve()
+
+    def log_message(self, format, *args):  # quiet test output
+        return
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""  # always read it: keep-alive depends on it
+
+    def _send(self, status: int, payload=None, headers: dict | None = None, raw: bytes | None = None) -> None:
+        body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
+        self.send_response(status)
+        if raw is None:
+            self.send_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            self.send_header(key, str(value))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str, code: str | None = None) -> None:
+        self._send(status, {"error": message}, {"X-Error-Code": code} if code else None)
+
+    def _user(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        return self.state.tokens.get(token) if token else None
+
+    def _repo(self, repo_id: str) -> Repo | None:
+        return self.state.repos.get(repo_id)
+
+    def _dispatch(self) -> None:
+        body = self._body()
+        url = urlparse(self.path)
+        path = unquote(url.path)
+        self.state.requests.append((self.command, path))
+        status = self.state.scheduled_failure(self.command, path)
+        if status is not None:
+            return self._error(status, "scheduled failure")
+        with self.state.lock:
+            for method, pattern, handler in ROUTES:
+                match = re.fullmatch(pattern, path)
+                if match and method == self.command or (match and method == "GET" and self.command == "HEAD"):
+                    return handler(self, body, parse_qs(url.query), *match.groups())
+        self._error(404, f"no route for {self.command} {path}")
+
+    do_GET = do_POST = do_PUT = do_HEAD = _dispatch
+
+    # -- endpoints --------------------------------------------------------------------------------
+    def whoami(self, body, query):
+        user = self._user()
+        if user is None:
+            return self._error(401, "Invalid credentials in Authorization header")
+        self._send(200, {"type": "user", "name": user, "orgs": [],
+                         "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}})
+
+    def create_repo(self, body, query):
+        user = self._user()
+        if user is None:
+            return self._error(401, "Invalid credentials in Authorization header")
+        request = json.loads(body)
+        namespace = request.get("organization") or user
+        if namespace != user:
+            return self._error(403, f"You don't have the rights to create a model under the namespace {namespace}")
+        repo_id = f"{namespace}/{request['name']}"
+        url = f"{self.state.base_url}/{repo_id}"
+        if repo_id in self.state.repos:
+            return self._send(409, {"error": "You already created this model repo", "url": url})
+        self.state.repos[repo_id] = Repo(repo_id, bool(request.get("private")))
+        self._send(200, {"url": url, "name": repo_id})
+
+    def _writable(self, repo_id: str) -> Repo | None:
+        user, repo = self._user(), self._repo(repo_id)
+        if user is None:
+            self._error(401, "Invalid credentials in Authorization header")
+        elif repo is None:
+            self._error(404, "Repository not found", "RepoNotFound")
+        else:
+            return repo
+        return None
+
+    def preupload(self, body, query, repo_type, repo_id, revision):
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
+        files = []
+        for item in json.loads(body)["files"]:
+            lfs = item["path"].endswith(LFS_SUFFIXES) or item["size"] > 10_000_000
+            existing = repo.files.get(item["path"])
+            oid = None
+            if existing is not None:
+                oid = hashlib.sha256(existing).hexdigest() if lfs else git_hash(existing)
+            files.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                          "oid": oid})
+        self._send(200, {"files": files, "commitOid": repo.head})
+
+    def lfs_batch(self, body, query, repo_id):
+        if self._writable(repo_id) is None:
+            return
+        objects = []
+        for item in json.loads(body)["objects"]:
+            entry = {"oid": item["oid"], "size": item["size"], "authenticated": True}
+            if item["oid"] not in self.state.objects:
+                entry["actions"] = {"upload": {"href": f"{self.state.base_url}/lfs-upload/{item['oid']}"}}
+            objects.append(entry)
+        self._send(200, {"transfer": "basic", "objects": objects})
+
+    def lfs_upload(self, body, query, oid):
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, "checksum mismatch")
+        self.state.objects[oid] = body
+        self._send(200, {})
+
+    def commit(self, body, query, repo_type, repo_id, revision):
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        for line in lines:
+            value = line["value"]
+            if line["key"] == "file":
+                repo.files[value["path"]] = base64.b64decode(value["content"])
+                repo.lfs.discard(value["path"])
+            elif line["key"] == "lfsFile":
+                if value["oid"] not in self.state.objects:
+                    return self._error(422, f"LFS object {value['oid']} was never uploaded")
+                repo.files[value["path"]] = self.state.objects[value["oid"]]
+                repo.lfs.add(value["path"])
+            elif line["key"] == "deletedFile":
+                repo.files.pop(value["path"], None)
+        oid = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        repo.commits.append({"oid": oid, "title": header.get("summary", "")})
+        self._send(200, {"commitUrl": f"{self.state.base_url}/{repo_id}/commit/{oid}", "commitOid": oid,
+                         "pullRequestUrl": None})
+
+    def validate_yaml(self, body, query):
+        content = json.loads(body)["content"]
+        match = re.match(r"^---\n(.*?)\n---", content, re.S)
+        metadata = yaml.safe_load(match.group(1)) if match else None
+        if not isinstance(metadata, dict):
+            return self._send(200, {"warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
+        errors = []
+        if metadata.get("license") not in LICENSES:
+            errors.append(f"\"license\" must be one of {sorted(LICENSES)}")
+        if metadata.get("pipeline_tag") not in PIPELINE_TAGS:
+            errors.append("\"pipeline_tag\" must be a valid pipeline tag")
+        languages = metadata.get("language")
+        if not all(isinstance(code, str) and re.fullmatch(r"[a-z]{2,3}", code)
+                   for code in (languages if isinstance(languages, list) else [languages])):
+            errors.append("\"language\" must be ISO 639 codes")
+        if errors:
+            return self._send(400, {"error": "; ".join(errors)})
+        self._send(200, {"warnings": []})
+
+    def repo_info(self, body, query, repo_id, revision=None):
+        repo = self._repo(repo_id)
+        if repo is None:
+            return self._error(404, "Repository not found", "RepoNotFound")
+        self._send(200, {"id": repo_id, "modelId": repo_id, "sha": repo.head, "private": repo.private,
+                         "siblings": [{"rfilename": path} for path in sorted(repo.files)], "tags": []})
+
+    def tree(self, body, query, repo_id, revision, subpath):
+        repo = self._repo(repo_id)
+        if repo is None:
+            return self._error(404, "Repository not found", "RepoNotFound")
+        self._send(200, [repo.entry(path) for path in sorted(repo.files)])
+
+    def resolve(self, body, query, repo_id, revision, path):
+        repo = self._repo(repo_id)
+        if repo is None:
+            return self._error(404, "Repository not found", "RepoNotFound")
+        if path not in repo.files:
+            return self._error(404, "Entry not found", "EntryNotFound")
+        entry, data = repo.entry(path), repo.files[path]
+        headers = {"X-Repo-Commit": repo.head, "ETag": f'"{entry["oid"]}"'}
+        if "lfs" in entry:
+            headers.update({"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": len(data),
+                            "ETag": f'"{entry["lfs"]["oid"]}"'})
+        self._send(200, raw=data, headers={**headers, "Content-Type": "application/octet-stream"})
+
+
+REPO = r"([^/]+/[^/]+)"
+ROUTES = [
+    ("GET", r"/api/whoami-v2", Handler.whoami),
+    ("POST", r"/api/repos/create", Handler.create_repo),
+    ("POST", rf"/api/(model|dataset|space)s/{REPO}/preupload/([^/]+)", Handler.preupload),
+    ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", Handler.lfs_batch),
+    ("PUT", r"/lfs-upload/([0-9a-f]{64})", Handler.lfs_upload),
+    ("POST", rf"/api/(model|dataset|space)s/{REPO}/commit/([^/]+)", Handler.commit),
+    ("POST", r"/api/validate-yaml", Handler.validate_yaml),
+    ("GET", rf"/api/models/{REPO}/revision/([^/]+)", Handler.repo_info),
+    ("GET", rf"/api/models/{REPO}", Handler.repo_info),
+    ("GET", rf"/api/models/{REPO}/tree/([^/]+)/?(.*)", Handler.tree),
+    ("GET", rf"/{REPO}/resolve/([^/]+)/(.+)", Handler.resolve),
+]
+
+
+class LocalHub:
+    """`with LocalHub(tokens={"hf_x": "tester"}) as hub:` then HF_ENDPOINT=hub.url."""
+
+    def __init__(self, tokens: dict[str, str]):
+        self.state = HubState(tokens)
+        handler = type("BoundHandler", (Handler,), {"state": self.state})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.state.base_url = self.url
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "LocalHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

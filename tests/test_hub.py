@@ -1,0 +1,291 @@
+"""Stage 4 and `gpt2zh run` against a local server that speaks the Hub's HTTP API, with the real client.
+
+Every push runs the real command line in a subprocess with HF_ENDPOINT pointing at tests/hub_server.py
+and HF_HUB_DISABLE_XET=1, so what is tested is exactly what a user runs, minus the internet.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, run_cli, tree_checksums
+from tests.hub_server import LocalHub
+
+TOKEN = "hf_testtoken_" + "s3cr3t" * 4  # grep-able: must never leave the process environment
+USER = "tester"
+PUSHED = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+          "training_summary.json", "gpt2zh_config.yaml", "README.md", "training_history.csv", "loss.png"}
+
+
+@pytest.fixture
+def hub():
+    with LocalHub(tokens={TOKEN: USER}) as server:
+        yield server
+
+
+def hub_env(hub: LocalHub, home: Path, token: str | None = TOKEN) -> dict:
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "10"}
+    env["HF_TOKEN"] = token if token is not None else ""
+    return env
+
+
+def push(hub: LocalHub, run_dir: Path, tmp_path: Path, *extra: str, token: str | None = TOKEN,
+         repo: str = f"{USER}/gpt2-zh-tiny") -> subprocess.CompletedProcess:
+    return run_cli("push", "--run-dir", str(run_dir), "--hub-repo-id", repo, "--hub-retry-wait-seconds", "0.01",
+                   *extra, env=hub_env(hub, tmp_path / "hf-home", token))
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(source, target)
+    return target
+
+
+def commits(hub: LocalHub, repo: str = f"{USER}/gpt2-zh-tiny") -> list[dict]:
+    return hub.state.repos[repo].commits if repo in hub.state.repos else []
+
+
+def assert_token_nowhere(token: str, result: subprocess.CompletedProcess, run_dir: Path) -> None:
+    assert token not in result.stdout + result.stderr
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), f"the token is in {path}"
+
+
+def test_push_uploads_everything_in_one_commit_and_round_trips(hub, tmp_path, trained):
+    from huggingface_hub import snapshot_download
+    from transformers import pipeline
+
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    repo = hub.state.repos[f"{USER}/gpt2-zh-tiny"]
+    assert set(repo.files) == PUSHED
+    assert len(repo.commits) == 1
+    assert re.fullmatch(r"gpt2zh run: 12 steps, validation loss \d+\.\d{3}", repo.commits[0]["title"])
+    assert "model.safetensors" in repo.lfs and "loss.png" in repo.lfs  # binaries go through LFS
+    assert ("POST", "/api/validate-yaml") in hub.state.requests  # the card's metadata was checked and accepted
+    assert "pushed" in result.stdout and repo.commits[0]["oid"] in result.stdout
+
+    manifest = json.loads((run_dir / "push" / "manifest.json").read_text())
+    assert manifest["commit"] == repo.commits[0]["oid"] and manifest["repo_id"] == f"{USER}/gpt2-zh-tiny"
+
+    download = snapshot_download(f"{USER}/gpt2-zh-tiny", local_dir=tmp_path / "download", endpoint=hub.url,
+                                 token=TOKEN)
+    for name in PUSHED:
+        assert (Path(download) / name).read_bytes() == repo.files[name]
+    model_dir = run_dir / "model"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json"):
+        assert (Path(download) / name).read_bytes() == (model_dir / name).read_bytes(), name
+    assert (Path(download) / "training_history.csv").read_bytes() == (run_dir / "logs" / "training_history.csv"
+                                                                      ).read_bytes()
+    generator = pipeline("text-generation", model=download)
+    text = generator("今天", max_new_tokens=8)[0]["generated_text"]
+    assert isinstance(text, str) and text.startswith("今天")
+    assert_token_nowhere(TOKEN, result, run_dir)
+
+
+def test_model_card_has_valid_metadata_and_figures_from_the_run(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path, "--hub-license", "apache-2.0")
+    assert result.returncode == 0, result.stderr
+    card = hub.state.repos[f"{USER}/gpt2-zh-tiny"].files["README.md"].decode()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["language"] == "zh" and metadata["license"] == "apache-2.0"
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-generation"
+    assert "gpt2" in metadata["tags"] and "chinese" in metadata["tags"]
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert f"{summary['final_eval_loss']:.3f}" in card
+    assert f"{summary['final_perplexity']:.1f}" in card and "bits per character" in card
+    assert f"{summary['parameters']:,}" in card and "12 optimizer steps" in card
+    assert "![training and validation loss](loss.png)" in card
+    assert "## Samples" in card and "今天" in card
+    assert f'pipeline("text-generation", model="{USER}/gpt2-zh-tiny")' in card
+
+
+def test_invalid_card_metadata_is_refused_by_the_hub_and_reported(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path, "--hub-license", "not-a-license")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "push to tester/gpt2-zh-tiny failed" in result.stderr and "Invalid metadata in README.md" in result.stderr
+    assert "--hub-license" in result.stderr
+    assert not (run_dir / "push").exists()
+
+
+def test_pushing_an_unchanged_model_changes_nothing(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    again = push(hub, run_dir, tmp_path)
+    assert again.returncode == 0 and "already has this model" in again.stderr
+    forced = push(hub, run_dir, tmp_path, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(commits(hub)) == 1  # even --force sends no change, so the Hub makes no commit
+
+
+def test_a_503_on_the_commit_is_retried(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    hub.state.fail("POST", r"/commit/", 503, times=2)
+    result = push(hub, run_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("push: HTTP 503 from the Hub; retry") == 2
+    assert len(commits(hub)) == 1 and set(hub.state.repos[f"{USER}/gpt2-zh-tiny"].files) == PUSHED
+
+
+def test_a_final_failure_says_what_was_and_was_not_uploaded_and_how_to_retry(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before = tree_checksums(run_dir)
+    hub.state.fail("POST", r"/commit/", 503, times=100)
+    result = push(hub, run_dir, tmp_path, "--hub-max-retries", "2")
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert "failed after 3 attempt(s): HTTP 503" in error and f"0 of {len(PUSHED)} files are on the Hub" in error
+    assert "not uploaded: README.md" in error and "rerun `gpt2zh push`" in error
+    assert tree_checksums(run_dir) == before  # no push/ manifest claims an upload that did not happen
+
+    # Once the Hub is back, the same command finishes the job.
+    hub.state.failures.clear()
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    assert len(commits(hub)) == 1
+
+
+def test_a_partial_failure_names_the_files_already_there(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    (run_dir / "logs" / "training_history.csv").write_text("step,loss\n1,9.0\n")  # one file changes
+    hub.state.fail("POST", r"/commit/", 503, times=100)
+    result = push(hub, run_dir, tmp_path, "--force", "--hub-max-retries", "0")
+    assert result.returncode != 0
+    assert f"{len(PUSHED) - 1} of {len(PUSHED)} files are on the Hub" in result.stderr
+    assert "(not uploaded: training_history.csv)" in result.stderr
+
+
+def test_missing_token_fails_before_any_request(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path, token=None)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "no Hugging Face token found" in result.stderr and "HF_TOKEN" in result.stderr
+    assert hub.state.requests == []
+    assert not (run_dir / "push").exists()
+
+
+def test_rejected_token_is_a_clear_error_and_uploads_nothing(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    wrong = "hf_wrong_" + "x" * 30
+    result = push(hub, run_dir, tmp_path, token=wrong)
+    assert result.returncode != 0
+    assert "the Hugging Face token was rejected (401)" in result.stderr and "Traceback" not in result.stderr
+    assert all(path == "/api/whoami-v2" for _, path in hub.state.requests)
+    assert hub.state.repos == {}
+    assert_token_nowhere(wrong, result, run_dir)
+
+
+def test_another_namespace_is_refused_before_uploading(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path, repo="someone-else/model")
+    assert result.returncode != 0
+    assert "cannot write to the namespace 'someone-else'" in result.stderr
+    assert hub.state.repos == {}
+
+
+def test_dry_run_lists_files_with_sizes_and_sends_nothing(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before = tree_checksums(run_dir)
+    result = push(hub, run_dir, tmp_path, "--dry-run", token=None)
+    assert result.returncode == 0, result.stderr
+    assert f"would push {len(PUSHED)} files" in result.stdout and "nothing was sent" in result.stdout
+    assert re.search(r"model\.safetensors \([\d.]+ [KM]i?B\)", result.stdout), result.stdout
+    assert hub.state.requests == []
+    assert tree_checksums(run_dir) == before
+
+
+def test_the_token_never_reaches_logs_configs_or_the_run_directory(hub, tmp_path, trainable_run):
+    """The whole pipeline with a token in the environment and checkpoint pushing on: grep everything."""
+    run_dir = copy_run(trainable_run, tmp_path)
+    env = hub_env(hub, tmp_path / "hf-home")
+    result = run_cli("run", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--hub-repo-id",
+                     f"{USER}/gpt2-zh-tiny", "--hub-push-checkpoints", "--hub-retry-wait-seconds", "0.01",
+                     env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert_token_nowhere(TOKEN, result, run_dir)
+    shown = run_cli("show-config", "--run-dir", str(run_dir), "--hub-repo-id", f"{USER}/x", env=env)
+    assert TOKEN not in shown.stdout + shown.stderr
+    repo = hub.state.repos[f"{USER}/gpt2-zh-tiny"]
+    # The Trainer pushed checkpoints during training (hub strategy "checkpoint"), then stage 4 the model.
+    assert any(path.startswith("last-checkpoint/") for path in repo.files)
+    assert set(repo.files) >= PUSHED
+    assert len(repo.commits) >= 2
+
+
+def test_run_checks_the_token_before_stage_1(hub, tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    result = run_cli("run", "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_DATA, *TINY_TRAIN,
+                     "--hub-repo-id", f"{USER}/gpt2-zh-tiny", env=hub_env(hub, tmp_path / "hf-home", "hf_bad_token"))
+    assert result.returncode != 0
+    assert "the Hugging Face token was rejected (401)" in result.stderr
+    assert not (run_dir / "tokenizer").exists()  # nothing was trained only to fail at the upload
+
+
+def test_run_skips_up_to_date_stages_pushes_and_reruns_from_a_stage(hub, tmp_path, trained, small_corpus):
+    run_dir = copy_run(trained[0], tmp_path)
+    args = ["run", "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_DATA, *TINY_TRAIN]
+    env = hub_env(hub, tmp_path / "hf-home")
+
+    no_push = run_cli(*args, env=env)
+    assert no_push.returncode == 0, no_push.stderr
+    assert no_push.stderr.count("up to date") >= 3, no_push.stderr
+    assert "stage 4 (push) is skipped" in no_push.stderr and hub.state.requests == []
+    for stage in ("1 train-tokenizer", "2 tokenize", "3 pretrain"):  # the closing summary says where things are
+        assert re.search(rf"{stage} +up to date, reused", no_push.stdout), no_push.stdout
+    assert "publish            gpt2zh push --run-dir" in no_push.stdout
+
+    pushed = run_cli(*args, "--hub-repo-id", f"{USER}/gpt2-zh-tiny", "--hub-retry-wait-seconds", "0.01", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stderr.count("up to date") >= 3 and len(commits(hub)) == 1
+    assert re.search(rf"4 push +ran in .* {USER}/gpt2-zh-tiny", pushed.stdout), pushed.stdout
+    model_before = tree_checksums(run_dir / "model")
+
+    rerun = run_cli(*args, "--from-stage", "pretrain", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stderr.count("up to date") == 2, rerun.stderr  # stages 1 and 2 skipped, 3 ran again
+    assert re.search(r"3 pretrain +ran in", rerun.stdout), rerun.stdout
+    assert "resuming from" in rerun.stderr and "checkpoint-12 (step 12)" in rerun.stderr  # --force keeps training
+    after = tree_checksums(run_dir / "model")
+    assert after["model.safetensors"] == model_before["model.safetensors"]
+
+
+def test_from_stage_names_the_valid_stages(tmp_path):
+    result = run_cli("run", "--run-dir", str(tmp_path / "run"), "--from-stage", "train")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert "--from-stage: no stage 'train'" in result.stderr and "3/pretrain" in result.stderr
+
+
+def test_run_all_script_runs_every_stage_in_order(hub, tmp_path, trained, small_corpus):
+    run_dir = copy_run(trained[0], tmp_path)
+    env = {**os.environ, **hub_env(hub, tmp_path / "hf-home"), "PATH": f"{Path(sys.executable).parent}:"
+           f"{os.environ['PATH']}"}
+    command = ["bash", "scripts/run_all.sh", "--run-dir", str(run_dir), "--data-files", str(small_corpus),
+               *TINY_DATA, *TINY_TRAIN, "--hub-repo-id", f"{USER}/gpt2-zh-tiny", "--hub-retry-wait-seconds", "0.01"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("up to date") >= 3
+    assert set(hub.state.repos[f"{USER}/gpt2-zh-tiny"].files) == PUSHED
+
+
+def test_pushed_weights_hash_matches_the_run(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    entry = hub.state.repos[f"{USER}/gpt2-zh-tiny"].entry("model.safetensors")
+    assert entry["lfs"]["oid"] == hashlib.sha256((run_dir / "model" / "model.safetensors").read_bytes()).hexdigest()
