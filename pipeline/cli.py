@@ -6,6 +6,7 @@ them at import time; a test holds it to that.
 """
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.config import find_config, load_config
 from pipeline.config.options import Parser, add_config_options, overrides_from
-from pipeline.console import setup_logging
+from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
 from pipeline.rundir import RunDir
@@ -71,6 +72,12 @@ def build_parser(argv: list[str]) -> Parser:
     _add_common(show, with_config=True, command="show-config")
     show.add_argument("--get", metavar="KEY", help="print one value, e.g. hub.repo_id")
     add_config_options(show, base, source)
+    diagnose = commands.add_parser(
+        "diagnose", help="check data, initial loss, gradients, one-batch overfit and the loss history of a run",
+        description="Write <run-dir>/logs/diagnosis.md (and diagnosis.png): each finding with evidence, a fix and "
+                    "its PITFALLS.md row. Exit status 1 when a check fails.")
+    _add_common(diagnose, with_config=True, command="diagnose")
+    add_config_options(diagnose, base, source)
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
     _add_common(doctor, with_config=False)
@@ -103,6 +110,14 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from pipeline.diagnose.command import run_diagnose
+
+    config_path = find_config(args.config)
+    config = load_config(config_path, overrides_from(args))
+    return run_diagnose(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem, config)
+
+
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     config_path = find_config(args.config)
@@ -129,14 +144,24 @@ def main(argv: list[str] | None = None) -> int:
         prepare_hf_environment(args.cache_dir)
         if args.command == "show-config":
             return _show_config(args)
+        if args.command == "diagnose":
+            return _diagnose(args)
         if args.command == "doctor":
             from pipeline.doctor import run_doctor
 
             return run_doctor(Path(args.run_dir or "runs"), args.json)
         return _run_stages(args)
     except UserError as err:
+        close_progress_bars()
         print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
         return err.exit_code
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        close_progress_bars()
+        print(f"error: disk full while writing {err.filename or 'a file'} — free space there and rerun the same "
+              "command; outputs of finished stages are kept", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: outputs of finished stages are kept; rerun the same command to continue", file=sys.stderr)
         return 130

@@ -33,3 +33,12 @@ def progress(total: float | None, unit: str, description: str, scale: bool = Fal
     return tqdm(total=total, unit=unit, desc=description, unit_scale=scale, file=sys.stderr,
                 mininterval=0.2 if interactive else 5.0, dynamic_ncols=True,
                 disable=logging.getLogger(LOGGER_NAME).level > logging.INFO)
+
+
+def close_progress_bars() -> None:
+    """Finish any bar an error interrupted, so the error starts on a line of its own."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        bar.close()

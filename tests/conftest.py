@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from pipeline.config.schema import DataConfig
 from pipeline.corpus import CorpusReader
@@ -100,3 +102,19 @@ def trained(tmp_path_factory, trainable_run) -> tuple[Path, subprocess.Completed
     result = run_cli(*pretrain_args(run_dir))
     assert result.returncode == 0, result.stderr
     return run_dir, result
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(source, target)
+    return target
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a), "weights differ"

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, run_cli, tree_checksums
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, copy_run, run_cli, tree_checksums
 from tests.hub_server import LocalHub
 
 TOKEN = "hf_testtoken_" + "s3cr3t" * 4  # grep-able: must never leave the process environment
@@ -42,12 +41,6 @@ def push(hub: LocalHub, run_dir: Path, tmp_path: Path, *extra: str, token: str |
          repo: str = f"{USER}/gpt2-zh-tiny") -> subprocess.CompletedProcess:
     return run_cli("push", "--run-dir", str(run_dir), "--hub-repo-id", repo, "--hub-retry-wait-seconds", "0.01",
                    *extra, env=hub_env(hub, tmp_path / "hf-home", token))
-
-
-def copy_run(source: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(source, target)
-    return target
 
 
 def commits(hub: LocalHub, repo: str = f"{USER}/gpt2-zh-tiny") -> list[dict]:

@@ -9,36 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pipeline.cli import main
-from pipeline.training import faults
 from pipeline.training.checkpoints import MARKER, read_marker
-from tests.conftest import REPO, pretrain_args, run_cli
+from tests.conftest import REPO, assert_same_weights, copy_run, pretrain_args, weights
 
 STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
-
-
-def copy_run(source: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(source, target)
-    return target
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
-
-
-def assert_same_weights(first: Path, second: Path) -> None:
-    a, b = weights(first), weights(second)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[key], b[key]) for key in a), "weights differ"
 
 
 def test_final_model_loads_with_plain_transformers_and_generates(trained):
@@ -117,17 +98,6 @@ def test_force_on_a_finished_run_takes_no_step_past_max_steps(tmp_path, capsys, 
     assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == STEPS
 
 
-def test_torn_newest_checkpoint_is_skipped_for_the_previous_valid_one(tmp_path, capsys, trained):
-    run_dir = copy_run(trained[0], tmp_path)
-    (run_dir / "checkpoints" / "checkpoint-12" / MARKER).unlink()  # as if killed while saving
-    assert main(pretrain_args(run_dir, "--force")) == 0
-    err = capsys.readouterr().err
-    assert "checkpoint-12 is not a complete checkpoint (no completion marker" in err
-    assert "resuming from" in err and "checkpoint-8 (step 8)" in err
-    assert read_marker(run_dir / "checkpoints" / "checkpoint-12") is not None  # saved again, completely
-    assert_same_weights(run_dir / "model", trained[0] / "model")
-
-
 def test_weights_saved_with_the_compile_prefix_still_resume(tmp_path, capsys, trained):
     run_dir = copy_run(trained[0], tmp_path)
     shutil.rmtree(run_dir / "checkpoints" / "checkpoint-12")
@@ -157,87 +127,6 @@ def test_resume_never_keeps_old_checkpoints_aside_and_starts_over(tmp_path, caps
     assert len(list(run_dir.glob("checkpoints.previous-*/checkpoint-*"))) == 2
     assert list(run_dir.glob("logs/training_history.previous-*.csv"))
     assert_same_weights(run_dir / "model", trained[0] / "model")  # same seed, same data order, same result
-
-
-def with_faults(monkeypatch, **settings) -> None:
-    monkeypatch.setenv(faults.ENV, json.dumps(settings))
-    faults.faults.cache_clear()
-
-
-def test_nan_steps_are_skipped_counted_and_never_reach_the_weights(tmp_path, capsys, monkeypatch, trainable_run):
-    run_dir = copy_run(trainable_run, tmp_path)
-    with_faults(monkeypatch, nan_loss_steps=[3, 4])
-    try:
-        assert main(pretrain_args(run_dir)) == 0
-    finally:
-        faults.faults.cache_clear()
-    out = capsys.readouterr().out
-    assert "2 steps with a non-finite loss or gradient (not applied)" in out
-    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
-    assert summary["skipped_steps"] == 2
-    assert all(torch.isfinite(t).all() for t in weights(run_dir / "model").values())
-
-
-def test_too_many_nan_steps_stop_with_a_diagnosis(tmp_path, capsys, monkeypatch, trainable_run):
-    run_dir = copy_run(trainable_run, tmp_path)
-    with_faults(monkeypatch, nan_loss_steps=list(range(6, 13)))
-    try:
-        assert main(pretrain_args(run_dir, "--training-max-nonfinite-steps", "3")) == 2
-    finally:
-        faults.faults.cache_clear()
-    err = capsys.readouterr().err
-    assert "error: training stopped at step 8: 3 consecutive steps had a non-finite loss" in err
-    assert "lower --optimization-learning-rate" in err and "gpt2zh diagnose" in err
-    assert not (run_dir / "model").exists()
-    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
-        assert all(torch.isfinite(t).all() for t in weights(folder).values())
-
-
-def _start(run_dir: Path, fault: dict, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, faults.ENV: json.dumps(fault)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *pretrain_args(run_dir, *extra)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, trained, trainable_run):
-    run_dir = copy_run(trainable_run, tmp_path)
-    process = _start(run_dir, {"pause_after_step": [10, 120]})
-    _wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-8") is not None)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (run_dir / "model").exists()
-    result = run_cli(*pretrain_args(run_dir))
-    assert result.returncode == 0, result.stderr
-    assert "resuming from" in result.stderr and "(step 8)" in result.stderr
-    assert_same_weights(run_dir / "model", trained[0] / "model")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_saves_at_the_next_step_exits_cleanly_and_resumes(tmp_path, trained, trainable_run, signum):
-    run_dir = copy_run(trainable_run, tmp_path)
-    # step 5 pauses 5 s (a sleep finishes despite the signal, PEP 475); the signal arrives ~1 s into it
-    process = _start(run_dir, {"pause_after_step": [5, 5]})
-    _wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-4") is not None)
-    time.sleep(1.0)
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, err
-    name = signal.Signals(signum).name
-    assert f"error: stopped by {name} at step 5; checkpoint saved to" in err and "rerun the same command" in err
-    assert "Traceback" not in err and read_marker(run_dir / "checkpoints" / "checkpoint-5") is not None
-    result = run_cli(*pretrain_args(run_dir))
-    assert result.returncode == 0 and "(step 5)" in result.stderr
-    assert_same_weights(run_dir / "model", trained[0] / "model")
 
 
 def _free_port() -> int:

@@ -45,6 +45,9 @@ class BlockTokens:
 
 
 _worker: "_BlockTokenizer | None" = None
+# SentencePiece returns Python ints (~36 bytes each): a batch is also bounded by characters, so one
+# 100 MB line split into 1 M-character pieces never becomes a gigabyte of ints at once.
+MAX_BATCH_CHARS = 2_000_000
 
 
 class _BlockTokenizer:
@@ -66,15 +69,17 @@ class _BlockTokenizer:
     def __call__(self, block: Block) -> BlockTokens:
         setup, lines, cleaner = self.setup, LineCounts(), TextCleaner(self.setup.reserved_strings)
         batch, chars, held_out, digests, lengths, pieces = [], [], [], [], [], []
+        batch_chars = 0
         for text, digest, held in clean_block(block, setup.data, self.policy, cleaner, lines):
             batch.append(text)
             chars.append(len(text))
+            batch_chars += len(text)
             held_out.append(held)
             if setup.keep_digests:
                 digests.append(digest)
-            if len(batch) >= setup.data.map_batch_size:  # bounded batches (seed 002 §10)
+            if len(batch) >= setup.data.map_batch_size or batch_chars >= MAX_BATCH_CHARS:  # bounded (seed 002 §10)
                 self._encode(batch, lengths, pieces)
-                batch = []
+                batch, batch_chars = [], 0
         if batch:
             self._encode(batch, lengths, pieces)
         tokens = np.concatenate(pieces) if pieces else np.empty(0, self.dtype)

@@ -2,14 +2,18 @@
 
 Driven by the GPT2ZH_FAULTS environment variable (JSON); without it nothing here has any effect.
   {"nan_loss_steps": [4, 5]}        the loss of those optimizer steps becomes NaN (before backward)
-  {"pause_in_checkpoint": 30}       sleep mid-checkpoint (model written, optimizer not yet)
-  {"pause_after_step": [7, 30]}     sleep 30 s after step 7 (a window to send a signal)
+  {"pause_in_checkpoint": [8, 30]}  sleep 30 s inside checkpoint-8 (weights written, optimizer not yet)
+  {"pause_after_step": [7, 30]}     sleep 30 s in step 7, before the optimizer applies it (a window to signal)
+  {"pause_flag": "/tmp/x"}          with either pause: write the step into this file when the pause begins
+  {"disk_full_at_checkpoint": 8}    the checkpoint of step 8 fails with ENOSPC after writing part of a file
 """
 
+import errno
 import json
 import os
 import time
 from functools import cache
+from pathlib import Path
 
 ENV = "GPT2ZH_FAULTS"
 
@@ -24,12 +28,26 @@ def nan_loss_at(step: int) -> bool:
     return step in faults().get("nan_loss_steps", [])
 
 
-def pause_in_checkpoint() -> None:
-    if seconds := faults().get("pause_in_checkpoint"):
-        time.sleep(seconds)
+def _pause(step: int, seconds: float) -> None:
+    if flag := faults().get("pause_flag"):
+        Path(flag).write_text(str(step))
+    time.sleep(seconds)
+
+
+def pause_in_checkpoint(step: int) -> None:
+    pause = faults().get("pause_in_checkpoint")
+    if pause and step == pause[0]:
+        _pause(step, pause[1])
 
 
 def pause_after_step(step: int) -> None:
     pause = faults().get("pause_after_step")
     if pause and step == pause[0]:
-        time.sleep(pause[1])
+        _pause(step, pause[1])
+
+
+def disk_full_at_checkpoint(step: int, folder: Path) -> None:
+    """As a full disk does: part of the optimizer state lands on disk, then the write fails."""
+    if faults().get("disk_full_at_checkpoint") == step:
+        (folder / "optimizer.pt").write_bytes(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "optimizer.pt"))

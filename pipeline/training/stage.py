@@ -5,8 +5,10 @@ Facts first, then decisions: the hardware is probed once, a preset is picked (or
 built. Resume is automatic and exact; SIGTERM saves and stops cleanly; non-finite steps are skipped.
 """
 
+import errno
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -149,6 +151,10 @@ def pretrain(request: StageRequest) -> dict:
     started = time.monotonic()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise _disk_full(err, checkpoints, main) from None
     finally:
         guard.on_train_end(args, trainer.state, trainer.control)  # signal handlers back, even after an error
     train_seconds = time.monotonic() - started
@@ -172,6 +178,21 @@ def pretrain(request: StageRequest) -> dict:
         _report(report, summary, output.final, logs_dir)
     barrier()
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8")) if main else {}
+
+
+def _disk_full(err: OSError, checkpoints: Path, main: bool) -> UserError:
+    """A full disk mid-checkpoint: the torn checkpoint goes (it frees space), the previous one is intact."""
+    from pipeline.training.checkpoints import find_last_valid_checkpoint
+
+    last, torn = find_last_valid_checkpoint(checkpoints)
+    if main:
+        for folder, _ in torn:
+            shutil.rmtree(folder, ignore_errors=True)
+    kept = (f"{last.name} (step {checkpoint_step(last)}) is intact and the next run resumes from it" if last
+            else "no earlier checkpoint exists, so the next run starts over")
+    return UserError(f"disk full while saving a checkpoint ({err.filename or checkpoints}); the partial checkpoint was "
+                     f"removed; {kept}", f"free space under {checkpoints} (or lower --checkpoint-save-total-limit), "
+                     "then rerun the same command")
 
 
 def _drop_false_alarms(record) -> bool:

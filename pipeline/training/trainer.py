@@ -63,7 +63,8 @@ class PretrainTrainer(Trainer):
         return grad_norm
 
     def _save_optimizer_and_scheduler(self, output_dir):
-        faults.pause_in_checkpoint()  # between the model weights and the optimizer state
+        faults.pause_in_checkpoint(self.state.global_step)  # between the model weights and the optimizer state
+        faults.disk_full_at_checkpoint(self.state.global_step, Path(output_dir))
         super()._save_optimizer_and_scheduler(output_dir)
 
 
