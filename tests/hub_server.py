@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import yaml
 
+DROP = 0  # a scheduled "status" that closes the connection without answering
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".png", ".gz")
 LICENSES = {"mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause", "gpl-3.0",
             "openrail", "other", "unknown"}
@@ -66,6 +68,7 @@ class HubState:
         self.lock = threading.Lock()
 
     def fail(self, method: str, pattern: str, status: int = 503, times: int = 1) -> None:
+        """The next `times` requests matching method and path pattern get `status` (DROP: a reset)."""
         self.failures.append(Failure(method, pattern, status, times))
 
     def scheduled_failure(self, method: str, path: str) -> int | None:
@@ -117,6 +120,10 @@ class Handler(BaseHTTPRequestHandler):
         path = unquote(url.path)
         self.state.requests.append((self.command, path))
         status = self.state.scheduled_failure(self.command, path)
+        if status == DROP:  # as a proxy resetting the connection: no response at all
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return None
         if status is not None:
             return self._error(status, "scheduled failure")
         with self.state.lock:

@@ -17,6 +17,7 @@ what must hold and checks it. Case numbers follow issue 6; PITFALLS.md links eac
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,11 +194,10 @@ def _write_encoded(path: Path, encoding: str, lines: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished_stage2(tmp_path_factory, small_corpus) -> Path:
+def finished_stage2(tmp_path_factory, trainable_run) -> Path:
+    """Stages 1 and 2 complete: the outputs that bad input must leave untouched."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    for stage in ("train-tokenizer", "tokenize"):
-        result = run_cli(stage, "--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA)
-        assert result.returncode == 0, result.stderr
+    shutil.copytree(trainable_run, run_dir)
     return run_dir
 
 
@@ -313,6 +313,22 @@ def test_6_config_errors_are_one_line_with_the_fix(tmp_path, trained):
         err = result.stderr.strip()
         assert result.returncode == 2 and message in err, (name, err)
         assert _one_error_line(err) and "Traceback" not in err, (name, err)
+    assert tree_checksums(run_dir) == before
+
+
+def test_6_a_tokenizer_copied_from_another_run_is_refused(tmp_path, trained, small_corpus):
+    other = tmp_path / "other"
+    result = run_cli("train-tokenizer", "--run-dir", str(other), "--data-files", str(small_corpus), *TINY_DATA,
+                     "--tokenizer-vocab-size", "4100")
+    assert result.returncode == 0, result.stderr
+    run_dir = copy_run(trained[0], tmp_path)
+    shutil.rmtree(run_dir / "tokenizer")
+    shutil.copytree(other / "tokenizer", run_dir / "tokenizer")  # the user "reuses" a tokenizer
+    before = tree_checksums(run_dir)
+    for stage in ("tokenize", "pretrain"):
+        result = run_cli(stage, "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_DATA, *TINY_TRAIN)
+        assert result.returncode == 2 and _one_error_line(result.stderr), (stage, result.stderr)
+        assert "tokenizer" in result.stderr.strip().splitlines()[-1], (stage, result.stderr)
     assert tree_checksums(run_dir) == before
 
 

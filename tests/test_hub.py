@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, copy_run, run_cli, tree_checksums
-from tests.hub_server import LocalHub
+from tests.hub_server import DROP, LocalHub
 
 TOKEN = "hf_testtoken_" + "s3cr3t" * 4  # grep-able: must never leave the process environment
 USER = "tester"
@@ -133,6 +133,15 @@ def test_a_503_on_the_commit_is_retried(hub, tmp_path, trained):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("push: HTTP 503 from the Hub; retry") == 2
     assert len(commits(hub)) == 1 and set(hub.state.repos[f"{USER}/gpt2-zh-tiny"].files) == PUSHED
+
+
+def test_a_dropped_connection_is_retried(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    hub.state.fail("POST", r"/commit/", DROP, times=1)
+    result = push(hub, run_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"push: \w+Error.* from the Hub; retry 1 of 4", result.stderr), result.stderr
+    assert len(commits(hub)) == 1
 
 
 def test_a_final_failure_says_what_was_and_was_not_uploaded_and_how_to_retry(hub, tmp_path, trained):

@@ -148,6 +148,8 @@ def plot_diagnosis(series: Series, findings: list[Finding], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipeline.training.plots import finish_loss_figure
+
     figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
     finite = [(s, v) for s, v in series.train if math.isfinite(v)]
     if finite:
@@ -169,13 +171,4 @@ def plot_diagnosis(series: Series, findings: list[Finding], path: Path) -> None:
     for i, finding in enumerate(problems[:6]):
         axes.text(0.99, 0.97 - 0.055 * i, f"{finding.status.upper()}: {finding.title}", transform=axes.transAxes,
                   ha="right", va="top", fontsize=8, color="#C44E52" if finding.status == FAIL else "#8C6D00")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("cross-entropy (nats/token)")
-    axes.set_title("gpt2zh diagnose: training history")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8)
-    figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    finish_loss_figure(figure, axes, "gpt2zh diagnose: training history", path)

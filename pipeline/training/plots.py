@@ -23,6 +23,13 @@ def plot_losses(rows: list[dict], unigram: float, path: Path, title: str, notes:
                  label=f"unigram baseline {unigram:.2f} (no context)")
     for i, note in enumerate(notes):
         axes.text(0.99, 0.97 - 0.06 * i, note, transform=axes.transAxes, ha="right", va="top", fontsize=8)
+    finish_loss_figure(figure, axes, title, path)
+
+
+def finish_loss_figure(figure, axes, title: str, path: Path) -> None:
+    """Labels, grid and legend of a loss-against-step plot; saved atomically (a reader never sees half a PNG)."""
+    import matplotlib.pyplot as plt
+
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("cross-entropy (nats/token)")
     axes.set_title(title)
