@@ -170,3 +170,29 @@ def test_history_checks_name_spikes_divergence_overfitting_and_a_flat_loss():
 
     clipped = _titles(_rows(healthy, grad=40.0))
     assert clipped["learning rate looks too high"] == FAIL
+
+
+def test_a_run_stopped_by_the_nan_guard_is_diagnosed_from_its_last_checkpoint(tmp_path, trainable_run):
+    """Seed 004's checklist on the run it is about: the stop message points at `gpt2zh diagnose`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.training import faults
+    from tests.conftest import REPO, TINY_TRAIN
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trainable_run, run_dir)
+    env = {**os.environ, faults.ENV: json.dumps({"nan_loss_steps": list(range(6, 13))})}
+    stopped = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--run-dir", str(run_dir), *TINY_DATA,
+                              *TINY_TRAIN, "--training-max-nonfinite-steps", "3"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 2 and "gpt2zh diagnose" in stopped.stderr
+    result, report = _diagnose(run_dir, *TINY_DATA, *TINY_TRAIN, "--training-max-nonfinite-steps", "3")
+    assert result.returncode == 1
+    assert "weights of checkpoint-8" in report  # no model/: the newest complete checkpoint (saved at the stop)
+    assert "weights are finite" in report  # the guard kept every NaN out of the saved weights
+    assert "3 step(s) skipped by the NaN guard (in the windows logged at steps 6, 8)" in report
+    assert "training was stopped by the guard" in report
+    assert "learning rate looks too high" not in report  # the Trainer's stand-in losses are not read as data

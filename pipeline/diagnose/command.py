@@ -97,7 +97,8 @@ def diagnose(run: RunDir, config) -> tuple[list[Finding], Path]:
     if rows:
         series = history_checks.load_series(rows)
         findings += history_checks.history_findings(series, config.optimization.max_grad_norm,
-                                                    config.optimization.learning_rate)
+                                                    config.optimization.learning_rate,
+                                                    config.training.max_nonfinite_steps)
     else:
         findings.append(Finding("history", WARN, "no training history", f"{run.logs / 'training_history.csv'} "
                                 "is missing", "run `gpt2zh pretrain` to get the history checks", "D9"))

@@ -19,6 +19,7 @@ class Series:
     learning_rates: list[tuple[int, float]]
     skipped: int
     unigram: float | None
+    skipped_at: list[int] = field(default_factory=list)  # logged steps whose window had a step skipped
     spikes: list[int] = field(default_factory=list)
     nonfinite: list[int] = field(default_factory=list)
 
@@ -34,7 +35,15 @@ def load_series(rows: list[dict]) -> Series:
 
     unigram = next((_value(r, "unigram_entropy") for r in reversed(rows) if _value(r, "unigram_entropy")), None)
     skipped = max((int(r.get("skipped_steps") or 0) for r in rows), default=0)
-    return Series(pairs("loss"), pairs("eval_loss"), pairs("grad_norm"), pairs("learning_rate"), skipped, unigram)
+    skipped_at, count = [], 0
+    for row in rows:
+        if int(row.get("skipped_steps") or 0) > count:
+            count = int(row["skipped_steps"])
+            skipped_at.append(int(row["step"]))
+    # A logged loss whose window held a skipped step is the Trainer's stand-in for NaN, not a measurement.
+    train = [(step, math.nan if step in skipped_at else value) for step, value in pairs("loss")]
+    return Series(train, pairs("eval_loss"), pairs("grad_norm"), pairs("learning_rate"), skipped, unigram,
+                  skipped_at)
 
 
 def find_spikes(train: list[tuple[int, float]]) -> list[int]:
@@ -54,17 +63,23 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def history_findings(series: Series, max_grad_norm: float, learning_rate: float) -> list[Finding]:
+def history_findings(series: Series, max_grad_norm: float, learning_rate: float,
+                     max_nonfinite_steps: int = 10) -> list[Finding]:
     findings = []
     if len(series.train) < 4:
         return [Finding("history", WARN, "too little history to judge", f"{len(series.train)} logged training steps",
                         "train longer or log more often (--training-logging-steps)", "D9")]
     series.nonfinite = [s for s, v in series.train if not math.isfinite(v)]
     if series.nonfinite or series.skipped:
-        findings.append(Finding("history", FAIL if series.nonfinite else WARN, "non-finite loss during training",
-                                f"{series.skipped} step(s) skipped by the NaN guard; non-finite logged losses at steps "
-                                f"{series.nonfinite[:8] or 'none'}",
-                                "lower the learning rate, prefer bf16 to fp16, check the data", "D9"))
+        logged = [s for s in series.nonfinite if s not in series.skipped_at]
+        stopped = series.skipped >= max_nonfinite_steps
+        evidence = f"{series.skipped} step(s) skipped by the NaN guard"
+        evidence += f" (in the windows logged at steps {', '.join(map(str, series.skipped_at[:8]))})" \
+            if series.skipped_at else ""
+        evidence += f"; non-finite logged losses at steps {', '.join(map(str, logged[:8]))}" if logged else ""
+        evidence += "; training was stopped by the guard" if stopped else ""
+        findings.append(Finding("history", FAIL if logged or stopped else WARN, "non-finite loss during training",
+                                evidence, "lower the learning rate, prefer bf16 to fp16, check the data", "D9"))
     finite = [(s, v) for s, v in series.train if math.isfinite(v)]
     tenth = max(2, len(finite) // 10)
     start, end = _mean([v for _, v in finite[:tenth]]), _mean([v for _, v in finite[-tenth:]])
@@ -87,7 +102,7 @@ def history_findings(series: Series, max_grad_norm: float, learning_rate: float)
     peak_step, peak = max(finite, key=lambda pair: pair[1])
     blew_up = peak > finite[0][1] + 0.5 and peak_step != finite[0][0]  # worse than the untrained model
     high_norm = max_grad_norm > 0 and clipped and median(clipped) > 10 * max_grad_norm
-    if diverged or blew_up or len(series.spikes) >= 3 or high_norm or (series.nonfinite and drop < 0.02):
+    if diverged or blew_up or len(series.spikes) >= 3 or high_norm:  # NaNs alone have their own finding
         evidence = []
         if blew_up:
             evidence.append(f"the loss rose from {finite[0][1]:.2f} to {peak:.2f} at step {peak_step}, above the "
@@ -99,8 +114,6 @@ def history_findings(series: Series, max_grad_norm: float, learning_rate: float)
         if high_norm:
             evidence.append(f"median gradient norm {median(clipped):.3g}, {median(clipped) / max_grad_norm:.0f}x the "
                             f"clipping norm")
-        if series.nonfinite:
-            evidence.append("non-finite losses")
         findings.append(Finding("history", FAIL, "learning rate looks too high",
                                 f"peak {learning_rate:g}: " + "; ".join(evidence),
                                 f"lower --optimization-learning-rate (try {learning_rate / 10:g}) and keep warmup",
