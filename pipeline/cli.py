@@ -18,7 +18,7 @@ from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
 from pipeline.rundir import RunDir
-from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_command
+from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_reference
 
 RUN_ALL = "run"
 
@@ -93,12 +93,23 @@ def _check_launcher(command: str) -> None:
                         "run stages 1-2 once without torchrun, then `torchrun ... -m pipeline pretrain`")
 
 
+def _request(args: argparse.Namespace) -> StageRequest:
+    """The resolved config and run directory a command works on (defaults < --config < command line)."""
+    config_path = find_config(args.config)
+    overrides = overrides_from(args)
+    config = load_config(config_path, overrides)
+    run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
+    return StageRequest(config=config, config_source=str(config_path), run_dir=run_dir,
+                        force=getattr(args, "force", False), config_path=config_path, overrides=overrides,
+                        dry_run=getattr(args, "dry_run", False))
+
+
 def _show_config(args: argparse.Namespace) -> int:
     import yaml
 
     from pipeline.config import config_to_dict
 
-    values = config_to_dict(load_config(find_config(args.config), overrides_from(args)))
+    values = config_to_dict(_request(args).config)
     if args.get is None:
         print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
         return 0
@@ -113,24 +124,18 @@ def _show_config(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from pipeline.diagnose.command import run_diagnose
 
-    config_path = find_config(args.config)
-    config = load_config(config_path, overrides_from(args))
-    return run_diagnose(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem, config)
+    request = _request(args)
+    return run_diagnose(request.run_dir, request.config)
 
 
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
-    config_path = find_config(args.config)
-    overrides = overrides_from(args)
-    config = load_config(config_path, overrides)
-    run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
-    request = StageRequest(config=config, config_source=str(config_path), run_dir=run_dir, force=args.force,
-                           config_path=config_path, overrides=overrides, dry_run=getattr(args, "dry_run", False))
+    request = _request(args)
     if args.command == RUN_ALL:
         from pipeline.run_all import run_all
 
         return run_all(request, args.from_stage)
-    load_entry(stage_by_command(args.command))(request)
+    load_entry(stage_by_reference(args.command))(request)
     return 0
 
 

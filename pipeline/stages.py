@@ -50,10 +50,6 @@ def stage_by_reference(reference: str) -> StageInfo:
     raise KeyError(reference)
 
 
-def stage_by_command(command: str) -> StageInfo:
-    return next(info for info in STAGES if info.command == command)
-
-
 def load_entry(info: StageInfo) -> Callable[[StageRequest], object]:
     module_name, function_name = info.entry.split(":")
     return getattr(importlib.import_module(module_name), function_name)

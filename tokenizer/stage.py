@@ -84,12 +84,8 @@ def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample:
         f"{stats.blocks_read}/{stats.blocks_total} random 1 MiB blocks (bounded sample)"
     report.row("corpus", corpus)
     report.row("read", f"{human_bytes(stats.bytes_read)} of {human_bytes(stats.bytes_total)}, {bounded}")
-    report.row("documents", f"{stats.train.documents:,} training, {stats.validation.documents:,} held out "
-                            f"({stats.train.characters + stats.validation.characters:,} characters)")
-    changes = {**stats.cleaning.as_dict(), **stats.lines.as_dict()}
-    changes.pop("documents_in"), changes.pop("lines")
-    noted = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in changes.items() if value)
-    report.row("cleaning", noted or "nothing to change")
+    report.row("documents", stats.documents_line("held out"))
+    report.row("cleaning", stats.cleaning_line())
     if stats.detected_encodings or stats.empty_files:
         report.row("attention", f"{len(stats.detected_encodings)} file(s) decoded from a detected encoding, "
                                 f"{len(stats.empty_files)} empty file(s) skipped (see warnings above)")

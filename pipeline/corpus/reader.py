@@ -63,6 +63,18 @@ class CorpusStats:
             "lines": self.lines.as_dict(), "cleaning": self.cleaning.as_dict(),
         }
 
+    def documents_line(self, held_out: str) -> str:
+        """The "documents" row of a stage summary; held_out names the second split ("validation", "held out")."""
+        return (f"{self.train.documents:,} training, {self.validation.documents:,} {held_out} "
+                f"({self.train.characters + self.validation.characters:,} characters)")
+
+    def cleaning_line(self) -> str:
+        """The "cleaning" row of a stage summary: every line and cleaning count that is not zero."""
+        changes = {**self.cleaning.as_dict(), **self.lines.as_dict()}
+        changes.pop("documents_in"), changes.pop("lines")
+        noted = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in changes.items() if value)
+        return noted or "nothing to change"
+
 
 def clean_block(block: Block, data: DataConfig, policy: LinePolicy, cleaner: TextCleaner,
                 line_counts: LineCounts) -> Iterator[tuple[str, bytes, bool]]:

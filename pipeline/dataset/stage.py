@@ -185,12 +185,8 @@ def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path)
     shard_note = f", shard {shard['index']} of {shard['count']}" if shard["count"] > 1 else ""
     report.row("read", f"{human_bytes(stats.bytes_read)} in {stats.blocks_read} block(s){shard_note}, "
                        f"{summary['workers']} worker(s), {summary['mb_per_second']:.1f} MB/s")
-    report.row("documents", f"{stats.train.documents:,} training, {stats.validation.documents:,} validation "
-                            f"({stats.train.characters + stats.validation.characters:,} characters)")
-    changes = {**stats.cleaning.as_dict(), **stats.lines.as_dict()}
-    changes.pop("documents_in"), changes.pop("lines")
-    noted = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in changes.items() if value)
-    report.row("cleaning", noted or "nothing to change")
+    report.row("documents", stats.documents_line("validation"))
+    report.row("cleaning", stats.cleaning_line())
     report.row("tokens", f"{figures['train']['tokens']:,} training, {figures['validation']['tokens']:,} validation "
                          f"(one <|endoftext|> after each document); {summary['chars_per_token']:.2f} chars/token")
     report.row("blocks", f"{figures['train']['blocks']:,} training + {figures['validation']['blocks']:,} validation "

@@ -119,10 +119,10 @@ def _write(run: RunDir, findings: list[Finding], header: list[str], series) -> P
     return report
 
 
-def run_diagnose(run_dir: Path, config) -> int:
+def run_diagnose(run: RunDir, config) -> int:
     """Exit status 1 when a check failed, so scripts can act on it; the report is written either way."""
     report = StageReport("diagnose")
-    findings, path = diagnose(RunDir(run_dir), config)
+    findings, path = diagnose(run, config)
     print("\n".join(render_terminal(findings)), flush=True)
     counts = {status: sum(f.status == status for f in findings) for status in (FAIL, WARN, OK)}
     report.row("verdict", f"{counts[FAIL]} problem(s), {counts[WARN]} warning(s), {counts[OK]} passed")

@@ -16,7 +16,6 @@ class Series:
     train: list[tuple[int, float]]              # (step, training loss), finite or not
     evals: list[tuple[int, float]]              # (step, validation loss)
     grad_norms: list[tuple[int, float]]
-    learning_rates: list[tuple[int, float]]
     skipped: int
     unigram: float | None
     skipped_at: list[int] = field(default_factory=list)  # logged steps whose window had a step skipped
@@ -42,8 +41,7 @@ def load_series(rows: list[dict]) -> Series:
             skipped_at.append(int(row["step"]))
     # A logged loss whose window held a skipped step is the Trainer's stand-in for NaN, not a measurement.
     train = [(step, math.nan if step in skipped_at else value) for step, value in pairs("loss")]
-    return Series(train, pairs("eval_loss"), pairs("grad_norm"), pairs("learning_rate"), skipped, unigram,
-                  skipped_at)
+    return Series(train, pairs("eval_loss"), pairs("grad_norm"), skipped, unigram, skipped_at)
 
 
 def find_spikes(train: list[tuple[int, float]]) -> list[int]:

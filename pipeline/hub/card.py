@@ -42,10 +42,10 @@ def _dataset_figures(run_dir: Path) -> dict:
     return figures
 
 
-def render_model_card(run_dir: Path, repo_id: str, license_id: str) -> str:
+def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str) -> str:
+    """summary: model/training_summary.json, already read by the caller."""
     from huggingface_hub import ModelCardData
 
-    summary = _json(run_dir / "model" / "training_summary.json")
     tokenizer = _json(run_dir / "tokenizer" / "stats.json")
     data = _dataset_figures(run_dir)
     model, plan = summary["model"], summary["plan"]

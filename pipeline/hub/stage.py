@@ -1,12 +1,13 @@
 """Stage 4: <run-dir>/model/ (+ card and logs) -> a Hub model repository (seed 002 §8).
 
-The files are gathered into <run-dir>/push/upload/ and sent as one commit. <run-dir>/push/ is written
+The files are hard-linked into <run-dir>/push/upload/ and sent as one commit. <run-dir>/push/ is written
 only after the Hub accepted the commit, with the commit id; pushing an unchanged run again is
 skipped, and even with --force the Hub sees no changed file and makes no commit.
 """
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -22,21 +23,26 @@ MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "to
 LOG_FILES = ("training_history.csv", "loss.png")
 
 
-def gather(run_dir: Path, target: Path, repo_id: str, license_id: str) -> list[tuple[str, int]]:
-    """Copy what is pushed into target; returns (name, size) of each file."""
-    from pipeline.hub.card import render_model_card
+def upload_sources(run_dir: Path) -> dict[str, Path]:
+    """Name in the repository -> file in the run directory, for everything pushed but the card."""
+    sources = {name: run_dir / "model" / name for name in MODEL_FILES}
+    sources["gpt2zh_config.yaml"] = run_dir / "model" / "run_config.yaml"
+    sources.update({name: run_dir / "logs" / name for name in LOG_FILES})
+    return {name: path for name, path in sources.items() if path.is_file()}
 
+
+def stage_upload(sources: dict[str, Path], card: str, target: Path) -> list[tuple[str, int]]:
+    """The upload folder: hard links to the run's files (no second copy of the weights), plus the card.
+
+    Stages replace files (write aside, then rename) and never rewrite them in place, so the links keep
+    exactly what was pushed."""
     target.mkdir(parents=True, exist_ok=True)
-    model_dir = run_dir / "model"
-    for name in MODEL_FILES:
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, target / name)
-    if (model_dir / "run_config.yaml").is_file():
-        shutil.copyfile(model_dir / "run_config.yaml", target / "gpt2zh_config.yaml")
-    for name in LOG_FILES:
-        if (run_dir / "logs" / name).is_file():
-            shutil.copyfile(run_dir / "logs" / name, target / name)
-    (target / "README.md").write_text(render_model_card(run_dir, repo_id, license_id), encoding="utf-8")
+    for name, source in sources.items():
+        try:
+            os.link(source, target / name)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(source, target / name)
+    (target / "README.md").write_text(card, encoding="utf-8")
     return [(str(p.relative_to(target)), p.stat().st_size) for p in sorted(target.rglob("*")) if p.is_file()]
 
 
@@ -53,11 +59,14 @@ def push_to_hub(request: StageRequest) -> dict:
     if model is None:
         raise UserError(f"no complete model in {run.stage('model')}", "run `gpt2zh pretrain` (or `gpt2zh run`) first")
 
+    from pipeline.hub.card import render_model_card
+
+    summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
+    sources = upload_sources(run.root)
     if request.dry_run:
-        preview = run.root / ".push-preview"
-        shutil.rmtree(preview, ignore_errors=True)
-        files = gather(run.root, preview, hub.repo_id, hub.license)
-        shutil.rmtree(preview, ignore_errors=True)
+        card = render_model_card(run.root, summary, hub.repo_id, hub.license)
+        files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
+                       + [("README.md", len(card.encode("utf-8")))])
         report.row("dry run", f"would push {len(files)} files, {human_bytes(sum(s for _, s in files))}, to "
                               f"{hub.repo_id} ({'private' if hub.private else 'public'}); nothing was sent")
         report.row("files", _listing(files))
@@ -75,12 +84,12 @@ def push_to_hub(request: StageRequest) -> dict:
         log.info("%s: %s already has this model (commit %s); skipped (--force pushes again)", STAGE, hub.repo_id,
                  manifest.get("commit", "?")[:12])
         return manifest
-    summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
     loss = summary.get("final_eval_loss")
     message = (f"gpt2zh {run.root.name}: {summary['steps']:,} steps"
                + (f", validation loss {loss:.3f}" if loss is not None else ""))
+    card = render_model_card(run.root, summary, hub.repo_id, hub.license)
     with output.build() as staging:
-        files = gather(run.root, staging / "upload", hub.repo_id, hub.license)
+        files = stage_upload(sources, card, staging / "upload")
         api = hub_api()
         commit = upload_with_retries(api, hub.repo_id, staging / "upload", message, hub.max_retries,
                                      hub.retry_wait_seconds)
