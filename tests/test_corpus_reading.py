@@ -2,7 +2,6 @@
 
 import json
 import logging
-import unicodedata
 from collections import Counter
 
 import pyarrow as pa
@@ -12,6 +11,7 @@ import pytest
 import pipeline.corpus.formats as formats
 from pipeline.config.schema import DataConfig
 from pipeline.corpus import CorpusReader
+from pipeline.corpus.normalization import normalize_zh
 from pipeline.corpus.sources import resolve_sources
 from pipeline.errors import UserError
 from tokenizer.specials import SPECIAL_TOKENS
@@ -21,8 +21,8 @@ SIMPLIFIED = ["中共中央总书记、国家主席江泽民发表1998年新年�
 TRADITIONAL = ["這是一本關於臺灣歷史的書。", "我們今天在香港開會，討論經濟問題。", "請大家準時參加，謝謝。"]
 
 
-def nfkc(texts: list[str]) -> list[str]:
-    return [unicodedata.normalize("NFKC", t) for t in texts]
+def normalized(texts: list[str]) -> list[str]:
+    return [normalize_zh(t) for t in texts]
 
 
 def read(paths, **data) -> tuple[list[str], CorpusReader]:
@@ -34,7 +34,7 @@ def test_txt_is_one_document_per_line_and_blank_lines_are_ignored(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(SIMPLIFIED[0] + "\n\n   \n" + SIMPLIFIED[1] + "\r\n" + SIMPLIFIED[2], encoding="utf-8")
     texts, reader = read([path])
-    assert texts == nfkc(SIMPLIFIED)
+    assert texts == normalized(SIMPLIFIED)
     assert reader.stats.cleaning.empty_dropped == 2
 
 
@@ -51,7 +51,7 @@ def test_chinese_legacy_encodings_are_detected_decoded_and_announced(tmp_path, c
     path.write_bytes(("\n".join(lines * 3) + "\n").encode(encoding))
     with caplog.at_level(logging.WARNING, logger="gpt2zh"):
         texts, reader = read([path])
-    assert texts[:3] == nfkc(lines)
+    assert texts[:3] == normalized(lines)
     assert reader.stats.detected_encodings == {str(path.resolve()): label}
     assert any(str(path.resolve()) in r.message and label in r.message for r in caplog.records)
 
@@ -152,14 +152,16 @@ def test_parquet_is_read_by_row_group_from_the_text_column(tmp_path):
         read([path], text_field="body")
 
 
-def test_cleaning_normalises_width_and_removes_what_would_break_tokenization(tmp_path):
+def test_cleaning_folds_full_width_letters_keeps_chinese_punctuation_and_removes_what_breaks_tokenization(tmp_path):
     path = tmp_path / "dirty.txt"
-    path.write_text("ＡＢＣ１２３\u3000全角\x07铃<|endoftext|>注入\u2581标记\n", encoding="utf-8")
+    path.write_text("ＡＢＣ１２３\u3000全角，\x07铃<|endoftext|>注入\u2581标记！\n", encoding="utf-8")
     texts, reader = read([path])
-    assert texts == ["ABC123 全角铃注入 标记"]
+    assert texts == ["ABC123\u3000全角，铃注入 标记！"]
     counts = reader.stats.cleaning
-    assert (counts.nfkc_changed, counts.control_chars_removed, counts.special_strings_removed,
+    assert (counts.normalization_changed, counts.control_chars_removed, counts.special_strings_removed,
             counts.space_markers_replaced) == (1, 1, 1, 1)
+    assert read([path], normalization="nfkc")[0] == ["ABC123 全角,铃注入 标记!"]
+    assert read([path], normalization="none")[0] == ["ＡＢＣ１２３\u3000全角，铃注入 标记！"]
 
 
 def test_dedupe_drops_exact_duplicates_only_when_asked(tmp_path):
@@ -200,6 +202,6 @@ def test_blocks_partition_lines_exactly_in_any_order(tmp_path, monkeypatch, demo
 
 
 def test_demo_corpus_has_pos_tags_stripped(demo_documents):
-    assert demo_documents[0] == "迈向充满希望的新世纪——一九九八年新年讲话(附图片1张)"
+    assert demo_documents[0] == "迈向充满希望的新世纪——一九九八年新年讲话（附图片1张）"  # full-width kept
     assert not any("/n " in doc or "/v " in doc for doc in demo_documents[:5000])
     assert sum(map(len, demo_documents)) > 4_000_000

@@ -104,7 +104,7 @@ def test_missing_protobuf_is_named_before_conversion(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_convert.importlib.util, "find_spec",
                         lambda name, *a: None if name == "google.protobuf" else real_find_spec(name, *a))
     with pytest.raises(UserError, match="needs protobuf"):
-        convert(tmp_path / "any.model", tmp_path)
+        convert(tmp_path / "any.model", tmp_path, "zh")
 
 
 def test_verification_catches_a_conversion_that_loses_spaces(tmp_path, tokenizer_dir, held_out_lines):
@@ -114,8 +114,8 @@ def test_verification_catches_a_conversion_that_loses_spaces(tmp_path, tokenizer
     spec["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}  # no ▁ -> " "
     (broken / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(UserError, match=r"decode\(encode\(x\)\) != x"):
-        verify(broken, broken / "tokenizer.model", held_out_lines[:50])
-    assert verify(tokenizer_dir, tokenizer_dir / "tokenizer.model", held_out_lines[:50]).vocab_size == 4000
+        verify(broken, broken / "tokenizer.model", held_out_lines[:50], "zh")
+    assert verify(tokenizer_dir, tokenizer_dir / "tokenizer.model", held_out_lines[:50], "zh").vocab_size == 4000
 
 
 def test_conversion_and_loading_emit_no_warnings(tmp_path, tokenizer_dir, capfd):
@@ -125,20 +125,22 @@ def test_conversion_and_loading_emit_no_warnings(tmp_path, tokenizer_dir, capfd)
     capfd.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        convert(tokenizer_dir / "tokenizer.model", tmp_path)
-        verify(tmp_path, tmp_path / "tokenizer.model", ["中文测试 mixed text 123"])
+        convert(tokenizer_dir / "tokenizer.model", tmp_path, "zh")
+        verify(tmp_path, tmp_path / "tokenizer.model", ["中文测试 mixed text 123"], "zh")
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
 
 
 def test_prompts_get_the_normalisation_the_training_text_got(tokenizer_dir):
-    # Cleaning applied NFKC to the corpus; a user typing full-width punctuation must get the same tokens.
+    # Cleaning folded full-width digits and kept Chinese punctuation; a prompt must get the same tokens.
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    assert tok("你好，世界！１２３")["input_ids"] == tok("你好,世界!123")["input_ids"]
-    assert not any(t.startswith("<0x") for t in tok.convert_ids_to_tokens(tok("你好，世界")["input_ids"]))
+    assert tok("你好，世界！１２３")["input_ids"] == tok("你好，世界！123")["input_ids"]
+    assert tok("你好，世界！")["input_ids"] != tok("你好,世界!")["input_ids"]
+    ids = tok("你好，世界！")["input_ids"]
+    assert tok.decode(ids) == "你好，世界！"
+    assert not any(t.startswith("<0x") for t in tok.convert_ids_to_tokens(ids)), "，！ learned as pieces"
 
 
-def test_verification_probes_are_cleaned_text():
-    import unicodedata
-
-    assert all(unicodedata.normalize("NFKC", probe) == probe for probe in hf_convert.PROBES)
+def test_verification_probes_cover_full_width_punctuation_digits_and_the_ideographic_space():
+    probes = "".join(hf_convert.PROBES)
+    assert all(char in probes for char in "，！（）：；？…“”《》【】\u3000１Ａ")

@@ -7,9 +7,10 @@ Traps measured with transformers 5:
   and adds a bos token by default. We convert through it once, then save the converted pipeline
   under the generic class, so `tokenizer.json` alone defines the behaviour for every loader.
 
-The saved tokenizer applies NFKC to its input, as corpus cleaning did to the training text: a prompt
-typed with full-width punctuation (，！) gets the tokens the model was trained on instead of raw
-bytes. NFKC is idempotent, so on cleaned text the ids are exactly SentencePiece's.
+The saved tokenizer applies the corpus' normalisation rule to its input (data.normalization,
+pipeline/corpus/normalization.py), as cleaning did to the training text: a prompt typed with
+full-width digits (１９９８) gets the tokens the model was trained on, and with the default rule ，！
+stay full-width in both. The rule is idempotent, so on cleaned text the ids are exactly SentencePiece's.
 """
 
 import importlib.util
@@ -19,16 +20,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.corpus.normalization import normalizer_for, tokenizers_normalizer
 from pipeline.errors import UserError
 from tokenizer.specials import END_OF_TEXT, PAD, UNK
 
 SPM_FILE = "tokenizer.model"
 GENERIC_CLASS = "PreTrainedTokenizerFast"  # known to AutoTokenizer in transformers 4.x and 5.x
 # Strings that stress the conversion beyond corpus lines: runs of spaces, tabs, Latin text, digits,
-# rare CJK (byte fallback), emoji and a newline inside a document. Like corpus text they are
-# NFKC-normal (a test keeps them so).
+# rare CJK (byte fallback), emoji, a newline inside a document, full-width punctuation and the
+# ideographic space. Like corpus text they are normalised by the run's rule before the comparison.
 PROBES = ("  两个空格  开头和结尾  ", "中文 English 混排 123 4567", "制表\t符", "罕见字:𠀀𪚥龘 emoji 😀👍",
-          "第一段\n第二段", "全角已归一: ABC 123")
+          "第一段\n第二段", "全角已归一: ABC 123", "你好，世界！（测试）：；？……“引号”《书名》【注】",
+          "新华社北京１月１日电　（记者）１９９８年ＡＢＣ")
 
 
 @dataclass
@@ -37,11 +40,10 @@ class Verification:
     vocab_size: int
 
 
-def convert(spm_model: Path, out_dir: Path) -> None:
+def convert(spm_model: Path, out_dir: Path, normalization: str) -> None:
     """Write tokenizer.json + tokenizer_config.json (+ the .model) for `spm_model` into out_dir."""
     if importlib.util.find_spec("google.protobuf") is None:
         raise UserError("converting the SentencePiece model needs protobuf", "pip install protobuf")
-    from tokenizers import normalizers
     from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 
     specials = dict(unk_token=UNK, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=PAD)
@@ -50,7 +52,7 @@ def convert(spm_model: Path, out_dir: Path) -> None:
         converted = LlamaTokenizer.from_pretrained(
             staging, legacy=False, add_prefix_space=False, add_bos_token=False, add_eos_token=False, **specials)
     backend = converted.backend_tokenizer
-    backend.normalizer = normalizers.NFKC()
+    backend.normalizer = tokenizers_normalizer(normalization)
     generic = PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials)
     generic.save_pretrained(out_dir)
     config_path = out_dir / "tokenizer_config.json"
@@ -61,7 +63,17 @@ def convert(spm_model: Path, out_dir: Path) -> None:
         shutil.copyfile(spm_model, out_dir / SPM_FILE)
 
 
-def verify(hf_dir: Path, spm_model: Path, lines: list[str]) -> Verification:
+def _check_normalizer(loaded, normalization: str, texts: list[str], fix: str) -> None:
+    """Every distinct character of the sample, alone, is normalised as cleaning does (catches a
+    tokenizers release whose Unicode tables disagree with Python's for characters this corpus uses)."""
+    ours, theirs = normalizer_for(normalization), loaded.backend_tokenizer.normalizer
+    for char in sorted(set().union(*map(set, texts))):
+        if theirs is not None and theirs.normalize_str(char) != ours(char):
+            raise UserError(f"the tokenizer normalises {char!r} (U+{ord(char):04X}) to {theirs.normalize_str(char)!r}, "
+                            f"cleaning to {ours(char)!r}", fix)
+
+
+def verify(hf_dir: Path, spm_model: Path, lines: list[str], normalization: str) -> Verification:
     """Load hf_dir exactly as users will and compare it with SentencePiece; fail loudly on any difference."""
     import sentencepiece as spm
     from transformers import AutoTokenizer
@@ -75,7 +87,9 @@ def verify(hf_dir: Path, spm_model: Path, lines: list[str]) -> Verification:
     if loaded.eos_token_id is None or loaded.pad_token_id is None or loaded.eos_token_id == loaded.pad_token_id:
         raise UserError(f"converted tokenizer lost its special tokens "
                         f"(eos {loaded.eos_token_id}, pad {loaded.pad_token_id})", fix)
-    samples = [*PROBES, *lines]
+    normalize = normalizer_for(normalization)
+    samples = [*(normalize(probe) for probe in PROBES), *lines]
+    _check_normalizer(loaded, normalization, samples, fix)
     expected = processor.encode(samples)
     actual = loaded(samples, add_special_tokens=True)["input_ids"]
     for text, want, got in zip(samples, expected, actual, strict=True):

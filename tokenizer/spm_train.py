@@ -1,8 +1,8 @@
 """SentencePiece training with Chinese-appropriate settings (seed 002 §9), errors made readable.
 
 Settings that keep decode(encode(x)) == x on cleaned text:
-- normalization_rule_name=identity: cleaning already applied NFKC; a second normalisation inside the
-  model would make ids depend on which tool encoded the text.
+- normalization_rule_name=identity: cleaning already normalised the text (data.normalization); a
+  second normalisation inside the model would make ids depend on which tool encoded the text.
 - add_dummy_prefix=False, remove_extra_whitespaces=False: Chinese has no word-leading spaces, and
   spaces inside mixed text must survive.
 - required_chars='▁': SentencePiece turns spaces into '▁'; when a corpus has few spaces '▁' falls

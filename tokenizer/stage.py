@@ -118,12 +118,12 @@ def train_tokenizer(request: StageRequest) -> dict:
 
         train_sentencepiece(sample.reservoir.items, model, cfg)
         train_seconds = time.monotonic() - started
-        convert(model, staging)
-        checked = verify(staging, model, _verification_lines(sample, cfg))
+        convert(model, staging, config.data.normalization)
+        checked = verify(staging, model, _verification_lines(sample, cfg), config.data.normalization)
         held_out = bool(sample.held_out)
         quality = measure(model, sample.held_out if held_out else sample.reservoir.items[:2000], held_out)
         stats = {
-            "corpus": corpus, "reading": reader.stats.as_dict(),
+            "corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
             "sample": {"sentences_used": len(sample.reservoir.items), "sentences_seen": sample.reservoir.seen,
                        "sentences_cut": sample.sentences_cut, "read_target": sample.target},
             "tokenizer": {"model_type": cfg.model_type, "vocab_size": checked.vocab_size,

@@ -114,6 +114,10 @@ def validate(config: Config) -> list[str]:
         problems.append(f"data.validation_fraction must be within [0, 0.5], got {d.validation_fraction}")
     if d.max_line_chars < 1:
         problems.append("data.max_line_chars must be >= 1")
+    if d.min_chars < 0:
+        problems.append("data.min_chars must be >= 0")
+    if d.title_field and d.title_field == d.text_field:
+        problems.append(f"data.title_field and data.text_field are both {d.text_field!r}")
     if d.block_size < 8:
         problems.append(f"data.block_size must be >= 8, got {d.block_size}")
     if d.block_size > m.n_positions:

@@ -25,17 +25,28 @@ class DataConfig:
     """Corpus: which files, how they are decoded and cleaned, and the held-out split."""
 
     files: list[str] = setting(
-        [], "corpus files, directories or globs (.txt = one document per line, .jsonl, .parquet); "
-            "empty = the embedded demo corpus",
-        in_fingerprint=False)  # the resolved files (paths, sizes, mtimes) are fingerprinted instead
-    text_field: str = setting("text", "field holding the text in .jsonl records and .parquet columns")
+        [], "corpus files, directories, globs or hf://datasets/<owner>/<name>[@<revision>]/<glob> "
+            "(.txt, .jsonl, .json, .parquet; .gz/.bz2/.xz/.zst compressed too); empty = the embedded demo corpus",
+        in_fingerprint=False)  # the resolved files (paths, sizes, mtimes or Hub blob ids) are fingerprinted instead
+    text_field: str = setting("text", "field holding the text in .jsonl/.json records and .parquet columns")
+    title_field: str = setting(
+        "", "field holding a title in .jsonl/.json records and .parquet columns; it becomes the document's first line")
+    document_boundary: Literal["auto", "line", "blank-line"] = setting(
+        "auto", ".txt documents: line = one per line, blank-line = blank lines separate documents (their lines "
+                "joined with \\n), auto = blank-line where blank lines separate groups of lines, else line")
+    normalization: Literal["zh", "nfkc", "none"] = setting(
+        "zh", "zh = NFKC but Chinese punctuation stays full-width (，。！？), nfkc = plain NFKC (，-> ,), none")
+    chinese_script: Literal["keep", "simplified", "traditional"] = setting(
+        "keep", "convert Chinese characters with OpenCC: simplified (t2s), traditional (s2t), or keep as written")
+    min_chars: int = setting(0, "drop documents shorter than this many characters after cleaning")
     encoding: str = setting(
         "auto", "text encoding of .txt/.jsonl files: auto (UTF-8, else GB18030/Big5 detected) or a codec name")
     decode_errors: Literal["strict", "replace", "skip"] = setting(
         "strict", "undecodable bytes: strict = stop with file/line/offset, replace = U+FFFD, skip = drop the line")
-    max_line_chars: int = setting(1_000_000, "longest document line accepted, in characters")
+    max_line_chars: int = setting(
+        1_000_000, "longest document accepted (a line, or a blank-line document), in characters")
     long_lines: Literal["split", "skip", "error"] = setting(
-        "split", "lines over max_line_chars: split into pieces, skip (counted) or stop with an error")
+        "split", "documents over max_line_chars: split into pieces, skip (counted) or stop with an error")
     dedupe: bool = setting(False, "drop exact duplicate documents (keeps ~100 bytes per distinct document in memory)")
     validation_fraction: float = setting(
         0.01, "share of documents held out for validation, chosen by a hash of the text (deterministic)")

@@ -93,7 +93,7 @@ class CorpusReader:
     def __init__(self, sources: list[Source], data: DataConfig, reserved_strings: tuple[str, ...] = ()):
         self.data = data
         self.policy = LinePolicy(data.decode_errors, data.max_line_chars, data.long_lines)
-        self.cleaner = TextCleaner(reserved_strings)
+        self.cleaner = TextCleaner.for_data(data, reserved_strings)
         self.deduplicator = Deduplicator() if data.dedupe else None
         self.stats = CorpusStats(files=len(sources), bytes_total=sum(s.size for s in sources))
         self.stats.cleaning = self.cleaner.counts

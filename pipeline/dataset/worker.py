@@ -67,7 +67,8 @@ class _BlockTokenizer:
         lengths.extend((counts + 1).tolist())
 
     def __call__(self, block: Block) -> BlockTokens:
-        setup, lines, cleaner = self.setup, LineCounts(), TextCleaner(self.setup.reserved_strings)
+        setup, lines = self.setup, LineCounts()
+        cleaner = TextCleaner.for_data(setup.data, setup.reserved_strings)
         batch, chars, held_out, digests, lengths, pieces = [], [], [], [], [], []
         batch_chars = 0
         for text, digest, held in clean_block(block, setup.data, self.policy, cleaner, lines):

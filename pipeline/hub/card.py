@@ -46,12 +46,15 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     """summary: model/training_summary.json, already read by the caller."""
     from huggingface_hub import ModelCardData
 
+    from pipeline.corpus.normalization import DESCRIPTIONS
+
     tokenizer = _json(run_dir / "tokenizer" / "stats.json")
     data = _dataset_figures(run_dir)
     model, plan = summary["model"], summary["plan"]
     metadata = ModelCardData(language="zh", license=license_id, library_name="transformers",
                              pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1])
     quality = tokenizer.get("quality", {})
+    normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
     hardware = summary["hardware"]
     device = ", ".join(hardware["gpus"]) if hardware["gpus"] else f"CPU ({hardware['cpu_count']} cores)"
     final, initial, unigram = summary["final_eval_loss"], summary["initial_eval_loss"], summary["unigram_entropy"]
@@ -72,15 +75,16 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "## Tokenizer",
         "",
         f"SentencePiece {tokenizer.get('tokenizer', {}).get('model_type', 'bpe').upper()}, "
-        f"{summary['vocab_size']:,} pieces, byte fallback (no `<unk>`), digits split, NFKC applied to the "
-        f"input. `<|endoftext|>` (id 1) separates documents and is both bos and eos; `<|pad|>` is id 2. "
+        f"{summary['vocab_size']:,} pieces, byte fallback (no `<unk>`), digits split, "
+        f"{normalization} applied to the input. `<|endoftext|>` (id 1) separates documents and is both bos "
+        "and eos; `<|pad|>` is id 2. "
         f"On held-out text: {quality.get('chars_per_token', 0):.2f} characters per token, "
         f"{quality.get('byte_fallback_rate', 0):.2%} of tokens are byte fallback.",
         "",
         "## Training data",
         "",
         f"{data['corpus']}: {data['documents']:,} documents, {data['characters']:,} characters after cleaning "
-        f"(NFKC, control characters removed, exact duplicates removed where configured). "
+        f"({normalization}, control characters removed, exact duplicates removed where configured). "
         f"{data['tokens']['train']:,} training and {data['tokens']['validation']:,} validation tokens, packed into "
         f"{data['blocks']['train']:,} + {data['blocks']['validation']:,} blocks of {summary['block_size']} tokens; "
         "the validation documents are held out by a hash of their text.",

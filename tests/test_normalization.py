@@ -1,0 +1,87 @@
+"""One normalisation rule for the corpus and for prompts: Chinese punctuation stays full-width."""
+
+import random
+import unicodedata
+
+import pytest
+from transformers import AutoTokenizer
+
+from pipeline.corpus.cleaning import TextCleaner
+from pipeline.corpus.normalization import (
+    kept_by_zh_rule,
+    normalize_zh,
+    normalizer_for,
+    tokenizers_normalizer,
+    zh_kept_characters,
+)
+
+BMP = [chr(cp) for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF]
+CHINESE_PUNCTUATION = "，。！？：；、（）“”‘’《》【】…—～「」『』〈〉〔〕·￥　"
+
+
+@pytest.fixture(scope="module")
+def saved_normalizer(trained_run):
+    """The normalizer of the tokenizer stage 1 saved (default settings: zh)."""
+    return AutoTokenizer.from_pretrained(str(trained_run / "tokenizer")).backend_tokenizer.normalizer
+
+
+def mixed_strings(count: int, seed: int = 0) -> list[str]:
+    """Strings mixing what can interact under NFKC: kept punctuation, combining marks, compatibility
+    forms, Hangul jamo, full-width letters, CJK, ASCII and noncharacters."""
+    pool = (zh_kept_characters() + "\u0300\u0301\u0308\u0327\u0323\u093c\u3099\u309a" + "ﬁ①⑴㈠㎡⼀ｶﾞ｡ＡＺａｚ０９"
+            + "\u1100\u1161\u11a8가" + "中文汉字e" + "ab ,.!?" + "\ufdd0\ufffe" + "\u2581\u3000")
+    rng = random.Random(seed)
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
+def test_the_kept_ranges_are_exactly_what_the_zh_rule_selects():
+    everything = (chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF)
+    assert "".join(c for c in everything if kept_by_zh_rule(c)) == zh_kept_characters()
+
+
+def test_zh_keeps_chinese_punctuation_and_folds_full_width_letters_and_digits():
+    assert normalize_zh("你好，世界！（测试）：；？") == "你好，世界！（测试）：；？"
+    assert normalize_zh(CHINESE_PUNCTUATION) == CHINESE_PUNCTUATION
+    assert normalize_zh("１９９８年ＡＢＣａｂｃ") == "1998年ABCabc"
+    assert normalize_zh("⼀ﬁ｡") == "一fi。"  # compatibility forms that are not punctuation fold as NFKC folds them
+    assert normalize_zh("e\u0301，\u0301") == "é，\u0301"  # nothing composes across a kept character
+    assert normalize_zh("文\ufdd0字") == "文字"  # noncharacters are never text
+    assert unicodedata.normalize("NFKC", "你好，世界！") == "你好,世界!"  # what plain NFKC would have done
+
+
+def test_nfkc_and_none_modes_do_what_they_say():
+    assert normalizer_for("nfkc")("你好，世界！１２３") == "你好,世界!123"
+    assert normalizer_for("none")("你好，世界！１２３") == "你好，世界！１２３"
+
+
+@pytest.mark.parametrize("mode", ["zh", "nfkc", "none"])
+def test_the_tokenizer_normalizer_agrees_with_cleaning_on_every_bmp_code_point(mode, saved_normalizer):
+    theirs = saved_normalizer if mode == "zh" else tokenizers_normalizer(mode)
+    ours = normalizer_for(mode)
+    differing = [f"U+{ord(c):04X}" for c in BMP if theirs.normalize_str(c) != ours(c)]
+    assert differing == [], f"{len(differing)} code points differ, first {differing[:10]}"
+
+
+@pytest.mark.parametrize("mode", ["zh", "nfkc"])
+def test_the_tokenizer_normalizer_agrees_with_cleaning_on_mixed_strings(mode, saved_normalizer):
+    theirs = saved_normalizer if mode == "zh" else tokenizers_normalizer(mode)
+    ours = normalizer_for(mode)
+    for text in mixed_strings(3000):
+        assert theirs.normalize_str(text) == ours(text), repr(text)
+
+
+def test_cleaned_text_is_a_fixed_point_of_the_rule():
+    cleaner = TextCleaner(("<|endoftext|>",))
+    for text in mixed_strings(2000, seed=1):
+        cleaned = cleaner.clean(text)
+        assert normalize_zh(cleaned) == cleaned, repr(text)
+
+
+def test_full_width_punctuation_round_trips_through_the_saved_tokenizer(trained_run):
+    tok = AutoTokenizer.from_pretrained(str(trained_run / "tokenizer"))
+    cleaner = TextCleaner(("<|endoftext|>", "<|pad|>", "<unk>"))
+    chinese = ["你好，世界！", "他说：“今天（星期一）下雨吗？”……", "《红楼梦》第一回【注】～", CHINESE_PUNCTUATION.strip()]
+    for text in [*chinese, *mixed_strings(300, seed=2)]:
+        cleaned = cleaner.clean(text)
+        if cleaned:
+            assert tok.decode(tok(cleaned)["input_ids"]) == cleaned, repr(cleaned)
