@@ -80,7 +80,8 @@ def test_cleaned_text_is_a_fixed_point_of_the_rule():
 def test_full_width_punctuation_round_trips_through_the_saved_tokenizer(trained_run):
     tok = AutoTokenizer.from_pretrained(str(trained_run / "tokenizer"))
     cleaner = TextCleaner(("<|endoftext|>", "<|pad|>", "<unk>"))
-    chinese = ["你好，世界！", "他说：“今天（星期一）下雨吗？”……", "《红楼梦》第一回【注】～", CHINESE_PUNCTUATION.strip()]
+    chinese = ["你好，世界！", "他说：“今天（星期一）下雨吗？”……", "《红楼梦》第一回【注】～",
+               CHINESE_PUNCTUATION.strip()]
     for text in [*chinese, *mixed_strings(300, seed=2)]:
         cleaned = cleaner.clean(text)
         if cleaned:
