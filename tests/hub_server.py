@@ -4,6 +4,11 @@ Standard library only. It implements what huggingface_hub 2.x uses for `whoami`,
 `upload_folder` (preupload, LFS batch + PUT, NDJSON commit, README metadata validation), `repo_info`,
 `list_repo_tree` and `snapshot_download` (resolve with ETag / X-Linked-* headers), with
 HF_HUB_DISABLE_XET=1. Failures can be scheduled to test retries (a 503 on the first commit, say).
+
+Dataset repositories are seeded directly (`LocalHub.add_dataset`) and read the way `dataset_info`,
+`list_repo_tree` and `hf_hub_download` read them: several branches or tags, each commit's tree kept,
+private repositories answering as the Hub does (401 without a token, 404 with a token that cannot read),
+gated ones refusing downloads (GatedRepo), and unknown revisions answering RevisionNotFound.
 """
 
 import base64
@@ -21,6 +26,9 @@ import yaml
 
 DROP = 0  # a scheduled "status" that closes the connection without answering
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".png", ".gz")
+# Binary and compressed corpus shards: the Hub's default .gitattributes stores these in LFS.
+DATASET_LFS_SUFFIXES = (*LFS_SUFFIXES, ".parquet", ".arrow", ".bz2", ".xz", ".zst")
+INVALID_TOKEN = "Invalid credentials in Authorization header"
 LICENSES = {"mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause", "gpl-3.0",
             "openrail", "other", "unknown"}
 PIPELINE_TAGS = {"text-generation", "fill-mask", "text-classification", "translation", "summarization"}
@@ -28,6 +36,27 @@ PIPELINE_TAGS = {"text-generation", "fill-mask", "text-classification", "transla
 
 def git_hash(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def new_commit_oid() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+def download_headers(entry: dict, commit: str) -> dict:
+    """What `hf_hub_download` reads from a resolve answer: the commit, and the LFS sha256 as ETag for LFS files."""
+    headers = {"X-Repo-Commit": commit, "ETag": f'"{entry["oid"]}"', "Content-Type": "application/octet-stream"}
+    if "lfs" in entry:
+        headers.update({"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": entry["size"],
+                        "ETag": f'"{entry["lfs"]["oid"]}"'})
+    return headers
+
+
+def file_entry(path: str, data: bytes, lfs: bool) -> dict:
+    """One file as the /tree endpoint describes it."""
+    item = {"type": "file", "path": path, "size": len(data), "oid": git_hash(data)}
+    if lfs:
+        item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
+    return item
 
 
 @dataclass
@@ -43,11 +72,28 @@ class Repo:
         return self.commits[-1]["oid"] if self.commits else "0" * 40
 
     def entry(self, path: str) -> dict:
-        data = self.files[path]
-        item = {"type": "file", "path": path, "size": len(data), "oid": git_hash(data)}
-        if path in self.lfs:
-            item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
-        return item
+        return file_entry(path, self.files[path], path in self.lfs)
+
+
+@dataclass
+class DatasetRepo:
+    """A dataset repository with history: every commit's tree stays readable by its sha."""
+
+    repo_id: str
+    private: bool = False
+    gated: bool = False  # only the owner may download; everyone may see the info and the file list
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit sha
+    trees: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> {path: content}
+
+    @property
+    def owner(self) -> str:
+        return self.repo_id.split("/")[0]
+
+    def commit_of(self, revision: str) -> str | None:
+        return self.refs.get(revision) or (revision if revision in self.trees else None)
+
+    def entry(self, commit: str, path: str) -> dict:
+        return file_entry(path, self.trees[commit][path], path.endswith(DATASET_LFS_SUFFIXES))
 
 
 @dataclass
@@ -62,6 +108,7 @@ class HubState:
     def __init__(self, tokens: dict[str, str]):
         self.tokens = tokens  # token -> user name
         self.repos: dict[str, Repo] = {}
+        self.datasets: dict[str, DatasetRepo] = {}
         self.objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
         self.failures: list[Failure] = []
         self.requests: list[tuple[str, str]] = []
@@ -128,9 +175,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(status, "scheduled failure")
         with self.state.lock:
             for method, pattern, handler in ROUTES:
-                match = re.fullmatch(pattern, path)
+                # Matched before decoding, so an encoded revision ("refs%2Fconvert%2Fparquet") stays one segment.
+                match = re.fullmatch(pattern, url.path)
                 if match and method == self.command or (match and method == "GET" and self.command == "HEAD"):
-                    return handler(self, body, parse_qs(url.query), *match.groups())
+                    groups = (unquote(group) if group is not None else None for group in match.groups())
+                    return handler(self, body, parse_qs(url.query), *groups)
         self._error(404, f"no route for {self.command} {path}")
 
     do_GET = do_POST = do_PUT = do_HEAD = _dispatch
@@ -218,7 +267,7 @@ class Handler(BaseHTTPRequestHandler):
                 repo.lfs.add(value["path"])
             elif line["key"] == "deletedFile":
                 repo.files.pop(value["path"], None)
-        oid = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        oid = new_commit_oid()
         repo.commits.append({"oid": oid, "title": header.get("summary", "")})
         self._send(200, {"commitUrl": f"{self.state.base_url}/{repo_id}/commit/{oid}", "commitOid": oid,
                          "pullRequestUrl": None})
@@ -261,16 +310,80 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "Repository not found", "RepoNotFound")
         if path not in repo.files:
             return self._error(404, "Entry not found", "EntryNotFound")
-        entry, data = repo.entry(path), repo.files[path]
-        headers = {"X-Repo-Commit": repo.head, "ETag": f'"{entry["oid"]}"'}
-        if "lfs" in entry:
-            headers.update({"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": len(data),
-                            "ETag": f'"{entry["lfs"]["oid"]}"'})
-        self._send(200, raw=data, headers={**headers, "Content-Type": "application/octet-stream"})
+        self._send(200, raw=repo.files[path], headers=download_headers(repo.entry(path), repo.head))
+
+    # -- dataset repositories (read only) -----------------------------------------------------------
+    def _readable_dataset(self, repo_id: str, revision: str | None) -> tuple[DatasetRepo, str] | None:
+        """The repository and the commit a revision names, or None after answering as the Hub does."""
+        if self.headers.get("Authorization") and self._user() is None:
+            self._send(401, {"error": INVALID_TOKEN}, {"X-Error-Message": INVALID_TOKEN})
+            return None
+        user, repo = self._user(), self.state.datasets.get(repo_id)
+        if repo is None or (repo.private and user != repo.owner):
+            # The Hub does not reveal that a private repository exists: 401 anonymous, 404 authenticated.
+            self._error(401 if user is None else 404, "Repository not found", "RepoNotFound")
+            return None
+        commit = repo.commit_of(revision or "main")
+        if commit is None:
+            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            return None
+        return repo, commit
+
+    def dataset_info(self, body, query, repo_id, revision=None):
+        found = self._readable_dataset(repo_id, revision)
+        if found is None:
+            return
+        repo, commit = found
+        info = {"_id": repo_id, "id": repo_id, "sha": commit, "private": repo.private,
+                "gated": "manual" if repo.gated else False, "tags": [],
+                "siblings": [{"rfilename": path} for path in sorted(repo.trees[commit])]}
+        expand = query.get("expand")
+        self._send(200, {key: info[key] for key in ("_id", "id", *expand)} if expand else info)
+
+    def dataset_tree(self, body, query, repo_id, revision, subpath):
+        found = self._readable_dataset(repo_id, revision)
+        if found is None:
+            return
+        repo, commit = found
+        prefix = f"{subpath.strip('/')}/" if subpath and subpath.strip("/") else ""
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        files, folders = [], set()
+        for path in sorted(repo.trees[commit]):
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix):].split("/")
+            if recursive:
+                files.append(repo.entry(commit, path))
+                folders.update(prefix + "/".join(parts[:depth]) for depth in range(1, len(parts)))
+            elif len(parts) == 1:
+                files.append(repo.entry(commit, path))
+            else:
+                folders.add(prefix + parts[0])
+        if prefix and not files and not folders:
+            return self._error(404, f"{subpath} does not exist on {revision}", "EntryNotFound")
+        listing = [{"type": "directory", "path": folder, "oid": git_hash(folder.encode())} for folder in folders]
+        self._send(200, sorted(listing + files, key=lambda item: item["path"]))
+
+    def dataset_resolve(self, body, query, repo_id, revision, path):
+        found = self._readable_dataset(repo_id, revision)
+        if found is None:
+            return
+        repo, commit = found
+        user = self._user()
+        if repo.gated and user != repo.owner:
+            return self._error(401 if user is None else 403, f"Access to dataset {repo_id} is restricted",
+                               "GatedRepo")
+        if path not in repo.trees[commit]:
+            return self._error(404, "Entry not found", "EntryNotFound")
+        self._send(200, raw=repo.trees[commit][path], headers=download_headers(repo.entry(commit, path), commit))
 
 
 REPO = r"([^/]+/[^/]+)"
 ROUTES = [
+    ("GET", rf"/api/datasets/{REPO}/revision/([^/]+)", Handler.dataset_info),
+    ("GET", rf"/api/datasets/{REPO}", Handler.dataset_info),
+    ("GET", rf"/api/datasets/{REPO}/tree/([^/]+)(?:/(.*))?", Handler.dataset_tree),
+    ("GET", rf"/datasets/{REPO}/resolve/([^/]+)/(.+)", Handler.dataset_resolve),
     ("GET", r"/api/whoami-v2", Handler.whoami),
     ("POST", r"/api/repos/create", Handler.create_repo),
     ("POST", rf"/api/(model|dataset|space)s/{REPO}/preupload/([^/]+)", Handler.preupload),
@@ -295,6 +408,20 @@ class LocalHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.state.base_url = self.url
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add_dataset(self, repo_id: str, files: dict[str, bytes], private: bool = False, revision: str = "main",
+                    gated: bool = False) -> str:
+        """Commit `files` as the whole tree of branch or tag `revision`; returns the new commit sha.
+
+        The first call creates the repository (private and gated are set then); later calls add commits,
+        and every earlier commit stays readable by its sha. Compressed and parquet files are served as LFS.
+        """
+        with self.state.lock:
+            repo = self.state.datasets.setdefault(repo_id, DatasetRepo(repo_id, private=private, gated=gated))
+            commit = new_commit_oid()
+            repo.trees[commit] = dict(files)
+            repo.refs[revision] = commit
+            return commit
 
     def __enter__(self) -> "LocalHub":
         self.thread.start()

@@ -38,13 +38,14 @@ def test_glob_matching_nothing_is_an_error(tmp_path):
 
 def test_directory_without_text_files_is_an_error(tmp_path):
     make(tmp_path, "only/readme.md")
-    with pytest.raises(UserError, match=r"has no \.txt, \.jsonl, \.parquet files"):
+    with pytest.raises(UserError, match=r"has no \.txt, \.jsonl, \.json, \.parquet files"):
         resolve_sources([str(tmp_path / "only")])
 
 
 def test_unsupported_file_type_names_the_supported_ones(tmp_path):
     make(tmp_path, "corpus.csv")
-    with pytest.raises(UserError, match=r"unsupported file type \.csv.*supported: \.txt, \.jsonl, \.parquet"):
+    supported = r"supported: \.txt, \.jsonl, \.json, \.parquet; .* compressed"
+    with pytest.raises(UserError, match=rf"unsupported file type \.csv.*{supported}"):
         resolve_sources([str(tmp_path / "corpus.csv")])
 
 

@@ -14,6 +14,7 @@ what must hold and checks it. Case numbers follow issue 6; PITFALLS.md links eac
    test_the_token_never_reaches_logs_configs_or_the_run_directory.
 """
 
+import gzip
 import json
 import os
 import random
@@ -212,12 +213,23 @@ def _error_inputs(folder: Path) -> dict[str, tuple[list[str], str | None]]:
     no_text = folder / "no_text"
     no_text.mkdir(exist_ok=True)
     (no_text / "image.png").write_bytes(b"\x89PNG\r\n")
+    rng = random.Random(5)
+    varied = "\n".join("".join(rng.choice(CHINESE) for _ in range(80)) for _ in range(20000)).encode()
+    truncated = folder / "truncated.txt.gz"
+    truncated.write_bytes(gzip.compress(varied)[:-4096])
+    invalid_array = folder / "invalid.json"
+    invalid_array.write_text(json.dumps([CHINESE] * 100, ensure_ascii=False)[:-1] + ", {oops}]", encoding="utf-8")
+    wrong_field = folder / "records.json"
+    wrong_field.write_text(json.dumps([{"completion": CHINESE}] * 10, ensure_ascii=False), encoding="utf-8")
     return {  # flags, the message stage 1 gives (stage 2 gives it too when it gets that far)
         "invalid utf-8": (["--data-files", str(invalid)], "cannot decode"),
         "binary file": (["--data-files", str(binary)], "looks binary"),
         "empty file": (["--data-files", str(empty)], "no training text"),
         "missing path": (["--data-files", str(folder / "missing.txt")], "missing.txt does not exist"),
-        "directory without text files": (["--data-files", str(no_text)], "has no .txt, .jsonl, .parquet files"),
+        "directory without text files": (["--data-files", str(no_text)], "has no .txt, .jsonl, .json, .parquet files"),
+        "truncated .gz": (["--data-files", str(truncated)], "truncated.txt.gz: cannot decompress"),
+        "invalid JSON mid-array": (["--data-files", str(invalid_array)], "invalid.json: invalid JSON at byte"),
+        "wrong field": (["--data-files", str(wrong_field)], "records.json: element 0 of the array: no field 'text'"),
     }
 
 

@@ -126,7 +126,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "binary file": (["--data-files", str(binary)], "binary.txt: looks binary"),
         "empty file": (["--data-files", str(empty)], "no training text"),
         "missing path": (["--data-files", str(tmp_path / "nope.txt")], "nope.txt does not exist"),
-        "no text files": (["--data-files", str(no_text)], "has no .txt, .jsonl, .parquet files"),
+        "no text files": (["--data-files", str(no_text)], "has no .txt, .jsonl, .json, .parquet files"),
         "long line": (["--data-files", str(long_line), "--data-max-line-chars", "1000", "--data-long-lines", "error"],
                       "line 1 is longer than 1,000 characters"),
         "jsonl field": (["--data-files", str(jsonl)], "no field 'text' (found: body)"),

@@ -84,6 +84,8 @@ def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample:
         f"{stats.blocks_read}/{stats.blocks_total} random 1 MiB blocks (bounded sample)"
     report.row("corpus", corpus)
     report.row("read", f"{human_bytes(stats.bytes_read)} of {human_bytes(stats.bytes_total)}, {bounded}")
+    if layout := stats.layout_line():
+        report.row("layout", layout)
     report.row("documents", stats.documents_line("held out"))
     report.row("cleaning", stats.cleaning_line())
     if stats.detected_encodings or stats.empty_files:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import charset_normalizer
 
+from pipeline.corpus.compression import open_bytes
 from pipeline.errors import UserError
 
 SAMPLE_BYTES = 64 * 1024
@@ -57,8 +58,8 @@ def _mostly_utf8(sample: bytes) -> bool:
 
 
 def sniff_encoding(path: Path, forced: str = "auto") -> FileEncoding | None:
-    """The encoding of `path`; None for an empty file. Raises UserError for binary or unknown data."""
-    with open(path, "rb") as handle:
+    """The encoding of `path` (decompressed); None for an empty file. Raises UserError for binary or unknown data."""
+    with open_bytes(path) as handle:
         sample = handle.read(SAMPLE_BYTES)
         whole_file = len(handle.read(1)) == 0
     if not sample.strip():

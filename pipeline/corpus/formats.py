@@ -1,33 +1,80 @@
 """Raw document texts of one block of a source, per file format.
 
-Formats: .txt (one document per line; blank lines are ignored), .jsonl (one JSON object per line,
-text in data.text_field), .parquet (column data.text_field, one block per row group) and the demo's
-People's Daily file (`word/pos` tokens; tags stripped, words joined without spaces).
+Formats: .txt (one document per line, or blank-line separated documents: blank_lines.py), .jsonl
+(one JSON object per line, text in data.text_field), .json (one array of strings or objects:
+json_array.py; or JSON Lines under a .json name), .parquet (column data.text_field, one block per
+row group) and the demo's People's Daily file (`word/pos` tokens; tags stripped, words joined
+without spaces). With data.title_field, a record's title becomes the first line of its document.
 """
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pipeline.corpus.blank_lines import blank_line_documents
 from pipeline.corpus.encoding import FileEncoding
+from pipeline.corpus.json_array import array_elements, starts_with_array
 from pipeline.corpus.lines import LineCounts, LinePolicy, position_label, read_lines
 from pipeline.corpus.sources import Source
 from pipeline.errors import UserError
 
 BLOCK_BYTES = 1 << 20
+TO_THE_END = sys.maxsize  # the end of a block that cannot be cut at byte offsets (compressed, JSON array)
+FIELD_FIX = "pass --data-text-field (and --data-title-field) with the fields that hold the text"
 
 
 @dataclass(frozen=True)
 class Block:
-    """A byte range [start, end) of a text source, or row group `start` of a parquet file."""
+    """A byte range [start, end) of a text source, or row group `start` of a parquet file.
+
+    layout: how documents are laid out: line | blank-line (.txt), records (.jsonl, JSON Lines in
+    .json), array (.json), rows (.parquet), pku (the demo's tagged text).
+    """
 
     source: Source
     encoding: FileEncoding | None
     start: int
     end: int
+    layout: str = "line"
+
+    @property
+    def whole_file(self) -> bool:
+        """A block that is its whole file, read as one stream (stage 2 splits it into chunks of documents)."""
+        return self.end == TO_THE_END
 
 
-def _parquet_file(source: Source, text_field: str):
+@dataclass(frozen=True)
+class Fields:
+    text: str
+    title: str = ""
+
+
+class _BadRecord(Exception):
+    """A record without usable text; the caller names where it is."""
+
+
+def record_text(record, fields: Fields) -> str | None:
+    """The document of one JSON object or parquet row: [title + "\\n"] + text; None if the text is null."""
+    if not isinstance(record, dict) or fields.text not in record:
+        keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+        raise _BadRecord(f"no field {fields.text!r} (found: {keys})")
+    text = record[fields.text]
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise _BadRecord(f"field {fields.text!r} is {type(text).__name__}, not text")
+    if not fields.title:
+        return text
+    if fields.title not in record:
+        raise _BadRecord(f"no field {fields.title!r} for --data-title-field (found: {', '.join(record)})")
+    title = record[fields.title]
+    if not isinstance(title, str) or not title.strip() or text == title or text.startswith(title + "\n"):
+        return text  # no title, or the text already starts with it (wiki2019zh repeats it)
+    return f"{title}\n{text}"
+
+
+def _parquet_file(source: Source, fields: Fields):
     import pyarrow.parquet as pq  # imported on first use: most corpora are text
 
     try:
@@ -36,21 +83,26 @@ def _parquet_file(source: Source, text_field: str):
         raise UserError(f"{source.path}: not a readable parquet file ({err})",
                         "re-export it or remove it from --data-files") from None
     columns = parquet.schema_arrow.names
-    if text_field not in columns:
-        raise UserError(f"{source.path}: no column {text_field!r} (columns: {', '.join(columns)})",
-                        "pass --data-text-field with the column that holds the text")
+    for name in filter(None, (fields.text, fields.title)):
+        if name not in columns:
+            raise UserError(f"{source.path}: no column {name!r} (columns: {', '.join(columns)})",
+                            "pass --data-text-field with the column that holds the text")
     return parquet
 
 
-def plan_blocks(source: Source, encoding: FileEncoding | None, text_field: str) -> list[Block]:
+def plan_blocks(source: Source, encoding: FileEncoding | None, fields: Fields, layout: str) -> list[Block]:
     if source.format == "parquet":
-        parquet = _parquet_file(source, text_field)
-        return [Block(source, None, group, group + 1) for group in range(parquet.num_row_groups)]
+        parquet = _parquet_file(source, fields)
+        return [Block(source, None, group, group + 1, "rows") for group in range(parquet.num_row_groups)]
     if encoding is None:
         return []  # empty file
+    if source.format == "json":
+        layout = "array" if starts_with_array(source.path, encoding) else "records"
+    if not source.splittable or layout == "array":
+        return [Block(source, encoding, 0, TO_THE_END, layout)]
     if not encoding.ascii_compatible:
-        return [Block(source, encoding, 0, source.size)]  # UTF-16/32 is read whole, as text
-    return [Block(source, encoding, start, min(start + BLOCK_BYTES, source.size))
+        return [Block(source, encoding, 0, source.size, layout)]  # UTF-16/32 is read whole, as text
+    return [Block(source, encoding, start, min(start + BLOCK_BYTES, source.size), layout)
             for start in range(0, source.size, BLOCK_BYTES)]
 
 
@@ -59,68 +111,80 @@ def _strip_pos_tags(line: str) -> str:
     return "".join(token.rpartition("/")[0].lstrip("[") for token in line.split())
 
 
-def _json_text(block: Block, position: int, line: str, text_field: str) -> str | None:
+def _split_long(value: str, where: str, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
+    """data.long_lines for a record or row (a JSON line that is too long is skipped by the line reader)."""
+    if len(value) <= policy.max_line_chars:
+        yield value
+        return
+    if policy.long_lines == "error":
+        raise UserError(f"{where}: a document is longer than {policy.max_line_chars:,} characters",
+                        "raise --data-max-line-chars, or pass --data-long-lines split or skip")
+    if policy.long_lines == "skip":
+        counts.long_lines_skipped += 1
+        return
+    counts.long_lines_split += 1
+    for start in range(0, len(value), policy.max_line_chars):
+        counts.long_line_pieces += 1
+        yield value[start: start + policy.max_line_chars]
+
+
+def _parquet_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
+    import pyarrow as pa
+
+    columns = [name for name in (fields.text, fields.title) if name]
+    table = _parquet_file(block.source, fields).read_row_group(block.start, columns=columns)
+    for name in columns:
+        column_type = table.column(name).type
+        if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+            raise UserError(f"{block.source.path}: column {name!r} has type {column_type}, not text",
+                            "pass --data-text-field with a string column")
+    for row in table.to_pylist():
+        counts.lines += 1
+        text = record_text(row, fields)
+        if text is not None:
+            yield from _split_long(text, str(block.source.path), policy, counts)
+
+
+def _array_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
+    for index, element in array_elements(block.source.path, block.encoding):
+        counts.lines += 1
+        try:
+            text = element if isinstance(element, str) else record_text(element, fields)
+        except _BadRecord as problem:
+            raise UserError(f"{block.source.path}: element {index:,} of the array: {problem}", FIELD_FIX) from None
+        if text is not None:
+            yield from _split_long(text, str(block.source.path), policy, counts)
+
+
+def _json_record(block: Block, position: int, line: str, fields: Fields) -> str | None:
+    where = f"{block.source.path}: {position_label(block.source.path, position)}"
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        where = position_label(block.source.path, position)
-        raise UserError(f"{block.source.path}: {where}: invalid JSON ({err.msg})", "fix or remove that line") from None
-    if not isinstance(record, dict) or text_field not in record:
-        where = position_label(block.source.path, position)
-        keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-        raise UserError(f"{block.source.path}: {where}: no field {text_field!r} (found: {keys})",
-                        "pass --data-text-field with the field that holds the text")
-    value = record[text_field]
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        where = position_label(block.source.path, position)
-        raise UserError(f"{block.source.path}: {where}: field {text_field!r} is {type(value).__name__}, not text",
-                        "store the document text as a JSON string")
-    return value
+        raise UserError(f"{where}: invalid JSON ({err.msg})", "fix or remove that line") from None
+    try:
+        return record_text(record, fields)
+    except _BadRecord as problem:
+        raise UserError(f"{where}: {problem}", FIELD_FIX) from None
 
 
-def _parquet_texts(block: Block, text_field: str, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
-    table = _parquet_file(block.source, text_field).read_row_group(block.start, columns=[text_field])
-    column = table.column(text_field)
-    import pyarrow as pa
-
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise UserError(f"{block.source.path}: column {text_field!r} has type {column.type}, not text",
-                        "pass --data-text-field with a string column")
-    for value in column.to_pylist():
-        counts.lines += 1
-        if value is None:
-            continue
-        if len(value) > policy.max_line_chars:
-            if policy.long_lines == "error":
-                raise UserError(f"{block.source.path}: a document is longer than {policy.max_line_chars:,} characters",
-                                "raise --data-max-line-chars, or pass --data-long-lines split or skip")
-            if policy.long_lines == "skip":
-                counts.long_lines_skipped += 1
-                continue
-            counts.long_lines_split += 1
-            for start in range(0, len(value), policy.max_line_chars):
-                counts.long_line_pieces += 1
-                yield value[start: start + policy.max_line_chars]
-            continue
-        yield value
-
-
-def block_texts(block: Block, text_field: str, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
+def block_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
     """Uncleaned document texts of a block, in file order."""
-    fmt = block.source.format
-    if fmt == "parquet":
-        yield from _parquet_texts(block, text_field, policy, counts)
-        return
-    if fmt == "jsonl":
-        policy = LinePolicy(policy.decode_errors, policy.max_line_chars, policy.long_lines, splittable=False)
-    for position, line in read_lines(block.source.path, block.encoding, block.start, block.end, policy, counts):
-        if fmt == "txt":
-            yield line
-        elif fmt == "pku":
-            yield _strip_pos_tags(line)
-        elif line.strip():  # jsonl; blank lines between records are harmless
-            text = _json_text(block, position, line, text_field)
-            if text is not None:
-                yield text
+    layout, path, encoding = block.layout, block.source.path, block.encoding
+    if layout == "rows":
+        yield from _parquet_texts(block, fields, policy, counts)
+    elif layout == "array":
+        yield from _array_texts(block, fields, policy, counts)
+    elif layout == "blank-line":
+        for _, text in blank_line_documents(path, encoding, block.start, block.end, policy, counts):
+            yield text
+    elif layout == "records":
+        record_policy = LinePolicy(policy.decode_errors, policy.max_line_chars, policy.long_lines, splittable=False)
+        for position, line in read_lines(path, encoding, block.start, block.end, record_policy, counts):
+            if line.strip():  # blank lines between records are harmless
+                text = _json_record(block, position, line, fields)
+                if text is not None:
+                    yield text
+    else:
+        for _, line in read_lines(path, encoding, block.start, block.end, policy, counts):
+            yield _strip_pos_tags(line) if layout == "pku" else line

@@ -8,11 +8,13 @@ is counted and announced once per file.
 """
 
 import codecs
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.corpus.compression import open_bytes
 from pipeline.corpus.encoding import FileEncoding
 from pipeline.corpus.tally import Tally
 from pipeline.errors import UserError
@@ -44,7 +46,7 @@ class LinePolicy:
 def line_number_at(path: Path, offset: int) -> int:
     """1-based line number of a byte offset, counted only when a message needs it."""
     newlines = 0
-    with open(path, "rb") as handle:
+    with open_bytes(path) as handle:
         remaining = offset
         while remaining > 0:
             chunk = handle.read(min(remaining, CHUNK_BYTES))
@@ -55,15 +57,21 @@ def line_number_at(path: Path, offset: int) -> int:
     return newlines + 1
 
 
-def _warn_once(counts: LineCounts, kind: str, path: Path, message: str) -> None:
+def warn_once(counts: LineCounts, kind: str, path: Path, message: str) -> None:
     if (kind, path) not in counts.warned:
         counts.warned.add((kind, path))
         log.warning("%s (further cases in this file are counted in the summary)", message)
 
 
-class _RangeReader:
-    def __init__(self, path: Path, encoding: FileEncoding, policy: LinePolicy, counts: LineCounts):
+class RangeReader:
+    """Lines of one file. With line_policy=False an over-long line comes in pieces of at most
+    max_line_chars sharing one position, uncounted: the caller applies the policy to whole documents."""
+
+    def __init__(self, path: Path, encoding: FileEncoding, policy: LinePolicy, counts: LineCounts,
+                 line_policy: bool = True):
         self.path, self.encoding, self.policy, self.counts = path, encoding, policy, counts
+        self.line_policy = line_policy
+        self.consumed = 0  # end offset of the last line read by lines_from
 
     def _decode_error(self, raw: bytes, offset: int, err: UnicodeDecodeError) -> UserError:
         line = line_number_at(self.path, offset + err.start)
@@ -80,35 +88,41 @@ class _RangeReader:
             line = line_number_at(self.path, offset)
             if self.policy.decode_errors == "skip":
                 self.counts.undecodable_lines_skipped += 1
-                _warn_once(self.counts, "skip", self.path, f"{self.path}: line {line}: undecodable bytes, line skipped")
+                warn_once(self.counts, "skip", self.path, f"{self.path}: line {line}: undecodable bytes, line skipped")
                 return None
             text = raw.decode(self.encoding.codec, errors="replace")
             self.counts.replaced_chars += text.count("\ufffd")
-            _warn_once(self.counts, "replace", self.path,
+            warn_once(self.counts, "replace", self.path,
                        f"{self.path}: line {line}: undecodable bytes replaced by U+FFFD")
             return text
 
     def too_long(self, line: int) -> str:
         """Apply the long-line policy; returns 'split' or 'skip' (raises for 'error')."""
+        if not self.line_policy:
+            return "split"
         limit = self.policy.max_line_chars
         if self.policy.long_lines == "error":
             raise UserError(f"{self.path}: line {line} is longer than {limit:,} characters",
                             "raise --data-max-line-chars, or pass --data-long-lines split or skip")
         if self.policy.long_lines == "split" and self.policy.splittable:
             self.counts.long_lines_split += 1
-            _warn_once(self.counts, "split", self.path,
+            warn_once(self.counts, "split", self.path,
                        f"{self.path}: line {line} is longer than {limit:,} characters; split into pieces")
             return "split"
         self.counts.long_lines_skipped += 1
         reason = "" if self.policy.splittable else " (a JSON record cannot be split)"
-        _warn_once(self.counts, "longskip", self.path,
+        warn_once(self.counts, "longskip", self.path,
                    f"{self.path}: line {line} is longer than {limit:,} characters; skipped{reason}")
         return "skip"
+
+    def _count_piece(self) -> None:
+        if self.line_policy:
+            self.counts.long_line_pieces += 1
 
     def pieces(self, text: str) -> Iterator[str]:
         limit = self.policy.max_line_chars
         for start in range(0, len(text), limit):
-            self.counts.long_line_pieces += 1
+            self._count_piece()
             yield text[start: start + limit]
 
     def stream_long_line(self, handle, first: bytes, offset: int) -> Iterator[str]:
@@ -134,7 +148,7 @@ class _RangeReader:
                     action = self.too_long(line_number_at(self.path, offset))
                 if action == "split":
                     while len(pending) > limit:
-                        self.counts.long_line_pieces += 1
+                        self._count_piece()
                         yield pending[:limit]
                         pending = pending[limit:]
                 elif action == "skip":
@@ -144,50 +158,69 @@ class _RangeReader:
             raw = handle.readline(CHUNK_BYTES)
             if not raw:
                 break
+        self.consumed = consumed
         if action == "split" and pending.rstrip("\r\n"):
-            self.counts.long_line_pieces += 1
+            self._count_piece()
             yield pending.rstrip("\r\n")
         elif action is None:
             yield pending.rstrip("\r\n")
 
-    def byte_range(self, start: int, end: int) -> Iterator[tuple[int, str]]:
-        with open(self.path, "rb") as handle:
-            if start > 0:  # the line that straddles `start` belongs to the previous block
-                handle.seek(start - 1)
-                while True:
-                    skipped = handle.readline(CHUNK_BYTES)
-                    if not skipped or skipped.endswith(b"\n"):
-                        break
-            position = handle.tell()
-            while position < end:
-                raw = handle.readline(CHUNK_BYTES)
-                if not raw:
-                    break
-                offset = position
-                position += len(raw)
+    def skip_straddling_line(self, handle, start: int) -> bool:
+        """Move past the line holding byte start-1 (it belongs to an earlier block).
+
+        Returns whether the part of it from byte start-1 on is blank (ASCII whitespace only).
+        """
+        handle.seek(start - 1)
+        blank = True
+        while True:
+            skipped = handle.readline(CHUNK_BYTES)
+            blank = blank and not skipped.strip()
+            if not skipped or skipped.endswith(b"\n"):
+                return blank
+
+    def lines_from(self, handle, position: int, start: int, end: int, stop_at_end: bool) -> Iterator[tuple[int, str]]:
+        """(offset, text) of the lines from `position` (where handle is) on, without terminators.
+
+        Lines whose first byte lies in [start, end) are counted; with stop_at_end, reading stops
+        before the first line that starts at or after end.
+        """
+        while not (stop_at_end and position >= end):
+            raw = handle.readline(CHUNK_BYTES)
+            if not raw:
+                break
+            offset = position
+            position += len(raw)
+            if start <= offset < end:
                 self.counts.lines += 1
-                if not raw.endswith(b"\n") and len(raw) == CHUNK_BYTES:
-                    for piece in self.stream_long_line(handle, raw, offset):
+            if not raw.endswith(b"\n") and len(raw) == CHUNK_BYTES:
+                for piece in self.stream_long_line(handle, raw, offset):
+                    yield offset, piece
+                position = self.consumed
+                continue
+            self.consumed = position
+            text = self.decode_line(raw, offset)
+            if text is None:
+                continue
+            text = text.rstrip("\r\n")
+            if len(text) > self.policy.max_line_chars:
+                if self.too_long(line_number_at(self.path, offset)) == "split":
+                    for piece in self.pieces(text):
                         yield offset, piece
-                    position = handle.tell()
-                    continue
-                text = self.decode_line(raw, offset)
-                if text is None:
-                    continue
-                text = text.rstrip("\r\n")
-                if len(text) > self.policy.max_line_chars:
-                    if self.too_long(line_number_at(self.path, offset)) == "split":
-                        for piece in self.pieces(text):
-                            yield offset, piece
-                    continue
-                yield offset, text
+                continue
+            yield offset, text
+
+    def byte_range(self, start: int, end: int) -> Iterator[tuple[int, str]]:
+        with open_bytes(self.path) as handle:
+            if start > 0:
+                self.skip_straddling_line(handle, start)
+            yield from self.lines_from(handle, handle.tell() if start > 0 else 0, start, end, stop_at_end=True)
 
     def whole_text_file(self) -> Iterator[tuple[int, str]]:
         """UTF-16/32: newline is not a single byte, so the file is read as text (no byte offsets)."""
         errors = "strict" if self.policy.decode_errors == "strict" else "replace"
         limit = self.policy.max_line_chars
         line, continuing = 0, None  # continuing: None, or the long-line action for the rest of a line
-        with open(self.path, encoding=self.encoding.codec, errors=errors, newline="") as handle:
+        with io.TextIOWrapper(open_bytes(self.path), encoding=self.encoding.codec, errors=errors, newline="") as handle:
             while True:
                 try:
                     text = handle.readline(limit)
@@ -208,7 +241,7 @@ class _RangeReader:
                     continue
                 self.counts.replaced_chars += bad
                 if continuing == "split":
-                    self.counts.long_line_pieces += 1
+                    self._count_piece()
                 if continuing != "skip":
                     yield -line, text.rstrip("\r\n")
                 if complete:
@@ -226,7 +259,7 @@ def read_lines(path: Path, encoding: FileEncoding, start: int, end: int,
 
     position is the line's byte offset, or minus its line number in UTF-16/32 files.
     """
-    reader = _RangeReader(path, encoding, policy, counts)
+    reader = RangeReader(path, encoding, policy, counts)
     if encoding.ascii_compatible:
         return reader.byte_range(start, end)
     return reader.whole_text_file()

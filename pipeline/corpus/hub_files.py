@@ -1,0 +1,223 @@
+"""Corpus paths on the Hub, `hf://datasets/<owner>/<name>[@<revision>]/<glob>`, resolved to files in the HF cache.
+
+The revision is pinned to one commit first, so the listing, every download and the urls handed back all
+name the same immutable tree: a push to the branch between two runs shows up as new urls, never as data
+changing silently under an unchanged name. The token is huggingface_hub's own (HF_TOKEN or `hf auth
+login`); nothing here reads, passes or prints it. huggingface_hub is imported inside the functions
+because the CLI imports this module before it sets HF_HOME, which HF libraries read once, at import.
+"""
+
+import glob
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.report import human_bytes
+
+log = logging.getLogger("gpt2zh")
+HUB_PREFIX = "hf://"
+PATH_FORM = "hf://datasets/<owner>/<name>[@<revision>]/<file, folder or glob>"
+LOGIN = "set HF_TOKEN or run `hf auth login`"
+EXAMPLES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class HubFile:
+    local_path: Path  # the file in the HF cache (hf_hub_download's return value)
+    url: str  # hf://datasets/<owner>/<name>@<commit sha>/<path in repo>
+    blob_id: str  # the LFS sha256 if the file is in LFS, else the git blob oid: the content's identity
+    size: int
+
+
+@dataclass(frozen=True)
+class _Location:
+    pattern: str  # as the user wrote it, for messages
+    repo_id: str
+    revision: str
+    glob: str  # inside the repository; "" is all of it
+
+    @property
+    def where(self) -> str:
+        return f"--data-files {self.pattern!r}"
+
+
+def is_hub_path(pattern: str) -> bool:
+    return pattern.startswith(HUB_PREFIX)
+
+
+def resolve_hub_files(pattern: str, accepts: Callable[[str], bool]) -> list[HubFile]:
+    """The files of the dataset repository that match pattern and that accepts(path_in_repo) keeps, sorted by
+    path and downloaded into the HF cache (files already there are not downloaded again).
+
+    Raises UserError for a malformed or non-dataset path, a repository, revision or file that is not there or
+    not readable with the token, and a Hub that cannot be reached; anything else is a bug and propagates."""
+    location = _parse(pattern)
+    try:
+        return _resolve(location, accepts)
+    except UserError:
+        raise
+    except Exception as err:
+        problem = _explain(err, location)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+def _parse(pattern: str) -> _Location:
+    from huggingface_hub import parse_hf_uri
+    from huggingface_hub.errors import HfUriError
+
+    try:
+        uri = parse_hf_uri(pattern)  # HfFileSystem's grammar: '@' revisions, %2F-encoded and refs/... ones
+    except HfUriError as err:
+        raise UserError(f"--data-files {pattern!r} is not a valid hf:// path ({err.msg.strip()})",
+                        f"write {PATH_FORM}") from None
+    if uri.type != "dataset":
+        raise UserError(f"--data-files {pattern!r} names a {uri.type} repository, but hf:// corpora come from "
+                        "dataset repositories", f"write {PATH_FORM}")
+    return _Location(pattern, uri.id, uri.revision or "main", uri.path_in_repo)
+
+
+def _resolve(location: _Location, accepts: Callable[[str], bool]) -> list[HubFile]:
+    from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.file_download import repo_folder_name
+
+    api = HfApi()
+    commit = api.dataset_info(location.repo_id, revision=location.revision, expand=["sha"]).sha
+    listing = _list_files(api, location, commit, _listing_root(location.glob))
+    chosen = [entry for entry in listing if _matches(location.glob, entry.path) and accepts(entry.path)]
+    if not chosen:
+        raise _nothing_matches(api, location, commit, listing, accepts)
+    # For the summary line only. The cache keeps each content once, as blobs/<blob id>, so a file whose content
+    # an earlier commit already brought is linked, not downloaded again.
+    blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=location.repo_id, repo_type="dataset") / "blobs"
+    files, cached = [], 0
+    for entry in chosen:
+        blob_id = entry.lfs.sha256 if entry.lfs else entry.blob_id
+        cached += (blobs / blob_id).is_file() or isinstance(
+            try_to_load_from_cache(location.repo_id, entry.path, revision=commit, repo_type="dataset"), str)
+        local = hf_hub_download(location.repo_id, entry.path, repo_type="dataset", revision=commit)
+        files.append(HubFile(local_path=Path(local), url=f"hf://datasets/{location.repo_id}@{commit}/{entry.path}",
+                             blob_id=blob_id, size=entry.size))
+    log.info("hf://datasets/%s@%s/%s: %d file(s), %s, %d downloaded, %d already in the HF cache",
+             location.repo_id, commit, location.glob, len(files), human_bytes(sum(f.size for f in files)),
+             len(files) - cached, cached)
+    return files
+
+
+def _listing_root(pattern: str) -> str:
+    """The folders before the first wildcard: only they need listing. The last part may be a file, so it stays out."""
+    folders = pattern.split("/")[:-1] if pattern else []
+    literal = []
+    for part in folders:
+        if glob.has_magic(part):
+            break
+        literal.append(part)
+    return "/".join(literal)
+
+
+def _list_files(api, location: _Location, commit: str, root: str) -> list:
+    from huggingface_hub import RepoFile
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        entries = list(api.list_repo_tree(location.repo_id, root or None, recursive=True, revision=commit,
+                                          repo_type="dataset"))
+    except RemoteEntryNotFoundError:  # no such folder: nothing can match
+        return []
+    return sorted((entry for entry in entries if isinstance(entry, RepoFile)), key=lambda entry: entry.path)
+
+
+def _matches(pattern: str, path: str) -> bool:
+    """glob.glob(pattern, recursive=True) on the repository, a matched folder standing for every file in it —
+    as local --data-files are read. As on disk, wildcards skip names starting with '.', and so does `**`."""
+    return _parts_match(pattern.split("/") if pattern else [], path.split("/"))
+
+
+def _parts_match(pattern: list[str], parts: list[str]) -> bool:
+    if not pattern:  # whatever is left lies inside a matched folder
+        return not any(part.startswith(".") for part in parts)
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_parts_match(rest, parts[skip:]) for skip in range(len(parts) + 1)
+                   if not any(part.startswith(".") for part in parts[:skip]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatchcase(parts[0], head) and _parts_match(rest, parts[1:])
+
+
+def _nothing_matches(api, location: _Location, commit: str, listing: list,
+                     accepts: Callable[[str], bool]) -> UserError:
+    matching = [entry.path for entry in listing if _matches(location.glob, entry.path)]
+    if matching:
+        found = f"{len(matching)} file(s) match but none is a corpus file ({_examples(matching)})"
+    else:
+        if _listing_root(location.glob):  # only one folder was listed; the message describes the repository
+            listing = _list_files(api, location, commit, "")
+        corpus = [entry.path for entry in listing if accepts(entry.path) and _matches("", entry.path)]
+        found = (f"no file matches; the repository has {len(listing)} file(s), "
+                 f"{len(corpus)} of them corpus files ({_examples(corpus)})")
+    return UserError(f"{location.where}: in dataset {location.repo_id}@{location.revision}, {found}",
+                     "fix the path or glob after the repository name (`**` matches across folders; quote the "
+                     "pattern so the shell leaves it alone)")
+
+
+def _examples(paths: list[str]) -> str:
+    shown = ", ".join(paths[:EXAMPLES_SHOWN]) or "none"
+    return shown + (", ..." if len(paths) > EXAMPLES_SHOWN else "")
+
+
+def _explain(err: Exception, location: _Location) -> UserError | None:
+    """A one-line UserError for what the Hub or the network said, or None for our own bugs."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where, repo = location.where, f"dataset {location.repo_id}"
+    page = f"{constants.ENDPOINT}/datasets/{location.repo_id}"
+    # hf_hub_download reports a failed connection as "not in the local cache"; the cause says why.
+    if isinstance(err, LocalEntryNotFoundError) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, GatedRepoError):  # before its parent class, RepositoryNotFoundError
+        return UserError(f"{where}: {repo} is gated: downloads need the token of an account that accepted its "
+                         "conditions", f"accept them at {page}, then {LOGIN} with that account")
+    if isinstance(err, RepositoryNotFoundError):  # the Hub answers the same for private repositories
+        return UserError(f"{where}: {repo} not found, or private and your token cannot read it",
+                         f"check the name at {page}; for a private dataset {LOGIN}")
+    if isinstance(err, RevisionNotFoundError):
+        return UserError(f"{where}: {repo} has no branch, tag or commit {location.revision!r}",
+                         "name an existing revision after '@' (default: main); write a '/' in a branch name as %2F")
+    if isinstance(err, DisabledRepoError):
+        return UserError(f"{where}: {repo} has been disabled on the Hub", "use another dataset")
+    if isinstance(err, HfHubHTTPError):
+        status = err.response.status_code
+        if status == 401:
+            return UserError(f"{where}: the Hub rejected your Hugging Face token (HTTP 401)",
+                             f"the token is invalid or expired: {LOGIN} with a valid one")
+        if status == 403:
+            return UserError(f"{where}: your token may not read {repo} (HTTP 403)",
+                             "use a token with read access to it (a fine-grained token must list the repository)")
+        if status == 429:
+            return UserError(f"{where}: the Hub is rate-limiting requests (HTTP 429)",
+                             f"wait a few minutes and rerun; logged-in users get higher limits ({LOGIN})")
+        return UserError(f"{where}: the Hub at {constants.ENDPOINT} answered HTTP {status} for {repo}",
+                         "retry later; files already downloaded are not downloaded again")
+    if isinstance(err, OfflineModeIsEnabled):
+        return UserError(f"{where}: offline mode is on (HF_HUB_OFFLINE), but listing {repo} needs the Hub",
+                         "unset HF_HUB_OFFLINE; files already in the HF cache are not downloaded again")
+    if isinstance(err, (httpx2.TransportError, LocalEntryNotFoundError)):
+        return UserError(f"{where}: cannot reach the Hub at {constants.ENDPOINT} ({type(err).__name__})",
+                         "check the network, the proxy and HF_ENDPOINT, then rerun: finished downloads are kept "
+                         "and an interrupted one resumes")
+    return None

@@ -1,0 +1,220 @@
+"""The corpus layouts Chinese pretraining users bring: blank-line documents (CLUECorpusSmall), JSON
+arrays (GPT2-Chinese, pleisto/wikipedia-cn), wiki2019zh-style compressed JSON lines with titles,
+parquet, compressed text, and script conversion."""
+
+import bz2
+import gzip
+import json
+import lzma
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+import pipeline.corpus.formats as formats
+from pipeline.config.schema import DataConfig
+from pipeline.corpus import CorpusReader
+from pipeline.corpus.sources import resolve_sources
+from pipeline.dataset.shards import items_for_shard
+from pipeline.errors import UserError
+from tokenizer.specials import SPECIAL_TOKENS
+
+# CLUECorpusSmall's layout: one sentence per line, a blank line between documents.
+CLUE_DOCUMENTS = [
+    ["新华社北京１月１日电，国务院总理今天上午在人民大会堂会见了来访的客人。", "双方就共同关心的问题交换了意见。",
+     "会见结束后，双方签署了合作协议。"],
+    ["今天天气很好！", "我们去公园散步吧？"],
+    ["《红楼梦》是中国古典四大名著之一。", "作者曹雪芹，字梦阮，号雪芹。", "全书共一百二十回……"],
+]
+
+
+def read(paths, **data) -> tuple[list[str], CorpusReader]:
+    reader = CorpusReader(resolve_sources([str(p) for p in paths]), DataConfig(**data), SPECIAL_TOKENS)
+    return [doc.text for doc in reader.documents()], reader
+
+
+def clue_text(documents: list[list[str]], newline: str = "\n") -> str:
+    return (newline * 2).join(newline.join(lines) for lines in documents) + newline
+
+
+def random_blank_line_file(rng: random.Random, documents: int) -> tuple[str, list[str]]:
+    """A messy but valid blank-line file: runs of blank and whitespace-only lines, CRLF, long lines."""
+    chunks, expected = [rng.choice(["", "\n", " \n\n"])], []
+    for index in range(documents):
+        lines = []
+        for _ in range(rng.randint(1, 6)):
+            sentence = "".join(rng.choice("中文句子测试，。！？ab1") for _ in range(rng.randint(1, 120)))
+            lines.append(f"{index}号{sentence}")
+        expected.append("\n".join(lines))
+        ending = rng.choice(["\n", "\r\n"])
+        chunks.append(ending.join(lines) + ending)
+        chunks.append(rng.choice(["\n", "\n\n", "\t \n", "\r\n\r\n\n"]))
+    return "".join(chunks).rstrip("\n") if rng.random() < 0.5 else "".join(chunks), expected
+
+
+def test_blank_line_documents_are_detected_joined_with_newlines_and_explained(tmp_path):
+    path = tmp_path / "clue.txt"
+    path.write_text(clue_text(CLUE_DOCUMENTS), encoding="utf-8")
+    texts, reader = read([path])
+    assert len(texts) == 3
+    assert texts[0] == ("新华社北京1月1日电，国务院总理今天上午在人民大会堂会见了来访的客人。\n"
+                        "双方就共同关心的问题交换了意见。\n会见结束后，双方签署了合作协议。")
+    assert texts[-1] == "《红楼梦》是中国古典四大名著之一。\n作者曹雪芹，字梦阮，号雪芹。\n全书共一百二十回……"
+    assert reader.stats.layouts == {str(path.resolve()): "blank-line"}
+    assert "blank-line documents in 1 .txt file(s) (blank lines separate groups of 2.7 lines" in \
+           reader.stats.layout_line()
+
+
+def test_one_sentence_per_line_without_blank_lines_stays_one_document_per_line(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(line for doc in CLUE_DOCUMENTS for line in doc) + "\n", encoding="utf-8")
+    texts, reader = read([path])
+    assert len(texts) == 8 and reader.stats.layouts[str(path.resolve())] == "line"
+    assert "one document per line in 1 .txt file(s) (0 blank-line break(s)" in reader.stats.layout_line()
+    one_document = "\n".join(line for doc in CLUE_DOCUMENTS for line in doc)
+    assert read([path], document_boundary="blank-line", normalization="none")[0] == [one_document]
+    clue = tmp_path / "clue.txt"
+    clue.write_text(clue_text(CLUE_DOCUMENTS), encoding="utf-8")
+    assert len(read([clue], document_boundary="line")[0]) == 8
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 7, 64, 97, 333, 1000, 4096])
+def test_every_blank_line_document_is_read_exactly_once_whatever_the_block_size(tmp_path, monkeypatch, block_bytes):
+    rng = random.Random(block_bytes)
+    text, expected = random_blank_line_file(rng, 60)
+    path = tmp_path / "messy.txt"
+    path.write_bytes(text.encode("utf-8"))
+    monkeypatch.setattr(formats, "BLOCK_BYTES", block_bytes)
+    data = dict(document_boundary="blank-line", normalization="none")
+    texts, reader = read([path], **data)
+    assert texts == expected
+    assert reader.stats.lines.lines == text.count("\n") + (not text.endswith("\n"))  # every line counted once
+    # Random block order (stage 1) and shards (stage 2 on several machines) see the same documents.
+    sampled = [doc.text for doc in reader.sampled_documents(seed=3)]
+    assert sorted(sampled) == sorted(expected)
+    sharded = []
+    for index in range(3):
+        shard_reader = CorpusReader(resolve_sources([str(path)]), DataConfig(**data), SPECIAL_TOKENS)
+        shard_reader.blocks = items_for_shard(shard_reader.blocks, index, 3)
+        sharded += [doc.text for doc in shard_reader.documents()]
+    assert sharded == expected
+
+
+def test_a_document_longer_than_the_limit_follows_the_long_lines_policy(tmp_path, caplog):
+    path = tmp_path / "long.txt"
+    long_document = ["甲" * 30, "乙" * 30, "丙" * 30]
+    path.write_text(clue_text([["短"], long_document, ["尾"]]), encoding="utf-8")
+    joined = "\n".join(long_document)
+    texts, reader = read([path], document_boundary="blank-line", max_line_chars=40)
+    assert texts == ["短", joined[:40], joined[40:80], joined[80:], "尾"]
+    assert reader.stats.lines.long_lines_split == 1 and reader.stats.lines.long_line_pieces == 3
+    assert read([path], document_boundary="blank-line", max_line_chars=40, long_lines="skip")[0] == ["短", "尾"]
+    with pytest.raises(UserError, match=r"long\.txt: the document starting at line 3 is longer than 40 characters"):
+        read([path], document_boundary="blank-line", max_line_chars=40, long_lines="error")
+
+
+def wiki_records() -> list[dict]:
+    return [{"id": "13", "url": "https://zh.wikipedia.org/wiki?curid=13", "title": "数学",
+             "text": "数学\n\n数学是研究数量、结构以及空间等概念的一门学科。\n\n历史\n\n数学有着久远的历史。"},
+            {"id": "18", "url": "https://zh.wikipedia.org/wiki?curid=18", "title": "哲学",
+             "text": "哲学是研究普遍的、基本问题的学科。"}]
+
+
+@pytest.mark.parametrize("suffix, opener", [(".jsonl.gz", gzip.open), (".jsonl.bz2", bz2.open),
+                                             (".jsonl.xz", lzma.open), (".jsonl.zst", zstandard.open)])
+def test_wiki2019zh_style_compressed_json_lines_keep_paragraphs_and_get_titles(tmp_path, suffix, opener):
+    path = tmp_path / f"wiki_00{suffix}"
+    with opener(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(json.dumps(record, ensure_ascii=False) for record in wiki_records()) + "\n")
+    texts, reader = read([path], title_field="title")
+    assert texts == [wiki_records()[0]["text"], "哲学\n哲学是研究普遍的、基本问题的学科。"]  # no title twice
+    assert read([path])[0][1] == "哲学是研究普遍的、基本问题的学科。"
+    assert reader.blocks[0].whole_file
+
+
+def test_gpt2_chinese_train_json_is_an_array_of_strings_streamed(tmp_path):
+    documents = [f"第{i}篇：这是一篇关于“中文”的文章。\n第二段。" for i in range(500)]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(documents, ensure_ascii=False, indent=1), encoding="utf-8")
+    texts, reader = read([path])
+    assert texts == documents and len(reader.blocks) == 1 and reader.blocks[0].layout == "array"
+
+
+def test_a_pleisto_style_array_of_objects_reads_the_named_field(tmp_path):
+    records = [{"completion": f"词条{i}：内容，说明。", "source": "wikipedia.zh2307"} for i in range(50)]
+    path = tmp_path / "wikipedia-cn.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    assert read([path], text_field="completion")[0] == [r["completion"] for r in records]
+    with pytest.raises(UserError, match=r"wikipedia-cn\.json: element 0 of the array: no field 'text' "
+                                        r"\(found: completion, source\) — pass --data-text-field"):
+        read([path])
+
+
+def test_json_lines_under_a_json_name_are_read_as_records(tmp_path):
+    path = tmp_path / "lines.json"
+    path.write_text("\n".join(json.dumps({"text": f"第{i}行"}, ensure_ascii=False) for i in range(3)), encoding="utf-8")
+    texts, reader = read([path])
+    assert texts == ["第0行", "第1行", "第2行"] and reader.blocks[0].layout == "records"
+
+
+def test_invalid_json_in_the_middle_of_an_array_names_the_byte_offset(tmp_path):
+    good = json.dumps([f"文本{i}" for i in range(300)], ensure_ascii=False)[:-1]
+    broken = good + ", {oops} ]"
+    path = tmp_path / "broken.json"
+    path.write_text(broken, encoding="utf-8")
+    offset = len((good + ", {").encode("utf-8"))  # where the bad token `oops` starts
+    with pytest.raises(UserError, match=rf"broken\.json: invalid JSON at byte {offset:,} \(after 300 elements"):
+        read([path])
+
+
+def test_parquet_rows_get_their_title_as_first_line(tmp_path):
+    path = tmp_path / "wiki.parquet"
+    pq.write_table(pa.table({"title": ["数学", None], "text": ["数学是一门学科。", "没有标题的文章。"]}), path)
+    assert read([path], title_field="title")[0] == ["数学\n数学是一门学科。", "没有标题的文章。"]
+    with pytest.raises(UserError, match=r"no column 'heading'"):
+        read([path], title_field="heading")
+
+
+@pytest.mark.parametrize("suffix, opener", [(".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open),
+                                             (".zst", zstandard.open)])
+def test_compressed_text_reads_like_the_plain_file(tmp_path, suffix, opener):
+    plain = tmp_path / "clue.txt"
+    plain.write_text(clue_text(CLUE_DOCUMENTS, "\r\n"), encoding="utf-8")
+    packed = tmp_path / f"clue.txt{suffix}"
+    with opener(packed, "wb") as handle:
+        handle.write(plain.read_bytes())
+    assert read([packed])[0] == read([plain])[0]
+    gbk = tmp_path / f"gbk.txt{suffix}"
+    with opener(gbk, "wb") as handle:
+        handle.write(("\n".join(["中文编码检测需要解压后的字节。"] * 20) + "\n").encode("gbk"))
+    texts, reader = read([gbk])
+    assert texts[0] == "中文编码检测需要解压后的字节。"
+    assert reader.stats.detected_encodings  # sniffed on the decompressed bytes
+
+
+def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "cut.txt.gz"
+    rng = random.Random(0)
+    text = "\n".join("".join(rng.choice("中文汉字测试数据压缩") for _ in range(60)) for _ in range(5000))
+    compressed = gzip.compress(text.encode())
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(UserError, match=r"cut\.txt\.gz: cannot decompress .* truncated or damaged"):
+        read([path])
+
+
+def test_traditional_and_simplified_are_converted_and_counted(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_text("漢字簡化，臺灣電腦\n汉字已经是简体\n", encoding="utf-8")
+    texts, reader = read([path], chinese_script="simplified")
+    assert texts == ["汉字简化，台湾电脑", "汉字已经是简体"] and reader.stats.cleaning.script_converted == 1
+    assert read([path], chinese_script="traditional")[0][1] == "漢字已經是簡體"
+    assert read([path])[0][0] == "漢字簡化，臺灣電腦"  # keep is the default
+
+
+def test_documents_shorter_than_min_chars_are_dropped_and_counted(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("好\n这是一个足够长的句子。\n嗯嗯\n", encoding="utf-8")
+    texts, reader = read([path], min_chars=5)
+    assert texts == ["这是一个足够长的句子。"] and reader.stats.cleaning.short_dropped == 2
