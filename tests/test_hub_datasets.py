@@ -281,7 +281,8 @@ def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mti
         assert result.returncode == 0, result.stderr
     stats = json.loads((run_dir / "dataset" / "stats.json").read_text(encoding="utf-8"))
     reading = stats["reading"]
-    assert reading["train"]["documents"] + reading["validation"]["documents"] == len(documents)
+    kept = reading["train"]["documents"] + reading["validation"]["documents"]
+    assert kept + reading["cleaning"]["duplicates_dropped"] == len(documents)  # the demo config dedupes
     sources = json.loads((run_dir / "tokenizer" / "manifest.json").read_text(encoding="utf-8"))["inputs"]["sources"]
     assert [source[0].split("@")[0] for source in sources] == [f"hf://datasets/{OWNER}/news",
                                                                f"hf://datasets/{OWNER}/news"]

@@ -261,3 +261,38 @@ def test_a_shard_with_no_text_after_cleaning_is_a_clear_error(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "error: the corpus has no text left after cleaning" in err and "Traceback" not in err
     assert not (run_dir / "dataset" / "shard-00001-of-00002").exists()
+
+
+def test_compressed_arrays_and_blank_line_documents_reach_the_blocks_whole_and_in_order(tmp_path, small_corpus,
+                                                                                       monkeypatch, capsys):
+    """Whole-file blocks are read by the main process and tokenized by 2 workers in small chunks."""
+    import gzip
+    import lzma
+
+    import pipeline.dataset.chunks as chunks
+
+    lines = [line for line in small_corpus.read_text(encoding="utf-8").splitlines() if line]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with gzip.open(corpus / "train.json.gz", "wt", encoding="utf-8") as handle:
+        json.dump(lines[:900], handle, ensure_ascii=False)
+    groups = ["\n".join(lines[i: i + 3]) for i in range(900, 2100, 3)]
+    (corpus / "clue.txt").write_text("\n\n".join(groups) + "\n", encoding="utf-8")
+    with lzma.open(corpus / "wiki.jsonl.xz", "wt", encoding="utf-8") as handle:
+        for i in range(2100, 2400, 2):
+            handle.write(json.dumps({"title": lines[i][:8], "text": lines[i + 1]}, ensure_ascii=False) + "\n")
+    monkeypatch.setattr(chunks, "CHUNK_CHARS", 5000)
+    run_dir = tmp_path / "run"
+    args = stage_args(corpus, run_dir, "--data-title-field", "title", "--data-num-proc", "2")
+    assert main(["train-tokenizer", *args]) == 0
+    assert main(["tokenize", *args]) == 0
+    out = capsys.readouterr().out
+    assert "blank-line documents in 1 .txt file(s)" in out
+    for split in ("train", "validation"):
+        stream = expected_stream(corpus, run_dir / "tokenizer", validation=split == "validation", title_field="title")
+        blocks = blocks_of(run_dir / "dataset", split)
+        assert np.array_equal(blocks.reshape(-1), np.asarray(stream[: blocks.size])), split
+    reading = json.loads((run_dir / "dataset" / "stats.json").read_text())["reading"]
+    kept = reading["train"]["documents"] + reading["validation"]["documents"]
+    assert kept + reading["cleaning"]["duplicates_dropped"] == 900 + 400 + 150  # the demo config dedupes
+    assert reading["bytes_read"] == reading["bytes_total"]
