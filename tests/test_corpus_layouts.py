@@ -218,3 +218,20 @@ def test_documents_shorter_than_min_chars_are_dropped_and_counted(tmp_path):
     path.write_text("好\n这是一个足够长的句子。\n嗯嗯\n", encoding="utf-8")
     texts, reader = read([path], min_chars=5)
     assert texts == ["这是一个足够长的句子。"] and reader.stats.cleaning.short_dropped == 2
+
+
+def test_a_compressed_file_with_trouble_deep_inside_reads_exactly_like_the_plain_file(tmp_path):
+    """The fast streamed path hands over to the exact reader at the first bad byte or over-long line."""
+    rng = random.Random(8)
+    lines = ["".join(rng.choice("中文句子测试，。ab") for _ in range(rng.randint(1, 200))) for _ in range(30000)]
+    data = ("\n".join(lines[:20000]) + "\n").encode() + b"\xff\xfe bad\n" + ("\n".join(lines[20000:]) + "\n").encode()
+    data += ("长" * 3_000_000).encode() + b"\n" + "尾行\n".encode()  # a line longer than a 1 MiB chunk
+    plain, packed = tmp_path / "deep.txt", tmp_path / "deep.txt.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    expected, plain_reader = read([plain], decode_errors="replace", max_line_chars=5_000_000)
+    texts, reader = read([packed], decode_errors="replace", max_line_chars=5_000_000)
+    assert texts == expected and texts[-1] == "尾行" and len(texts[-2]) == 3_000_000
+    assert reader.stats.lines.lines == plain_reader.stats.lines.lines == 30003
+    with pytest.raises(UserError, match=r"deep\.txt\.gz: line 20001, byte \d+: cannot decode b'\\xff"):
+        read([packed])

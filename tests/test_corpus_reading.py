@@ -205,3 +205,14 @@ def test_demo_corpus_has_pos_tags_stripped(demo_documents):
     assert demo_documents[0] == "迈向充满希望的新世纪——一九九八年新年讲话（附图片1张）"  # full-width kept
     assert not any("/n " in doc or "/v " in doc for doc in demo_documents[:5000])
     assert sum(map(len, demo_documents)) > 4_000_000
+
+
+def test_the_vectorised_held_out_split_is_the_per_document_one():
+    import hashlib
+
+    from pipeline.corpus.cleaning import held_out_mask, is_validation
+
+    digests = [hashlib.blake2b(str(i).encode(), digest_size=16).digest() for i in range(20000)]
+    for fraction in (0.0, 0.01, 0.137, 0.5):
+        mask = held_out_mask(b"".join(digests), fraction)
+        assert mask.tolist() == [is_validation(d, fraction) for d in digests]

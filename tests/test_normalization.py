@@ -11,6 +11,7 @@ from pipeline.corpus.normalization import (
     kept_by_zh_rule,
     normalize_zh,
     normalizer_for,
+    stability_check_for,
     tokenizers_normalizer,
     zh_kept_characters,
 )
@@ -86,3 +87,26 @@ def test_full_width_punctuation_round_trips_through_the_saved_tokenizer(trained_
         cleaned = cleaner.clean(text)
         if cleaned:
             assert tok.decode(tok(cleaned)["input_ids"]) == cleaned, repr(cleaned)
+
+
+@pytest.mark.parametrize("mode", ["zh", "nfkc", "none"])
+def test_the_batch_stability_check_never_calls_a_text_stable_that_the_rule_changes(mode):
+    check, rule = stability_check_for(mode), normalizer_for(mode)
+    texts = [*BMP, *mixed_strings(5000, seed=4), "\n".join(mixed_strings(200, seed=5))]
+    wrongly_stable = [text for text in texts if check(text) and rule(text) != text]
+    assert wrongly_stable == []
+    if mode == "zh":  # and the fast scan does say "stable" for ordinary Chinese text
+        assert check("你好，世界！（测试）……　“引号”\n第二行。") and not check("１９９８年")
+
+
+def test_cleaning_a_batch_equals_cleaning_each_document(demo_documents):
+    from pipeline.corpus.cleaning import TextCleaner
+
+    rng = random.Random(6)
+    noisy = mixed_strings(3000, seed=7) + ["ＡＢ\x07<|endoftext|>\u2581 x", "  ", "短", "\ufdd0"]
+    for texts in (demo_documents[:3000], noisy, demo_documents[:50] + noisy[:50]):
+        for _ in range(3):
+            batch = rng.sample(texts, min(len(texts), 400))
+            one, many = TextCleaner(("<|endoftext|>",), min_chars=2), TextCleaner(("<|endoftext|>",), min_chars=2)
+            assert many.clean_batch(batch) == [c for c in map(one.clean, batch) if c]
+            assert many.counts == one.counts

@@ -1,12 +1,14 @@
 """Packing, storage and shard arithmetic, block by block."""
 
+import json
+
 import numpy as np
 import pytest
 from datasets import load_from_disk
 
 from pipeline.dataset.packing import BlockPacker
 from pipeline.dataset.shards import items_for_shard
-from pipeline.dataset.store import SplitWriter, token_dtype, write_dataset_dict
+from pipeline.dataset.store import SplitWriter, block_features, block_schema, token_dtype, write_dataset_dict
 
 
 def pack(chunks: list[np.ndarray], block_size: int, flush_tokens: int) -> tuple[list[np.ndarray], BlockPacker]:
@@ -59,6 +61,19 @@ def test_written_splits_open_with_load_from_disk(tmp_path, dtype):
     assert loaded["train"].features["input_ids"].feature.dtype == np.dtype(dtype).name
     assert np.array_equal(np.asarray(loaded["train"].with_format("numpy")["input_ids"]), blocks[:30])
     assert np.array_equal(np.asarray(loaded["validation"].with_format("numpy")["input_ids"]), blocks[30:])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_hand_written_features_and_schema_are_exactly_what_datasets_makes(tmp_path, dtype):
+    from datasets import DatasetInfo, Features, List, Value
+
+    features = Features({"input_ids": List(Value(np.dtype(dtype).name), length=64)})
+    assert block_features(64, np.dtype(dtype)) == features.to_dict()
+    assert block_schema(64, np.dtype(dtype)).equals(features.arrow_schema, check_metadata=True)
+    SplitWriter(tmp_path / "ours", "train", 64, np.dtype(dtype), "fp").close()
+    DatasetInfo(features=features).write_to_directory(str(tmp_path))
+    ours = json.loads((tmp_path / "ours" / "dataset_info.json").read_text())
+    assert ours == json.loads((tmp_path / "dataset_info.json").read_text())
 
 
 def test_an_empty_split_is_still_loadable(tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pipeline.corpus.blank_lines import blank_line_documents
 from pipeline.corpus.encoding import FileEncoding
+from pipeline.corpus.fast_lines import block_lines
 from pipeline.corpus.json_array import array_elements, starts_with_array
 from pipeline.corpus.lines import LineCounts, LinePolicy, position_label, read_lines
 from pipeline.corpus.sources import Source
@@ -186,5 +187,5 @@ def block_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCo
                 if text is not None:
                     yield text
     else:
-        for _, line in read_lines(path, encoding, block.start, block.end, policy, counts):
-            yield _strip_pos_tags(line) if layout == "pku" else line
+        lines = block_lines(path, encoding, block.start, block.end, policy, counts, block.whole_file)
+        yield from map(_strip_pos_tags, lines) if layout == "pku" else lines

@@ -69,12 +69,48 @@ def _kept_pattern() -> re.Pattern:
 def normalize_zh(text: str) -> str:
     if _NONCHARACTER.search(text):
         text = _NONCHARACTER.sub("", text)
-    kept = _kept_pattern()
-    if unicodedata.is_normalized("NFKC", kept.sub("", text)):
-        # Each piece between kept characters is a substring of a normalised string, hence normalised.
+    # Each piece between kept characters is a substring of a normalised string, hence normalised.
+    if unicodedata.is_normalized("NFKC", _kept_pattern().sub("", text)):
         return text
-    pieces = kept.split(text)  # odd indices are the kept characters themselves
+    pieces = _kept_pattern().split(text)  # odd indices are the kept characters themselves
     return "".join(piece if index % 2 else unicodedata.normalize("NFKC", piece) for index, piece in enumerate(pieces))
+
+
+@cache
+def _may_change_under_zh() -> re.Pattern:
+    """Characters whose presence means normalize_zh may change a text: in the BMP, those NFKC changes
+    (but the kept ones), combining marks, the second halves of canonical compositions (Hangul vowel
+    and final jamo included) and the noncharacters; beyond the BMP, everything (rare in Chinese text,
+    left to the exact check). A text with none of them is NFKC-normal by UAX #15's quick check."""
+    kept, flagged = set(zh_kept_characters()), set(map(chr, range(0xFDD0, 0xFDF0)))
+    flagged |= set(map(chr, range(0x1161, 0x1176))) | set(map(chr, range(0x11A8, 0x11C3)))
+    for char in map(chr, range(0x10000)):
+        decomposition = unicodedata.decomposition(char)
+        if decomposition and not decomposition.startswith("<") and len(parts := decomposition.split()) == 2:
+            flagged.add(chr(int(parts[1], 16)))
+        if unicodedata.combining(char) or (decomposition and char not in kept
+                                           and not unicodedata.is_normalized("NFKC", char)):
+            flagged.add(char)
+    return re.compile("[" + _as_ranges(sorted(map(ord, flagged))) + "\U00010000-\U0010ffff]")
+
+
+def _as_ranges(code_points: list[int]) -> str:
+    """A character-class body for sorted code points, runs written as ranges (compiles 5x faster)."""
+    runs, start = [], 0
+    for index in range(1, len(code_points) + 1):
+        if index == len(code_points) or code_points[index] != code_points[index - 1] + 1:
+            low, high = code_points[start], code_points[index - 1]
+            runs.append(re.escape(chr(low)) + (f"-{re.escape(chr(high))}" if high > low else ""))
+            start = index
+    return "".join(runs)
+
+
+def is_stable_zh(text: str) -> bool:
+    """Whether normalize_zh(text) == text: a fast scan decides for most texts (a whole batch of documents
+    joined by newlines, typically), the exact check the rest."""
+    if not _may_change_under_zh().search(text):
+        return True
+    return not _NONCHARACTER.search(text) and unicodedata.is_normalized("NFKC", _kept_pattern().sub("", text))
 
 
 def normalize_nfkc(text: str) -> str:
@@ -86,6 +122,12 @@ def normalizer_for(mode: str):
     if mode not in MODES:
         raise ValueError(f"unknown normalization {mode!r}")
     return {"zh": normalize_zh, "nfkc": normalize_nfkc, "none": lambda text: text}[mode]
+
+
+def stability_check_for(mode: str):
+    """A function str -> bool: True when the mode's normaliser leaves the text as it is."""
+    return {"zh": is_stable_zh, "nfkc": lambda text: unicodedata.is_normalized("NFKC", text),
+            "none": lambda text: True}[mode]
 
 
 def _unknown_to_tokenizers() -> list[tuple[str, str]]:

@@ -6,21 +6,18 @@ caller can stop after enough text while still seeing all parts of a huge corpus)
 by one block and one line piece, plus the dedupe set when data.dedupe is on.
 """
 
+import itertools
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.config.schema import DataConfig
 from pipeline.corpus.blank_lines import detect_boundary
-from pipeline.corpus.cleaning import (
-    CleaningCounts,
-    Deduplicator,
-    TextCleaner,
-    document_digest,
-    is_validation,
-)
+from pipeline.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digests, held_out_mask
 from pipeline.corpus.encoding import FileEncoding, sniff_encoding
 from pipeline.corpus.formats import Block, Fields, block_texts, plan_blocks
 from pipeline.corpus.lines import LineCounts, LinePolicy
@@ -92,22 +89,45 @@ class CorpusStats:
         return noted or "nothing to change"
 
 
-def clean_block(block: Block, data: DataConfig, policy: LinePolicy, cleaner: TextCleaner,
-                line_counts: LineCounts) -> Iterator[tuple[str, bytes, bool]]:
-    """(cleaned text, digest, held out?) for each non-empty document of a block, in file order.
+@dataclass
+class CleanBatch:
+    """Cleaned, non-empty documents in file order, their 16-byte digests (concatenated) and split."""
+
+    texts: list[str]
+    digests: bytes
+    held_out: np.ndarray  # bool per document
+
+
+def raw_block_texts(block: Block, data: DataConfig, policy: LinePolicy, line_counts: LineCounts) -> Iterator[str]:
+    return block_texts(block, Fields(data.text_field, data.title_field), policy, line_counts)
+
+
+def clean_batches(raw_texts: Iterable[str], data: DataConfig, cleaner: TextCleaner,
+                  max_documents: int = 2000, max_chars: int = 2_000_000) -> Iterator[CleanBatch]:
+    """Raw documents cleaned, hashed and split a bounded batch at a time.
 
     Shared by the reader and stage 2's worker processes, so both clean and split identically.
     """
-    yield from clean_texts(block_texts(block, Fields(data.text_field, data.title_field), policy, line_counts),
-                           data, cleaner)
+    raw_texts = iter(raw_texts)
+    while documents := list(itertools.islice(raw_texts, max_documents)):
+        for batch in _bounded_by_characters(documents, max_chars):
+            texts = cleaner.clean_batch(batch)
+            digests = document_digests(texts)
+            yield CleanBatch(texts, digests, held_out_mask(digests, data.validation_fraction))
 
 
-def clean_texts(raw_texts: Iterable[str], data: DataConfig, cleaner: TextCleaner) -> Iterator[tuple[str, bytes, bool]]:
-    for raw in raw_texts:
-        text = cleaner.clean(raw)
-        if text:
-            digest = document_digest(text)
-            yield text, digest, is_validation(digest, data.validation_fraction)
+def _bounded_by_characters(documents: list[str], max_chars: int) -> Iterator[list[str]]:
+    if sum(map(len, documents)) <= max_chars:  # the usual case
+        yield documents
+        return
+    batch, characters = [], 0
+    for text in documents:
+        if batch and characters + len(text) > max_chars:
+            yield batch
+            batch, characters = [], 0
+        batch.append(text)
+        characters += len(text)
+    yield batch
 
 
 class CorpusReader:
@@ -157,14 +177,19 @@ class CorpusReader:
     def _read(self, blocks: Iterable[Block], on_block: Callable[[int], None] | None) -> Iterator[Document]:
         stats = self.stats
         for block in blocks:
-            for text, digest, held_out in clean_block(block, self.data, self.policy, self.cleaner, stats.lines):
-                if self.deduplicator is not None and self.deduplicator.is_duplicate(digest):
-                    stats.cleaning.duplicates_dropped += 1
-                    continue
-                split = stats.validation if held_out else stats.train
-                split.documents += 1
-                split.characters += len(text)
-                yield Document(text, held_out)
+            raw = raw_block_texts(block, self.data, self.policy, stats.lines)
+            # Small batches: stage 1 may stop reading after any document.
+            for batch in clean_batches(raw, self.data, self.cleaner, max_documents=64):
+                for index, text in enumerate(batch.texts):
+                    digest = batch.digests[16 * index: 16 * index + 16]
+                    if self.deduplicator is not None and self.deduplicator.is_duplicate(digest):
+                        stats.cleaning.duplicates_dropped += 1
+                        continue
+                    held_out = bool(batch.held_out[index])
+                    split = stats.validation if held_out else stats.train
+                    split.documents += 1
+                    split.characters += len(text)
+                    yield Document(text, held_out)
             stats.blocks_read += 1
             size = self.block_bytes(block)
             stats.bytes_read += size

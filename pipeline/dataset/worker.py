@@ -17,7 +17,7 @@ from pipeline.config.schema import DataConfig
 from pipeline.corpus.cleaning import CleaningCounts, TextCleaner
 from pipeline.corpus.formats import Block
 from pipeline.corpus.lines import LineCounts, LinePolicy
-from pipeline.corpus.reader import clean_block, clean_texts
+from pipeline.corpus.reader import clean_batches, raw_block_texts
 from pipeline.dataset.chunks import TextChunk
 from pipeline.memory import peak_rss_mb
 
@@ -51,6 +51,10 @@ _worker: "_BlockTokenizer | None" = None
 MAX_BATCH_CHARS = 2_000_000
 
 
+def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
 class _BlockTokenizer:
     def __init__(self, setup: WorkerSetup):
         import sentencepiece as spm
@@ -60,37 +64,31 @@ class _BlockTokenizer:
         self.policy = LinePolicy(setup.data.decode_errors, setup.data.max_line_chars, setup.data.long_lines)
         self.dtype = np.dtype(setup.dtype)
 
-    def _encode(self, texts: list[str], lengths: list[int], pieces: list[np.ndarray]) -> None:
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of every text, each followed by the end-of-text id; tokens per text, separator included)."""
         encoded = self.processor.encode(texts)
         counts = np.fromiter(map(len, encoded), np.int64, count=len(encoded))
         flat = np.fromiter(itertools.chain.from_iterable(encoded), self.dtype, count=int(counts.sum()))
-        pieces.append(np.insert(flat, np.cumsum(counts), self.setup.end_of_text_id))
-        lengths.extend((counts + 1).tolist())
+        return np.insert(flat, np.cumsum(counts), self.setup.end_of_text_id), counts + 1
 
     def __call__(self, item: Block | TextChunk) -> BlockTokens:
         setup, lines = self.setup, LineCounts()
         cleaner = TextCleaner.for_data(setup.data, setup.reserved_strings)
-        batch, chars, held_out, digests, lengths, pieces = [], [], [], [], [], []
-        batch_chars = 0
-        if isinstance(item, TextChunk):
-            documents = clean_texts(item.texts, setup.data, cleaner)
-        else:
-            documents = clean_block(item, setup.data, self.policy, cleaner, lines)
-        for text, digest, held in documents:
-            batch.append(text)
-            chars.append(len(text))
-            batch_chars += len(text)
-            held_out.append(held)
+        raw = item.texts if isinstance(item, TextChunk) else raw_block_texts(item, setup.data, self.policy, lines)
+        pieces, lengths, chars, held_out, digests = [], [], [], [], []
+        # Batches bounded by documents and characters (seed 002 §10: no 5,000+ document batches).
+        for batch in clean_batches(raw, setup.data, cleaner, setup.data.map_batch_size, MAX_BATCH_CHARS):
+            if not batch.texts:
+                continue
+            tokens, counts = self._encode(batch.texts)
+            pieces.append(tokens)
+            lengths.append(counts)
+            chars.append(np.fromiter(map(len, batch.texts), np.int64, count=len(batch.texts)))
+            held_out.append(batch.held_out)
             if setup.keep_digests:
-                digests.append(digest)
-            if len(batch) >= setup.data.map_batch_size or batch_chars >= MAX_BATCH_CHARS:  # bounded (seed 002 §10)
-                self._encode(batch, lengths, pieces)
-                batch, batch_chars = [], 0
-        if batch:
-            self._encode(batch, lengths, pieces)
-        tokens = np.concatenate(pieces) if pieces else np.empty(0, self.dtype)
-        return BlockTokens(tokens=tokens, doc_tokens=np.asarray(lengths, np.int64),
-                           doc_chars=np.asarray(chars, np.int64), held_out=np.asarray(held_out, bool),
+                digests.append(batch.digests)
+        return BlockTokens(tokens=_joined(pieces, self.dtype), doc_tokens=_joined(lengths, np.int64),
+                           doc_chars=_joined(chars, np.int64), held_out=_joined(held_out, bool),
                            digests=b"".join(digests), lines=lines, cleaning=cleaner.counts,
                            worker_peak_rss_mb=peak_rss_mb())
 
