@@ -235,3 +235,80 @@ def test_a_compressed_file_with_trouble_deep_inside_reads_exactly_like_the_plain
     assert reader.stats.lines.lines == plain_reader.stats.lines.lines == 30003
     with pytest.raises(UserError, match=r"deep\.txt\.gz: line 20001, byte \d+: cannot decode b'\\xff"):
         read([packed])
+
+
+def test_auto_needs_two_breaks_and_groups_of_two_lines(tmp_path):
+    stray, pairs = tmp_path / "stray.txt", tmp_path / "pairs.txt"
+    stray.write_text("甲\n乙\n\n丙\n丁\n", encoding="utf-8")
+    pairs.write_text("甲\n乙\n\n丙\n丁\n\n戊\n己\n", encoding="utf-8")
+    texts, reader = read([stray])
+    assert texts == ["甲", "乙", "丙", "丁"] and "1 blank-line break(s)" in reader.stats.layout_line()
+    texts, reader = read([pairs])
+    assert texts == ["甲\n乙", "丙\n丁", "戊\n己"] and "groups of 2.0 lines" in reader.stats.layout_line()
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3, 5])
+def test_crlf_blank_lines_separate_documents_at_every_block_boundary(tmp_path, monkeypatch, block_bytes):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes("甲一\r\n甲二\r\n\r\n乙一\r\n乙二\r\n \t\r\n丙一\r\n丙二\r\n".encode())
+    monkeypatch.setattr(formats, "BLOCK_BYTES", block_bytes)
+    assert read([path], document_boundary="blank-line")[0] == ["甲一\n甲二", "乙一\n乙二", "丙一\n丙二"]
+
+
+def test_a_split_document_keeps_its_newlines_in_the_pieces(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("短\n\n" + "甲" * 50 + "\n" + "乙" * 50 + "\n\n尾\n", encoding="utf-8")
+    texts = read([path], document_boundary="blank-line", max_line_chars=40)[0]
+    assert [len(t) for t in texts] == [1, 40, 40, 21, 1] and "".join(texts[1:4]) == "甲" * 50 + "\n" + "乙" * 50
+
+
+def test_traditional_conversion_uses_opencc_s2t_not_a_regional_variant(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("里面为什么\n", encoding="utf-8")
+    assert read([path], chinese_script="traditional")[0] == ["裏面爲什麼"]  # s2tw would give 裡面為什麼
+
+
+def test_a_json_array_is_never_parsed_whole(tmp_path, monkeypatch):
+    path = tmp_path / "train.json"
+    path.write_text("\n  " + json.dumps(["甲", "乙"] * 1000, ensure_ascii=False), encoding="utf-8")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole array was handed to json")
+
+    monkeypatch.setattr(json, "load", refuse)
+    monkeypatch.setattr(json, "loads", refuse)
+    texts, reader = read([path])
+    assert texts == ["甲", "乙"] * 1000 and reader.blocks[0].layout == "array"  # leading blank space allowed
+
+
+@pytest.mark.parametrize("suffix, compress", [(".xz", lzma.compress), (".zst", zstandard.compress),
+                                               (".bz2", bz2.compress), (".gz", gzip.compress)])
+def test_damaged_and_truncated_compressed_files_are_one_line_naming_them(tmp_path, suffix, compress):
+    rng = random.Random(10)
+    text = "\n".join("".join(rng.choice("中文汉字测试数据") for _ in range(60)) for _ in range(4000)) + "\n"
+    packed = compress(text.encode())
+    truncated, flipped = tmp_path / f"cut.txt{suffix}", tmp_path / f"flipped.txt{suffix}"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    middle = len(packed) // 2
+    flipped.write_bytes(packed[:middle] + bytes([packed[middle] ^ 0xFF]) + packed[middle + 1:])
+    for path in (truncated, flipped):
+        with pytest.raises(UserError, match=rf"{path.name}: cannot decompress .* truncated or damaged"):
+            read([path])
+
+
+def test_a_compressed_file_reaches_the_workers_in_bounded_chunks(tmp_path, monkeypatch):
+    import pipeline.dataset.chunks as chunks
+
+    documents = [f"第{i}篇：" + "内容" * (i % 50 + 1) for i in range(900)]
+    path = tmp_path / "train.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        json.dump(documents, handle, ensure_ascii=False)
+    monkeypatch.setattr(chunks, "CHUNK_CHARS", 5000)
+    reader = CorpusReader(resolve_sources([str(path)]), DataConfig(), SPECIAL_TOKENS)
+    work = chunks.WorkItems(reader.blocks, reader)
+    items = list(work)
+    assert len(items) > 10 and all(isinstance(item, chunks.TextChunk) for item in items)
+    longest = max(map(len, documents))
+    assert all(sum(map(len, item.texts)) < 5000 + longest for item in items)
+    assert [text for item in items for text in item.texts] == documents
+    assert sum(work.sizes) == path.stat().st_size

@@ -216,3 +216,16 @@ def test_the_vectorised_held_out_split_is_the_per_document_one():
     for fraction in (0.0, 0.01, 0.137, 0.5):
         mask = held_out_mask(b"".join(digests), fraction)
         assert mask.tolist() == [is_validation(d, fraction) for d in digests]
+    edges = [((2**63).to_bytes(8, "big") + bytes(8), 0.5), (bytes(16), 0.0),
+             ((18).to_bytes(8, "big") + bytes(8), 1e-18)]
+    for digest, fraction in edges:  # the threshold itself, zero, and a fraction whose threshold is not an integer
+        assert held_out_mask(digest, fraction).tolist() == [is_validation(digest, fraction)]
+
+
+def test_the_one_read_fast_path_gives_the_line_readers_result(tmp_path, monkeypatch):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(("短行\n" + "x" * 3_000_000 + "\n尾行\r\n").encode())  # a line longer than a read chunk
+    monkeypatch.setattr(formats, "BLOCK_BYTES", 1 << 16)
+    texts, reader = read([path], max_line_chars=5_000_000)
+    assert [len(t) for t in texts] == [2, 3_000_000, 2] and texts[-1] == "尾行"
+    assert reader.stats.cleaning.control_chars_removed == 0  # the \r of CRLF went with the line end

@@ -267,8 +267,8 @@ def test_an_unreachable_hub_or_offline_mode_is_a_one_line_error(hub, commit, tmp
 def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mtime(hub, tmp_path, small_corpus):
     """Stages 1 and 2 through the real CLI on parquet + .jsonl.gz files of a Hub dataset repository."""
     documents = [line for line in small_corpus.read_text(encoding="utf-8").splitlines() if line][:1200]
-    hub.add_dataset(f"{OWNER}/news", {"data/train-00000.parquet": parquet_bytes(documents[:800]),
-                                      "data/part-0.jsonl.gz": jsonl_gz_bytes(documents[800:])})
+    sha = hub.add_dataset(f"{OWNER}/news", {"data/train-00000.parquet": parquet_bytes(documents[:800]),
+                                            "data/part-0.jsonl.gz": jsonl_gz_bytes(documents[800:])})
     env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home"))
     run_dir = tmp_path / "run"
@@ -284,11 +284,29 @@ def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mti
     kept = reading["train"]["documents"] + reading["validation"]["documents"]
     assert kept + reading["cleaning"]["duplicates_dropped"] == len(documents)  # the demo config dedupes
     sources = json.loads((run_dir / "tokenizer" / "manifest.json").read_text(encoding="utf-8"))["inputs"]["sources"]
-    assert [source[0].split("@")[0] for source in sources] == [f"hf://datasets/{OWNER}/news",
-                                                               f"hf://datasets/{OWNER}/news"]
+    assert [source[0] for source in sources] == [f"hf://datasets/{OWNER}/news@{sha}/data/train-00000.parquet",
+                                                 f"hf://datasets/{OWNER}/news@{sha}/data/part-0.jsonl.gz"]
     assert all(len(source[1]) == 64 for source in sources)  # LFS sha256 blob ids, no local path or mtime
     for cached in (tmp_path / "hf-home").rglob("*.parquet"):
         os.utime(cached, (1, 1))  # a new mtime in the cache is not a new corpus
     again = subprocess.run([sys.executable, "-m", "pipeline", "tokenize", *flags], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("stage", ["train-tokenizer", "tokenize"])
+def test_a_hub_path_that_does_not_exist_is_one_line_and_leaves_finished_stages_untouched(hub, tmp_path,
+                                                                                          trainable_run, stage):
+    from tests.conftest import TINY_DATA, copy_run, tree_checksums
+
+    run_dir = copy_run(trainable_run, tmp_path)
+    before = tree_checksums(run_dir)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home"))
+    result = subprocess.run([sys.executable, "-m", "pipeline", stage, "--run-dir", str(run_dir), "--force",
+                             "--data-files", "hf://datasets/nobody/missing/*.txt", *TINY_DATA],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "hf://datasets/nobody/missing/*.txt" in errors[0] and "not found" in errors[0]
+    assert tree_checksums(run_dir) == before

@@ -8,6 +8,7 @@ from transformers import AutoTokenizer
 
 from pipeline.corpus.cleaning import TextCleaner
 from pipeline.corpus.normalization import (
+    is_stable_zh,
     kept_by_zh_rule,
     normalize_zh,
     normalizer_for,
@@ -30,7 +31,7 @@ def mixed_strings(count: int, seed: int = 0) -> list[str]:
     """Strings mixing what can interact under NFKC: kept punctuation, combining marks, compatibility
     forms, Hangul jamo, full-width letters, CJK, ASCII and noncharacters."""
     pool = (zh_kept_characters() + "\u0300\u0301\u0308\u0327\u0323\u093c\u3099\u309a" + "ﬁ①⑴㈠㎡⼀ｶﾞ｡ＡＺａｚ０９"
-            + "\u1100\u1161\u11a8가" + "中文汉字e" + "ab ,.!?" + "\ufdd0\ufffe" + "\u2581\u3000")
+            + "\u1100\u1161\u11a8가" + "中文汉字e" + "ab ,.!?" + "\ufdd0\ufdef\ufffe" + "\u2581\u3000" + "㋿ꟲ")
     rng = random.Random(seed)
     return ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(count)]
 
@@ -46,7 +47,7 @@ def test_zh_keeps_chinese_punctuation_and_folds_full_width_letters_and_digits():
     assert normalize_zh("１９９８年ＡＢＣａｂｃ") == "1998年ABCabc"
     assert normalize_zh("⼀ﬁ｡") == "一fi。"  # compatibility forms that are not punctuation fold as NFKC folds them
     assert normalize_zh("e\u0301，\u0301") == "é，\u0301"  # nothing composes across a kept character
-    assert normalize_zh("文\ufdd0字") == "文字"  # noncharacters are never text
+    assert all(normalize_zh(f"文{chr(cp)}字") == "文字" for cp in range(0xFDD0, 0xFDF0))  # never text
     assert unicodedata.normalize("NFKC", "你好，世界！") == "你好,世界!"  # what plain NFKC would have done
 
 
@@ -73,9 +74,15 @@ def test_the_tokenizer_normalizer_agrees_with_cleaning_on_mixed_strings(mode, sa
 
 def test_cleaned_text_is_a_fixed_point_of_the_rule():
     cleaner = TextCleaner(("<|endoftext|>",))
-    for text in mixed_strings(2000, seed=1):
+    removed = ["\x07", "\x00", "<|endoftext|>", "\ufeff"]  # what cleaning takes out between two characters
+    rng = random.Random(9)
+    pieces = [piece + rng.choice(removed) for piece in mixed_strings(4000, seed=1)]
+    texts = ["".join(rng.sample(pieces, 3)) for _ in range(2000)] + ["e<|endoftext|>\u0301", "\u1100\x00\u1161"]
+    for text in texts:
         cleaned = cleaner.clean(text)
         assert normalize_zh(cleaned) == cleaned, repr(text)
+    assert cleaner.clean("e\x07\u0301") == "\xe9" and cleaner.clean("e<|endoftext|>\u0301") == "\xe9"
+    assert cleaner.clean("\u1100\x00\u1161") == "가"
 
 
 def test_full_width_punctuation_round_trips_through_the_saved_tokenizer(trained_run):
@@ -99,14 +106,29 @@ def test_the_batch_stability_check_never_calls_a_text_stable_that_the_rule_chang
         assert check("你好，世界！（测试）……　“引号”\n第二行。") and not check("１９９８年")
 
 
+def test_the_fast_scan_flags_every_kind_of_character_that_composes_reorders_or_folds():
+    # Each text alone: one flagged character elsewhere would send the whole text to the exact check.
+    changing = ["\u1100\u1161", "가\u11a8", "\u1100\u1175", "가\u11c2",  # Hangul jamo compose
+                "中\u0317\u0334文",  # combining marks out of order
+                "\u09c7\u09be", "\u0cc6\u0cd5",  # second halves of canonical compositions
+                "\U0002F800", "\U0001D400"]  # beyond the BMP
+    for text in changing:
+        assert normalize_zh(text) != text and not is_stable_zh(text), ascii(text)
+
+
 def test_cleaning_a_batch_equals_cleaning_each_document(demo_documents):
     from pipeline.corpus.cleaning import TextCleaner
 
     rng = random.Random(6)
-    noisy = mixed_strings(3000, seed=7) + ["ＡＢ\x07<|endoftext|>\u2581 x", "  ", "短", "\ufdd0"]
+    every_step = "ＡＢ\x07<|endoftext|>\u2581 x"
+    noisy = mixed_strings(3000, seed=7) + ["  ", "短", "\ufdd0"]
     for texts in (demo_documents[:3000], noisy, demo_documents[:50] + noisy[:50]):
-        for _ in range(3):
-            batch = rng.sample(texts, min(len(texts), 400))
-            one, many = TextCleaner(("<|endoftext|>",), min_chars=2), TextCleaner(("<|endoftext|>",), min_chars=2)
-            assert many.clean_batch(batch) == [c for c in map(one.clean, batch) if c]
-            assert many.counts == one.counts
+        for min_chars in (0, 2):
+            for extra in ([], [every_step]):
+                batch = rng.sample(texts, min(len(texts), 400)) + extra
+                one = TextCleaner(("<|endoftext|>",), min_chars=min_chars)
+                many = TextCleaner(("<|endoftext|>",), min_chars=min_chars)
+                assert many.clean_batch(batch) == [c for c in map(one.clean, batch) if c]
+                assert many.counts == one.counts
+    cleaner = TextCleaner()
+    assert cleaner.clean_batch(["中文", "  "]) == ["中文"] and cleaner.counts.empty_dropped == 1

@@ -144,3 +144,13 @@ def test_prompts_get_the_normalisation_the_training_text_got(tokenizer_dir):
 def test_verification_probes_cover_full_width_punctuation_digits_and_the_ideographic_space():
     probes = "".join(hf_convert.PROBES)
     assert all(char in probes for char in "，！（）：；？…“”《》【】\u3000１Ａ")
+
+
+def test_a_tokenizer_normalizer_that_disagrees_with_cleaning_is_refused_by_character(tmp_path, tokenizer_dir,
+                                                                                      monkeypatch):
+    from tokenizers import normalizers
+
+    monkeypatch.setattr(hf_convert, "tokenizers_normalizer", lambda mode: normalizers.NFKC())  # plain NFKC
+    convert(tokenizer_dir / "tokenizer.model", tmp_path, "zh")
+    with pytest.raises(UserError, match=r"the tokenizer normalises '.' \(U\+[0-9A-F]{4}\) to '.+', cleaning to"):
+        verify(tmp_path, tmp_path / "tokenizer.model", ["你好，世界！"], "zh")

@@ -132,10 +132,14 @@ class TextCleaner:
                 counts.normalization_changed += 1
                 text = normalized
         if steps.strings:
+            removed_any = False
             for reserved in self.reserved_strings:
                 if reserved in text:
                     counts.special_strings_removed += text.count(reserved)
                     text = text.replace(reserved, "")
+                    removed_any = True
+            if removed_any:  # `e<|endoftext|>\u0301` became `e\u0301`: normalise once more (é)
+                text = self.normalize(text)
         if steps.space_marker and SPM_SPACE in text:
             counts.space_markers_replaced += text.count(SPM_SPACE)
             text = text.replace(SPM_SPACE, " ")

@@ -59,6 +59,36 @@ class _Checked(io.RawIOBase):
             super().close()
 
 
+class _Zstd:
+    """zstd frames one after another; a stream that ends inside a frame raises EOFError, as gzip does
+    (zstandard's stream_reader returns what it has and stops, so a truncated file would pass as whole)."""
+
+    def __init__(self, raw):
+        import zstandard  # imported on first use: zstd corpora are the least common
+
+        self.raw, self.new_frame = raw, zstandard.ZstdDecompressor().decompressobj
+        self.frame, self.started, self.ready = self.new_frame(), False, b""
+
+    def read(self, size: int) -> bytes:
+        while len(self.ready) < size:
+            data = self.frame.unused_data if self.frame.eof else self.raw.read(1 << 16)
+            if self.frame.eof:
+                self.frame, self.started = self.new_frame(), False
+                if not data:
+                    data = self.raw.read(1 << 16)
+            if not data:
+                if self.started:
+                    raise EOFError("compressed file ended before the end of a zstd frame")
+                break
+            self.started = True
+            self.ready += self.frame.decompress(data)
+        taken, self.ready = self.ready[:size], self.ready[size:]
+        return taken
+
+    def close(self) -> None:
+        return None
+
+
 def _decompressor(kind: str, raw):
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
@@ -66,9 +96,7 @@ def _decompressor(kind: str, raw):
         return bz2.BZ2File(raw, mode="rb")
     if kind == "xz":
         return lzma.LZMAFile(raw, mode="rb")
-    import zstandard  # imported on first use: zstd corpora are the least common
-
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return _Zstd(raw)
 
 
 _positions: dict[Path, Callable[[], int]] = {}
