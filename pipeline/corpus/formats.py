@@ -50,6 +50,11 @@ class Fields:
     text: str
     title: str = ""
 
+    @classmethod
+    def of(cls, data) -> "Fields":
+        """The record fields a DataConfig names."""
+        return cls(data.text_field, data.title_field)
+
 
 class _BadRecord(Exception):
     """A record without usable text; the caller names where it is."""

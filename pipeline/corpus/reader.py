@@ -99,7 +99,7 @@ class CleanBatch:
 
 
 def raw_block_texts(block: Block, data: DataConfig, policy: LinePolicy, line_counts: LineCounts) -> Iterator[str]:
-    return block_texts(block, Fields(data.text_field, data.title_field), policy, line_counts)
+    return block_texts(block, Fields.of(data), policy, line_counts)
 
 
 def clean_batches(raw_texts: Iterable[str], data: DataConfig, cleaner: TextCleaner,
@@ -141,8 +141,7 @@ class CorpusReader:
         self.blocks: list[Block] = []
         for source in sources:  # every file is checked before any long work starts
             encoding = self._encoding_of(source)
-            fields = Fields(data.text_field, data.title_field)
-            self.blocks += plan_blocks(source, encoding, fields, self._layout_of(source, encoding))
+            self.blocks += plan_blocks(source, encoding, Fields.of(data), self._layout_of(source, encoding))
         self.stats.blocks_total = len(self.blocks)
         self._row_groups = Counter(block.source for block in self.blocks if block.encoding is None)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from pipeline.corpus import CorpusReader
 from pipeline.corpus.compression import stream_position
-from pipeline.corpus.formats import Block, Fields, block_texts
+from pipeline.corpus.formats import Block
+from pipeline.corpus.reader import raw_block_texts
 
 CHUNK_CHARS = 1 << 20
 
@@ -44,7 +45,7 @@ class WorkItems:
         data, stats = self.reader.data, self.reader.stats
         texts, characters, credited = [], 0, 0
         # Lines are counted here, in the main process; the workers see only documents.
-        for text in block_texts(block, Fields(data.text_field, data.title_field), self.reader.policy, stats.lines):
+        for text in raw_block_texts(block, data, self.reader.policy, stats.lines):
             texts.append(text)
             characters += len(text)
             if characters >= CHUNK_CHARS:
