@@ -63,8 +63,8 @@ def test_blank_line_documents_are_detected_joined_with_newlines_and_explained(tm
                         "双方就共同关心的问题交换了意见。\n会见结束后，双方签署了合作协议。")
     assert texts[-1] == "《红楼梦》是中国古典四大名著之一。\n作者曹雪芹，字梦阮，号雪芹。\n全书共一百二十回……"
     assert reader.stats.layouts == {str(path.resolve()): "blank-line"}
-    assert "blank-line documents in 1 .txt file(s) (blank lines separate groups of 2.7 lines" in \
-           reader.stats.layout_line()
+    assert reader.stats.layout_line() == ("blank-line documents in 1 .txt file(s) (blank lines separate groups "
+                                          "of lines: 2.7 lines per group on average in the file)")
 
 
 def test_one_sentence_per_line_without_blank_lines_stays_one_document_per_line(tmp_path):
@@ -72,7 +72,8 @@ def test_one_sentence_per_line_without_blank_lines_stays_one_document_per_line(t
     path.write_text("\n".join(line for doc in CLUE_DOCUMENTS for line in doc) + "\n", encoding="utf-8")
     texts, reader = read([path])
     assert len(texts) == 8 and reader.stats.layouts[str(path.resolve())] == "line"
-    assert "one document per line in 1 .txt file(s) (0 blank-line break(s)" in reader.stats.layout_line()
+    expected = "one document per line in 1 .txt file(s) (no blank lines between lines: in the file)"
+    assert reader.stats.layout_line() == expected
     one_document = "\n".join(line for doc in CLUE_DOCUMENTS for line in doc)
     assert read([path], document_boundary="blank-line", normalization="none")[0] == [one_document]
     clue = tmp_path / "clue.txt"
@@ -242,9 +243,10 @@ def test_auto_needs_two_breaks_and_groups_of_two_lines(tmp_path):
     stray.write_text("甲\n乙\n\n丙\n丁\n", encoding="utf-8")
     pairs.write_text("甲\n乙\n\n丙\n丁\n\n戊\n己\n", encoding="utf-8")
     texts, reader = read([stray])
-    assert texts == ["甲", "乙", "丙", "丁"] and "1 blank-line break(s)" in reader.stats.layout_line()
+    assert texts == ["甲", "乙", "丙", "丁"]
+    assert "fewer than 2 blank-line breaks: 1 in the file" in reader.stats.layout_line()
     texts, reader = read([pairs])
-    assert texts == ["甲\n乙", "丙\n丁", "戊\n己"] and "groups of 2.0 lines" in reader.stats.layout_line()
+    assert texts == ["甲\n乙", "丙\n丁", "戊\n己"] and "2.0 lines per group" in reader.stats.layout_line()
 
 
 @pytest.mark.parametrize("block_bytes", [1, 3, 5])
@@ -312,3 +314,25 @@ def test_a_compressed_file_reaches_the_workers_in_bounded_chunks(tmp_path, monke
     assert all(sum(map(len, item.texts)) < 5000 + longest for item in items)
     assert [text for item in items for text in item.texts] == documents
     assert sum(work.sizes) == path.stat().st_size
+
+
+def test_the_layout_row_says_how_each_kind_of_file_was_read_and_why(tmp_path):
+    (tmp_path / "clue.txt").write_text(clue_text(CLUE_DOCUMENTS), encoding="utf-8")
+    (tmp_path / "plain.txt").write_text("一\n二\n三\n", encoding="utf-8")
+    (tmp_path / "double.txt").write_text("一\n\n二\n\n三\n", encoding="utf-8")
+    (tmp_path / "train.json").write_text('["甲", "乙"]', encoding="utf-8")
+    with gzip.open(tmp_path / "wiki.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write('{"text": "丙"}\n')
+    reader = read([tmp_path])[1]
+    assert reader.stats.layout_line() == (
+        "blank-line documents in 1 .txt file(s) (blank lines separate groups of lines: 2.7 lines per group on "
+        "average in the file); one document per line in 2 .txt file(s) (1: blank lines only space out single "
+        "lines, 1: no blank lines between lines); one JSON array in 1 .json file(s); JSON lines in 1 .jsonl.gz "
+        "file(s)")
+
+
+def test_a_json_file_holding_one_object_says_how_json_files_are_read(tmp_path):
+    path = tmp_path / "obj.json"
+    path.write_text('{\n  "data": ["甲", "乙"]\n}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"obj\.json: line 1: invalid JSON .* read as JSON Lines.* store one array"):
+        read([path])

@@ -144,9 +144,10 @@ def train_tokenizer(request: StageRequest) -> dict:
     report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, "
                             f"trained in {human_duration(train_seconds)}; "
                             f"{END_OF_TEXT}={END_OF_TEXT_ID} (bos/eos), {PAD}={PAD_ID}, {UNK}={UNK_ID}")
-    text_kind = "held-out" if held_out else "training (no held-out documents)"
+    measured_on = (f"{quality.documents:,} held-out document(s)" if held_out
+                   else f"{quality.documents:,} training sentences (no held-out documents)")
     report.row("quality", f"{quality.chars_per_token:.2f} chars/token, byte fallback {quality.byte_fallback_rate:.2%} "
-                          f"of tokens, <unk> {quality.unk_tokens} on {quality.documents:,} {text_kind} documents")
+                          f"of tokens, <unk> {quality.unk_tokens} on {measured_on}")
     report.row("verified", f"{checked.lines:,} lines: same ids as SentencePiece, decode(encode(x)) == x for all")
     report.row("wrote", f"{output.final}/ (tokenizer.json, tokenizer_config.json, {SPM_FILE}, stats.json, config.yaml)")
     report.row("load it", f"AutoTokenizer.from_pretrained({str(output.final)!r})")

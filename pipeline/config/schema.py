@@ -30,7 +30,8 @@ class DataConfig:
         in_fingerprint=False)  # the resolved files (paths, sizes, mtimes or Hub blob ids) are fingerprinted instead
     text_field: str = setting("text", "field holding the text in .jsonl/.json records and .parquet columns")
     title_field: str = setting(
-        "", "field holding a title in .jsonl/.json records and .parquet columns; it becomes the document's first line")
+        "", "field holding a title in .jsonl/.json records and .parquet columns; it becomes the document's first "
+            "line (not added again when the text already starts with that line)")
     document_boundary: Literal["auto", "line", "blank-line"] = setting(
         "auto", ".txt documents: line = one per line, blank-line = blank lines separate documents (their lines "
                 "joined with \\n), auto = blank-line where blank lines separate groups of lines, else line")
@@ -40,11 +41,13 @@ class DataConfig:
         "keep", "convert Chinese characters with OpenCC: simplified (t2s), traditional (s2t), or keep as written")
     min_chars: int = setting(0, "drop documents shorter than this many characters after cleaning")
     encoding: str = setting(
-        "auto", "text encoding of .txt/.jsonl files: auto (UTF-8, else GB18030/Big5 detected) or a codec name")
+        "auto", "text encoding of .txt/.jsonl/.json files (decompressed): auto (UTF-8, else GB18030/Big5 detected) "
+                "or a codec name")
     decode_errors: Literal["strict", "replace", "skip"] = setting(
         "strict", "undecodable bytes: strict = stop with file/line/offset, replace = U+FFFD, skip = drop the line")
     max_line_chars: int = setting(
-        1_000_000, "longest document accepted (a line, or a blank-line document), in characters")
+        1_000_000, "longest document (a line, or a blank-line document), in characters; longer ones follow "
+                   "long_lines")
     long_lines: Literal["split", "skip", "error"] = setting(
         "split", "documents over max_line_chars: split into pieces, skip (counted) or stop with an error")
     dedupe: bool = setting(False, "drop exact duplicate documents (keeps ~100 bytes per distinct document in memory)")

@@ -26,10 +26,11 @@ MIN_BREAKS = 2  # auto: one stray blank line is not a layout
 MIN_LINES_PER_GROUP = 2.0  # auto: blank lines that only space out single lines leave documents as they are
 
 
-def detect_boundary(path: Path, encoding: FileEncoding, requested: str) -> tuple[str, str]:
-    """(rule, reason) for a .txt file: rule is 'line' or 'blank-line'."""
+def detect_boundary(path: Path, encoding: FileEncoding, requested: str) -> tuple[str, str, str]:
+    """(rule, reason, figures) for a .txt file: rule is 'line' or 'blank-line'; files with the same
+    reason are summarised together, figures are this file's own."""
     if requested != "auto":
-        return requested, "--data-document-boundary"
+        return requested, "set by --data-document-boundary", ""
     with open_bytes(path) as handle:
         sample = handle.read(SAMPLE_BYTES)
         whole_file = not handle.read(1)
@@ -49,11 +50,13 @@ def detect_boundary(path: Path, encoding: FileEncoding, requested: str) -> tuple
     content = sum(1 for line in lines if line.strip(WHITESPACE))
     per_group = content / groups if groups else 0.0
     where = "in the first 64 KiB" if not whole_file else "in the file"
+    if breaks == 0:
+        return "line", "no blank lines between lines", where
     if breaks < MIN_BREAKS:
-        return "line", f"{breaks} blank-line break(s) between lines {where}"
+        return "line", f"fewer than {MIN_BREAKS} blank-line breaks", f"{breaks} {where}"
     if per_group < MIN_LINES_PER_GROUP:
-        return "line", f"blank lines only space out single lines ({per_group:.1f} lines per group {where})"
-    return "blank-line", f"blank lines separate groups of {per_group:.1f} lines on average {where}"
+        return "line", "blank lines only space out single lines", f"{per_group:.1f} lines per group {where}"
+    return "blank-line", "blank lines separate groups of lines", f"{per_group:.1f} lines per group on average {where}"
 
 
 def _line_before_is_blank(reader: RangeReader, handle, start: int) -> bool:

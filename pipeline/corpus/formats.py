@@ -167,6 +167,10 @@ def _json_record(block: Block, position: int, line: str, fields: Fields) -> str 
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
+        if block.source.format == "json":  # no `[` first: read as JSON Lines
+            raise UserError(f"{where}: invalid JSON ({err.msg}); a .json file that does not start with [ is read "
+                            "as JSON Lines, one object per line", "store one array of documents or one object per "
+                            "line (a single object holding the documents is not read)") from None
         raise UserError(f"{where}: invalid JSON ({err.msg})", "fix or remove that line") from None
     try:
         return record_text(record, fields)

@@ -12,18 +12,28 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.config.schema import DataConfig
 from pipeline.corpus.blank_lines import detect_boundary
 from pipeline.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digests, held_out_mask
+from pipeline.corpus.compression import compression_of
 from pipeline.corpus.encoding import FileEncoding, sniff_encoding
 from pipeline.corpus.formats import Block, Fields, block_texts, plan_blocks
 from pipeline.corpus.lines import LineCounts, LinePolicy
 from pipeline.corpus.sources import Source
 
 log = logging.getLogger("gpt2zh")
+LAYOUT_WORDS = {"blank-line": "blank-line documents", "line": "one document per line", "array": "one JSON array",
+                "records": "JSON lines", "rows": "parquet rows", "pku": "tagged lines"}
+
+
+def _kind(paths: list[str]) -> str:
+    suffixes = {"".join(Path(path).suffixes[-2:]) if compression_of(Path(path)) else Path(path).suffix
+                for path in paths}
+    return "/".join(sorted(suffixes))
 
 
 @dataclass
@@ -43,8 +53,8 @@ class CorpusStats:
     files: int = 0
     empty_files: list[str] = field(default_factory=list)
     detected_encodings: dict[str, str] = field(default_factory=dict)
-    layouts: dict[str, str] = field(default_factory=dict)  # .txt file -> "line" | "blank-line"
-    layout_reasons: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)  # file -> its Block layout (line, blank-line, array…)
+    layout_reasons: dict[str, tuple[str, str]] = field(default_factory=dict)  # .txt file -> (reason, figures)
     bytes_total: int = 0
     bytes_read: int = 0
     blocks_total: int = 0
@@ -57,8 +67,8 @@ class CorpusStats:
     def as_dict(self) -> dict:
         return {
             "files": self.files, "empty_files": self.empty_files, "detected_encodings": self.detected_encodings,
-            "document_boundaries": {path: f"{rule}: {self.layout_reasons[path]}"
-                                    for path, rule in self.layouts.items()},
+            "document_boundaries": {path: f"{self.layouts[path]}: {reason} ({figures})".replace(" ()", "")
+                                    for path, (reason, figures) in self.layout_reasons.items()},
             "bytes_total": self.bytes_total, "bytes_read": self.bytes_read,
             "blocks_total": self.blocks_total, "blocks_read": self.blocks_read,
             "train": vars(self.train).copy(), "validation": vars(self.validation).copy(),
@@ -71,15 +81,24 @@ class CorpusStats:
                 f"({self.train.characters + self.validation.characters:,} characters)")
 
     def layout_line(self) -> str | None:
-        """The "layout" row: which document rule each kind of .txt file got, and why (one example reason)."""
-        if not self.layouts:
-            return None
+        """The "layout" row: how each kind of file was read and, for .txt files, why (a file's own figures
+        when it is the only one with its reason, else how many files had each reason)."""
         parts = []
-        for rule, words in (("blank-line", "blank-line documents"), ("line", "one document per line")):
-            chosen = [path for path, used in self.layouts.items() if used == rule]
-            if chosen:
-                parts.append(f"{words} in {len(chosen):,} .txt file(s) ({self.layout_reasons[chosen[0]]})")
-        return "; ".join(parts)
+        for layout, words in LAYOUT_WORDS.items():
+            chosen = [path for path, used in self.layouts.items() if used == layout]
+            if not chosen:
+                continue
+            reasons = Counter(self.layout_reasons[path][0] for path in chosen if path in self.layout_reasons)
+            if len(chosen) == 1 and reasons:
+                reason, figures = self.layout_reasons[chosen[0]]
+                why = f" ({reason}: {figures})" if figures else f" ({reason})"
+            elif len(reasons) == 1:
+                why = f" ({next(iter(reasons))})"
+            else:
+                why = " (" + ", ".join(f"{count:,}: {reason}" for reason, count in reasons.items()) + ")" \
+                    if reasons else ""
+            parts.append(f"{words} in {len(chosen):,} {_kind(chosen)} file(s){why}")
+        return "; ".join(parts) or None
 
     def cleaning_line(self) -> str:
         """The "cleaning" row of a stage summary: every line and cleaning count that is not zero."""
@@ -141,7 +160,10 @@ class CorpusReader:
         self.blocks: list[Block] = []
         for source in sources:  # every file is checked before any long work starts
             encoding = self._encoding_of(source)
-            self.blocks += plan_blocks(source, encoding, Fields.of(data), self._layout_of(source, encoding))
+            planned = plan_blocks(source, encoding, Fields.of(data), self._layout_of(source, encoding))
+            if planned:
+                self.stats.layouts[str(source.path)] = planned[0].layout
+            self.blocks += planned
         self.stats.blocks_total = len(self.blocks)
         self._row_groups = Counter(block.source for block in self.blocks if block.encoding is None)
 
@@ -162,8 +184,8 @@ class CorpusReader:
             return {"jsonl": "records", "pku": "pku", "parquet": "rows"}.get(source.format, "records")
         if encoding is None:
             return "line"
-        rule, reason = detect_boundary(source.path, encoding, self.data.document_boundary)
-        self.stats.layouts[str(source.path)], self.stats.layout_reasons[str(source.path)] = rule, reason
+        rule, reason, figures = detect_boundary(source.path, encoding, self.data.document_boundary)
+        self.stats.layout_reasons[str(source.path)] = (reason, figures)
         return rule
 
     def block_bytes(self, block: Block) -> int:
