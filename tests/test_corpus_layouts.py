@@ -16,6 +16,7 @@ import zstandard
 import pipeline.corpus.formats as formats
 from pipeline.config.schema import DataConfig
 from pipeline.corpus import CorpusReader
+from pipeline.corpus.formats import Block
 from pipeline.corpus.sources import resolve_sources
 from pipeline.dataset.shards import items_for_shard
 from pipeline.errors import UserError
@@ -336,3 +337,55 @@ def test_a_json_file_holding_one_object_says_how_json_files_are_read(tmp_path):
     path.write_text('{\n  "data": ["甲", "乙"]\n}\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"obj\.json: line 1: invalid JSON .* read as JSON Lines.* store one array"):
         read([path])
+
+
+@pytest.mark.parametrize("name", ["deep.txt.gz", "deep.jsonl.gz"])
+def test_compressed_line_files_reach_the_workers_as_bytes_that_read_like_the_plain_file(tmp_path, name):
+    """The main process only decompresses and cuts at line ends; workers decode the pieces (exactly)."""
+    import pipeline.dataset.chunks as chunks
+    from pipeline.corpus.reader import raw_block_texts
+
+    rng = random.Random(11)
+    lines = ["".join(rng.choice("中文句子测试，。ab") for _ in range(rng.randint(1, 200))) for _ in range(20000)]
+    if name.endswith(".jsonl.gz"):
+        lines = [json.dumps({"text": line}, ensure_ascii=False) for line in lines]
+    bad = b'{"text": "\xff bad"}\n' if name.endswith(".jsonl.gz") else b"\xff bad\n"
+    raw = ("\n".join(lines[:15000]) + "\n").encode() + bad + ("\n".join(lines[15000:]) + "\n").encode()
+    if name.endswith(".txt.gz"):
+        raw += b"x" * (5 * (1 << 20)) + b"\n" + "尾行".encode()  # longer than any piece, then no final newline
+    plain, packed = tmp_path / name.removesuffix(".gz"), tmp_path / name
+    plain.write_bytes(raw)
+    packed.write_bytes(gzip.compress(raw))
+    settings = dict(decode_errors="replace", max_line_chars=6 << 20)
+    expected = read([plain], **settings)[0]
+    reader = CorpusReader(resolve_sources([str(packed)]), DataConfig(**settings), SPECIAL_TOKENS)
+    work = chunks.WorkItems(reader.blocks, reader)
+    texts = []
+    for item in work:
+        if isinstance(item, chunks.TextChunk):
+            texts += item.texts
+        else:
+            assert item.data is not None and len(item.data) <= 2 * (1 << 20)
+            texts += [reader.cleaner.clean(text) for text in raw_block_texts(item, reader.data, reader.policy,
+                                                                               reader.stats.lines)]
+    assert [text for text in texts if text] == expected
+    assert sum(work.sizes) == packed.stat().st_size
+    assert reader.stats.lines.lines == 20001 + (name.endswith(".txt.gz") * 2)
+    strict = CorpusReader(resolve_sources([str(packed)]), DataConfig(), SPECIAL_TOKENS)
+    with pytest.raises(UserError, match=rf"{name}: line 15001, byte \d+: cannot decode b'\\xff"):
+        for item in chunks.WorkItems(strict.blocks, strict):
+            if isinstance(item, Block):
+                list(raw_block_texts(item, strict.data, strict.policy, strict.stats.lines))
+
+
+def test_reading_json_lines_costs_no_line_numbers_unless_there_is_an_error(tmp_path, monkeypatch):
+    # A line number is a scan of the file up to it: once per record would make reading quadratic.
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps({"text": f"第{i}行"}, ensure_ascii=False) + "\n" for i in range(500)),
+                    encoding="utf-8")
+
+    def refuse(*args):
+        raise AssertionError("a line number was computed for a valid record")
+
+    monkeypatch.setattr(formats, "position_label", refuse)
+    assert len(read([path])[0]) == 500

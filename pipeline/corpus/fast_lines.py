@@ -53,7 +53,7 @@ def _whole_lines(reader: RangeReader, start: int, end: int) -> list[str] | None:
     return lines
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(io.RawIOBase):
     """Bytes already taken from a stream, then the rest of it: where the exact reader takes over."""
 
     def __init__(self, prefix: bytes, stream):
@@ -79,7 +79,7 @@ def _streamed_lines(reader: RangeReader) -> Iterator[str]:
             cut = len(data) if not chunk else data.rfind(b"\n") + 1
             lines = _split(data[:cut], reader) if cut else None
             if lines is None:  # trouble (or a line longer than a chunk): the exact reader from here on
-                handle = io.BufferedReader(_Prefixed(data, stream), buffer_size=CHUNK_BYTES)
+                handle = io.BufferedReader(Prefixed(data, stream), buffer_size=CHUNK_BYTES)
                 for _, line in reader.lines_from(handle, position, 0, 1 << 62, stop_at_end=False):
                     yield line
                 return
@@ -91,8 +91,18 @@ def _streamed_lines(reader: RangeReader) -> Iterator[str]:
 
 
 def block_lines(path: Path, encoding: FileEncoding, start: int, end: int, policy: LinePolicy,
-                counts: LineCounts, whole_file: bool) -> Iterable[str]:
-    """The lines of a block without their positions, by the fastest path that gives read_lines' result."""
+                counts: LineCounts, whole_file: bool, data: bytes | None = None) -> Iterable[str]:
+    """The lines of a block without their positions, by the fastest path that gives read_lines' result.
+
+    data: the block's bytes when the main process already decompressed them (whole lines).
+    """
+    if data is not None:
+        reader = RangeReader(path, encoding, policy, counts)
+        lines = _split(data, reader) if encoding.codec != "utf-8-sig" else None
+        if lines is not None:
+            counts.lines += len(lines)
+            return lines
+        return (line for _, line in reader.lines_from(io.BytesIO(data), start, start, end, stop_at_end=False))
     if encoding.ascii_compatible and encoding.codec != "utf-8-sig":  # utf-8-sig strips a BOM per line there
         reader = RangeReader(path, encoding, policy, counts)
         if whole_file:

@@ -7,6 +7,7 @@ row group) and the demo's People's Daily file (`word/pos` tokens; tags stripped,
 without spaces). With data.title_field, a record's title becomes the first line of its document.
 """
 
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pipeline.corpus.blank_lines import blank_line_documents
 from pipeline.corpus.encoding import FileEncoding
 from pipeline.corpus.fast_lines import block_lines
 from pipeline.corpus.json_array import array_elements, starts_with_array
-from pipeline.corpus.lines import LineCounts, LinePolicy, position_label, read_lines
+from pipeline.corpus.lines import LineCounts, LinePolicy, RangeReader, position_label, read_lines
 from pipeline.corpus.sources import Source
 from pipeline.errors import UserError
 
@@ -38,6 +39,7 @@ class Block:
     start: int
     end: int
     layout: str = "line"
+    data: bytes | None = None  # whole lines [start, end) of a compressed file, decompressed by the main process
 
     @property
     def whole_file(self) -> bool:
@@ -163,19 +165,28 @@ def _array_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineC
 
 
 def _json_record(block: Block, position: int, line: str, fields: Fields) -> str | None:
-    where = f"{block.source.path}: {position_label(block.source.path, position)}"
+    def where() -> str:  # only for an error: a line number costs a scan of the file up to it
+        return f"{block.source.path}: {position_label(block.source.path, position)}"
+
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         if block.source.format == "json":  # no `[` first: read as JSON Lines
-            raise UserError(f"{where}: invalid JSON ({err.msg}); a .json file that does not start with [ is read "
+            raise UserError(f"{where()}: invalid JSON ({err.msg}); a .json file that does not start with [ is read "
                             "as JSON Lines, one object per line", "store one array of documents or one object per "
                             "line (a single object holding the documents is not read)") from None
-        raise UserError(f"{where}: invalid JSON ({err.msg})", "fix or remove that line") from None
+        raise UserError(f"{where()}: invalid JSON ({err.msg})", "fix or remove that line") from None
     try:
         return record_text(record, fields)
     except _BadRecord as problem:
-        raise UserError(f"{where}: {problem}", FIELD_FIX) from None
+        raise UserError(f"{where()}: {problem}", FIELD_FIX) from None
+
+
+def _positioned_lines(block: Block, policy: LinePolicy, counts: LineCounts) -> Iterator[tuple[int, str]]:
+    if block.data is None:
+        return read_lines(block.source.path, block.encoding, block.start, block.end, policy, counts)
+    reader = RangeReader(block.source.path, block.encoding, policy, counts)
+    return reader.lines_from(io.BytesIO(block.data), block.start, block.start, block.end, stop_at_end=False)
 
 
 def block_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCounts) -> Iterator[str]:
@@ -190,11 +201,11 @@ def block_texts(block: Block, fields: Fields, policy: LinePolicy, counts: LineCo
             yield text
     elif layout == "records":
         record_policy = LinePolicy(policy.decode_errors, policy.max_line_chars, policy.long_lines, splittable=False)
-        for position, line in read_lines(path, encoding, block.start, block.end, record_policy, counts):
+        for position, line in _positioned_lines(block, record_policy, counts):
             if line.strip():  # blank lines between records are harmless
                 text = _json_record(block, position, line, fields)
                 if text is not None:
                     yield text
     else:
-        lines = block_lines(path, encoding, block.start, block.end, policy, counts, block.whole_file)
+        lines = block_lines(path, encoding, block.start, block.end, policy, counts, block.whole_file, block.data)
         yield from map(_strip_pos_tags, lines) if layout == "pku" else lines

@@ -1,21 +1,29 @@
-"""Stage 2's units of work: 1 MiB blocks that a worker reads itself, and chunks of whole-file blocks.
+"""Stage 2's units of work: 1 MiB blocks that a worker reads itself, and pieces of whole-file blocks.
 
-A compressed file or a JSON array cannot be entered at a byte offset. The main process streams it
-(decompression and JSON parsing are what it costs) and hands its raw documents to the workers in
-chunks of about CHUNK_CHARS characters, so a worker's result, and memory, stay bounded whatever
-the file's size. Cleaning, hashing and tokenizing still happen in the workers.
+A compressed file or a JSON array cannot be entered at a byte offset, so the main process streams
+it and hands it to the workers in bounded pieces: a worker's result, and memory, stay bounded
+whatever the file's size. For line-based layouts (.txt one document per line, .jsonl) the main
+process only decompresses: it cuts the stream at line ends and sends the bytes, which the workers
+decode and read like any block, so reading compressed input costs little more than decompressing
+it. Blank-line documents and JSON arrays are parsed in the main process and sent as documents.
 """
 
+import dataclasses
+import io
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.corpus import CorpusReader
-from pipeline.corpus.compression import stream_position
+from pipeline.corpus.compression import open_bytes, stream_position
+from pipeline.corpus.fast_lines import Prefixed
 from pipeline.corpus.formats import Block
+from pipeline.corpus.lines import CHUNK_BYTES, RangeReader
 from pipeline.corpus.reader import raw_block_texts
 
 CHUNK_CHARS = 1 << 20
+LINE_LAYOUTS = ("line", "pku", "records")
+LONGEST_PIECE = 4 * CHUNK_BYTES  # a line longer than this goes to the main process's exact reader
 
 
 @dataclass(frozen=True)
@@ -38,20 +46,50 @@ class WorkItems:
             if not block.whole_file:
                 self.sizes.append(self.reader.block_bytes(block))
                 yield block
-                continue
-            yield from self._chunks(block)
+            elif block.layout in LINE_LAYOUTS and block.encoding.ascii_compatible:
+                yield from self._byte_pieces(block)
+            else:
+                yield from self._chunks(block, raw_block_texts(block, self.reader.data, self.reader.policy,
+                                                               self.reader.stats.lines))
 
-    def _chunks(self, block: Block) -> Iterator[TextChunk]:
-        data, stats = self.reader.data, self.reader.stats
-        texts, characters, credited = [], 0, 0
-        # Lines are counted here, in the main process; the workers see only documents.
-        for text in raw_block_texts(block, data, self.reader.policy, stats.lines):
+    def _credit(self, block: Block, credited: int) -> int:
+        position = min(stream_position(block.source.path), block.source.size)
+        self.sizes.append(position - credited)
+        return position
+
+    def _byte_pieces(self, block: Block) -> Iterator[Block | TextChunk]:
+        """Whole lines of the decompressed stream, ~1 MiB at a time, as in-memory blocks."""
+        with open_bytes(block.source.path) as stream:
+            offset, pending, credited = 0, b"", 0
+            while True:
+                chunk = stream.read(CHUNK_BYTES)
+                data = pending + chunk
+                cut = len(data) if not chunk else data.rfind(b"\n") + 1
+                if chunk and not cut and len(data) > LONGEST_PIECE:  # a line longer than any piece should be
+                    reader = RangeReader(block.source.path, block.encoding, self.reader.policy, self.reader.stats.lines)
+                    handle = io.BufferedReader(Prefixed(data, stream), buffer_size=CHUNK_BYTES)
+                    lines = reader.lines_from(handle, offset, offset, 1 << 62, stop_at_end=False)
+                    yield from self._chunks(block, (line for _, line in lines), credited)
+                    return
+                if not chunk:  # the rest (maybe nothing), carrying the rest of the file's size
+                    self.sizes.append(block.source.size - credited)
+                    yield dataclasses.replace(block, start=offset, end=offset + len(data), data=data)
+                    return
+                if cut:
+                    credited = self._credit(block, credited)
+                    yield dataclasses.replace(block, start=offset, end=offset + cut, data=data[:cut])
+                    offset, pending = offset + cut, data[cut:]
+                else:
+                    pending = data
+
+    def _chunks(self, block: Block, texts_in: Iterator[str], credited: int = 0) -> Iterator[TextChunk]:
+        """Documents read by the main process (its line counts are counted here, not in the workers)."""
+        texts, characters = [], 0
+        for text in texts_in:
             texts.append(text)
             characters += len(text)
             if characters >= CHUNK_CHARS:
-                position = min(stream_position(block.source.path), block.source.size)
-                self.sizes.append(position - credited)
-                credited = position
+                credited = self._credit(block, credited)
                 yield TextChunk(tuple(texts))
                 texts, characters = [], 0
         self.sizes.append(block.source.size - credited)
