@@ -17,8 +17,7 @@ from pathlib import Path
 
 from pipeline.corpus.compression import open_bytes
 from pipeline.corpus.encoding import SAMPLE_BYTES, FileEncoding
-from pipeline.corpus.lines import LineCounts, LinePolicy, RangeReader, line_number_at, warn_once
-from pipeline.errors import UserError
+from pipeline.corpus.lines import LineCounts, LinePolicy, RangeReader, line_number_at
 
 WHITESPACE = " \t\n\r\x0b\x0c"
 _WHITESPACE_BYTES = frozenset(WHITESPACE.encode())
@@ -81,39 +80,16 @@ def _line_before_is_blank(reader: RangeReader, handle, start: int) -> bool:
     return blank
 
 
-class _LongDocuments:
-    """data.long_lines applied to whole documents (the counters keep their per-line names)."""
-
-    def __init__(self, path: Path, policy: LinePolicy, counts: LineCounts):
-        self.path, self.policy, self.counts = path, policy, counts
-
-    def action(self, position: int) -> str:
-        limit = self.policy.max_line_chars
-        where = f"the document starting at line {line_number_at(self.path, position) if position >= 0 else -position}"
-        if self.policy.long_lines == "error":
-            raise UserError(f"{self.path}: {where} is longer than {limit:,} characters",
-                            "raise --data-max-line-chars, or pass --data-long-lines split or skip")
-        if self.policy.long_lines == "split":
-            self.counts.long_lines_split += 1
-            warn_once(self.counts, "split", self.path, f"{self.path}: {where} is longer than {limit:,} characters; "
-                                                       "split into pieces")
-            return "split"
-        self.counts.long_lines_skipped += 1
-        warn_once(self.counts, "longskip", self.path, f"{self.path}: {where} is longer than {limit:,} characters; "
-                                                      "skipped")
-        return "skip"
-
-
 def _assemble(lines: Iterator[tuple[int, str]], end: int, at_boundary: bool,
-              long_documents: _LongDocuments) -> Iterator[tuple[int, str]]:
-    limit = long_documents.policy.max_line_chars
+              reader: RangeReader) -> Iterator[tuple[int, str]]:
+    limit, counts = reader.policy.max_line_chars, reader.counts
     outside = not at_boundary  # inside a document that an earlier block owns
     start, parts, length, action, last = None, [], 0, None, None
 
     def finished() -> Iterator[tuple[int, str]]:
         if start is not None and action != "skip" and length:
             if action == "split":
-                long_documents.counts.long_line_pieces += 1
+                counts.long_line_pieces += 1
             yield start, "".join(parts)
 
     for position, text in lines:
@@ -138,13 +114,15 @@ def _assemble(lines: Iterator[tuple[int, str]], end: int, at_boundary: bool,
         parts.append(text)
         length += len(text)
         if length > limit:
-            action = action or long_documents.action(start)
+            if action is None:
+                line = line_number_at(reader.path, start) if start >= 0 else -start  # -N: line N of UTF-16 text
+                action = reader.too_long(line, "the document starting at line", always=True)
             if action == "skip":
                 parts, length = [], 0
                 continue
             joined = "".join(parts)
             while len(joined) > limit:
-                long_documents.counts.long_line_pieces += 1
+                counts.long_line_pieces += 1
                 yield start, joined[:limit]
                 joined = joined[limit:]
             parts, length = [joined], len(joined)
@@ -155,12 +133,11 @@ def blank_line_documents(path: Path, encoding: FileEncoding, start: int, end: in
                          counts: LineCounts) -> Iterator[tuple[int, str]]:
     """(position of the first line, text) of each document whose first line starts in [start, end)."""
     reader = RangeReader(path, encoding, policy, counts, line_policy=False)
-    long_documents = _LongDocuments(path, policy, counts)
     if not encoding.ascii_compatible:  # UTF-16/32: one block, read as text
-        yield from _assemble(reader.whole_text_file(), end, True, long_documents)
+        yield from _assemble(reader.whole_text_file(), end, True, reader)
         return
     with open_bytes(path) as handle:
         at_boundary = start == 0 or _line_before_is_blank(reader, handle, start)
         position = handle.tell() if start > 0 else 0
         yield from _assemble(reader.lines_from(handle, position, start, end, stop_at_end=False), end, at_boundary,
-                             long_documents)
+                             reader)

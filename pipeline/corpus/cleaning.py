@@ -152,13 +152,9 @@ class TextCleaner:
         return text
 
 
-def document_digest(text: str) -> bytes:
-    """16-byte digest of a cleaned document: the first 8 bytes pick its split, all 16 dedupe it."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
 def document_digests(texts: list[str]) -> bytes:
-    """document_digest of each text, concatenated (inlined: the call per document costs as much as the hash)."""
+    """A 16-byte digest per cleaned document, concatenated: the first 8 bytes pick its split, all 16 dedupe it
+    (a comprehension, not a function per document: the call would cost as much as the hash)."""
     blake2b = hashlib.blake2b
     return b"".join([blake2b(text.encode("utf-8"), digest_size=16).digest() for text in texts])
 

@@ -15,6 +15,8 @@ from pipeline.corpus.compression import open_bytes
 from pipeline.corpus.encoding import FileEncoding
 from pipeline.corpus.lines import CHUNK_BYTES, LineCounts, LinePolicy, RangeReader, read_lines
 
+LONGEST_PIECE = 4 * CHUNK_BYTES  # a longer line is left to the exact reader, which streams it
+
 
 def _split(data: bytes, reader: RangeReader) -> list[str] | None:
     """Whole lines of data (which ends at a line end or the end of the file), or None for the exact reader."""
@@ -53,7 +55,7 @@ def _whole_lines(reader: RangeReader, start: int, end: int) -> list[str] | None:
     return lines
 
 
-class Prefixed(io.RawIOBase):
+class _Prefixed(io.RawIOBase):
     """Bytes already taken from a stream, then the rest of it: where the exact reader takes over."""
 
     def __init__(self, prefix: bytes, stream):
@@ -69,25 +71,47 @@ class Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _streamed_lines(reader: RangeReader) -> Iterator[str]:
-    """Every line of a (compressed) file read as one stream, 1 MiB at a time."""
-    with open_bytes(reader.path) as stream:
-        position, pending = 0, b""
+class LinePieces:
+    """(offset, bytes, last) of a stream in pieces of whole lines, about CHUNK_BYTES each; the last piece
+    may lack its final newline, and may be empty. A line longer than LONGEST_PIECE ends the pieces
+    early: `rest_lines` then reads the rest of the stream with the exact reader, which never holds a
+    line whole."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.rest: tuple[int, bytes] | None = None  # (offset, bytes already read) where the pieces stopped
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, bool]]:
+        offset, pending = 0, b""
         while True:
-            chunk = stream.read(CHUNK_BYTES)
+            chunk = self.stream.read(CHUNK_BYTES)
             data = pending + chunk
-            cut = len(data) if not chunk else data.rfind(b"\n") + 1
-            lines = _split(data[:cut], reader) if cut else None
-            if lines is None:  # trouble (or a line longer than a chunk): the exact reader from here on
-                handle = io.BufferedReader(Prefixed(data, stream), buffer_size=CHUNK_BYTES)
-                for _, line in reader.lines_from(handle, position, 0, 1 << 62, stop_at_end=False):
-                    yield line
-                return
-            reader.counts.lines += len(lines)
-            yield from lines
-            position, pending = position + cut, data[cut:]
             if not chunk:
+                yield offset, data, True
                 return
+            cut = data.rfind(b"\n") + 1
+            if not cut and len(data) > LONGEST_PIECE:
+                self.rest = (offset, data)
+                return
+            if cut:
+                yield offset, data[:cut], False
+            offset, pending = offset + cut, data[cut:]
+
+    def rest_lines(self, reader: RangeReader) -> Iterator[str]:
+        offset, data = self.rest
+        handle = io.BufferedReader(_Prefixed(data, self.stream), buffer_size=CHUNK_BYTES)
+        return (line for _, line in reader.lines_from(handle, offset, offset, 1 << 62, stop_at_end=False))
+
+
+def _streamed_lines(reader: RangeReader) -> Iterator[str]:
+    """Every line of a (compressed) file read as one stream, a piece of whole lines at a time."""
+    with open_bytes(reader.path) as stream:
+        pieces = LinePieces(stream)
+        for offset, data, _ in pieces:
+            yield from block_lines(reader.path, reader.encoding, offset, offset + len(data), reader.policy,
+                                   reader.counts, False, data)
+        if pieces.rest is not None:
+            yield from pieces.rest_lines(reader)
 
 
 def block_lines(path: Path, encoding: FileEncoding, start: int, end: int, policy: LinePolicy,

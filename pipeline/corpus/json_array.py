@@ -48,7 +48,7 @@ class _Utf8(io.RawIOBase):
 def _utf8_stream(path: Path, encoding: FileEncoding):
     if encoding.codec == "utf-8":
         return open_bytes(path)
-    return io.BufferedReader(_Utf8(path, "utf-8-sig" if encoding.codec == "utf-8-sig" else encoding.codec))
+    return io.BufferedReader(_Utf8(path, encoding.codec))
 
 
 def starts_with_array(path: Path, encoding: FileEncoding) -> bool:

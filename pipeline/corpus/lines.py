@@ -96,23 +96,22 @@ class RangeReader:
                        f"{self.path}: line {line}: undecodable bytes replaced by U+FFFD")
             return text
 
-    def too_long(self, line: int) -> str:
-        """Apply the long-line policy; returns 'split' or 'skip' (raises for 'error')."""
-        if not self.line_policy:
+    def too_long(self, line: int, what: str = "line", always: bool = False) -> str:
+        """Apply the long-line policy to `what` at line `line` (always: even with line_policy off, for
+        a whole document); returns 'split' or 'skip' (raises for 'error')."""
+        if not (self.line_policy or always):
             return "split"
-        limit = self.policy.max_line_chars
+        limit, subject = self.policy.max_line_chars, f"{self.path}: {what} {line} is longer than"
         if self.policy.long_lines == "error":
-            raise UserError(f"{self.path}: line {line} is longer than {limit:,} characters",
+            raise UserError(f"{subject} {limit:,} characters",
                             "raise --data-max-line-chars, or pass --data-long-lines split or skip")
         if self.policy.long_lines == "split" and self.policy.splittable:
             self.counts.long_lines_split += 1
-            warn_once(self.counts, "split", self.path,
-                       f"{self.path}: line {line} is longer than {limit:,} characters; split into pieces")
+            warn_once(self.counts, "split", self.path, f"{subject} {limit:,} characters; split into pieces")
             return "split"
         self.counts.long_lines_skipped += 1
         reason = "" if self.policy.splittable else " (a JSON record cannot be split)"
-        warn_once(self.counts, "longskip", self.path,
-                   f"{self.path}: line {line} is longer than {limit:,} characters; skipped{reason}")
+        warn_once(self.counts, "longskip", self.path, f"{subject} {limit:,} characters; skipped{reason}")
         return "skip"
 
     def _count_piece(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
 from pipeline.corpus.compression import compression_of, inner_suffix
+from pipeline.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
 from pipeline.errors import UserError
 
 FORMAT_BY_SUFFIX = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -83,9 +84,7 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
     paths: list[Path] = []
     origins: dict[Path, tuple[str, str]] = {}
     for pattern in patterns:
-        if pattern.startswith("hf://"):
-            from pipeline.corpus.hub_files import resolve_hub_files
-
+        if is_hub_path(pattern):
             for hub_file in resolve_hub_files(pattern, is_corpus_file):
                 # The cache's snapshot path keeps the file name (its target in blobs/ is a bare hash).
                 local = hub_file.local_path.absolute()

@@ -9,21 +9,19 @@ it. Blank-line documents and JSON arrays are parsed in the main process and sent
 """
 
 import dataclasses
-import io
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.corpus import CorpusReader
 from pipeline.corpus.compression import open_bytes, stream_position
-from pipeline.corpus.fast_lines import Prefixed
+from pipeline.corpus.fast_lines import LinePieces
 from pipeline.corpus.formats import Block
-from pipeline.corpus.lines import CHUNK_BYTES, RangeReader
+from pipeline.corpus.lines import RangeReader
 from pipeline.corpus.reader import raw_block_texts
 
 CHUNK_CHARS = 1 << 20
 LINE_LAYOUTS = ("line", "pku", "records")
-LONGEST_PIECE = 4 * CHUNK_BYTES  # a line longer than this goes to the main process's exact reader
 
 
 @dataclass(frozen=True)
@@ -60,27 +58,16 @@ class WorkItems:
     def _byte_pieces(self, block: Block) -> Iterator[Block | TextChunk]:
         """Whole lines of the decompressed stream, ~1 MiB at a time, as in-memory blocks."""
         with open_bytes(block.source.path) as stream:
-            offset, pending, credited = 0, b"", 0
-            while True:
-                chunk = stream.read(CHUNK_BYTES)
-                data = pending + chunk
-                cut = len(data) if not chunk else data.rfind(b"\n") + 1
-                if chunk and not cut and len(data) > LONGEST_PIECE:  # a line longer than any piece should be
-                    reader = RangeReader(block.source.path, block.encoding, self.reader.policy, self.reader.stats.lines)
-                    handle = io.BufferedReader(Prefixed(data, stream), buffer_size=CHUNK_BYTES)
-                    lines = reader.lines_from(handle, offset, offset, 1 << 62, stop_at_end=False)
-                    yield from self._chunks(block, (line for _, line in lines), credited)
-                    return
-                if not chunk:  # the rest (maybe nothing), carrying the rest of the file's size
+            pieces, credited = LinePieces(stream), 0
+            for offset, data, last in pieces:
+                if last:  # carries the rest of the file's size
                     self.sizes.append(block.source.size - credited)
-                    yield dataclasses.replace(block, start=offset, end=offset + len(data), data=data)
-                    return
-                if cut:
-                    credited = self._credit(block, credited)
-                    yield dataclasses.replace(block, start=offset, end=offset + cut, data=data[:cut])
-                    offset, pending = offset + cut, data[cut:]
                 else:
-                    pending = data
+                    credited = self._credit(block, credited)
+                yield dataclasses.replace(block, start=offset, end=offset + len(data), data=data)
+            if pieces.rest is not None:  # a line longer than any piece should be: the main process reads on
+                reader = RangeReader(block.source.path, block.encoding, self.reader.policy, self.reader.stats.lines)
+                yield from self._chunks(block, pieces.rest_lines(reader), credited)
 
     def _chunks(self, block: Block, texts_in: Iterator[str], credited: int = 0) -> Iterator[TextChunk]:
         """Documents read by the main process (its line counts are counted here, not in the workers)."""
