@@ -17,6 +17,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +112,7 @@ class HubState:
         self.datasets: dict[str, DatasetRepo] = {}
         self.objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
         self.failures: list[Failure] = []
+        self.latency: list[tuple[str, str, float]] = []  # (method, path pattern, seconds): a slow network
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
@@ -166,6 +168,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path = unquote(url.path)
         self.state.requests.append((self.command, path))
+        for method, pattern, seconds in self.state.latency:
+            if method == self.command and re.search(pattern, path):
+                time.sleep(seconds)
         status = self.state.scheduled_failure(self.command, path)
         if status == DROP:  # as a proxy resetting the connection: no response at all
             self.close_connection = True

@@ -217,6 +217,7 @@ def test_the_token_never_reaches_logs_configs_or_the_run_directory(hub, tmp_path
     """The whole pipeline with a token in the environment and checkpoint pushing on: grep everything."""
     run_dir = copy_run(trainable_run, tmp_path)
     env = hub_env(hub, tmp_path / "hf-home")
+    hub.state.latency.append(("POST", r"/commit/", 1.0))  # uploads slower than saves: pushes overlap
     result = run_cli("run", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--hub-repo-id",
                      f"{USER}/gpt2-zh-tiny", "--hub-push-checkpoints", "--hub-retry-wait-seconds", "0.01",
                      env=env, timeout=600)
@@ -227,6 +228,8 @@ def test_the_token_never_reaches_logs_configs_or_the_run_directory(hub, tmp_path
     repo = hub.state.repos[f"{USER}/gpt2-zh-tiny"]
     # The Trainer pushed checkpoints during training (hub strategy "checkpoint"), then stage 4 the model.
     assert any(path.startswith("last-checkpoint/") for path in repo.files)
+    pushed_state = json.loads(repo.files["last-checkpoint/trainer_state.json"])
+    assert pushed_state["global_step"] == 12  # the newest checkpoint, not an older one whose push was in flight
     assert set(repo.files) >= PUSHED
     assert len(repo.commits) >= 2
 
