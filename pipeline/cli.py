@@ -6,8 +6,10 @@ them at import time; a test holds it to that.
 """
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
 from pipeline.rundir import RunDir
+from pipeline.runlock import run_dir_lock
 from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_reference
+from pipeline.stop_signals import Terminated, terminate_by_exception
 
 RUN_ALL = "run"
 
@@ -131,17 +135,19 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     request = _request(args)
-    if args.command == RUN_ALL:
-        from pipeline.run_all import run_all
+    with contextlib.nullcontext() if request.dry_run else run_dir_lock(request.run_dir.root, args.command):
+        if args.command == RUN_ALL:
+            from pipeline.run_all import run_all
 
-        return run_all(request, args.from_stage)
-    load_entry(stage_by_reference(args.command))(request)
+            return run_all(request, args.from_stage)
+        load_entry(stage_by_reference(args.command))(request)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logger = setup_logging()
+    previous_sigterm = terminate_by_exception()
     try:
         args = build_parser(argv).parse_args(argv)
         if args.quiet:
@@ -167,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: disk full while writing {err.filename or 'a file'} — free space there and rerun the same "
               "command; outputs of finished stages are kept", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: outputs of finished stages are kept; rerun the same command to continue", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        close_progress_bars()
+        name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        print(f"stopped by {name}: outputs of finished stages are kept, the interrupted one was removed; rerun the "
+              "same command to continue", file=sys.stderr, flush=True)
+        return getattr(stop, "exit_code", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def main_for(command: str) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pipeline.hardware.decisions import (
     MINIMUM_VERSIONS,
-    RECOMMENDED_TORCH,
     bf16_native,
     compile_available,
     flash_attention_eligible,
@@ -53,8 +52,6 @@ def doctor_checks(facts: HardwareFacts, storage: StorageFacts, adam8bit: tuple[b
     checks = [
         _version_check("python", facts.python_version, required=True),
         _version_check("torch", facts.torch_version, required=True),
-        Check(f"torch >= {RECOMMENDED_TORCH} (recommended)", version_at_least(facts.torch_version, RECOMMENDED_TORCH),
-              facts.torch_version or "not installed"),
         _version_check("transformers", facts.versions.get("transformers"), required=True),
         Check("CUDA available", facts.cuda_available,
               f"{len(facts.gpus)} GPU(s)" if facts.cuda_available else "no CUDA device: training runs on CPU"),

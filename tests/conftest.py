@@ -16,11 +16,33 @@ from safetensors.torch import load_file
 from pipeline.config.schema import DataConfig
 from pipeline.corpus import CorpusReader
 from pipeline.corpus.sources import demo_sources
+from pipeline.hardware.facts import GpuFacts, HardwareFacts
 
 REPO = Path(__file__).resolve().parents[1]
 # Small but real: 3,000 demo documents (~240 k characters) train a 4,000-piece tokenizer in ~0.1 s.
 TINY_TOKENIZER = ["--tokenizer-vocab-size", "4000", "--tokenizer-character-coverage", "0.995",
                   "--tokenizer-verify-lines", "400"]
+
+
+# Fabricated machines for the pure hardware decisions (doctor, plan, presets): the GPUs users train on.
+GPUS = {
+    "a100-40g": GpuFacts("NVIDIA A100-SXM4-40GB", 39.4, (8, 0)),
+    "a100-80g": GpuFacts("NVIDIA A100-SXM4-80GB", 79.2, (8, 0)),
+    "rtx4090": GpuFacts("NVIDIA GeForce RTX 4090", 23.6, (8, 9)),
+    "rtx5090": GpuFacts("NVIDIA GeForce RTX 5090", 31.4, (12, 0)),
+    "t4": GpuFacts("Tesla T4", 14.6, (7, 5)),
+    "h100": GpuFacts("NVIDIA H100 80GB HBM3", 79.1, (9, 0)),
+}
+VERSIONS = {"transformers": "5.23.0", "datasets": "5.2.0"}
+
+
+def fabricate(device: str, flash: str | None = "2.8.3", count: int = 1) -> HardwareFacts:
+    if device == "cpu":
+        return HardwareFacts(python_version="3.11.7", cpu_count=2, torch_version="2.13.0", versions=VERSIONS,
+                             cxx_compiler=True)
+    return HardwareFacts(python_version="3.11.7", cpu_count=16, torch_version="2.13.0", cuda_available=True,
+                         cuda_version="12.8", gpus=(GPUS[device],) * count, flash_attn_version=flash,
+                         triton_available=True, versions=VERSIONS)
 
 
 @pytest.fixture(autouse=True)

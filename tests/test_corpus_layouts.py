@@ -104,7 +104,7 @@ def test_every_blank_line_document_is_read_exactly_once_whatever_the_block_size(
     assert sharded == expected
 
 
-def test_a_document_longer_than_the_limit_follows_the_long_lines_policy(tmp_path, caplog):
+def test_a_document_longer_than_the_limit_follows_the_long_lines_policy(tmp_path):
     path = tmp_path / "long.txt"
     long_document = ["甲" * 30, "乙" * 30, "丙" * 30]
     path.write_text(clue_text([["短"], long_document, ["尾"]]), encoding="utf-8")

@@ -1,12 +1,15 @@
 """`doctor` and the hardware decisions, fed fabricated A100/4090/5090/T4/H100/CPU facts."""
 
 import json
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from pipeline.doctor import Check, doctor_checks, render
 from pipeline.hardware import facts as facts_module
 from pipeline.hardware.decisions import (
+    MINIMUM_VERSIONS,
     bf16_native,
     compile_available,
     flash_attention_eligible,
@@ -15,33 +18,13 @@ from pipeline.hardware.decisions import (
     version_tuple,
 )
 from pipeline.hardware.facts import (
-    GpuFacts,
     HardwareFacts,
     StorageFacts,
     probe_8bit_adam,
 )
-from tests.conftest import run_cli
+from tests.conftest import fabricate, run_cli
 
-GPUS = {
-    "a100-40g": GpuFacts("NVIDIA A100-SXM4-40GB", 39.4, (8, 0)),
-    "a100-80g": GpuFacts("NVIDIA A100-SXM4-80GB", 79.2, (8, 0)),
-    "rtx4090": GpuFacts("NVIDIA GeForce RTX 4090", 23.6, (8, 9)),
-    "rtx5090": GpuFacts("NVIDIA GeForce RTX 5090", 31.4, (12, 0)),
-    "t4": GpuFacts("Tesla T4", 14.6, (7, 5)),
-    "h100": GpuFacts("NVIDIA H100 80GB HBM3", 79.1, (9, 0)),
-}
-VERSIONS = {"transformers": "5.23.0", "datasets": "5.2.0"}
 STORAGE = StorageFacts(cache_dir="/cache", cache_writable=True, run_dir="runs", free_gib=100.0)
-
-
-def fabricate(device: str, flash: str | None = "2.8.3", count: int = 1) -> HardwareFacts:
-    if device == "cpu":
-        return HardwareFacts(python_version="3.11.7", cpu_count=2, torch_version="2.13.0", versions=VERSIONS,
-                             cxx_compiler=True)
-    return HardwareFacts(python_version="3.11.7", cpu_count=16, torch_version="2.13.0", cuda_available=True,
-                         cuda_version="12.8", gpus=(GPUS[device],) * count, flash_attn_version=flash,
-                         triton_available=True, versions=VERSIONS)
-
 
 AMPERE_OR_NEWER = {"a100-40g": True, "a100-80g": True, "rtx4090": True, "rtx5090": True, "h100": True,
                    "t4": False, "cpu": False}
@@ -90,12 +73,48 @@ def test_required_failures_are_flagged():
                         versions={"transformers": "4.30.0"})
     unwritable = StorageFacts(cache_dir="/ro", cache_writable=False, run_dir="runs", free_gib=1.0)
     failing = {c.name for c in doctor_checks(old, unwritable, (False, "x")) if c.required and not c.ok}
-    assert failing == {"python >= 3.10", "torch >= 2.0", "transformers >= 4.36", "HF cache writable"}
+    assert failing == {"python >= 3.10", "torch >= 2.2", "transformers >= 5.0", "HF cache writable"}
+
+
+def _declared_minimums() -> dict[str, str]:
+    """The `>=` bounds of pyproject.toml: requires-python, the dependencies and every extra."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest itself depends on tomli there
+        import tomli as tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    lines = project["dependencies"] + [line for extra in project["optional-dependencies"].values() for line in extra]
+    minimums = {"python": project["requires-python"].removeprefix(">=")}
+    for requirement in map(Requirement, lines):
+        for bound in (s for s in requirement.specifier if s.operator == ">="):
+            minimums[requirement.name] = bound.version
+    return minimums
+
+
+def test_minimum_versions_are_the_lower_bounds_pyproject_declares():
+    declared = _declared_minimums()
+    assert set(MINIMUM_VERSIONS) <= set(declared)
+    assert {name: declared[name] for name in MINIMUM_VERSIONS} == MINIMUM_VERSIONS
+
+
+def test_the_report_shows_what_the_seed_debug_commands_print():
+    # nvidia-smi / get_device_capability(), torch.version.cuda, flash_attn.__version__, bitsandbytes
+    facts = fabricate("a100-80g", count=2)
+    checks = {c.name: c for c in doctor_checks(facts, STORAGE, (True, "Adam8bit stepped on cuda"))}
+    assert checks["GPU"].detail == "; ".join(["NVIDIA A100-SXM4-80GB, 79.2 GiB, SM 8.0"] * 2)
+    assert checks["torch built with CUDA"].detail == "CUDA 12.8"
+    assert checks["flash-attn importable"].detail == "2.8.3"
+    assert checks["bitsandbytes 8-bit Adam on cuda"].ok is True
+    assert checks["torch >= 2.2"].detail.startswith("2.13.0")
+    assert "transformers 5.23.0" in render(list(checks.values()), facts)
 
 
 def test_compile_needs_triton_on_gpu_and_a_compiler_on_cpu():
     assert compile_available(fabricate("a100-80g"))[0] is True
     assert compile_available(HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.13.0"))[0] is False
+    assert compile_available(HardwareFacts(python_version="3.11", cpu_count=2, cxx_compiler=True)) == \
+        (False, "torch is not installed")
 
 
 def test_versions_compare_numerically():
@@ -104,9 +123,32 @@ def test_versions_compare_numerically():
     assert not version_at_least(None, "1")
 
 
-def test_8bit_adam_probe_takes_a_real_step_on_cpu():
+def test_8bit_adam_probe_takes_a_real_step_on_cpu(monkeypatch):
+    import bitsandbytes
+
+    steps, real_step = [], bitsandbytes.optim.Adam8bit.step
+
+    def counted(optimizer, *args, **kwargs):
+        steps.append(type(optimizer).__name__)
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(bitsandbytes.optim.Adam8bit, "step", counted)
     ok, detail = probe_8bit_adam("cpu")
     assert ok is True and "stepped on cpu" in detail
+    assert steps == ["Adam8bit"]  # the real step ran, once
+
+
+def test_8bit_adam_probe_fails_when_only_the_step_fails(monkeypatch):
+    # seed 002 §4: a build without GPU support constructs Adam8bit fine and fails at its first step
+    import bitsandbytes
+
+    def failing_step(optimizer, *args, **kwargs):
+        raise RuntimeError("The installed version of bitsandbytes was compiled without GPU support")
+
+    monkeypatch.setattr(bitsandbytes.optim.Adam8bit, "step", failing_step)
+    ok, detail = probe_8bit_adam("cpu")
+    assert ok is False and detail == "RuntimeError: The installed version of bitsandbytes was compiled without GPU " \
+                                     "support"
 
 
 def test_8bit_adam_probe_reports_failure_instead_of_raising(monkeypatch):

@@ -18,6 +18,7 @@ from pipeline.config import find_config, load_config
 from pipeline.corpus import CorpusReader
 from pipeline.corpus.sources import resolve_sources
 from pipeline.dataset.loading import load_blocks
+from pipeline.dataset.parallel import ordered_map
 from pipeline.errors import UserError
 from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, run_cli, tree_checksums
 from tokenizer.specials import SPECIAL_TOKENS
@@ -104,7 +105,47 @@ def test_worker_count_and_batch_size_do_not_change_a_single_block(tmp_path, caps
         assert np.array_equal(blocks_of(first / "dataset", split), blocks_of(second / "dataset", split))
 
 
-def test_dedupe_drops_repeated_documents_before_packing(tmp_path, capsys, two_block_corpus):
+def test_sentencepiece_never_gets_more_than_map_batch_size_documents_at_once(tmp_path, monkeypatch,
+                                                                             tokenized_run, small_corpus):
+    """Seed 002 §10: a 5,000-document batch was what got stage 2 killed; the worker tokenizes map_batch_size."""
+    import sentencepiece
+
+    batches, real_encode = [], sentencepiece.SentencePieceProcessor.encode
+
+    def counted(processor, texts, *args, **kwargs):
+        batches.append(len(texts) if isinstance(texts, list) else 1)
+        return real_encode(processor, texts, *args, **kwargs)
+
+    monkeypatch.setattr(sentencepiece.SentencePieceProcessor, "encode", counted)
+    run_dir = tmp_path / "run"
+    shutil.copytree(tokenized_run / "tokenizer", run_dir / "tokenizer")
+    args = stage_args(small_corpus, run_dir, "--data-num-proc", "1", "--data-map-batch-size", "7")  # in this process
+    assert main(["tokenize", *args]) == 0
+    reading = json.loads((run_dir / "dataset" / "stats.json").read_text())["reading"]
+    documents = sum(reading[split]["documents"] for split in ("train", "validation"))
+    assert max(batches) == 7 and sum(batches) >= documents > 2000
+
+
+def test_ordered_map_never_holds_more_than_its_in_flight_bound():
+    """Results are consumed as they come: at most workers x in_flight_per_worker items are submitted and not yet
+    handed on, however long the input (Pool.imap would queue every block)."""
+    pulled: list[int] = []
+
+    def blocks():
+        for index in range(20):
+            pulled.append(index)
+            yield index
+
+    results, waiting = [], []
+    # builtins as the work: the spawned workers import nothing from the tests
+    for consumed, result in enumerate(ordered_map(str, blocks(), 2, int, (), in_flight_per_worker=2), start=1):
+        waiting.append(len(pulled) - consumed)
+        results.append(result)
+    assert results == [str(index) for index in range(20)]  # in order
+    assert max(waiting) == 2 * 2 and waiting[-1] == 0
+
+
+def test_dedupe_drops_repeated_documents_before_packing(tmp_path, two_block_corpus):
     run_dir = tmp_path / "run"
     assert main(["train-tokenizer", *stage_args(two_block_corpus, run_dir, "--data-dedupe")]) == 0
     assert main(["tokenize", *stage_args(two_block_corpus, run_dir, "--data-dedupe", "--data-num-proc", "2")]) == 0

@@ -16,8 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.cli import main
-from pipeline.training.checkpoints import MARKER, read_marker
-from tests.conftest import REPO, assert_same_weights, copy_run, pretrain_args, weights
+from pipeline.config import load_config
+from pipeline.training.checkpoints import MARKER, problem_with, read_marker
+from pipeline.training.history import read_history
+from tests.conftest import REPO, assert_same_weights, copy_run, pretrain_args, run_cli, weights
 
 STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
 
@@ -112,6 +114,43 @@ def test_weights_saved_with_the_compile_prefix_still_resume(tmp_path, capsys, tr
     assert_same_weights(run_dir / "model", trained[0] / "model")
 
 
+def _corrupt_weights_header(folder) -> None:
+    """Same size, unreadable: the JSON header after safetensors' 8-byte length starts with '{', no longer."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    assert data[8:9] == b"{"
+    data[8:9] = b"!"
+    path.write_bytes(bytes(data))
+
+
+def test_a_marked_checkpoint_with_a_truncated_file_is_not_resumable(tmp_path, trained):
+    folder = shutil.copytree(trained[0] / "checkpoints" / "checkpoint-12", tmp_path / "checkpoint-12")
+    assert problem_with(folder) is None
+    optimizer = folder / "optimizer.pt"
+    size = optimizer.stat().st_size
+    with open(optimizer, "r+b") as handle:
+        handle.truncate(size // 2)  # the marker is there and lists the full size
+    assert problem_with(folder) == f"optimizer.pt has {size // 2} bytes, {size} were written"
+
+
+def test_a_marked_checkpoint_of_the_right_sizes_whose_weights_do_not_load_is_not_resumable(tmp_path, trained):
+    folder = shutil.copytree(trained[0] / "checkpoints" / "checkpoint-12", tmp_path / "checkpoint-12")
+    _corrupt_weights_header(folder)
+    assert read_marker(folder)["files"]["model.safetensors"] == (folder / "model.safetensors").stat().st_size
+    assert problem_with(folder).startswith("cannot be loaded (SafetensorError: ")
+
+
+def test_resume_from_a_named_checkpoint_that_does_not_load_is_a_one_line_error(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    folder = run_dir / "checkpoints" / "checkpoint-8"
+    _corrupt_weights_header(folder)
+    assert main(pretrain_args(run_dir, "--force", "--resume", str(folder))) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(
+        f"error: --resume {folder}: cannot resume from it: cannot be loaded (SafetensorError: ")
+    assert "Traceback" not in err and "pass a complete checkpoint-N folder, or --resume auto" in err
+
+
 def test_resuming_with_a_changed_config_is_refused_with_the_changes(tmp_path, capsys, trained):
     run_dir = copy_run(trained[0], tmp_path)
     assert main(pretrain_args(run_dir, "--force", "--optimization-learning-rate", "0.01")) == 2
@@ -127,6 +166,36 @@ def test_resume_never_keeps_old_checkpoints_aside_and_starts_over(tmp_path, caps
     assert len(list(run_dir.glob("checkpoints.previous-*/checkpoint-*"))) == 2
     assert list(run_dir.glob("logs/training_history.previous-*.csv"))
     assert_same_weights(run_dir / "model", trained[0] / "model")  # same seed, same data order, same result
+
+
+@pytest.mark.slow
+def test_a_compiled_run_checkpoints_resumes_and_saves_a_model_without_the_compile_prefix(tmp_path, trainable_run):
+    """Seed 002 §3 for real: torch.compile on CPU (inductor, C++), 4 steps, stopped after step 2 and resumed."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir, inductor = copy_run(trainable_run, tmp_path), tmp_path / "inductor"
+    args = pretrain_args(run_dir, "--training-torch-compile", "--training-max-steps", "4",
+                         "--checkpoint-save-steps", "2")
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(inductor)}  # its own cache: kernels there prove the model was compiled
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "compile default" in first.stderr and any(inductor.rglob("*.py"))
+    uninterrupted = weights(run_dir / "model")
+    shutil.rmtree(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
+    resumed = run_cli(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "(step 2)" in resumed.stderr
+    for folder in (*sorted((run_dir / "checkpoints").glob("checkpoint-*")), run_dir / "model"):
+        assert not any(key.startswith("_orig_mod.") for key in weights(folder)), folder
+    final = weights(run_dir / "model")
+    assert final.keys() == uninterrupted.keys()
+    for key in final:  # the same run, to float noise (~1e-8 measured: compiled CPU kernels are not bit-exact)
+        torch.testing.assert_close(final[key], uninterrupted[key], rtol=1e-5, atol=1e-6)
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))  # plain transformers, no missing keys
+    assert model.config.n_layer == 2
+    generation = json.loads((run_dir / "model" / "generation_config.json").read_text())
+    assert (generation["do_sample"], generation["temperature"], generation["top_k"]) == (True, 0.8, 50)
 
 
 def _free_port() -> int:
@@ -187,11 +256,61 @@ def test_missing_dataset_is_a_one_line_error(tmp_path, capsys, trainable_run):
     assert err.startswith("error: no complete dataset in") and "\n" not in err
 
 
-def test_history_keeps_rows_up_to_the_resumed_step(tmp_path, trained):
-    from pipeline.training.history import read_history
+def test_history_keeps_rows_up_to_the_resumed_step(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    history = run_dir / "logs" / "training_history.csv"
+    before = read_history(history)
+    shutil.rmtree(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-12")  # as if stopped after the save at step 8
+    assert main(pretrain_args(run_dir)) == 0
+    assert "resuming from" in capsys.readouterr().err
+    after = read_history(history)
+    assert [row["step"] for row in after] == [0, 1, 2, 4, 6, 8, 10, 12]  # one run: no step twice, none missing
+    assert [row for row in after if row["step"] <= 8] == [row for row in before if row["step"] <= 8]
+    assert np.isfinite(after[0]["eval_loss"]) and np.isfinite(after[-1]["eval_loss"])  # initial and final
+    assert all(np.isfinite(row["loss"]) for row in after[-2:])  # written by the resumed run
 
-    rows = read_history(trained[0] / "logs" / "training_history.csv")
-    assert rows[0]["step"] == 0 and np.isfinite(rows[0]["eval_loss"])
+
+def _cosine_schedule(step: int, peak: float, floor: float, warmup: int, total: int) -> float:
+    """The documented schedule (optimization group): linear warmup to the peak, cosine decay to the floor."""
+    if step <= warmup:
+        return peak * step / warmup
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine_to_min_lr(trained):
+    run_dir, _ = trained
+    optimization = load_config(run_dir / "model" / "run_config.yaml").optimization
+    peak, floor = optimization.learning_rate, optimization.learning_rate * optimization.min_lr_ratio
+    assert (optimization.warmup_steps, floor) == (2, pytest.approx(1e-4))  # TINY_TRAIN on the demo config
+    rows = [row for row in read_history(run_dir / "logs" / "training_history.csv") if row["learning_rate"] is not None]
+    steps, rates = [row["step"] for row in rows], [row["learning_rate"] for row in rows]
+    assert steps == [1, 2, 4, 6, 8, 10, 12]
+    assert rates == pytest.approx([_cosine_schedule(s, peak, floor, 2, STEPS) for s in steps], rel=1e-6)
+    assert rates[0] < rates[1] == pytest.approx(peak)  # rises during warmup
+    assert all(a > b for a, b in zip(rates[1:], rates[2:], strict=False)) and rates[-1] == pytest.approx(floor)
+
+
+def test_gradients_reach_the_optimizer_clipped_to_max_grad_norm(tmp_path, trained, trainable_run):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    arguments = torch.load(trained[0] / "checkpoints" / "checkpoint-12" / "training_args.bin", weights_only=False)
+    assert arguments.max_grad_norm == 1.0  # the config's default (seed 004), as the real run's Trainer had it
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    run_dir = copy_run(trainable_run, tmp_path)
+    hook = register_optimizer_step_pre_hook(record)  # runs after the Trainer's clipping, before AdamW steps
+    try:
+        assert main(pretrain_args(run_dir, "--training-max-steps", "2", "--optimization-max-grad-norm", "0.05")) == 0
+    finally:
+        hook.remove()
+    logged = [row["grad_norm"] for row in read_history(run_dir / "logs" / "training_history.csv") if row["grad_norm"]]
+    assert len(logged) == 2 and min(logged) > 0.5  # the norm before clipping, as the Trainer logs it
+    assert len(norms) == 2 and norms == pytest.approx([0.05, 0.05], rel=1e-3)
 
 
 def test_8bit_adam_trains_for_real_when_the_probe_passes(tmp_path, capsys, trainable_run):

@@ -154,3 +154,20 @@ def test_a_tokenizer_normalizer_that_disagrees_with_cleaning_is_refused_by_chara
     convert(tokenizer_dir / "tokenizer.model", tmp_path, "zh")
     with pytest.raises(UserError, match=r"the tokenizer normalises '.' \(U\+[0-9A-F]{4}\) to '.+', cleaning to"):
         verify(tmp_path, tmp_path / "tokenizer.model", ["你好，世界！"], "zh")
+
+
+def test_a_corpus_without_any_space_still_learns_the_space_piece_and_round_trips_spaces(tmp_path, small_corpus):
+    # required_chars='▁': a corpus with no spaces would leave '▁' to byte fallback, and a space typed in a
+    # prompt would decode as a literal '▁'
+    lines = ["".join(line.split()) for line in small_corpus.read_text(encoding="utf-8").splitlines()]
+    assert lines and not any(char.isspace() for line in lines for char in line)
+    model = tmp_path / "nospace.model"
+    train_sentencepiece([line for line in lines if line], model, TokenizerConfig(vocab_size=4000,
+                                                                                character_coverage=0.995))
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    space = processor.piece_to_id("\u2581")
+    assert space != processor.unk_id() and processor.id_to_piece(space) == "\u2581"
+    assert not processor.is_byte(space)
+    text = "今天 天气很好, 我们 去公园"
+    ids = processor.encode(text)
+    assert space in ids and processor.decode(ids) == text

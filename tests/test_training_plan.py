@@ -1,14 +1,13 @@
 """Hardware facts -> training decisions, with fabricated A100 / 4090 / 5090 / T4 / H100 / CPU facts."""
 
 import inspect
-from pathlib import Path
 
 import pytest
 from transformers import TrainingArguments
 
-from pipeline.config import Config
+from pipeline.config import Config, load_config
 from pipeline.errors import UserError
-from pipeline.hardware.facts import HardwareFacts
+from pipeline.hardware.facts import GpuFacts, HardwareFacts
 from pipeline.training import presets as presets_module
 from pipeline.training.arguments import argument_values
 from pipeline.training.mfu import flops_per_token, mfu
@@ -23,16 +22,16 @@ from pipeline.training.plan import (
     choose_precision,
     plan_training,
 )
-from pipeline.training.presets import available_presets, load_preset, resolve_preset
-from tests.test_doctor import GPUS, fabricate
+from pipeline.training.presets import available_presets, load_preset, preset_layer, resolve_preset
+from tests.conftest import fabricate
 
-SEED_TABLE = {  # seed 002's per-GPU table, plus h100 and cpu
-    "a100-40g": (48, "reduce-overhead", True), "a100-80g": (64, "reduce-overhead", True),
-    "rtx5090": (48, "max-autotune", True), "rtx4090": (32, "max-autotune", True), "t4": (8, None, False),
-    "h100": (64, "max-autotune", True), "cpu": (16, None, False),
+# Seed 002's "GPU 配置" table as the seed prints it (batch_size, compile_mode, 特殊优化), independent of our
+# YAML; its T4 row names no compile mode. H100 and CPU have no row there: their presets are our own.
+SEED_002_GPU_TABLE = {
+    "a100-40g": (48, "reduce-overhead", "TF32"), "a100-80g": (64, "reduce-overhead", "TF32"),
+    "rtx5090": (48, "max-autotune", None), "rtx4090": (32, "max-autotune", None), "t4": (8, None, "DataParallel"),
 }
-AUTO = {"a100-40g": "a100-40g", "a100-80g": "a100-80g", "rtx4090": "rtx4090", "rtx5090": "rtx5090",
-        "t4": "t4", "h100": "h100", "cpu": "cpu"}
+DEVICES = ["a100-40g", "a100-80g", "rtx4090", "rtx5090", "t4", "h100", "cpu"]  # each has a preset of that name
 
 
 def config(**training) -> Config:
@@ -47,27 +46,39 @@ def with_world(facts: HardwareFacts, world: int) -> HardwareFacts:
 
 
 def test_every_shipped_preset_loads_and_says_what_it_was_verified_on():
-    assert set(available_presets()) == set(SEED_TABLE)
+    assert set(available_presets()) == set(DEVICES)
     for name in available_presets():
-        preset = load_preset(name)
-        assert "Verified on" in preset.path.read_text(encoding="utf-8"), name
-        batch, mode, compiled = SEED_TABLE[name]
-        assert preset.training["per_device_batch_size"] == batch
-        assert preset.training["torch_compile"] is compiled
-        assert preset.training.get("compile_mode") == mode
+        assert "Verified on" in load_preset(name).path.read_text(encoding="utf-8"), name
+    for name, (batch, mode, special) in SEED_002_GPU_TABLE.items():  # the seed's numbers, not our YAML's
+        training = load_preset(name).training
+        assert (training["per_device_batch_size"], training.get("compile_mode")) == (batch, mode), name
+        assert training["torch_compile"] is (mode is not None), name
+        if special == "TF32":
+            assert training["tf32"] is True, name
 
 
-@pytest.mark.parametrize("device", list(AUTO))
+@pytest.mark.parametrize("device", DEVICES)
 def test_auto_preset_follows_gpu_name_and_memory(device):
     preset, note = resolve_preset("auto", False, fabricate(device))
-    assert preset is not None and preset.name == AUTO[device] and "auto" in note
+    assert preset is not None and preset.name == device and "auto" in note
 
 
-def test_a_gpu_without_a_preset_keeps_the_config_values():
-    facts = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0",
-                          gpus=(GPUS["t4"].__class__("NVIDIA L4", 22.0, (8, 9)),))
-    preset, note = resolve_preset("auto", False, facts)
+def test_a_gpu_without_a_preset_keeps_the_config_values(tmp_path):
+    l4 = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0", cuda_available=True,
+                       gpus=(GpuFacts("NVIDIA L4", 22.0, (8, 9)),), triton_available=True)
+    preset, note = resolve_preset("auto", False, l4)
     assert preset is None and "no preset for NVIDIA L4" in note
+    yaml = tmp_path / "l4.yaml"  # hardware values no preset uses
+    yaml.write_text("training:\n  global_batch_size: 480\n  per_device_batch_size: 24\n  torch_compile: true\n"
+                    "  compile_mode: max-autotune\n  tf32: false\n  dataloader_workers: 3\n", encoding="utf-8")
+    plan = plan_training(load_config(yaml, {}, preset_layer(preset)), l4, 1, None)  # as the stage loads it
+    assert (plan.per_device_batch_size, plan.gradient_accumulation_steps) == (24, 20)
+    assert (plan.torch_compile, plan.compile_mode, plan.tf32, plan.dataloader_workers) == \
+        (True, "max-autotune", False, 3)
+    a100 = fabricate("a100-80g")  # the same file where a preset matches: the preset's values win
+    preset, _ = resolve_preset("auto", False, a100)
+    plan = plan_training(load_config(yaml, {}, preset_layer(preset)), a100, 1, None)
+    assert (plan.per_device_batch_size, plan.compile_mode, plan.tf32) == (60, "reduce-overhead", True)
 
 
 @pytest.mark.parametrize("preset, device", [("a100-40g", "t4"), ("a100-40g", "cpu"), ("a100-80g", "a100-40g"),
@@ -79,7 +90,7 @@ def test_a_preset_for_other_hardware_is_refused_unless_forced(preset, device):
     assert chosen.name == preset and "forced" in note
 
 
-def test_unknown_preset_name_suggests_the_closest(monkeypatch):
+def test_unknown_preset_name_suggests_the_closest():
     with pytest.raises(UserError, match="did you mean --preset a100-40g"):
         resolve_preset("a100-40gb", False, fabricate("a100-40g"))
 
@@ -150,6 +161,17 @@ def test_compile_wins_over_activation_checkpointing_also_under_ddp(world):
     assert choose_compile(config(activation_checkpointing=True), facts)[2] is True  # alone, it stays
 
 
+def test_trainer_arguments_follow_the_plan_when_compile_turns_activation_checkpointing_off(tmp_path):
+    both = config(global_batch_size=16, per_device_batch_size=16, torch_compile=True, activation_checkpointing=True)
+    plan = plan_training(both, fabricate("cpu"), 1, None)
+    assert (plan.torch_compile, plan.activation_checkpointing) == (True, False)
+    arguments = TrainingArguments(**argument_values(both, plan, tmp_path))
+    assert arguments.torch_compile is True and arguments.activation_checkpointing is False
+    alone = config(global_batch_size=16, per_device_batch_size=16, activation_checkpointing=True)
+    arguments = TrainingArguments(**argument_values(alone, plan_training(alone, fabricate("cpu"), 1, None), tmp_path))
+    assert arguments.torch_compile is False and arguments.activation_checkpointing is True
+
+
 def test_compile_without_a_toolchain_is_turned_off_with_a_reason():
     facts = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.13.0", cxx_compiler=False)
     compile_on, _, _, notes = choose_compile(config(torch_compile=True), facts)
@@ -174,7 +196,7 @@ def test_several_gpus_without_a_launcher_get_torchrun_advice():
         check_launch(fabricate("t4", count=2), local_world_size=1)
 
 
-@pytest.mark.parametrize("device", list(AUTO))
+@pytest.mark.parametrize("device", DEVICES)
 def test_full_plan_per_device_and_its_trainer_arguments(device, tmp_path):
     facts = fabricate(device)
     preset, _ = resolve_preset("auto", False, facts)
@@ -188,7 +210,18 @@ def test_full_plan_per_device_and_its_trainer_arguments(device, tmp_path):
     assert set(values) <= accepted
     assert not {"gradient_checkpointing", "gradient_checkpointing_kwargs", "evaluation_strategy"} & set(values)
     assert ("tf32" in values) is plan.tf32  # tf32=True raises on CPU, so it is never passed there
-    assert values["ignore_data_skip"] is True and values["dataloader_drop_last"] is True
+    assert values["ignore_data_skip"] is True and values["dataloader_drop_last"] is False
+
+
+def test_tf32_is_off_on_a_t4_without_a_preset_and_the_plan_says_why(tmp_path):
+    asked = config(global_batch_size=16)  # tf32 defaults to on; no preset turns it off here
+    assert asked.training.tf32 is True
+    plan = plan_training(asked, fabricate("t4"), 1, None)
+    assert plan.tf32 is False and "TF32 off: Tesla T4 is older than Ampere (seed 002 §12)" in plan.notes
+    assert "tf32" not in argument_values(asked, plan, tmp_path)
+    ampere = plan_training(asked, fabricate("a100-40g"), 1, None)
+    assert ampere.tf32 is True and argument_values(asked, ampere, tmp_path)["tf32"] is True
+    assert not any("TF32" in note for note in ampere.notes)
 
 
 def test_full_determinism_is_an_opt_in_switch(tmp_path):
@@ -210,7 +243,3 @@ def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
     assert mfu(100_000, per_token, "NVIDIA A100-SXM4-80GB", 1) == pytest.approx(100_000 * per_token / 312e12)
     assert mfu(100_000, per_token, "NVIDIA H100 80GB HBM3", 8) == pytest.approx(100_000 * per_token / (8 * 989e12))
     assert mfu(100_000, per_token, None, 0) is None and mfu(1, per_token, "NVIDIA L4", 1) is None
-
-
-def test_presets_are_in_the_configs_folder():
-    assert presets_module.presets_dir() == Path(__file__).resolve().parents[1] / "configs" / "presets"

@@ -9,7 +9,7 @@ import torch
 from pipeline.errors import UserError
 from pipeline.training.data import BlockCollator, GlobalStreamSampler, bits_per_character, unigram_entropy
 from pipeline.training.guards import NonFiniteTally
-from pipeline.training.model import ensure_unwrapped, strip_compile_prefix
+from pipeline.training.model import strip_compile_prefix
 
 
 def stream(sampler: GlobalStreamSampler, epochs: int) -> list[int]:
@@ -73,13 +73,6 @@ def test_bits_per_character_converts_nats_per_token():
 def test_compile_prefix_is_stripped_from_state_dict_keys():
     stripped = strip_compile_prefix({"_orig_mod.transformer.wte.weight": 1, "lm_head.weight": 2})
     assert stripped == {"transformer.wte.weight": 1, "lm_head.weight": 2}
-
-
-def test_an_already_wrapped_model_is_refused():
-    # seed 002 §2: DDP(model) by hand, then the Trainer wraps it again
-    with pytest.raises(UserError, match="already wrapped in DataParallel.*Trainer wraps it"):
-        ensure_unwrapped(torch.nn.DataParallel(torch.nn.Linear(2, 2)))
-    ensure_unwrapped(torch.nn.Linear(2, 2))
 
 
 def test_non_finite_steps_are_counted_and_stop_after_the_limit():

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+from pipeline.stop_signals import spawned_child_initializer
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 _END = object()
@@ -25,7 +27,9 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
         yield from map(function, items)
         return
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
+    # the workers leave a stop signal sent to the whole process group to this process (stop_signals.py)
+    start, start_args = spawned_child_initializer(initializer, initargs)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start, initargs=start_args)
     try:
         queue = iter(items)
         first = itertools.islice(queue, workers * in_flight_per_worker)
@@ -37,4 +41,16 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
                 pending.append(pool.submit(function, following))
             yield result
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # joins the workers
+        _stop_resource_tracker()
+
+
+def _stop_resource_tracker() -> None:
+    """Spawned workers start multiprocessing's resource-tracker process, which otherwise lives until the
+    interpreter exits and then lingers as an orphan after the command is done; stop and reap it now (a
+    later pool starts a new one)."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, present since 3.8
+    if stop is not None:
+        stop()

@@ -8,7 +8,6 @@ times the speed of `datasets.map` over the fast tokenizer.
 
 import itertools
 import logging
-import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +19,7 @@ from pipeline.corpus.lines import LineCounts, LinePolicy
 from pipeline.corpus.reader import clean_batches, raw_block_texts
 from pipeline.dataset.chunks import TextChunk
 from pipeline.memory import peak_rss_mb
+from pipeline.training import faults
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ class _BlockTokenizer:
 def init_worker(setup: WorkerSetup, in_worker_process: bool = True) -> None:
     global _worker
     if in_worker_process:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
         from pipeline.console import setup_logging
 
         setup_logging().setLevel(setup.log_level)
@@ -104,4 +103,5 @@ def init_worker(setup: WorkerSetup, in_worker_process: bool = True) -> None:
 
 
 def tokenize_block(item: Block | TextChunk) -> BlockTokens:
+    faults.pause_in_block()
     return _worker(item)

@@ -18,7 +18,7 @@ def _json(path: Path) -> dict:
 
 
 def final_samples(samples_md: Path, limit: int = 4) -> list[tuple[str, str]]:
-    """The last section of logs/samples.md as (prompt, continuation) pairs."""
+    """The last section of samples.md as (prompt, continuation) pairs."""
     if not samples_md.is_file():
         return []
     sections = samples_md.read_text(encoding="utf-8").split("\n## ")
@@ -111,7 +111,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
                   f"| unigram baseline (no context) | {unigram:.3f}, so the model is {unigram - final:.2f} nats/token "
                   "better from context |"]
     lines += ["", "![training and validation loss](loss.png)", ""]
-    samples = final_samples(run_dir / "logs" / "samples.md")
+    samples = final_samples(run_dir / "model" / "samples.md")  # of these weights, not of a later run
     if samples:
         lines += ["## Samples", "", "Temperature 0.8, top-k 50, at the end of training:", ""]
         lines += [f"- **{prompt}**{continuation}" for prompt, continuation in samples]

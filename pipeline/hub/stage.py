@@ -1,4 +1,5 @@
-"""Stage 4: <run-dir>/model/ (+ card and logs) -> a Hub model repository (seed 002 §8).
+"""Stage 4: <run-dir>/model/ (+ card, and the logs stage 3 froze beside the weights) -> a Hub model
+repository (seed 002 §8).
 
 The files are hard-linked into <run-dir>/push/upload/ and sent as one commit. <run-dir>/push/ is written
 only after the Hub accepted the commit, with the commit id; pushing an unchanged run again is
@@ -20,14 +21,14 @@ log = logging.getLogger("gpt2zh")
 STAGE = "push"
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                "tokenizer_config.json", "training_summary.json")
-LOG_FILES = ("training_history.csv", "loss.png")
+LOG_FILES = ("training_history.csv", "loss.png")  # the copies stage 3 froze into model/, not logs/
 
 
 def upload_sources(run_dir: Path) -> dict[str, Path]:
     """Name in the repository -> file in the run directory, for everything pushed but the card."""
     sources = {name: run_dir / "model" / name for name in MODEL_FILES}
     sources["gpt2zh_config.yaml"] = run_dir / "model" / "run_config.yaml"
-    sources.update({name: run_dir / "logs" / name for name in LOG_FILES})
+    sources.update({name: run_dir / "model" / name for name in LOG_FILES})
     return {name: path for name, path in sources.items() if path.is_file()}
 
 
@@ -46,6 +47,26 @@ def stage_upload(sources: dict[str, Path], card: str, target: Path) -> list[tupl
     return [(str(p.relative_to(target)), p.stat().st_size) for p in sorted(target.rglob("*")) if p.is_file()]
 
 
+def _check_model_matches_its_inputs(run, model: dict) -> None:
+    """The card describes the tokenizer and dataset from the run directory: they must be the ones the
+    weights were trained on, not a rebuild made since."""
+    from pipeline.dataset.loading import dataset_parts
+
+    tokenizer = (read_manifest(run.stage("tokenizer")) or {}).get("fingerprint")
+    try:
+        datasets = [manifest["fingerprint"] for _, manifest in dataset_parts(run.stage("dataset"))]
+    except UserError:  # removed to save space: nothing to contradict the model
+        datasets = None
+    inputs = model.get("inputs", {})
+    changed = [name for name, now, then in (("tokenizer", tokenizer, inputs.get("tokenizer")),
+                                            ("dataset", datasets, inputs.get("dataset"))) if now is not None
+               and now != then]
+    if changed:
+        raise UserError(f"{run.stage('model')} was trained on another {' and '.join(changed)} than the one now in "
+                        f"{run.root} (rebuilt since), so its model card would describe other data",
+                        "retrain with `gpt2zh pretrain` (or `gpt2zh run`) before pushing")
+
+
 def _listing(files: list[tuple[str, int]]) -> str:
     return ", ".join(f"{name} ({human_bytes(size)})" for name, size in files)
 
@@ -58,6 +79,8 @@ def push_to_hub(request: StageRequest) -> dict:
     model = read_manifest(run.stage("model"))
     if model is None:
         raise UserError(f"no complete model in {run.stage('model')}", "run `gpt2zh pretrain` (or `gpt2zh run`) first")
+
+    _check_model_matches_its_inputs(run, model)
 
     from pipeline.hub.card import render_model_card
 

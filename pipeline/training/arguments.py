@@ -35,7 +35,7 @@ def argument_values(config: Config, plan: TrainingPlan, checkpoints_dir: Path) -
         per_device_eval_batch_size=plan.per_device_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=optimization.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_type="cosine_with_min_lr",  # the shape; PretrainTrainer.create_scheduler builds it
         lr_scheduler_kwargs={"min_lr_rate": optimization.min_lr_ratio},
         warmup_steps=optimization.warmup_steps,
         weight_decay=optimization.weight_decay,
@@ -49,7 +49,10 @@ def argument_values(config: Config, plan: TrainingPlan, checkpoints_dir: Path) -
         dataloader_num_workers=plan.dataloader_workers,
         dataloader_persistent_workers=plan.persistent_workers,
         dataloader_pin_memory=plan.pin_memory,
-        dataloader_drop_last=True,
+        # False: the training stream (GlobalStreamSampler) always yields whole optimizer steps, so only
+        # evaluation could have a partial last batch, and dropping it would skip a validation split
+        # smaller than one batch entirely (and the remainder of every larger one).
+        dataloader_drop_last=False,
         eval_strategy="steps",
         eval_steps=training.eval_steps,
         eval_on_start=True,  # the initial validation loss is the yardstick of the whole run

@@ -43,6 +43,11 @@ def write_marker(folder: Path, fingerprint: str, inputs: dict) -> None:
              if p.is_file() and p.name != MARKER}
     marker = {"step": checkpoint_step(folder), "fingerprint": fingerprint, "inputs": inputs, "files": files,
               "written_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    _replace_marker(folder, marker)
+
+
+def _replace_marker(folder: Path, marker: dict) -> None:
+    """Written aside, then renamed: a process killed mid-write leaves the old marker or the new one, never half."""
     temporary = folder / (MARKER + ".tmp")
     temporary.write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     temporary.replace(folder / MARKER)
@@ -91,7 +96,7 @@ def repair_compile_prefix(folder: Path) -> bool:
     marker = read_marker(folder)
     if marker is not None:
         marker["files"][WEIGHTS] = path.stat().st_size
-        (folder / MARKER).write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace_marker(folder, marker)
     return True
 
 
@@ -172,12 +177,10 @@ class CheckpointMarker(TrainerCallback):
 
     def __init__(self, directory: Path, fingerprint: str, inputs: dict):
         self.directory, self.fingerprint, self.inputs = directory, fingerprint, inputs
-        self.last_saved: Path | None = None
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # each rank writes its own RNG state into the folder
         folder = self.directory / f"checkpoint-{state.global_step}"
         if is_main_process() and folder.is_dir():
             write_marker(folder, self.fingerprint, self.inputs)
-        self.last_saved = folder
         barrier()

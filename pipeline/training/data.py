@@ -1,5 +1,6 @@
 """Training data: stage 2's blocks, a resumable sample order, the collator, the unigram baseline."""
 
+import logging
 import math
 from pathlib import Path
 
@@ -9,6 +10,9 @@ from torch.utils.data import Sampler
 
 from pipeline.dataset.loading import load_blocks
 from pipeline.errors import UserError
+
+log = logging.getLogger("gpt2zh")
+SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as much as by learning
 
 
 class GlobalStreamSampler(Sampler[int]):
@@ -62,6 +66,14 @@ def load_training_data(dataset_dir: Path, eval_max_blocks: int):
     blocks = load_blocks(dataset_dir)
     train = blocks["train"].with_format("numpy")
     validation = blocks["validation"].with_format("numpy")
+    if len(validation) == 0:
+        raise UserError(f"{dataset_dir} has no validation blocks", "raise --data-validation-fraction and rerun "
+                        "`gpt2zh tokenize --force`")
+    if len(validation) < SMALL_VALIDATION_BLOCKS:
+        tokens = len(validation) * len(validation[0]["input_ids"])
+        log.warning("pretrain: the validation split has only %d block(s) (%d tokens): every block is evaluated, "
+                    "but the validation loss will be noisy; raise --data-validation-fraction (and rerun "
+                    "`gpt2zh tokenize --force`) or add data", len(validation), tokens)
     if eval_max_blocks and len(validation) > eval_max_blocks:
         validation = validation.select(range(eval_max_blocks))
     return train, validation

@@ -1,9 +1,12 @@
-"""Fault injection for the test suite: real NaNs and slow checkpoint writes, through the real code paths.
+"""Fault injection for the test suite: real NaNs, slow steps, checkpoint writes and stage-2 blocks, through
+the real code paths.
 
 Driven by the GPT2ZH_FAULTS environment variable (JSON); without it nothing here has any effect.
   {"nan_loss_steps": [4, 5]}        the loss of those optimizer steps becomes NaN (before backward)
   {"pause_in_checkpoint": [8, 30]}  sleep 30 s inside checkpoint-8 (weights written, optimizer not yet)
   {"pause_after_step": [7, 30]}     sleep 30 s in step 7, before the optimizer applies it (a window to signal)
+  {"pause_in_micro_batch": [7, 30]} sleep 30 s in the first micro-batch of step 7 (accumulation > 1)
+  {"pause_in_block": [3, 30]}       stage 2: each worker sleeps 30 s on the 3rd block it tokenizes
   {"pause_flag": "/tmp/x"}          with either pause: write the step into this file when the pause begins
   {"disk_full_at_checkpoint": 8}    the checkpoint of step 8 fails with ENOSPC after writing part of a file
 """
@@ -16,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 ENV = "GPT2ZH_FAULTS"
+_paused_steps: set[int] = set()
 
 
 @cache
@@ -44,6 +48,25 @@ def pause_after_step(step: int) -> None:
     pause = faults().get("pause_after_step")
     if pause and step == pause[0]:
         _pause(step, pause[1])
+
+
+def pause_in_micro_batch(step: int) -> None:
+    pause = faults().get("pause_in_micro_batch")
+    if pause and step == pause[0] and step not in _paused_steps:  # the first micro-batch only
+        _paused_steps.add(step)
+        _pause(step, pause[1])
+
+
+_blocks_seen = 0
+
+
+def pause_in_block() -> None:
+    global _blocks_seen
+    pause = faults().get("pause_in_block")
+    if pause:
+        _blocks_seen += 1
+        if _blocks_seen == pause[0]:
+            time.sleep(pause[1])
 
 
 def disk_full_at_checkpoint(step: int, folder: Path) -> None:

@@ -1,22 +1,29 @@
-"""Stopping safely: on SIGTERM/SIGINT at the next step boundary with a checkpoint, and after too
+"""Stopping safely: on SIGTERM/SIGINT within one micro-batch with a checkpoint, and after too
 many consecutive non-finite steps (each of which is skipped, so no NaN ever reaches the weights)."""
 
 import math
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
+from pipeline.training.checkpoints import read_marker
 from pipeline.training.ranks import any_rank
 
 
 class TrainingInterrupted(UserError):
     """A signal stopped training after a checkpoint; exit status 128 + signal number, like the shell."""
 
-    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: str):
-        super().__init__(f"stopped by {signal_name} at step {step}; checkpoint saved to {checkpoint}",
-                         "rerun the same command to resume from it")
+    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: Path, dropped: int):
+        partial = f" (the {dropped} micro-batch(es) of step {step + 1} done so far were dropped)" if dropped else ""
+        if step == 0:
+            super().__init__(f"stopped by {signal_name} during step 1; no step was complete, so nothing was saved",
+                             "rerun the same command to start again")
+        else:
+            super().__init__(f"stopped by {signal_name} at step {step}{partial}; checkpoint saved to {checkpoint}",
+                             "rerun the same command to resume from it")
         self.exit_code = 128 + signal_number
 
 
@@ -51,19 +58,52 @@ class NonFiniteTally:
             "(PITFALLS.md, seed 004)")
 
 
-class GracefulStop(TrainerCallback):
-    """SIGTERM (preemption, Kaggle's time limit) or Ctrl-C: save at the next step boundary, then stop.
+def _rng_states() -> dict:
+    import random
 
-    A second Ctrl-C interrupts at once. Under DDP the decision is shared, so every rank stops at the
-    same step and none waits forever for the others.
+    import numpy as np
+    import torch
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class GracefulStop(TrainerCallback):
+    """SIGTERM (preemption, Kaggle's time limit) or Ctrl-C: save a checkpoint and stop, within one micro-batch.
+
+    With gradient accumulation an optimizer step can take minutes, longer than the grace period a
+    scheduler gives after SIGTERM (30 s for SLURM and Kubernetes). So a signal that arrives mid-step
+    stops after the current micro-batch: the partial accumulation is dropped and the state of the last
+    completed step is saved (weights, optimizer and schedule have not moved since; the random state is
+    put back to what it was when the step began), which resumes exactly. A second signal acts at once.
+    Under DDP the decision is shared after every micro-batch, so all ranks stop at the same point.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self, checkpoints: Path):
+        self.checkpoints = checkpoints
         self.received: int | None = None
         self.stopped_at: int | None = None
+        self.dropped_micro_batches = 0
         self._previous = {}
+        self._rng_at_step_begin: dict | None = None
+        self._micro_batches = 0
 
     def _handle(self, signum, frame):
         self.received = signum
@@ -73,13 +113,33 @@ class GracefulStop(TrainerCallback):
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._micro_batches = 0
+        if args.gradient_accumulation_steps > 1:
+            self._rng_at_step_begin = _rng_states()
+
+    def _stopping(self, state, control) -> bool:
+        if not any_rank(self.received is not None):
+            return False
+        if self.received is None:
+            self.received = signal.SIGTERM  # another rank got it
+        control.should_training_stop = True
+        self.stopped_at = state.global_step
+        return True
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._micro_batches += 1
+        if self._stopping(state, control):
+            self.dropped_micro_batches = self._micro_batches
+            done = read_marker(self.checkpoints / f"checkpoint-{state.global_step}") is not None
+            if state.global_step > 0 and not done:
+                _restore_rng_states(self._rng_at_step_begin)
+                control.should_save = True
+        return control
+
     def on_step_end(self, args, state, control, **kwargs):
-        if any_rank(self.received is not None):
-            if self.received is None:
-                self.received = signal.SIGTERM  # another rank got it
+        if self._stopping(state, control):
             control.should_save = True
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -87,7 +147,8 @@ class GracefulStop(TrainerCallback):
             signal.signal(signum, handler)
         self._previous = {}
 
-    def interruption(self, checkpoint: str) -> TrainingInterrupted | None:
+    def interruption(self) -> TrainingInterrupted | None:
         if self.stopped_at is None:
             return None
-        return TrainingInterrupted(signal.Signals(self.received).name, self.received, self.stopped_at, checkpoint)
+        return TrainingInterrupted(signal.Signals(self.received).name, self.received, self.stopped_at,
+                                   self.checkpoints / f"checkpoint-{self.stopped_at}", self.dropped_micro_batches)

@@ -1,7 +1,6 @@
 """The GPT-2 model: sizes from the config, vocabulary and special-token ids from stage 1's tokenizer."""
 
 from pipeline.config.schema import ModelConfig
-from pipeline.errors import UserError
 
 COMPILE_PREFIX = "_orig_mod."
 
@@ -26,16 +25,6 @@ def build_model(config):
     # forward and falls back to the causal-LM loss; name that loss explicitly instead.
     model.loss_type = "ForCausalLM"
     return model
-
-
-def ensure_unwrapped(model) -> None:
-    """Seed 002 §2: the Trainer wraps the model for DDP itself; a pre-wrapped one gets wrapped twice."""
-    import torch
-
-    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    if isinstance(model, wrappers) or type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
-        raise UserError(f"the model is already wrapped in {type(model).__name__}",
-                        "pass the plain model; the Trainer wraps it for DDP (launch with torchrun)")
 
 
 def strip_compile_prefix(state_dict: dict) -> dict:

@@ -29,6 +29,7 @@ from pipeline.training.ranks import barrier, is_main_process, local_world_size
 
 log = logging.getLogger("gpt2zh")
 STAGE = "pretrain"
+FROZEN_LOGS = ("training_history.csv", "loss.png", "samples.md")  # copied into model/ (stage 4 pushes them)
 
 
 def _inputs(run_dir) -> tuple[dict, list[Path], list[dict]]:
@@ -83,7 +84,8 @@ def _fresh_logs(logs_dir: Path) -> None:
             (logs_dir / name).rename(logs_dir / f"{Path(name).stem}.previous-{stamp}{Path(name).suffix}")
 
 
-def _save_final(staging: Path, trainer, tokenizer_dir: Path, n_positions: int, summary: dict, config) -> None:
+def _save_final(staging: Path, trainer, tokenizer_dir: Path, logs_dir: Path, n_positions: int, summary: dict,
+                config) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
     from pipeline.training.samples import TEMPERATURE, TOP_K
@@ -100,6 +102,16 @@ def _save_final(staging: Path, trainer, tokenizer_dir: Path, n_positions: int, s
     (staging / "training_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                                    encoding="utf-8")
     dump_config(config, staging / "run_config.yaml")  # beside transformers' own config.json
+    _freeze_logs(logs_dir, staging)
+
+
+def _freeze_logs(logs_dir: Path, staging: Path) -> None:
+    """The history, plot and samples of the run that made these weights, copied beside them: logs/ is
+    rewritten in place by the next run (a crashed `--resume never` restart leaves a partial history
+    there), and stage 4 must push what describes this model."""
+    for name in FROZEN_LOGS:
+        if (logs_dir / name).is_file():
+            shutil.copyfile(logs_dir / name, staging / name)
 
 
 def pretrain(request: StageRequest) -> dict:
@@ -157,8 +169,9 @@ def pretrain(request: StageRequest) -> dict:
         raise _disk_full(err, checkpoints, main) from None
     finally:
         guard.on_train_end(args, trainer.state, trainer.control)  # signal handlers back, even after an error
+        trainer.shut_down_loader_workers()
     train_seconds = time.monotonic() - started
-    if (stop := guard.interruption(str(marker.last_saved or checkpoints))) is not None:
+    if (stop := guard.interruption()) is not None:
         raise stop
     if trainer.nonfinite.stopped_at is not None:
         raise trainer.nonfinite.diagnosis(config.optimization.learning_rate, plan.precision)
@@ -168,13 +181,15 @@ def pretrain(request: StageRequest) -> dict:
     # evaluates alone waits forever for the others (seed 001 §2).
     if not any(entry.get("step") == step and "eval_loss" in entry for entry in trainer.state.log_history):
         trainer.evaluate()  # the final figures always come from the final weights
+        trainer.shut_down_loader_workers()
     summary = _summary(config, plan, facts, preset, trainer, history, reports.unigram, block_size, tokenizer_manifest,
                        dataset_folders, train_seconds, resume)
     if main:
         reports.refresh(trainer.model, trainer.processing_class, trainer.state.global_step,
                         f"final, step {trainer.state.global_step}")
         with output.build() as staging:
-            _save_final(staging, trainer, run.stage("tokenizer"), config.model.n_positions, summary, config)
+            _save_final(staging, trainer, run.stage("tokenizer"), logs_dir, config.model.n_positions, summary,
+                        config)
         _report(report, summary, output.final, logs_dir)
     barrier()
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8")) if main else {}
@@ -216,20 +231,19 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
 
     from pipeline.training.data import BlockCollator, load_training_data, unigram_entropy
     from pipeline.training.guards import GracefulStop
-    from pipeline.training.model import build_model, ensure_unwrapped, gpt2_config
+    from pipeline.training.model import build_model, gpt2_config
     from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress
 
     # seed 002 §14: every generator seeded before the weights are initialised
     (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(run.stage("tokenizer")))
     model = build_model(gpt2_config(config.model, tokenizer_manifest, plan.attention))
-    ensure_unwrapped(model)
     train, validation = load_training_data(run.stage("dataset"), config.training.eval_max_blocks)
     unigram = unigram_entropy(validation, tokenizer_manifest["vocab_size"])
     samples_per_step = plan.global_batch_size
     block_size = len(train[0]["input_ids"])
     n_params = sum(p.numel() for p in model.parameters())
-    guard = GracefulStop()
+    guard = GracefulStop(run.stage("checkpoints"))
     marker = CheckpointMarker(run.stage("checkpoints"), fingerprint_value, inputs)
     trainer_ref = {}
     history = HistoryCallback(

@@ -4,6 +4,8 @@
   skipping is off via ignore_data_skip).
 - A step whose gradient norm is not finite is skipped: its gradients are dropped before the
   optimizer runs, so AdamW leaves weights and moments untouched (seed 004).
+- The learning-rate schedule never trains a step at rate 0 (pipeline/training/schedule.py).
+- DataLoader workers leave a process-group stop signal to the main process (loader_workers.py).
 - Evaluation refreshes the loss plot and the samples.
 """
 
@@ -16,9 +18,11 @@ from transformers.trainer_callback import ProgressCallback
 from pipeline.training import faults
 from pipeline.training.data import GlobalStreamSampler
 from pipeline.training.guards import NonFiniteTally
+from pipeline.training.loader_workers import shut_down_workers, workers_obey_only_the_parent
 from pipeline.training.plots import plot_losses
 from pipeline.training.ranks import is_main_process
 from pipeline.training.samples import append_samples, generate_samples
+from pipeline.training.schedule import warmup_cosine_scheduler
 
 
 class PretrainTrainer(Trainer):
@@ -28,10 +32,28 @@ class PretrainTrainer(Trainer):
         self.stream_seed, self.samples_per_step, self.resume_step = stream_seed, samples_per_step, resume_step
         self.nonfinite = NonFiniteTally(limit=max_nonfinite)
 
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        # The schedule the config describes, with no step at learning rate 0 (pipeline/training/schedule.py).
+        if self.lr_scheduler is None:
+            self.lr_scheduler = warmup_cosine_scheduler(
+                optimizer if optimizer is not None else self.optimizer, self.args.warmup_steps, num_training_steps,
+                self.args.lr_scheduler_kwargs["min_lr_rate"])
+            self._created_lr_scheduler = True  # the Trainer rebuilds it on a later train() call, as its own
+        return self.lr_scheduler
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return GlobalStreamSampler(len(dataset), self.stream_seed, self.samples_per_step,
                                    start=self.resume_step * self.samples_per_step)
+
+    def get_train_dataloader(self):
+        return workers_obey_only_the_parent(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return workers_obey_only_the_parent(super().get_eval_dataloader(eval_dataset))
+
+    def shut_down_loader_workers(self) -> None:
+        shut_down_workers(getattr(self, "_eval_dataloaders", {}).values())  # the training loader's went with train()
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Resumed from the final checkpoint (`--force` on a finished run): the Trainer checks max_steps only
@@ -44,6 +66,8 @@ class PretrainTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
+        if model.training:
+            faults.pause_in_micro_batch(self.state.global_step + 1)
         if model.training and faults.nan_loss_at(self.state.global_step + 1):
             if return_outputs:
                 return result[0] * math.nan, result[1]
