@@ -80,8 +80,7 @@ def test_push_uploads_everything_in_one_commit_and_round_trips(hub, tmp_path, tr
     model_dir = run_dir / "model"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json"):
         assert (Path(download) / name).read_bytes() == (model_dir / name).read_bytes(), name
-    assert (Path(download) / "training_history.csv").read_bytes() == (run_dir / "logs" / "training_history.csv"
-                                                                      ).read_bytes()
+    assert (Path(download) / "training_history.csv").read_bytes() == (model_dir / "training_history.csv").read_bytes()
     generator = pipeline("text-generation", model=download)
     text = generator("今天", max_new_tokens=8)[0]["generated_text"]
     assert isinstance(text, str) and text.startswith("今天")
@@ -165,12 +164,11 @@ def test_a_final_failure_says_what_was_and_was_not_uploaded_and_how_to_retry(hub
 def test_a_partial_failure_names_the_files_already_there(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)
     assert push(hub, run_dir, tmp_path).returncode == 0
-    (run_dir / "logs" / "training_history.csv").write_text("step,loss\n1,9.0\n")  # one file changes
     hub.state.fail("POST", r"/commit/", 503, times=100)
-    result = push(hub, run_dir, tmp_path, "--force", "--hub-max-retries", "0")
-    assert result.returncode != 0
+    result = push(hub, run_dir, tmp_path, "--force", "--hub-max-retries", "0", "--hub-license", "apache-2.0")
+    assert result.returncode != 0  # one file changes: the card names the new license
     assert f"{len(PUSHED) - 1} of {len(PUSHED)} files are on the Hub" in result.stderr
-    assert "(not uploaded: training_history.csv)" in result.stderr
+    assert "(not uploaded: README.md)" in result.stderr
 
 
 def test_missing_token_fails_before_any_request(hub, tmp_path, trained):
