@@ -135,7 +135,8 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     request = _request(args)
-    with contextlib.nullcontext() if request.dry_run else run_dir_lock(request.run_dir.root, args.command):
+    read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
+    with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):
         if args.command == RUN_ALL:
             from pipeline.run_all import run_all
 

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.runlock import HOLDER, run_dir_lock
 from pipeline.training import faults
-from tests.conftest import REPO, TINY_DATA, assert_same_weights, copy_run, pretrain_args, run_cli
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, pretrain_args, run_cli
 
 
 def _start(args: list[str], fault: dict) -> subprocess.Popen:
@@ -32,10 +32,12 @@ def test_a_second_command_on_a_busy_run_directory_is_refused_and_the_first_is_un
         tmp_path, trainable_run, trained, small_corpus):
     run_dir = copy_run(trainable_run, tmp_path)
     flag = tmp_path / "paused"
-    first = _start(pretrain_args(run_dir), {"pause_after_step": [5, 6], "pause_flag": str(flag)})
+    first = _start(pretrain_args(run_dir), {"pause_after_step": [5, 15], "pause_flag": str(flag)})
     _wait_for(flag.exists)
-    for second in (pretrain_args(run_dir), ["tokenize", "--data-files", str(small_corpus), "--run-dir", str(run_dir),
-                                            *TINY_DATA, "--force"]):
+    corpus = ["--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA]
+    # `run --dry-run` is refused too: only its stage 4 is a dry run, stages 1-3 would run
+    for second in (pretrain_args(run_dir), ["tokenize", *corpus, "--force"],
+                   ["run", *corpus, *TINY_TRAIN, "--hub-repo-id", "someone/model", "--dry-run"]):
         result = run_cli(*second)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
