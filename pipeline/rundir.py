@@ -63,7 +63,8 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +77,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale_partials(final: Path) -> None:
     for leftover in final.parent.glob(f".{final.name}.*-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue  # another live process is building it
         shutil.rmtree(leftover, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.errors import UserError
+from pipeline.rundir import pid_alive
 
 log = logging.getLogger("gpt2zh")
 LOCK = ".gpt2zh.lock"
@@ -32,16 +33,6 @@ def _holder(root: Path) -> dict | None:
         return json.loads((root / HOLDER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _describe(holder: dict | None) -> str:
@@ -56,7 +47,7 @@ def _check_left_behind(root: Path, holder: dict | None) -> None:
     if holder is None:
         return
     pid, host = holder.get("pid"), holder.get("host")
-    if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+    if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
         log.warning("%s was locked by %s, which is gone (killed?); taking the lock over", root, _describe(holder))
         return
     if host != socket.gethostname():  # its OS lock may not reach us (a file system without shared locks)

@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,14 @@ def small_corpus(tmp_path_factory, demo_documents) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
     path.write_text("\n".join(docs[:3000]) + "\n", encoding="utf-8")
     return path
+
+
+def wait_for(predicate, timeout: float = 120) -> None:
+    """Poll until predicate() is true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,

@@ -56,6 +56,16 @@ def test_chinese_legacy_encodings_are_detected_decoded_and_announced(tmp_path, c
     assert any(str(path.resolve()) in r.message and label in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("line", ["你好，世界", "中文文本", "今天天气很好。"])
+def test_a_short_gbk_file_is_read_as_chinese_not_as_another_encoding(tmp_path, line):
+    """A few GBK bytes are valid Big5 and cp949 too; unrestricted detection picks those (mojibake)."""
+    path = tmp_path / "short.txt"
+    path.write_bytes((line + "\n").encode("gbk"))
+    texts, reader = read([path])
+    assert texts == normalized([line])
+    assert reader.stats.detected_encodings == {str(path.resolve()): "GB18030"}
+
+
 def test_utf16_with_bom_is_read_as_text(tmp_path):
     path = tmp_path / "notepad.txt"
     path.write_bytes("记事本保存的文本\r\n第二行\r\n".encode("utf-16"))

@@ -41,6 +41,7 @@ from tests.conftest import (
     pretrain_args,
     run_cli,
     tree_checksums,
+    wait_for,
     weights,
 )
 
@@ -53,12 +54,6 @@ def _start(run_dir: Path, fault: dict, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline", *pretrain_args(run_dir, *extra)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-
-def _wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # -- 1. SIGKILL at random steps ---------------------------------------------------------------------------------
@@ -74,7 +69,7 @@ def test_1_sigkill_at_several_random_steps_then_resume_is_bit_identical(tmp_path
     for step in kill_steps:
         flag.unlink(missing_ok=True)
         process = _start(run_dir, {"pause_after_step": [step, 120], "pause_flag": str(flag)})
-        _wait_for(flag.exists)
+        wait_for(flag.exists)
         process.send_signal(signal.SIGKILL)
         process.communicate()
         assert process.returncode == -signal.SIGKILL
@@ -95,7 +90,7 @@ def test_2_sigkill_while_a_checkpoint_is_written_never_resumes_from_it(tmp_path,
     run_dir = copy_run(trainable_run, tmp_path)
     flag = tmp_path / "paused"
     process = _start(run_dir, {"pause_in_checkpoint": [8, 120], "pause_flag": str(flag)})
-    _wait_for(flag.exists)  # checkpoint-8 has its weights, not yet its optimizer state or marker
+    wait_for(flag.exists)  # checkpoint-8 has its weights, not yet its optimizer state or marker
     process.send_signal(signal.SIGKILL)
     process.communicate()
     torn = run_dir / "checkpoints" / "checkpoint-8"
@@ -128,7 +123,7 @@ def test_3_sigterm_saves_at_the_next_step_exits_cleanly_and_resumes(tmp_path, tr
     run_dir = copy_run(trainable_run, tmp_path)
     # step 5 pauses 5 s (a sleep finishes despite the signal, PEP 475); the signal arrives ~1 s into it
     process = _start(run_dir, {"pause_after_step": [5, 5]})
-    _wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-4") is not None)
+    wait_for(lambda: read_marker(run_dir / "checkpoints" / "checkpoint-4") is not None)
     time.sleep(1.0)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)

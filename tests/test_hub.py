@@ -215,7 +215,7 @@ def test_the_token_never_reaches_logs_configs_or_the_run_directory(hub, tmp_path
     """The whole pipeline with a token in the environment and checkpoint pushing on: grep everything."""
     run_dir = copy_run(trainable_run, tmp_path)
     env = hub_env(hub, tmp_path / "hf-home")
-    hub.state.latency.append(("POST", r"/commit/", 1.0))  # uploads slower than saves: pushes overlap
+    hub.state.latency.append(("POST", r"/commit/", 4.0))  # uploads slower than 4 steps: pushes overlap
     result = run_cli("run", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--hub-repo-id",
                      f"{USER}/gpt2-zh-tiny", "--hub-push-checkpoints", "--hub-retry-wait-seconds", "0.01",
                      env=env, timeout=600)

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pipeline.runlock import HOLDER, run_dir_lock
 from pipeline.training import faults
-from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, pretrain_args, run_cli
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, pretrain_args, run_cli, wait_for
 
 
 def _start(args: list[str], fault: dict) -> subprocess.Popen:
@@ -20,12 +19,6 @@ def _start(args: list[str], fault: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
 
 @pytest.mark.slow
 def test_a_second_command_on_a_busy_run_directory_is_refused_and_the_first_is_unaffected(
@@ -33,7 +26,7 @@ def test_a_second_command_on_a_busy_run_directory_is_refused_and_the_first_is_un
     run_dir = copy_run(trainable_run, tmp_path)
     flag = tmp_path / "paused"
     first = _start(pretrain_args(run_dir), {"pause_after_step": [5, 15], "pause_flag": str(flag)})
-    _wait_for(flag.exists)
+    wait_for(flag.exists)
     corpus = ["--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA]
     # `run --dry-run` is refused too: only its stage 4 is a dry run, stages 1-3 would run
     for second in (pretrain_args(run_dir), ["tokenize", *corpus, "--force"],
@@ -54,7 +47,7 @@ def test_the_lock_of_a_killed_command_is_taken_over_with_a_notice(tmp_path, trai
     run_dir = copy_run(trainable_run, tmp_path)
     flag = tmp_path / "paused"
     killed = _start(pretrain_args(run_dir), {"pause_after_step": [5, 120], "pause_flag": str(flag)})
-    _wait_for(flag.exists)
+    wait_for(flag.exists)
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert json.loads((run_dir / HOLDER).read_text())["pid"] == killed.pid  # left behind by the dead holder

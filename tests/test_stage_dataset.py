@@ -253,8 +253,8 @@ def test_block_size_larger_than_the_corpus_is_a_clear_error(tmp_path, capsys, to
 
 
 def test_block_size_above_n_positions_is_a_config_error(capsys, small_corpus, tmp_path):
-    assert main(["tokenize", *stage_args(small_corpus, tmp_path, "--data-block-size", "2048")]) == 2
-    assert "data.block_size (2048) exceeds model.n_positions (256)" in capsys.readouterr().err
+    assert main(["tokenize", *stage_args(small_corpus, tmp_path, "--data-block-size", "264")]) == 2
+    assert "data.block_size (264) exceeds model.n_positions (256)" in capsys.readouterr().err
 
 
 def test_shards_build_disjoint_parts_that_load_as_one_dataset(tmp_path, capsys, small_corpus):
@@ -337,3 +337,38 @@ def test_compressed_arrays_and_blank_line_documents_reach_the_blocks_whole_and_i
     kept = reading["train"]["documents"] + reading["validation"]["documents"]
     assert kept + reading["cleaning"]["duplicates_dropped"] == 900 + 400 + 150  # the demo config dedupes
     assert reading["bytes_read"] == reading["bytes_total"]
+
+
+_SET_IN_THE_PARENT: list[int] = []  # a forked child has the parent's copy; a fresh interpreter imports it empty
+
+
+def _parent_state_inherited(item: int) -> bool:
+    return bool(_SET_IN_THE_PARENT)
+
+
+def test_stage_2_workers_start_in_a_fresh_interpreter_not_a_fork_of_the_parent():
+    """A forked worker would inherit the parent's threads and locks (after stage 1 in `gpt2zh run`: the Rust
+    tokenizer's pool, torch's threads), the classic fork-after-threads deadlock; spawned ones inherit nothing."""
+    from pipeline.dataset.parallel import ordered_map
+
+    _SET_IN_THE_PARENT.append(1)
+    try:
+        inherited = list(ordered_map(_parent_state_inherited, iter(range(4)), 2, _no_setup, ()))
+    finally:
+        _SET_IN_THE_PARENT.clear()
+    assert inherited == [False] * 4
+
+
+def _no_setup(in_worker_process: bool = True) -> None:
+    return None
+
+
+def test_peak_memory_is_this_process_s_own_not_that_of_the_process_it_was_exec_ed_from():
+    """A 600 MB parent that execs the probe: ru_maxrss would still say 600 MB, VmHWM starts afresh."""
+    probe = "from pipeline.memory import peak_rss_mb; print(round(peak_rss_mb()))"
+    parent = ("import os, sys\n"
+              "ballast = bytearray(600 * 2**20)  # touched: resident\n"
+              f"os.execv(sys.executable, [sys.executable, '-c', {probe!r}])\n")
+    result = subprocess.run([sys.executable, "-c", parent], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 300, f"peak {result.stdout.strip()} MB includes the parent's 600 MB"

@@ -27,6 +27,7 @@ from tests.conftest import (
     copy_run,
     pretrain_args,
     run_cli,
+    wait_for,
 )
 
 # per-device batch 1 with global batch 4: every optimizer step is 4 micro-batches
@@ -38,12 +39,6 @@ def _start_in_own_group(args: list[str], fault: dict | None = None) -> subproces
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-
-def _wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -72,7 +67,7 @@ def test_a_group_signal_mid_step_saves_the_last_complete_step_and_resumes_bit_id
     # step 6's first micro-batch sleeps 3 s; the signal lands in it, 3 micro-batches before the step ends
     process = _start_in_own_group(pretrain_args(run_dir, *ACCUMULATE),
                                   {"pause_in_micro_batch": [6, 3], "pause_flag": str(flag)})
-    _wait_for(flag.exists)
+    wait_for(flag.exists)
     os.killpg(process.pid, signum)  # every process of the job: main and its 4 DataLoader workers
     _, err = process.communicate(timeout=120)
     name = signal.Signals(signum).name
@@ -81,7 +76,7 @@ def test_a_group_signal_mid_step_saves_the_last_complete_step_and_resumes_bit_id
     assert "Traceback" not in err and "killed by signal" not in err
     assert read_marker(run_dir / "checkpoints" / "checkpoint-5") is not None
     assert not (run_dir / "checkpoints" / "checkpoint-6").exists()  # step 6 was never finished, so never saved
-    _wait_for(lambda: not _group_alive(process.pid), timeout=30)  # no worker outlives the command
+    wait_for(lambda: not _group_alive(process.pid), timeout=30)  # no worker outlives the command
 
     result = run_cli(*pretrain_args(run_dir, *ACCUMULATE))
     assert result.returncode == 0, result.stderr
@@ -95,7 +90,7 @@ def test_a_group_signal_at_a_step_boundary_with_loader_workers_still_checkpoints
     flag = tmp_path / "paused"
     process = _start_in_own_group(pretrain_args(run_dir, "--training-dataloader-workers", "2"),
                                   {"pause_after_step": [5, 3], "pause_flag": str(flag)})
-    _wait_for(flag.exists)
+    wait_for(flag.exists)
     os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
@@ -133,7 +128,7 @@ def test_a_group_signal_during_stage_2_leaves_the_previous_dataset_and_no_proces
     args = ["tokenize", "--data-files", str(large_corpus), "--run-dir", str(run_dir), *TINY_DATA,
             "--data-num-proc", "2", "--force"]
     process = _start_in_own_group(args, {"pause_in_block": [3, 30]})
-    _wait_for(lambda: any(run_dir.glob(".dataset.partial-*")))  # the rebuild has started
+    wait_for(lambda: any(run_dir.glob(".dataset.partial-*")))  # the rebuild has started
     time.sleep(1.0)
     os.killpg(process.pid, signum)
     _, err = process.communicate(timeout=120)
@@ -141,7 +136,7 @@ def test_a_group_signal_during_stage_2_leaves_the_previous_dataset_and_no_proces
     lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert lines[-1].startswith(f"stopped by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'}: ")
     assert "Traceback" not in err
-    _wait_for(lambda: not _group_alive(process.pid), timeout=30)
+    wait_for(lambda: not _group_alive(process.pid), timeout=30)
     assert read_manifest(run_dir / "dataset") == before  # the previous complete dataset, untouched
     assert not any(run_dir.glob(".dataset.*"))  # the interrupted build was removed
     result = run_cli(*args[:-1])
@@ -182,7 +177,7 @@ def test_a_child_ignores_stop_signals_from_others_and_obeys_its_parent(tmp_path)
         "torch.ones(64, 64) @ torch.ones(64, 64)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
         "time.sleep(120)\n")], cwd=REPO)
-    _wait_for(ready.exists)
+    wait_for(ready.exists)
     for signum in (signal.SIGTERM, signal.SIGINT):
         _kill_from_another_process(child.pid, signum)
     time.sleep(1.0)

@@ -238,6 +238,15 @@ def test_cpu_trainer_arguments_build_without_any_warning(tmp_path, recwarn):
     assert [str(w.message) for w in recwarn] == []
 
 
+def test_activation_checkpointing_reaches_the_trainer_under_its_current_name_without_a_warning(tmp_path, recwarn):
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing; the old name warns."""
+    wanted = config(global_batch_size=16, per_device_batch_size=16, activation_checkpointing=True)
+    plan = plan_training(wanted, fabricate("cpu"), 1, None)
+    arguments = TrainingArguments(**argument_values(wanted, plan, tmp_path))
+    assert arguments.activation_checkpointing is True
+    assert [str(w.message) for w in recwarn] == []
+
+
 def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
     per_token = flops_per_token(124_000_000, 12, 1024, 768)
     assert mfu(100_000, per_token, "NVIDIA A100-SXM4-80GB", 1) == pytest.approx(100_000 * per_token / 312e12)

@@ -135,3 +135,19 @@ def test_rewriting_a_checkpoint_marker_never_leaves_half_of_it(tmp_path, trained
     with pytest.raises(OSError, match="killed mid-write"):
         repair_compile_prefix(folder)
     assert read_marker(folder) == before
+
+
+def test_drawing_samples_leaves_the_training_random_state_where_it_was(trained):
+    """Samples are drawn at every evaluation; from the training RNG they would change every later dropout mask
+    and make a resumed run differ from an uninterrupted one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.training.samples import generate_samples
+
+    model = AutoModelForCausalLM.from_pretrained(trained[0] / "model")
+    tokenizer = AutoTokenizer.from_pretrained(trained[0] / "model")
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    samples = generate_samples(model, tokenizer, ["今天", "中国"], max_new_tokens=4, seed=7)
+    assert len(samples) == 2 and all(isinstance(text, str) for _, text in samples)
+    assert torch.equal(torch.get_rng_state(), before)

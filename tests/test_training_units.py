@@ -83,3 +83,12 @@ def test_non_finite_steps_are_counted_and_stop_after_the_limit():
     assert tally.skipped == 5 and tally.stopped_at == 7
     message = tally.diagnosis(1e-3, "fp16").one_line()
     assert "3 consecutive steps" in message and "try 0.0001" in message and "fp16" in message
+
+
+def test_the_model_config_takes_its_vocabulary_and_every_special_token_id_from_the_tokenizer():
+    from pipeline.config.schema import ModelConfig
+    from pipeline.training.model import gpt2_config
+
+    manifest = {"vocab_size": 4321, "special_token_ids": {"bos": 5, "eos": 6, "pad": 7}}
+    config = gpt2_config(ModelConfig(), manifest, "sdpa")
+    assert (config.vocab_size, config.bos_token_id, config.eos_token_id, config.pad_token_id) == (4321, 5, 6, 7)
