@@ -48,6 +48,8 @@ def obey_only_the_parent() -> None:
     starts it. So call this while the process has one thread: a forked child (DataLoader workers) does;
     a spawned one must call it before importing numpy or torch, whose imports start threads
     (`start_spawned_child` does that for a process pool)."""
+    if not all(hasattr(signal, name) for name in ("pthread_sigmask", "sigwaitinfo")):
+        return  # macOS and Windows lack sigwaitinfo: workers keep the default handling, as before
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     threading.Thread(target=_obey_only, args=(os.getppid(),), daemon=True, name="stop-signals").start()
 

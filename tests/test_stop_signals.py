@@ -216,3 +216,16 @@ def test_stage_2_workers_survive_a_group_signal_that_their_parent_handles(large_
     time.sleep(0.5)
     rest = list(results)
     assert len(rest) == 11 and set(rest) <= set(workers)  # every item, from the same two live workers
+
+
+def test_without_sigwaitinfo_a_worker_keeps_the_default_signal_handling(monkeypatch):
+    """macOS has no sigwaitinfo: the protection is skipped, never a crash of every DataLoader worker."""
+    import threading
+
+    from pipeline.stop_signals import obey_only_the_parent
+
+    monkeypatch.delattr(signal, "sigwaitinfo")
+    threads = threading.active_count()
+    obey_only_the_parent()  # in this (test) process: nothing may be blocked here
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == set()
+    assert threading.active_count() == threads
