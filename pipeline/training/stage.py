@@ -310,6 +310,7 @@ def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> 
     if summary["skipped_steps"]:
         report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
     report.row("logs", f"{logs_dir}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
-    report.row("wrote", f"{final}/ (model.safetensors, config.json, generation_config.json, tokenizer)")
+    report.row("wrote", f"{final}/ (model.safetensors, config.json, generation_config.json, tokenizer; "
+                        "this run's history, loss plot and samples)")
     report.row("load it", f"pipeline('text-generation', model={str(final)!r})")
     report.print()
