@@ -51,6 +51,6 @@ def _stop_resource_tracker() -> None:
     later pool starts a new one)."""
     from multiprocessing import resource_tracker
 
-    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, present since 3.8
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # private: skipped where a release lacks it
     if stop is not None:
         stop()

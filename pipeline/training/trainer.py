@@ -66,12 +66,11 @@ class PretrainTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
+        step = self.state.global_step + 1
         if model.training:
-            faults.pause_in_micro_batch(self.state.global_step + 1)
-        if model.training and faults.nan_loss_at(self.state.global_step + 1):
-            if return_outputs:
-                return result[0] * math.nan, result[1]
-            return result * math.nan
+            faults.pause_in_micro_batch(step)
+            if faults.nan_loss_at(step):
+                return (result[0] * math.nan, result[1]) if return_outputs else result * math.nan
         return result
 
     def _get_grad_norm(self, model, grad_norm=None):
