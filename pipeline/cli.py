@@ -1,37 +1,64 @@
 """`gpt2zh <stage>` / `python -m pipeline <stage>` / scripts/0N_*.py: one entry point for all.
 
-Order matters (seed 002 §13): parse arguments, set the Hugging Face environment, and only then
+Order matters (G13): parse arguments, set the Hugging Face environment, and only then
 import a stage (which imports transformers/datasets/huggingface_hub). This module imports none of
 them at import time; a test holds it to that.
 """
 
 import argparse
 import contextlib
+import difflib
 import errno
+import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.config import find_config, load_config
+from pipeline.config import GROUPS, find_config
+from pipeline.config.loader import load_layers, read_yaml_mapping
 from pipeline.config.options import Parser, add_config_options, overrides_from
 from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
+from pipeline.run_settings import (
+    SavedSettings,
+    absolute_corpus_paths,
+    is_settings,
+    read_settings,
+    settings_from,
+    write_settings,
+)
 from pipeline.rundir import RunDir
-from pipeline.runlock import run_dir_lock
+from pipeline.runlock import is_main_process_by_environment, run_dir_lock
 from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_reference
 from pipeline.stop_signals import Terminated, terminate_by_exception
 
+log = logging.getLogger("gpt2zh")
 RUN_ALL = "run"
+HELP_ALL = "--help-all"
+STAGE_FLAGS = ("--config", "--force", "--run-dir", "--cache-dir", "--quiet")
+COMMON_FLAGS = {**{info.command: STAGE_FLAGS for info in STAGES}, RUN_ALL: STAGE_FLAGS,
+                "show-config": ("--config", "--run-dir"), "diagnose": ("--config", "--run-dir", "--quiet"),
+                "doctor": ("--run-dir", "--cache-dir")}
+ALL_GROUPS = tuple(GROUPS)
+GROUPS_SHOWN = {**{info.command: info.groups for info in STAGES}, RUN_ALL: ALL_GROUPS, "show-config": ALL_GROUPS,
+                "diagnose": ("data", "model", "training")}
 
 
-def _add_common(parser: argparse.ArgumentParser, with_config: bool, command: str = "") -> None:
+def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
+    """Only the flags this command uses: an accepted flag that does nothing misleads."""
     common = parser.add_argument_group("common")
-    if with_config:
-        common.add_argument("--config", metavar="FILE", help="YAML config, or a name from configs/ (default: demo)")
-        common.add_argument("--force", action="store_true", help="rebuild outputs even when they are up to date")
+    wanted = COMMON_FLAGS[command]
+    if "--config" in wanted:
+        common.add_argument("--config", metavar="FILE",
+                            help="YAML config, or a name from configs/ (default: the run directory's saved settings, "
+                                 "else demo)")
+    if "--force" in wanted:
+        common.add_argument("--force", action="store_true",
+                            help="rebuild outputs even when up to date, and replace outputs built from other inputs")
     if command in ("push", RUN_ALL):
         common.add_argument("--dry-run", action="store_true",
                             help="stage 4: list what would be pushed, with sizes, and send nothing")
@@ -39,52 +66,75 @@ def _add_common(parser: argparse.ArgumentParser, with_config: bool, command: str
         stages = ", ".join(f"{info.number}={info.command}" for info in STAGES)
         common.add_argument("--from-stage", metavar="STAGE",
                             help=f"rerun from this stage on, even if up to date ({stages})")
-    common.add_argument("--run-dir", metavar="DIR",
-                        help="run directory shared by all stages (default: runs/<config name>)")
-    common.add_argument("--cache-dir", metavar="DIR",
-                        help="Hugging Face cache (HF_HOME), set before any HF library is imported")
-    common.add_argument("--quiet", action="store_true", help="warnings and the final summary only")
+    run_dir_help = ("where free disk space is checked (default: runs)" if command == "doctor" else
+                    "run directory shared by all stages; its saved settings are the starting point "
+                    "(default: runs/<config name>)")
+    common.add_argument("--run-dir", metavar="DIR", help=run_dir_help)
+    if "--cache-dir" in wanted:
+        common.add_argument("--cache-dir", metavar="DIR",
+                            help="Hugging Face cache (HF_HOME), set before any HF library is imported")
+    if "--quiet" in wanted:
+        common.add_argument("--quiet", action="store_true", help="warnings and the final summary only")
 
 
-def _config_flag(argv: list[str]) -> str | None:
-    """The --config value, read before the full parser exists so that --help shows its values."""
+def _early_flags(argv: list[str]) -> tuple[str | None, str | None]:
+    """--config and --run-dir, read before the full parser exists so that --help shows the values a command uses."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
+    pre.add_argument("--run-dir")
     known, _ = pre.parse_known_args(argv)
-    return known.config
+    return known.config, known.run_dir
+
+
+class _HelpAll(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the options of every config group and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        parser.exit()
+
+
+def _add_command(commands, name: str, base, source: str, show_all: bool, **kwargs) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, **kwargs)
+    _add_common(command, name)
+    shown = ALL_GROUPS if show_all else GROUPS_SHOWN[name]
+    add_config_options(command, base, source, shown)
+    command.add_argument(HELP_ALL, action=_HelpAll)
+    if shown != ALL_GROUPS:
+        hidden = ", ".join(group for group in ALL_GROUPS if group not in shown)
+        command.epilog = (f"Options of the other groups ({hidden}) are accepted too and saved in the run's "
+                          f"settings; {HELP_ALL} lists them.")
+    return command
 
 
 def build_parser(argv: list[str]) -> Parser:
-    config_path = find_config(_config_flag(argv))
-    base = load_config(config_path)
-    source = config_path.name
+    layers = _layers(*_early_flags(argv), {})
+    base, source = load_layers(layers.base, layers.command_line), layers.source
+    show_all = HELP_ALL in argv
     parser = Parser(prog="gpt2zh", description="Pretrain a Chinese GPT-2: tokenizer -> dataset -> training -> Hub.")
+    parser.argv = argv
     parser.add_argument("--version", action="version", version=f"gpt2zh {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=Parser)
     for info in STAGES:
-        stage = commands.add_parser(info.command, help=f"stage {info.number}: {info.summary}", description=info.summary)
-        _add_common(stage, with_config=True, command=info.command)
-        add_config_options(stage, base, source)
-    run_all = commands.add_parser(RUN_ALL, help="run every stage in order in one run directory",
-                                  description="Run all stages in order; up-to-date stages are skipped. Stage 4 runs "
-                                              "when --hub-repo-id is set; the token and repository are checked "
-                                              "before stage 1.")
-    _add_common(run_all, with_config=True, command=RUN_ALL)
-    add_config_options(run_all, base, source)
-    show = commands.add_parser("show-config", help="print the resolved config (defaults < --config < command line)",
-                               description="Print the config a stage would use, as YAML, or one value with --get.")
-    _add_common(show, with_config=True, command="show-config")
-    show.add_argument("--get", metavar="KEY", help="print one value, e.g. hub.repo_id")
-    add_config_options(show, base, source)
-    diagnose = commands.add_parser(
-        "diagnose", help="check data, initial loss, gradients, one-batch overfit and the loss history of a run",
-        description="Write <run-dir>/logs/diagnosis.md (and diagnosis.png): each finding with evidence, a fix and "
-                    "its PITFALLS.md row. Exit status 1 when a check fails.")
-    _add_common(diagnose, with_config=True, command="diagnose")
-    add_config_options(diagnose, base, source)
+        _add_command(commands, info.command, base, source, show_all, help=f"stage {info.number}: {info.summary}",
+                     description=info.summary)
+    _add_command(commands, RUN_ALL, base, source, show_all, help="run every stage in order in one run directory",
+                 description="Run all stages in order; up-to-date stages are skipped. Stage 4 runs when "
+                             "--hub-repo-id is set; the token and repository are checked before stage 1.")
+    show = _add_command(commands, "show-config", base, source, show_all,
+                        help="print the settings a command would use (defaults < --config or the run's saved "
+                             "settings < command line)",
+                        description="Print the config a command would use, as YAML: a run directory's saved "
+                                    "settings with --run-dir, one value or a whole group with --get.")
+    show.add_argument("--get", metavar="KEY", help="print one value (hub.repo_id) or a whole group (data)")
+    _add_command(commands, "diagnose", base, source, show_all,
+                 help="check data, initial loss, gradients, one-batch overfit and the loss history of a run",
+                 description="Write <run-dir>/logs/diagnosis.md (and diagnosis.png): each finding with evidence, a "
+                             "fix and its PITFALLS.md row. Exit status 1 when a check fails.")
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
-    _add_common(doctor, with_config=False)
+    _add_common(doctor, "doctor")
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
     return parser
 
@@ -97,15 +147,53 @@ def _check_launcher(command: str) -> None:
                         "run stages 1-2 once without torchrun, then `torchrun ... -m pipeline pretrain`")
 
 
+@dataclass(frozen=True)
+class _Layers:
+    base: tuple[str, dict]           # the config mapping everything starts from
+    command_line: dict               # what command lines typed: saved ones, then this one's
+    run_dir: Path
+    source: str                      # where the base came from, for --help and the log
+    saved: SavedSettings | None      # the run's saved settings, when they are the base
+
+
+def _layers(config_flag: str | None, run_dir_flag: str | None, typed: dict) -> _Layers:
+    """A command without --config on a run directory with saved settings starts from them (PITFALLS.md rows on
+    replaced work): a forgotten --data-files must not mean the demo corpus."""
+    config_path = find_config(config_flag)
+    mapping = read_yaml_mapping(config_path)
+    if is_settings(mapping):  # --config <run>/settings.yaml: that run's settings, from any directory
+        saved = settings_from(config_path, mapping)
+        run_dir = Path(run_dir_flag) if run_dir_flag else config_path.parent
+    else:
+        run_dir = Path(run_dir_flag) if run_dir_flag else Path("runs") / config_path.stem
+        saved = read_settings(run_dir) if config_flag is None else None
+    if saved is not None:
+        return _Layers((str(saved.path), saved.groups), {**saved.command_line, **typed}, run_dir,
+                       saved.path.name, saved)
+    return _Layers((str(config_path), mapping), typed, run_dir, config_path.name, None)
+
+
+def _typed_overrides(args: argparse.Namespace) -> dict:
+    typed = overrides_from(args)
+    if "data.files" in typed:
+        typed["data.files"] = absolute_corpus_paths(typed["data.files"])
+    return typed
+
+
 def _request(args: argparse.Namespace) -> StageRequest:
-    """The resolved config and run directory a command works on (defaults < --config < command line)."""
-    config_path = find_config(args.config)
-    overrides = overrides_from(args)
-    config = load_config(config_path, overrides)
-    run_dir = RunDir(Path(args.run_dir) if args.run_dir else Path("runs") / config_path.stem)
-    return StageRequest(config=config, config_source=str(config_path), run_dir=run_dir,
-                        force=getattr(args, "force", False), config_path=config_path, overrides=overrides,
-                        dry_run=getattr(args, "dry_run", False))
+    """The resolved config and run directory a command works on."""
+    layers = _layers(args.config, args.run_dir, _typed_overrides(args))
+    config = load_layers(layers.base, layers.command_line)
+    config.data.files = absolute_corpus_paths(config.data.files)  # the saved settings work from any directory
+    return StageRequest(config=config, config_source=layers.base[0], run_dir=RunDir(layers.run_dir),
+                        force=getattr(args, "force", False), base_layer=layers.base, overrides=layers.command_line,
+                        dry_run=getattr(args, "dry_run", False),
+                        saved_settings=f"{saved.path} (saved by {saved.saved_by})" if (saved := layers.saved) else "")
+
+
+def _announce_settings(request: StageRequest) -> None:
+    if request.saved_settings:
+        log.info("settings: %s, with this command line on top; --config starts afresh", request.saved_settings)
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -114,14 +202,20 @@ def _show_config(args: argparse.Namespace) -> int:
     from pipeline.config import config_to_dict
 
     values = config_to_dict(_request(args).config)
-    if args.get is None:
-        print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
-        return 0
-    group, _, key = args.get.partition(".")
-    if group not in values or key not in values[group]:
-        raise UserError(f"--get: no config key {args.get!r}", "use group.field, e.g. hub.repo_id")
-    value = values[group][key]
-    print(" ".join(map(str, value)) if isinstance(value, list) else value)
+    if args.get is not None:
+        group, _, key = args.get.partition(".")
+        keys = list(values) + [f"{g}.{k}" for g, fields in values.items() for k in fields]
+        if group not in values or (key and key not in values[group]):
+            close = difflib.get_close_matches(args.get, keys, n=1, cutoff=0.6)
+            raise UserError(f"--get: no config key {args.get!r}",
+                            f"did you mean {close[0]}?" if close else "use a group (data) or group.field (hub.repo_id)")
+        if not key:
+            values = {group: values[group]}
+        else:
+            value = values[group][key]
+            print(" ".join(map(str, value)) if isinstance(value, list) else value)
+            return 0
+    print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
@@ -129,6 +223,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     from pipeline.diagnose.command import run_diagnose
 
     request = _request(args)
+    _announce_settings(request)
     return run_diagnose(request.run_dir, request.config)
 
 
@@ -137,11 +232,26 @@ def _run_stages(args: argparse.Namespace) -> int:
     request = _request(args)
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
     with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):
-        if args.command == RUN_ALL:
-            from pipeline.run_all import run_all
+        from pipeline.preflight import preflight
 
-            return run_all(request, args.from_stage)
-        load_entry(stage_by_reference(args.command))(request)
+        if args.command == RUN_ALL:
+            from pipeline.run_all import run_all, selected_stages
+
+            stages = selected_stages(request, args.from_stage)
+        else:
+            stages = [(stage_by_reference(args.command), request.force)]
+        preflight(request, stages)
+        _announce_settings(request)
+
+        def save_settings() -> None:
+            """After each stage that succeeded: a failed command leaves the run's settings as they were."""
+            if not read_only and is_main_process_by_environment():
+                write_settings(request.run_dir.root, args.command, request.config, request.overrides)
+
+        if args.command == RUN_ALL:
+            return run_all(request, stages, save_settings)
+        load_entry(stages[0][0])(request)
+        save_settings()
     return 0
 
 
@@ -151,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     previous_sigterm = terminate_by_exception()
     try:
         args = build_parser(argv).parse_args(argv)
-        if args.quiet:
+        if getattr(args, "quiet", False):
             logger.setLevel("WARNING")
-        prepare_hf_environment(args.cache_dir)
+        prepare_hf_environment(getattr(args, "cache_dir", None))
         if args.command == "show-config":
             return _show_config(args)
         if args.command == "diagnose":

@@ -25,6 +25,12 @@ def setup_logging(quiet: bool = False) -> logging.Logger:
     return logger
 
 
+def quiet() -> bool:
+    """`--quiet` (cli.main sets the gpt2zh logger to WARNING, as it does on ranks other than 0): no progress
+    bars, ours or the Hugging Face libraries', only warnings and the final summary."""
+    return logging.getLogger(LOGGER_NAME).level > logging.INFO
+
+
 def progress(total: float | None, unit: str, description: str, scale: bool = False):
     """A tqdm bar on stderr; on a non-terminal (CI logs) it refreshes rarely instead of flooding."""
     from tqdm.auto import tqdm
@@ -32,7 +38,7 @@ def progress(total: float | None, unit: str, description: str, scale: bool = Fal
     interactive = sys.stderr.isatty()
     return tqdm(total=total, unit=unit, desc=description, unit_scale=scale, file=sys.stderr,
                 mininterval=0.2 if interactive else 5.0, dynamic_ncols=True,
-                disable=logging.getLogger(LOGGER_NAME).level > logging.INFO)
+                disable=quiet())
 
 
 def close_progress_bars() -> None:

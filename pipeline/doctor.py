@@ -1,7 +1,7 @@
-"""`gpt2zh doctor`: the environment report (seed 002 §7 and its debug commands, automated).
+"""`gpt2zh doctor`: the environment report (G7, and the debug commands of G17, automated).
 
-Every check has an explicit True/False value, never None: seed 002 §7's `check_environment`
-returned None on non-zero ranks and silently disabled Flash Attention there.
+Every check has an explicit True/False value, never None (G7): a `check_environment` that
+returned None on non-zero ranks silently disabled Flash Attention there.
 """
 
 import json
@@ -31,7 +31,7 @@ class Check:
     required: bool = False  # a False required check makes doctor exit 1
 
     def __post_init__(self):
-        if not isinstance(self.ok, bool):  # the seed 002 §7 bug: None passed for False
+        if not isinstance(self.ok, bool):  # (G7) None passed for False
             raise TypeError(f"check {self.name!r} returned {self.ok!r}, not True/False")
 
 

@@ -1,13 +1,15 @@
-"""Hugging Face environment variables, set before any HF library is imported (seed 002 §13).
+"""Hugging Face environment variables, set before any HF library is imported (G13).
 
 huggingface_hub, datasets and transformers read HF_HOME and friends once, at import time; setting
-them afterwards silently keeps the old cache (the seed's `/root/autodl-tmp/cache` that stayed empty).
+them afterwards silently keeps the old cache (G13: a `/root/autodl-tmp/cache` that stayed empty).
 This module imports nothing from those libraries so entry points can call it first.
 """
 
 import os
 import sys
 from pathlib import Path
+
+from pipeline.console import quiet
 
 HF_MODULES = ("transformers", "datasets", "huggingface_hub", "tokenizers", "accelerate")
 
@@ -43,4 +45,7 @@ def prepare_hf_environment(cache_dir: str | os.PathLike | None = None) -> dict[s
     # The Rust tokenizer's thread pool deadlocks after fork (datasets num_proc, DataLoader workers).
     put("TOKENIZERS_PARALLELISM", "false", override=False)
     put("HF_HUB_DISABLE_TELEMETRY", "1", override=False)
+    if quiet():  # --quiet: the libraries' bars too (transformers takes huggingface_hub's setting at import)
+        put("HF_HUB_DISABLE_PROGRESS_BARS", "1", override=False)
+        put("HF_DATASETS_DISABLE_PROGRESS_BARS", "1", override=False)
     return chosen

@@ -6,6 +6,7 @@ training never end on a failed upload.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from pipeline.errors import UserError
@@ -34,8 +35,9 @@ def _built_at(request: StageRequest, info: StageInfo) -> str | None:
     return manifest.get("created_utc") if manifest else None
 
 
-def run_all(request: StageRequest, from_stage: str | None = None) -> int:
-    stages = selected_stages(request, from_stage)
+def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_each: Callable[[], None]) -> int:
+    """Run `stages` (from selected_stages, already checked by pipeline/preflight.py) and summarise them;
+    `after_each` runs after every stage that succeeded."""
     hub = request.config.hub
     if hub.repo_id and not request.dry_run:
         from pipeline.hub.access import check_push_access
@@ -50,6 +52,7 @@ def run_all(request: StageRequest, from_stage: str | None = None) -> int:
         before = _built_at(request, info)
         started = time.monotonic()
         load_entry(info)(replace(request, force=forced))
+        after_each()
         elapsed = time.monotonic() - started
         after = _built_at(request, info)
         if info.command == "push" and request.dry_run:

@@ -13,15 +13,20 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.input_changes import setting_changes
 
 log = logging.getLogger("gpt2zh")
 MANIFEST = "manifest.json"
+REPLACE_FIX = ("to keep it, drop what changed (a command without --config starts from the run's saved settings); "
+               "to replace it and what later stages built from it, add --force; or use another --run-dir")
 
 
 def fingerprint(parts: Any) -> str:
@@ -36,6 +41,29 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def plain_file_mode(folder: Path) -> int:
+    """The mode open() gives a new file in folder: 0o666 less the umask (or the folder's default ACL).
+    Found with a probe file, because reading the umask means setting it, which races other threads."""
+    probe = folder / f".mode-probe-{os.getpid()}"
+    probe.unlink(missing_ok=True)  # left by a killed process whose pid this one reuses
+    descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        return stat.S_IMODE(os.fstat(descriptor).st_mode)
+    finally:
+        os.close(descriptor)
+        probe.unlink()
+
+
+def give_plain_modes(folder: Path) -> None:
+    """Every file under folder gets plain_file_mode. safetensors >= 0.8 writes through a temporary
+    file created 0600 and renamed into place, so model.safetensors alone would be unreadable to the
+    other users of a shared machine, whatever the umask."""
+    mode = plain_file_mode(folder)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)
 
 
 @dataclass
@@ -82,6 +110,17 @@ def _remove_stale_partials(final: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def refuse_replacing(final: Path, manifest: dict, current_inputs: dict,
+                     view: Callable[[dict], dict] = lambda inputs: inputs) -> None:
+    """A complete output made from other settings or another corpus is never replaced silently; one that
+    differs only in an earlier stage's output (rebuilt on purpose) or in our format is rebuilt.
+    `view` narrows both sides to what can be compared (before stage 3's hardware preset is known)."""
+    changes = setting_changes(view(manifest.get("inputs", {})), view(current_inputs))
+    if changes:
+        raise UserError(f"{final} was built from other inputs than this command's: {'; '.join(changes[:6])}",
+                        REPLACE_FIX)
+
+
 class StageOutput:
     """One stage's folder: reuse check, atomic build, manifest. Opening it removes the leftovers of
     builds that were killed (a partial folder whose process is gone)."""
@@ -101,6 +140,11 @@ class StageOutput:
             return manifest
         return None
 
+    def refuse_replacing(self, force: bool) -> None:
+        manifest = read_manifest(self.final)
+        if not force and manifest is not None and manifest.get("fingerprint") != self.fingerprint:
+            refuse_replacing(self.final, manifest, self.fingerprint_parts)
+
     @contextlib.contextmanager
     def build(self) -> Iterator[Path]:
         """Yield an empty staging folder; publish it if the body succeeds, delete it if not."""
@@ -110,6 +154,7 @@ class StageOutput:
         staging.mkdir()
         try:
             yield staging
+            give_plain_modes(staging)
             self._write_manifest(staging, self.manifest_extra)
             self._publish(staging)
         except BaseException:

@@ -55,9 +55,14 @@ def _check_left_behind(root: Path, holder: dict | None) -> None:
                         f"if that command is no longer running, delete {root / HOLDER} and rerun")
 
 
+def is_main_process_by_environment() -> bool:
+    """Rank 0 of a torchrun launch, or a process without a launcher (torch's process group may not exist yet)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextlib.contextmanager
 def run_dir_lock(root: Path, command: str) -> Iterator[None]:
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the launch holds the lock through rank 0
+    if not is_main_process_by_environment():  # torchrun: the launch holds the lock through rank 0
         yield
         return
     root.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,9 @@
 """The stages in pipeline order and what a stage receives. Importing this module imports no stage:
-entry points are loaded by name after the Hugging Face environment is prepared (seed 002 §13)."""
+entry points are loaded by name after the Hugging Face environment is prepared (G13)."""
 
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pipeline.config.schema import Config
 from pipeline.rundir import RunDir
@@ -16,9 +15,10 @@ class StageRequest:
     config_source: str
     run_dir: RunDir
     force: bool = False
-    config_path: Path | None = None  # with the overrides, lets stage 3 slot a GPU preset under the command line
-    overrides: dict = field(default_factory=dict)
+    base_layer: tuple[str, dict] | None = None  # with the overrides, lets stage 3 slot a GPU preset between them
+    overrides: dict = field(default_factory=dict)  # everything typed on command lines, this one's and saved ones
     dry_run: bool = False  # stage 4: list what would be pushed, send nothing
+    saved_settings: str = ""  # the run's saved settings the config started from, described; "" = none
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,21 @@ class StageInfo:
     folder: str      # its output folder inside the run directory
     entry: str       # "module:function", called with a StageRequest
     summary: str
+    groups: tuple[str, ...]  # the config groups it reads (its --help shows these)
 
 
 STAGES = (
     StageInfo("train-tokenizer", 1, "tokenizer", "tokenizer.stage:train_tokenizer",
-              "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer"),
+              "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer",
+              ("data", "tokenizer")),
     StageInfo("tokenize", 2, "dataset", "pipeline.dataset.stage:tokenize_dataset",
-              "tokenize the corpus and pack it into fixed-length training and validation blocks"),
+              "tokenize the corpus and pack it into fixed-length training and validation blocks",
+              ("data", "tokenizer")),
     StageInfo("pretrain", 3, "model", "pipeline.training.stage:pretrain",
-              "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/"),
+              "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/",
+              ("model", "training", "optimization", "checkpoint", "hub")),
     StageInfo("push", 4, "push", "pipeline.hub.stage:push_to_hub",
-              "push model/, its model card and logs to a Hugging Face Hub model repository"),
+              "push model/, its model card and logs to a Hugging Face Hub model repository", ("hub",)),
 )
 
 

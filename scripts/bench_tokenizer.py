@@ -2,7 +2,7 @@
 """Benchmark stage 1 on the demo corpus ×1 and ×10 (replicated), in one run.
 
 Goal: the ×10 run takes at most 2× the ×1 time, because the stage reads a bounded sample of random
-1 MiB blocks (seed 002 §9) instead of the whole corpus. Dedupe is off: replication would otherwise
+1 MiB blocks (G9) instead of the whole corpus. Dedupe is off: replication would otherwise
 collapse ×10 back to ×1. Libraries are imported before timing so neither run pays for imports.
 
     python scripts/bench_tokenizer.py [--repeat 3] [--vocab-size 8000]

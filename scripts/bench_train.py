@@ -100,7 +100,7 @@ def main() -> None:
         cli("tokenize", "--run-dir", str(run_dir), "--quiet")
         overrides = {"training.max_steps": args.steps, "training.eval_steps": 10 * args.steps,
                      "training.logging_steps": 5, "checkpoint.save_steps": 10 * args.steps,
-                     "training.sample_prompts": [], "checkpoint.resume": "never"}
+                     "training.sample_max_new_tokens": 0, "checkpoint.resume": "never"}  # no samples
         if args.workers is not None:
             overrides["training.dataloader_workers"] = args.workers
         config = load_config(config_path, overrides)

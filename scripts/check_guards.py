@@ -13,11 +13,12 @@ is left out of every row (--no-baseline skips that run, e.g. right after the sui
     .venv/bin/python scripts/check_guards.py            # every sabotage (tens of minutes on 2 cores)
     .venv/bin/python scripts/check_guards.py --fast     # those marked fast = true (for CI)
     .venv/bin/python scripts/check_guards.py --list     # consistency only, no tests (a second)
-    .venv/bin/python scripts/check_guards.py --only seed002-5 --only 'stage3-*' -j 2 -v
+    .venv/bin/python scripts/check_guards.py --only G5 --only 'PT*' -j 2 -v
 
-A row is found by its section heading plus its § cell (seed tables) or a substring of its Symptom
-cell that is unique in that section, so edits to other rows never move a sabotage. The diagnose
-table (D1-D11) has no Status column and names checks, not guards; it is not covered here.
+A sabotage names its row by the row's stable id (`row = "G10"`, the ID cell of PITFALLS.md), and its
+key starts with that id (`G10`, `G10-inflight`), so edits to other rows never move a sabotage. Every
+table row of PITFALLS.md must have an id of one or two capital letters and a number, used once. The
+diagnose table (D1-D11) has no Status column and names checks, not guards; it is not covered here.
 """
 
 import argparse
@@ -53,12 +54,13 @@ NOT_COPIED = {".venv", ".git", "runs", "__pycache__", ".pytest_cache", ".ruff_ca
 GUARD = re.compile(r"[\w./-]+\.py:[A-Za-z_][\w.]*")
 TEST_REF = re.compile(r"(tests/[\w/]+\.py)(?:::([\w\[\]\-.]+))?|::([\w\[\]\-]+)")
 SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+ROW_ID = re.compile(r"[A-Z]{1,2}[1-9][0-9]*")  # the ID cell of a PITFALLS.md row: G10, TK3, D12
 
 
 @dataclass
 class Row:
     section: str
-    number: str  # the § cell; "" where the table has none
+    id: str  # the ID cell: G10, TK3
     symptom: str
     guard: str
     tests: list[str]
@@ -67,8 +69,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        where = f"§{self.number}" if self.number else repr(self.symptom[:50])
-        return f"'{self.section}' {where} (PITFALLS.md line {self.line})"
+        return f"{self.id} {self.symptom[:50]!r} (PITFALLS.md line {self.line})"
 
     @property
     def names_guard(self) -> bool:
@@ -78,9 +79,7 @@ class Row:
 @dataclass
 class Sabotage:
     key: str
-    section: str
-    number: str
-    symptom: str
+    row_id: str  # the id of its PITFALLS.md row
     file: str
     function: str
     breaks: str  # words of the row's Guard cell this sabotage makes false
@@ -134,8 +133,10 @@ def named_tests(cell: str) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-def parse_pitfalls(path: Path) -> list[Row]:
-    rows, section, header = [], "", None
+def table_rows(path: Path):
+    """(line number, section heading, header, cells) of every table row of PITFALLS.md; a table whose
+    first column is not `ID` is an error."""
+    section, header = "", None
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.startswith("#"):
             section, header = line.lstrip("#").strip(), None
@@ -146,20 +147,46 @@ def parse_pitfalls(path: Path) -> list[Row]:
         cells = split_cells(line)
         if header is None:
             header = [cell.lower() for cell in cells]
+            if header[0] != "id":
+                raise SystemExit(f"{path.name} line {number}: a table whose first column is not ID "
+                                 f"(every row has a stable id; see the top of {path.name})")
             continue
         if all(set(cell) <= set("-: ") for cell in cells):
             continue  # the |---|---| line
-        if "guard" not in header or "status" not in header:
-            continue
         if len(cells) != len(header):
             # An odd backtick made the cell split unreliable; cells are also always " | "-separated.
             cells = [c.strip() for c in re.split(r"(?<=\s)\|(?=\s)", line.strip().strip("|"))]
         if len(cells) != len(header):
-            raise SystemExit(f"PITFALLS.md line {number}: {len(cells)} cells where the header has {len(header)}")
+            raise SystemExit(f"{path.name} line {number}: {len(cells)} cells where the header has {len(header)}")
+        yield number, section, header, cells
+
+
+def parse_pitfalls(path: Path) -> list[Row]:
+    """The rows of the tables that have Guard and Status columns (the diagnose table has neither)."""
+    rows = []
+    for number, section, header, cells in table_rows(path):
+        if "guard" not in header or "status" not in header:
+            continue
         cell = dict(zip(header, cells, strict=True))
-        rows.append(Row(section=section, number=cell.get("§", ""), symptom=cell["symptom"], guard=cell["guard"],
+        rows.append(Row(section=section, id=cell["id"], symptom=cell["symptom"], guard=cell["guard"],
                         tests=named_tests(cell.get("test", "")), status=cell["status"], line=number))
     return rows
+
+
+def id_problems(path: Path) -> list[str]:
+    """Ids of every table row (the diagnose table's too) that are malformed or used twice."""
+    problems, first_seen = [], {}
+    for number, _, _, cells in table_rows(path):
+        row_id = cells[0]
+        if not ROW_ID.fullmatch(row_id):
+            problems.append(f"{path.name} line {number}: row id {row_id!r} is not one or two capital letters "
+                            f"and a number (G10)")
+        elif row_id in first_seen:
+            problems.append(f"{path.name} line {number}: row id {row_id} is already used on line "
+                            f"{first_seen[row_id]}")
+        else:
+            first_seen[row_id] = number
+    return problems
 
 
 def missing_guards(row: Row, repo: Path) -> list[str]:
@@ -197,15 +224,18 @@ def load_sabotages(path: Path) -> list[Sabotage]:
     sabotages, seen = [], set()
     for index, entry in enumerate(entries):
         key = entry.get("key") or f"#{index + 1}"
-        required = ("key", "section", "file", "function", "old", "new", "fast")
+        required = ("key", "row", "file", "function", "old", "new", "fast")
         absent = [name for name in required if name not in entry]
-        if absent or not (entry.get("number") or entry.get("symptom")):
-            raise SystemExit(f"{path.name}: sabotage {key} lacks {', '.join(absent) or 'number or symptom'}")
+        outdated = [name for name in ("section", "number", "symptom") if name in entry]
+        if outdated:
+            raise SystemExit(f"{path.name}: sabotage {key} names its row by {', '.join(outdated)}; name it by "
+                             f"its PITFALLS.md id instead: row = \"G10\"")
+        if absent:
+            raise SystemExit(f"{path.name}: sabotage {key} lacks {', '.join(absent)}")
         if key in seen:
             raise SystemExit(f"{path.name}: key {key} is used twice")
         seen.add(key)
-        sabotages.append(Sabotage(key=key, section=entry["section"], number=str(entry.get("number", "")),
-                                  symptom=entry.get("symptom", ""), file=entry["file"],
+        sabotages.append(Sabotage(key=key, row_id=str(entry["row"]), file=entry["file"],
                                   function=entry["function"],
                                   breaks=entry.get("breaks") or entry["function"].split(".")[-1],
                                   old=entry["old"], new=entry["new"],
@@ -215,19 +245,12 @@ def load_sabotages(path: Path) -> list[Sabotage]:
 
 
 def find_row(sabotage: Sabotage, rows: list[Row]) -> tuple[Row | None, str]:
-    in_section = [row for row in rows if sabotage.section in row.section]
-    if sabotage.number:
-        found = [row for row in in_section if row.number == sabotage.number]
-        wanted = f"§{sabotage.number}"
-    else:
-        found = [row for row in in_section if sabotage.symptom in row.symptom]
-        wanted = f"symptom containing {sabotage.symptom!r}"
+    found = [row for row in rows if row.id == sabotage.row_id]
     if len(found) == 1:
         return found[0], ""
-    where = f"section '{sabotage.section}', {wanted}"
     if not found:
-        return None, f"{sabotage.key}: its row no longer exists ({where})"
-    return None, f"{sabotage.key}: {where} matches {len(found)} rows; make it unique"
+        return None, f"{sabotage.key}: its row no longer exists (row {sabotage.row_id} of PITFALLS.md)"
+    return None, f"{sabotage.key}: row {sabotage.row_id} is the id of {len(found)} rows of PITFALLS.md"
 
 
 def definition_lines(source: str, dotted: str) -> tuple[int, int] | None:
@@ -274,6 +297,9 @@ def applies(sabotage: Sabotage, repo: Path) -> str:
 def consistency(rows: list[Row], sabotages: list[Sabotage], repo: Path) -> list[str]:
     problems = []
     for sabotage in sabotages:
+        if not (sabotage.key == sabotage.row_id or sabotage.key.startswith(sabotage.row_id + "-")):
+            problems.append(f"{sabotage.key}: its key does not start with its row's id "
+                            f"({sabotage.row_id}, or {sabotage.row_id}-<what it breaks>)")
         sabotage.row, problem = find_row(sabotage, rows)
         problems += [problem] if problem else []
         if sabotage.row is None:
@@ -434,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="only sabotages marked fast = true")
     parser.add_argument("--only", action="append", default=[], metavar="KEY",
-                        help="only this key (a glob such as 'seed002-*'); repeatable")
+                        help="only this key (a glob such as 'G10*'); repeatable")
     parser.add_argument("--list", action="store_true",
                         help="check that every sabotage applies and every guard row is covered; run no tests")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="sabotaged copies tested at once (default 1)")
@@ -449,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.repo.resolve()
 
     rows, sabotages = parse_pitfalls(args.pitfalls), load_sabotages(args.sabotages)
-    problems = consistency(rows, sabotages, repo)
+    problems = consistency(rows, sabotages, repo) + id_problems(args.pitfalls)
     selected = [s for s in sabotages
                 if (not args.fast or s.fast) and (not args.only or any(fnmatch.fnmatch(s.key, k) for k in args.only))]
     keys = {s.key for s in sabotages}
@@ -463,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         for sabotage in selected:
             state = "BROKEN " if sabotage.key in broken else "applies"
             speed = "fast" if sabotage.fast else "slow"
-            print(f"{state}  {sabotage.key:<28} {speed}  {sabotage.file}:{sabotage.function}  "
+            print(f"{state}  {sabotage.key:<28} {sabotage.row_id:<4} {speed}  {sabotage.file}:{sabotage.function}  "
                   f"({len(sabotage.run_tests)} test reference(s))")
         for row in unguarded_rows(rows):
             covered = any(s.row is row for s in sabotages)

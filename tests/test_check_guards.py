@@ -9,26 +9,25 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "check_guards.py"
 
-ROW = ("| a value of `<|endoftext|>` goes unchecked | no check | `pkg/guarded.py:check` refuses it "
+ROW = ("| K1 | a value of `<|endoftext|>` goes unchecked | no check | `pkg/guarded.py:check` refuses it "
        "| `tests/test_guarded.py::test_it_is_refused`, `::test_it_is_named` | done |")
 PITFALLS = f"""# Pitfalls
 
-## Found while testing the checker
+## K: Found while testing the checker
 
-| Symptom | Cause | Guard | Test | Status |
-|---|---|---|---|---|
+| ID | Symptom | Cause | Guard | Test | Status |
+|---|---|---|---|---|---|
 {ROW}
-| planned later | - | `pkg/guarded.py:later` | - | planned |
+| K2 | planned later | - | `pkg/guarded.py:later` | - | planned |
 """
 GUARDED = 'def check(value):\n    if value is None:\n        raise ValueError("refused")\n'
 TESTS = "def test_it_is_refused():\n    pass\n\n\ndef test_it_is_named():\n    pass\n"
 
 
-def sabotage(old: str, symptom: str = "goes unchecked") -> str:
+def sabotage(old: str, row: str = "K1", key: str = "K1-checker-row") -> str:
     return f"""[[sabotage]]
-key = "checker-row"
-section = "Found while testing the checker"
-symptom = "{symptom}"
+key = "{key}"
+row = "{row}"
 file = "pkg/guarded.py"
 function = "check"
 old = '''{old}'''
@@ -37,13 +36,13 @@ fast = true
 """
 
 
-def check_list(tmp_path: Path, sabotages: str) -> subprocess.CompletedProcess:
+def check_list(tmp_path: Path, sabotages: str, pitfalls: str = PITFALLS) -> subprocess.CompletedProcess:
     repo = tmp_path / "repo"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "tests").mkdir()
+    (repo / "pkg").mkdir(parents=True, exist_ok=True)
+    (repo / "tests").mkdir(exist_ok=True)
     (repo / "pkg" / "guarded.py").write_text(GUARDED, encoding="utf-8")
     (repo / "tests" / "test_guarded.py").write_text(TESTS, encoding="utf-8")
-    (tmp_path / "PITFALLS.md").write_text(PITFALLS, encoding="utf-8")
+    (tmp_path / "PITFALLS.md").write_text(pitfalls, encoding="utf-8")
     (tmp_path / "sabotages.toml").write_text(sabotages, encoding="utf-8")
     return subprocess.run([sys.executable, str(SCRIPT), "--list", "--pitfalls", str(tmp_path / "PITFALLS.md"),
                            "--sabotages", str(tmp_path / "sabotages.toml"), "--repo", str(repo)],
@@ -59,20 +58,42 @@ def test_every_guard_row_of_pitfalls_has_a_sabotage_that_still_applies():
 def test_a_consistent_row_and_sabotage_pass_the_list_check(tmp_path):
     result = check_list(tmp_path, sabotage("    if value is None:"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "applies  checker-row" in result.stdout and "2 test reference(s)" in result.stdout
+    assert "applies  K1-checker-row" in result.stdout and "2 test reference(s)" in result.stdout
 
 
 def test_a_sabotage_whose_old_text_is_gone_no_longer_applies(tmp_path):
     result = check_list(tmp_path, sabotage("    if value is None or value == 0:"))
     assert result.returncode == 1
-    assert "checker-row: no longer applies: the old text occurs 0 times in pkg/guarded.py" in result.stdout
+    assert "K1-checker-row: no longer applies: the old text occurs 0 times in pkg/guarded.py" in result.stdout
 
 
 def test_a_guard_row_without_a_sabotage_and_a_sabotage_without_its_row_are_errors(tmp_path):
-    result = check_list(tmp_path, sabotage("    if value is None:", symptom="a row that was removed"))
+    result = check_list(tmp_path, sabotage("    if value is None:", row="K3", key="K3-checker-row"))
     assert result.returncode == 1
-    assert "checker-row: its row no longer exists" in result.stdout
-    assert "goes unchecked' (PITFALLS.md line 7) names a guard but has no sabotage" in result.stdout
+    assert "K3-checker-row: its row no longer exists (row K3 of PITFALLS.md)" in result.stdout
+    assert "row K1 'a value of `<|endoftext|>` goes unchecked' (PITFALLS.md line 7) names a guard but has no " \
+           "sabotage" in result.stdout
+
+
+def test_a_sabotage_is_named_after_its_row_and_names_it_by_id_not_by_section(tmp_path):
+    result = check_list(tmp_path, sabotage("    if value is None:", key="checker-row"))
+    assert result.returncode == 1
+    assert "checker-row: its key does not start with its row's id (K1, or K1-<what it breaks>)" in result.stdout
+    old_style = sabotage("    if value is None:").replace('row = "K1"', 'section = "Found while testing"\nnumber = "1"')
+    result = check_list(tmp_path, old_style)
+    assert result.returncode == 1
+    assert 'sabotage K1-checker-row names its row by section, number; name it by its PITFALLS.md id instead' \
+           in result.stdout + result.stderr
+
+
+def test_row_ids_must_be_well_formed_unique_and_in_every_table(tmp_path):
+    applying = sabotage("    if value is None:")
+    result = check_list(tmp_path, applying, PITFALLS.replace("| K2 |", "| K1 |"))
+    assert result.returncode == 1 and "PITFALLS.md line 8: row id K1 is already used on line 7" in result.stdout
+    result = check_list(tmp_path, applying, PITFALLS.replace("| K2 |", "| k-2 |"))
+    assert result.returncode == 1 and "row id 'k-2' is not one or two capital letters" in result.stdout
+    result = check_list(tmp_path, applying, PITFALLS.replace("| ID | Symptom", "| § | Symptom"))
+    assert result.returncode == 1 and "a table whose first column is not ID" in result.stdout + result.stderr
 
 
 def check_for_real(tmp_path: Path, tests: str) -> subprocess.CompletedProcess:

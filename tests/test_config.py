@@ -108,14 +108,40 @@ def test_contract_flags_exist_on_every_stage_command():
         assert set(CONTRACT_FLAGS) <= flags, command
 
 
-def test_help_lists_every_field_with_the_value_it_would_use(capsys):
+def _help(capsys, *argv: str) -> str:
     with pytest.raises(SystemExit):
-        build_parser(["train-tokenizer"]).parse_args(["train-tokenizer", "--help"])
-    help_text = capsys.readouterr().out
+        build_parser(list(argv)).parse_args(list(argv))
+    return capsys.readouterr().out
+
+
+def test_help_shows_the_groups_a_stage_reads_and_help_all_every_field_with_its_value(capsys):
+    help_text = _help(capsys, "train-tokenizer", "--help")
     for key in all_keys():
         group, field = key.split(".")
-        assert f"--{group}-{field.replace('_', '-')}" in help_text, key
+        shown = f"--{group}-{field.replace('_', '-')}" in help_text
+        assert shown == (group in ("data", "tokenizer")), key
     assert "[4000 from demo.yaml]" in help_text  # the demo value, not the dataclass default
+    assert "--help-all lists them" in help_text
+    everything = _help(capsys, "train-tokenizer", "--help-all")
+    for key in all_keys():
+        group, field = key.split(".")
+        assert f"--{group}-{field.replace('_', '-')}" in everything, key
+
+
+def test_each_stage_help_is_a_fraction_of_all_options(capsys):
+    everything = len(_help(capsys, "run", "--help").splitlines())
+    lengths = {command: len(_help(capsys, command, "--help").splitlines())
+               for command in ("train-tokenizer", "tokenize", "pretrain", "push")}
+    assert lengths["push"] < everything / 4 and "--hub-repo-id" in _help(capsys, "push", "--help")
+    assert "--hub-repo-id" not in _help(capsys, "train-tokenizer", "--help")
+    assert all(length < 0.75 * everything for length in lengths.values()), (lengths, everything)
+
+
+def test_flags_a_command_does_not_use_are_refused_by_name(capsys):
+    for argv in (["show-config", "--force"], ["doctor", "--quiet"], ["show-config", "--cache-dir", "x"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{argv[1]} does nothing for this command" in err, err
 
 
 def test_unknown_flag_is_one_line_with_closest_flag(capsys):

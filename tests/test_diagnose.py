@@ -173,7 +173,7 @@ def test_history_checks_name_spikes_divergence_overfitting_and_a_flat_loss():
 
 
 def test_a_run_stopped_by_the_nan_guard_is_diagnosed_from_its_last_checkpoint(tmp_path, trainable_run):
-    """Seed 004's checklist on the run it is about: the stop message points at `gpt2zh diagnose`."""
+    """The NaN checklist (N1) on the run it is about: the stop message points at `gpt2zh diagnose`."""
     import json
     import os
     import subprocess

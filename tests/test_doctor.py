@@ -63,7 +63,7 @@ def test_t4_gets_fp16_and_cpu_gets_fp32():
 
 
 def test_a_check_that_returns_none_is_a_bug_caught_at_once():
-    # seed 002 §7: check_environment returned None on non-zero ranks and flash attention silently went off
+    # (G7) check_environment returned None on non-zero ranks and flash attention silently went off
     with pytest.raises(TypeError, match="not True/False"):
         Check("flash", None, "detail")
 
@@ -98,7 +98,7 @@ def test_minimum_versions_are_the_lower_bounds_pyproject_declares():
     assert {name: declared[name] for name in MINIMUM_VERSIONS} == MINIMUM_VERSIONS
 
 
-def test_the_report_shows_what_the_seed_debug_commands_print():
+def test_the_report_shows_what_the_guides_debug_commands_print():
     # nvidia-smi / get_device_capability(), torch.version.cuda, flash_attn.__version__, bitsandbytes
     facts = fabricate("a100-80g", count=2)
     checks = {c.name: c for c in doctor_checks(facts, STORAGE, (True, "Adam8bit stepped on cuda"))}
@@ -139,7 +139,7 @@ def test_8bit_adam_probe_takes_a_real_step_on_cpu(monkeypatch):
 
 
 def test_8bit_adam_probe_fails_when_only_the_step_fails(monkeypatch):
-    # seed 002 §4: a build without GPU support constructs Adam8bit fine and fails at its first step
+    # (G4) a build without GPU support constructs Adam8bit fine and fails at its first step
     import bitsandbytes
 
     def failing_step(optimizer, *args, **kwargs):

@@ -1,4 +1,4 @@
-"""Seed 002 §13: the Hugging Face cache variables are set before any HF library is imported."""
+"""PITFALLS.md G13: the Hugging Face cache variables are set before any HF library is imported."""
 
 import json
 import subprocess
@@ -42,7 +42,7 @@ def test_cache_dir_reaches_every_hf_library(tmp_path):
 
 
 def test_setting_the_cache_after_an_hf_import_is_refused():
-    # The seed's bug: the variable is set, the library already read the old value, the cache stays put.
+    # (G13) The bug: the variable is set, the library already read the old value, the cache stays put.
     result = python("import huggingface_hub\nfrom pipeline.hf_env import prepare_hf_environment\n"
                     "prepare_hf_environment('/tmp/too-late')")
     assert result.returncode != 0 and "imported before the cache environment was prepared" in result.stderr

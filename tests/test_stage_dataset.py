@@ -107,7 +107,7 @@ def test_worker_count_and_batch_size_do_not_change_a_single_block(tmp_path, caps
 
 def test_sentencepiece_never_gets_more_than_map_batch_size_documents_at_once(tmp_path, monkeypatch,
                                                                              tokenized_run, small_corpus):
-    """Seed 002 §10: a 5,000-document batch was what got stage 2 killed; the worker tokenizes map_batch_size."""
+    """(G10) A 5,000-document batch was what got stage 2 killed; the worker tokenizes map_batch_size."""
     import sentencepiece
 
     batches, real_encode = [], sentencepiece.SentencePieceProcessor.encode

@@ -25,14 +25,14 @@ def created(run_dir: Path) -> str:
         str((run_dir / "tokenizer" / "tokenizer.json").stat().st_mtime_ns)
 
 
-def test_rerun_reuses_force_and_input_changes_rebuild(tmp_path, capsys, small_corpus):
+def test_rerun_reuses_force_rebuilds_and_changed_inputs_are_refused_unless_forced(tmp_path, capsys, small_corpus):
     run_dir = tmp_path / "run"
     corpus = tmp_path / "corpus.txt"
     shutil.copyfile(small_corpus, corpus)
     assert stage(capsys, run_dir, corpus)[0] == 0
     first = created(run_dir)
 
-    code, out = stage(capsys, run_dir, corpus, "--training-max-steps", "7")  # a group stage 1 does not read
+    code, out = stage(capsys, run_dir, corpus, "--training-max-steps", "70")  # a group stage 1 does not read
     assert code == 0 and "up to date" in out and created(run_dir) == first
 
     code, out = stage(capsys, run_dir, corpus, "--force")
@@ -41,13 +41,18 @@ def test_rerun_reuses_force_and_input_changes_rebuild(tmp_path, capsys, small_co
 
     assert stage(capsys, run_dir, corpus, "--tokenizer-split-digits")[0] == 0  # same value as before: reused
     assert created(run_dir) == second
-    assert stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits")[0] == 0
+    code, out = stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits")  # another setting: refused
+    assert code == 2 and "tokenizer.split_digits (True -> False)" in out and "--force" in out
+    assert created(run_dir) == second
+    assert stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits", "--force")[0] == 0
     third = created(run_dir)
     assert third != second
 
-    with corpus.open("a", encoding="utf-8") as handle:  # the corpus changed: rebuild
+    with corpus.open("a", encoding="utf-8") as handle:  # the corpus changed on disk: refused, then forced
         handle.write("新增的一行文本。\n")
-    code, out = stage(capsys, run_dir, corpus, "--no-tokenizer-split-digits")
+    code, out = stage(capsys, run_dir, corpus)
+    assert code == 2 and "corpus files changed on disk since (corpus.txt" in out and created(run_dir) == third
+    code, out = stage(capsys, run_dir, corpus, "--force")
     assert code == 0 and "up to date" not in out and created(run_dir) != third
 
 
@@ -158,7 +163,9 @@ def test_bad_input_through_a_real_process_exits_2_without_traceback(tmp_path, fi
     before = tree_checksums(finished_run)
     result = run_cli("train-tokenizer", "--run-dir", str(finished_run), "--force", "--data-files", str(binary))
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error:") and result.stderr.strip().count("\n") == 0
+    lines = result.stderr.strip().splitlines()  # at most the one-line notice of the run's saved settings before it
+    assert lines[-1].startswith("error:") and len(lines) <= 2
+    assert not any(line.startswith("error:") for line in lines[:-1])
     assert "Traceback" not in result.stderr and tree_checksums(finished_run) == before
 
 
@@ -184,7 +191,7 @@ def test_every_entry_point_runs_the_same_command():
 
 
 def test_reading_is_bounded_on_a_corpus_larger_than_the_sample(tmp_path, capsys, small_corpus):
-    # seed 002 §9: the stage stops after read_factor × input_sentence_size sentences, from random blocks
+    # (G9) the stage stops after read_factor × input_sentence_size sentences, from random blocks
     big = tmp_path / "big.txt"
     big.write_bytes(small_corpus.read_bytes() * 8)  # ~5.6 MB: six 1 MiB blocks
     run_dir = tmp_path / "run"

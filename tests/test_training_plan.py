@@ -1,6 +1,7 @@
 """Hardware facts -> training decisions, with fabricated A100 / 4090 / 5090 / T4 / H100 / CPU facts."""
 
 import inspect
+from pathlib import Path
 
 import pytest
 from transformers import TrainingArguments
@@ -25,9 +26,10 @@ from pipeline.training.plan import (
 from pipeline.training.presets import available_presets, load_preset, preset_layer, resolve_preset
 from tests.conftest import fabricate
 
-# Seed 002's "GPU 配置" table as the seed prints it (batch_size, compile_mode, 特殊优化), independent of our
-# YAML; its T4 row names no compile mode. H100 and CPU have no row there: their presets are our own.
-SEED_002_GPU_TABLE = {
+# The per-GPU table of PITFALLS.md G15 ("GPU 配置") as the guide prints it (batch_size, compile_mode, 特殊优化),
+# independent of our YAML; its T4 row names no compile mode. H100 and CPU have no row there: their presets
+# are our own.
+GUIDE_GPU_TABLE = {
     "a100-40g": (48, "reduce-overhead", "TF32"), "a100-80g": (64, "reduce-overhead", "TF32"),
     "rtx5090": (48, "max-autotune", None), "rtx4090": (32, "max-autotune", None), "t4": (8, None, "DataParallel"),
 }
@@ -49,7 +51,7 @@ def test_every_shipped_preset_loads_and_says_what_it_was_verified_on():
     assert set(available_presets()) == set(DEVICES)
     for name in available_presets():
         assert "Verified on" in load_preset(name).path.read_text(encoding="utf-8"), name
-    for name, (batch, mode, special) in SEED_002_GPU_TABLE.items():  # the seed's numbers, not our YAML's
+    for name, (batch, mode, special) in GUIDE_GPU_TABLE.items():  # the guide's numbers, not our YAML's
         training = load_preset(name).training
         assert (training["per_device_batch_size"], training.get("compile_mode")) == (batch, mode), name
         assert training["torch_compile"] is (mode is not None), name
@@ -178,13 +180,13 @@ def test_compile_without_a_toolchain_is_turned_off_with_a_reason():
     assert compile_on is False and "C++ compiler" in notes[0]
 
 
-def test_dataloader_follows_seed_6():
+def test_dataloader_has_min_8_cpus_workers_persistent_and_pinned_with_cuda():
     assert choose_dataloader(config(), fabricate("a100-80g")) == (8, True, True)  # 16 cores -> 8, pinned
     assert choose_dataloader(config(), fabricate("cpu")) == (2, True, False)      # 2 cores, no CUDA, no pinning
     assert choose_dataloader(config(dataloader_workers=0), fabricate("cpu")) == (0, False, False)
 
 
-def test_more_processes_than_gpus_is_the_seed_001_message():
+def test_more_processes_than_gpus_names_the_world_size_and_the_gpus():
     with pytest.raises(UserError, match="world_size is 4 on this node, but only 2 GPU"):
         check_launch(fabricate("t4", count=2), local_world_size=4)
     check_launch(with_world(fabricate("t4", count=2), 2), local_world_size=2)  # Kaggle 2 x T4 via torchrun
@@ -217,7 +219,7 @@ def test_tf32_is_off_on_a_t4_without_a_preset_and_the_plan_says_why(tmp_path):
     asked = config(global_batch_size=16)  # tf32 defaults to on; no preset turns it off here
     assert asked.training.tf32 is True
     plan = plan_training(asked, fabricate("t4"), 1, None)
-    assert plan.tf32 is False and "TF32 off: Tesla T4 is older than Ampere (seed 002 §12)" in plan.notes
+    assert plan.tf32 is False and "TF32 off: Tesla T4 is older than Ampere (PITFALLS.md G12)" in plan.notes
     assert "tf32" not in argument_values(asked, plan, tmp_path)
     ampere = plan_training(asked, fabricate("a100-40g"), 1, None)
     assert ampere.tf32 is True and argument_values(asked, ampere, tmp_path)["tf32"] is True
@@ -252,3 +254,32 @@ def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
     assert mfu(100_000, per_token, "NVIDIA A100-SXM4-80GB", 1) == pytest.approx(100_000 * per_token / 312e12)
     assert mfu(100_000, per_token, "NVIDIA H100 80GB HBM3", 8) == pytest.approx(100_000 * per_token / (8 * 989e12))
     assert mfu(100_000, per_token, None, 0) is None and mfu(1, per_token, "NVIDIA L4", 1) is None
+
+
+@pytest.mark.parametrize(("device", "base", "command_line", "note"), [
+    ("cpu", {"global_batch_size": 8, "per_device_batch_size": 8}, {},
+     "per-device batch 8 instead of 16 (from preset cpu, which replaced 8 from configs/demo.yaml): the global "
+     "batch 8 over 1 process(es) leaves 8 per process, so 8 x 1 accumulation x 1 = 8"),
+    ("rtx4090", {"global_batch_size": 100}, {"training.per_device_batch_size": 24},
+     "per-device batch 20 instead of 24 (from the command line): 24 does not divide the 100 sequences each process "
+     "takes per step (global batch 100 over 1 process(es)), and 20 is the largest number below it that does, so "
+     "20 x 5 accumulation x 1 = 100"),
+    ("cpu", {"global_batch_size": 8, "per_device_batch_size": 12, "preset": "none"}, {},
+     "per-device batch 8 instead of 12 (from configs/demo.yaml): the global batch 8 over 1 process(es) leaves 8 "
+     "per process, so 8 x 1 accumulation x 1 = 8"),
+    ("t4", {"global_batch_size": 4}, {},
+     "per-device batch 4 instead of 8 (from preset t4): the global batch 4 over 1 process(es) leaves 4 per "
+     "process, so 4 x 1 accumulation x 1 = 4"),
+])
+def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(device, base, command_line, note):
+    """The preset by name (and the config value it replaced), the config file or the command line."""
+    from pipeline.config.loader import load_layers
+    from pipeline.rundir import RunDir
+    from pipeline.stages import StageRequest
+    from pipeline.training.stage import _plan
+
+    layer = ("configs/demo.yaml", {"training": base})
+    request = StageRequest(config=load_layers(layer, command_line), config_source=layer[0], run_dir=RunDir(Path(".")),
+                           base_layer=layer, overrides=command_line)
+    *_, plan = _plan(request, fabricate(device))
+    assert note in plan.notes

@@ -32,7 +32,7 @@ def test_resuming_at_any_position_continues_the_same_stream():
 
 
 def test_resuming_far_into_training_builds_one_permutation_not_the_history():
-    # seed 002 §5: no replay of the data pipeline; the cost does not grow with the step number
+    # (PT1) no replay of the data pipeline; the cost does not grow with the step number
     sampler = GlobalStreamSampler(num_samples=1000, seed=0, samples_per_step=10, start=10**12)
     first = next(iter(sampler))
     assert sampler.permutations_built == 1

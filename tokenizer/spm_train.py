@@ -1,4 +1,4 @@
-"""SentencePiece training with Chinese-appropriate settings (seed 002 §9), errors made readable.
+"""SentencePiece training with Chinese-appropriate settings (G9), errors made readable.
 
 Settings that keep decode(encode(x)) == x on cleaned text:
 - normalization_rule_name=identity: cleaning already normalised the text (data.normalization); a

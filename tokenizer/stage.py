@@ -1,7 +1,7 @@
 """Stage 1: corpus -> <run-dir>/tokenizer/ (SentencePiece model + Hugging Face fast tokenizer).
 
 The corpus is read in random 1 MiB blocks until read_factor × input_sentence_size sentences were
-seen, so the stage's time is bounded on a corpus of any size (seed 002 §9: "10+ minutes"); stage 2
+seen, so the stage's time is bounded on a corpus of any size (G9: "10+ minutes"); stage 2
 reads every byte. Held-out documents never enter the training sample; they measure the result.
 """
 
@@ -104,6 +104,7 @@ def train_tokenizer(request: StageRequest) -> dict:
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
         return manifest
+    output.refuse_replacing(request.force)
 
     reader = CorpusReader(sources, config.data, SPECIAL_TOKENS)
     sample = _read_sample(reader, cfg)

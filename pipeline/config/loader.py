@@ -167,6 +167,10 @@ def validate(config: Config) -> list[str]:
         problems.append("optimization.min_lr_ratio must be within [0, 1]")
     if opt.warmup_steps < 0 or opt.weight_decay < 0 or opt.max_grad_norm < 0:
         problems.append("optimization.warmup_steps, weight_decay and max_grad_norm must be >= 0")
+    if opt.warmup_steps >= tr.max_steps >= 1:  # the rate would never reach its peak, and nothing would decay
+        problems.append(f"optimization.warmup_steps ({opt.warmup_steps}) must be below training.max_steps "
+                        f"({tr.max_steps}): use --optimization-warmup-steps {tr.max_steps // 10} "
+                        "or a larger --training-max-steps")
     if not (0.0 <= opt.adam_beta1 < 1.0 and 0.0 <= opt.adam_beta2 < 1.0):
         problems.append("optimization.adam_beta1 and adam_beta2 must be within [0, 1)")
     if config.hub.repo_id and not re.fullmatch(r"[\w.-]+/[\w.-]+", config.hub.repo_id):
@@ -188,14 +192,16 @@ def raise_problems(problems: list[str]) -> None:
         raise UserError(f"{len(problems)} config problems: {numbered}", "fix them or see --help for the valid keys")
 
 
-def load_config(config_path: Path | None, overrides: dict[str, Any] | None = None,
-                preset: tuple[str, dict] | None = None) -> Config:
-    """Defaults, then the YAML file, then a hardware preset (source, mapping), then already-typed
-    command-line overrides {'group.field': value}."""
+Layer = tuple[str, dict[str, Any]]  # (where it came from, {group: {field: value}})
+
+
+def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, preset: Layer | None = None) -> Config:
+    """Defaults, then a config mapping (a YAML file or a run's saved settings), then a hardware preset,
+    then already-typed command-line overrides {'group.field': value}."""
     config = Config()
     problems = []
-    if config_path is not None:
-        problems += apply_mapping(config, read_yaml_mapping(config_path), str(config_path))
+    if base is not None:
+        problems += apply_mapping(config, base[1], base[0])
     if preset is not None:
         problems += apply_mapping(config, preset[1], preset[0])
     for dotted, value in (overrides or {}).items():
@@ -204,6 +210,13 @@ def load_config(config_path: Path | None, overrides: dict[str, Any] | None = Non
     problems += validate(config)
     raise_problems(problems)
     return config
+
+
+def load_config(config_path: Path | None, overrides: dict[str, Any] | None = None,
+                preset: Layer | None = None) -> Config:
+    """load_layers with the YAML file at config_path as the base."""
+    base = (str(config_path), read_yaml_mapping(config_path)) if config_path is not None else None
+    return load_layers(base, overrides, preset)
 
 
 def config_to_dict(config: Config, groups: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Command-line options generated from the config dataclasses (seed 001 §6 convention).
+"""Command-line options generated from the config dataclasses (F9: flag names and booleans).
 
 `tokenizer.vocab_size` becomes `--tokenizer-vocab-size N`; booleans get `--x` / `--no-x`. Options
 default to SUPPRESS so that only what the user typed overrides the YAML; the help text shows the
@@ -8,6 +8,7 @@ value the command would actually use (from the chosen --config).
 import argparse
 import dataclasses
 import difflib
+import sys
 import typing
 from typing import Any, Literal
 
@@ -25,6 +26,14 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # --tokenizer-vocab must not silently mean --tokenizer-vocab-size
         super().__init__(*args, **kwargs)
 
+    argv: list[str] | None = None  # what is being parsed, so an error can name the command
+
+    def command_in(self, argv: list[str]) -> str | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return next((word for word in argv if word in action.choices), None)
+        return None
+
     def known_flags(self) -> list[str]:
         """Long flags of this parser and its subcommands (unknown flags are reported by the top parser)."""
         flags = []
@@ -40,6 +49,10 @@ class Parser(argparse.ArgumentParser):
             unknown = [tok for tok in message.split(":", 1)[1].split() if tok.startswith("-")]
             if unknown:
                 flag = unknown[0].split("=", 1)[0]
+                command = self.command_in(sys.argv[1:] if self.argv is None else self.argv)
+                if flag in self.known_flags() and command:
+                    raise UserError(f"{self.prog} {command}: {flag} does nothing for this command",
+                                    f"leave it out (see `{self.prog} {command} --help`)")
                 close = difflib.get_close_matches(flag, self.known_flags(), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
                 raise UserError(f"{self.prog}: unknown option {flag}", hint)
@@ -68,17 +81,21 @@ def _converter(tp, flag: str):
     return convert
 
 
-def add_config_options(parser: argparse.ArgumentParser, config: Config, source: str) -> None:
+def add_config_options(parser: argparse.ArgumentParser, config: Config, source: str,
+                       shown: tuple[str, ...] = tuple(GROUPS)) -> None:
+    """Every group's options are accepted (they are all part of a run's settings); only `shown` are in --help."""
     for group_name, cls in GROUPS.items():
         title = (cls.__doc__ or group_name).strip().splitlines()[0]
         section = parser.add_argument_group(f"{group_name} ({title})")
+        visible = group_name in shown
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             flag = flag_name(group_name, f.name)
             flags = [flag, f.metadata["alias"]] if f.metadata.get("alias") else [flag]
             current = getattr(getattr(config, group_name), f.name)
-            help_text = f"{f.metadata['help']} [{_show(current)} from {source}]".replace("%", "%%")
+            help_text = f"{f.metadata['help']} [{_show(current)} from {source}]".replace("%", "%%") \
+                if visible else argparse.SUPPRESS
             common = dict(dest=f"{DEST_PREFIX}{group_name}.{f.name}", default=argparse.SUPPRESS, help=help_text)
             if tp is bool:
                 section.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)

@@ -10,11 +10,12 @@ from typing import Literal
 
 
 def setting(default, help: str, *, only_for: tuple[str, ...] | None = None, in_fingerprint: bool = True,
-            alias: str | None = None):
+            alias: str | None = None, once: bool = False):
     """A config field. only_for limits the stages whose reuse fingerprint includes the field;
     in_fingerprint=False leaves it out everywhere (hardware-only choices, or effects fingerprinted
-    another way); alias is a short extra command-line flag (e.g. --preset)."""
-    metadata = {"help": help, "only_for": only_for, "in_fingerprint": in_fingerprint, "alias": alias}
+    another way); alias is a short extra command-line flag (e.g. --preset); once = an instruction for
+    one command (--resume never), never saved in the run's settings for the next one."""
+    metadata = {"help": help, "only_for": only_for, "in_fingerprint": in_fingerprint, "alias": alias, "once": once}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -55,7 +56,8 @@ class DataConfig:
         0.01, "share of documents held out for validation, chosen by a hash of the text (deterministic)")
     block_size: int = setting(1024, "tokens per training block (<= model.n_positions)", only_for=("dataset",))
     map_batch_size: int = setting(
-        2000, "documents tokenized per batch inside a worker (seed 002 §10: bounded, not 5000+)", in_fingerprint=False)
+        2000, "documents tokenized per batch inside a worker (PITFALLS.md G10: bounded, not 5000+)",
+        in_fingerprint=False)
     num_proc: int = setting(0, "tokenizer worker processes; 0 = min(8, CPU count)", in_fingerprint=False)
     num_shards: int = setting(
         1, "split stage 2 across this many machines/jobs, each building one shard", only_for=("dataset",))
@@ -64,7 +66,7 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Stage 1: SentencePiece training (seed 002 §9) and conversion to a Hugging Face fast tokenizer."""
+    """Stage 1: SentencePiece training (G9) and conversion to a Hugging Face fast tokenizer."""
 
     model_type: Literal["bpe", "unigram"] = setting("bpe", "SentencePiece algorithm")
     vocab_size: int = setting(32000, "vocabulary size, special and byte-fallback tokens included")
@@ -108,7 +110,7 @@ class TrainingConfig:
     preset: str = setting("auto", "hardware preset from configs/presets/ (auto = detect, none = no preset)",
                           in_fingerprint=False, alias="--preset")
     force_preset: bool = setting(False, "use the preset even if it does not match the detected hardware",
-                                 in_fingerprint=False, alias="--force-preset")
+                                 in_fingerprint=False, alias="--force-preset", once=True)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", "auto = bf16 on SM >= 8.0, fp16 with loss scaling on older GPUs, fp32 on CPU")
     tf32: bool = setting(True, "TF32 matmuls where the GPU supports them (SM >= 8.0)", in_fingerprint=False)
@@ -128,9 +130,11 @@ class TrainingConfig:
     seed: int = setting(42, "seed of python, numpy, torch and the data order")
     full_determinism: bool = setting(False, "deterministic kernels everywhere (slower; for debugging)")
     sample_prompts: list[str] = setting(
-        ["今天", "中国经济", "这本书", "新华社北京1月1日电"], "prompts sampled into logs/samples.md at each evaluation",
+        [], "prompts sampled into logs/samples.md at each evaluation; empty = the openings of the first 4 "
+            "held-out (validation) documents, so the prompts come from this run's own corpus",
         in_fingerprint=False)
-    sample_max_new_tokens: int = setting(48, "tokens generated per sample prompt", in_fingerprint=False)
+    sample_max_new_tokens: int = setting(48, "tokens generated per sample prompt; 0 = no samples",
+                                         in_fingerprint=False)
 
 
 @dataclass
@@ -156,7 +160,7 @@ class CheckpointConfig:
     save_total_limit: int = setting(3, "checkpoints kept on disk (oldest deleted first)", in_fingerprint=False)
     resume: str = setting(
         "auto", "auto = newest complete checkpoint (fresh start if none), never = start over, or a checkpoint path",
-        in_fingerprint=False, alias="--resume")
+        in_fingerprint=False, alias="--resume", once=True)
 
 
 @dataclass
@@ -166,6 +170,9 @@ class HubConfig:
     repo_id: str = setting("", "model repository, e.g. user/gpt2-zh-demo; empty = do not push")
     private: bool = setting(False, "create the repository as private")
     license: str = setting("mit", "license written into the model card")
+    dataset_description: str = setting(
+        "", "what the corpus is (source, licence, how it was collected), written as is into the model card's "
+            "Training data section above the file list", in_fingerprint=False)
     max_retries: int = setting(4, "retries of an upload after a 5xx or a dropped connection", in_fingerprint=False)
     retry_wait_seconds: float = setting(2.0, "first wait before a retry; doubles each time", in_fingerprint=False)
     push_checkpoints: bool = setting(

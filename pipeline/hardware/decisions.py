@@ -6,8 +6,8 @@ from pipeline.hardware.facts import GpuFacts, HardwareFacts
 
 AMPERE = (8, 0)
 # The lower bounds pyproject.toml declares (requires-python, dependencies, the `gpu` extra), checked by
-# `gpt2zh doctor`; tests/test_doctor.py fails when the two disagree. Seed 002's table asks for less
-# (torch 2.0, transformers 4.36), but this code uses transformers 5's argument names.
+# `gpt2zh doctor`; tests/test_doctor.py fails when the two disagree. The guide's version table asks for less
+# (torch 2.0, transformers 4.36), but this code uses transformers 5's argument names (G16).
 MINIMUM_VERSIONS = {"python": "3.10", "torch": "2.2", "transformers": "5.0", "flash-attn": "2.0"}
 
 
@@ -33,7 +33,7 @@ def primary_gpu(facts: HardwareFacts) -> GpuFacts | None:
 
 
 def tf32_eligible(facts: HardwareFacts) -> bool:
-    """TF32 matmuls exist on Ampere and newer only (seed 002 §12)."""
+    """TF32 matmuls exist on Ampere and newer only (G12)."""
     gpu = primary_gpu(facts)
     return gpu is not None and gpu.capability >= AMPERE
 
@@ -45,7 +45,7 @@ def bf16_native(facts: HardwareFacts) -> bool:
 
 
 def flash_attention_eligible(facts: HardwareFacts) -> tuple[bool, str]:
-    """FlashAttention-2 needs the package and an Ampere+ GPU (seed 002 §11); dtype is checked at training."""
+    """FlashAttention-2 needs the package and an Ampere+ GPU (G11); dtype is checked at training."""
     gpu = primary_gpu(facts)
     if gpu is None:
         return False, "no CUDA GPU: SDPA attention is used"

@@ -114,7 +114,7 @@ def collect_storage(run_dir: Path) -> StorageFacts:
 
 
 def probe_8bit_adam(device: str) -> tuple[bool, str]:
-    """Build bitsandbytes' Adam8bit on a tensor on `device` and take one real step (seed 002 §4).
+    """Build bitsandbytes' Adam8bit on a tensor on `device` and take one real step (G4).
 
     Importing bitsandbytes is not enough: builds without GPU support import fine and fail at the step.
     """

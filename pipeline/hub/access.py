@@ -55,7 +55,7 @@ def check_push_access(repo_id: str, private: bool) -> Access:
         raise UserError(f"the token's user {identity.get('name')!r} cannot write to the namespace {namespace!r}",
                         f"use --hub-repo-id {identity.get('name')}/<name>, or a token of {namespace!r}")
     try:
-        # seed 002 §8: create first, so the upload never meets RepositoryNotFoundError
+        # (G8) create first, so the upload never meets RepositoryNotFoundError
         api.create_repo(repo_id, private=private, exist_ok=True)
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"

@@ -5,10 +5,11 @@ holds no timestamps: pushing the same run twice produces the same card, and the 
 """
 
 import json
+import os
 import re
 from pathlib import Path
 
-from pipeline.report import human_duration
+from pipeline.report import human_bytes, human_duration
 
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
 
@@ -27,23 +28,79 @@ def final_samples(samples_md: Path, limit: int = 4) -> list[tuple[str, str]]:
 
 
 def _dataset_figures(run_dir: Path) -> dict:
-    from pipeline.dataset.loading import dataset_parts
+    """Per split: documents and characters (stage 2 read every byte), tokens and blocks; and the corpus files.
 
-    figures = {"documents": 0, "characters": 0, "tokens": {"train": 0, "validation": 0},
-               "blocks": {"train": 0, "validation": 0}, "corpus": ""}
-    for folder, _ in dataset_parts(run_dir / "dataset"):
+    A dataset removed to save space leaves stage 1's figures: its documents, without tokens."""
+    from pipeline.dataset.loading import dataset_parts
+    from pipeline.errors import UserError
+    from pipeline.rundir import read_manifest
+
+    splits = ("train", "validation")
+    figures = {"corpus": "", "sources": [], "complete": True,
+               **{key: dict.fromkeys(splits, 0) for key in ("documents", "characters", "tokens", "blocks")}}
+    try:
+        parts = dataset_parts(run_dir / "dataset")
+    except UserError:
+        parts = [(run_dir / "tokenizer", read_manifest(run_dir / "tokenizer") or {})]
+        figures["complete"] = False
+    for folder, manifest in parts:
         stats = _json(folder / "stats.json")
         figures["corpus"] = stats.get("corpus", "")
-        for split in ("train", "validation"):
-            figures["documents"] += stats["reading"][split]["documents"]
-            figures["characters"] += stats["reading"][split]["characters"]
-            figures["tokens"][split] += stats["splits"][split]["tokens"]
-            figures["blocks"][split] += stats["splits"][split]["blocks"]
+        figures["sources"] = manifest.get("inputs", {}).get("sources", [])  # every shard read the same files
+        for split in splits:
+            for key in ("documents", "characters"):
+                figures[key][split] += stats.get("reading", {}).get(split, {}).get(key, 0)
+            for key in ("tokens", "blocks"):
+                figures[key][split] += stats.get("splits", {}).get(split, {}).get(key, 0)
     return figures
 
 
-def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str) -> str:
-    """summary: model/training_summary.json, already read by the caller."""
+def _file_rows(sources: list[list], limit: int = 20) -> list[str]:
+    """The corpus files as table rows: a Hub file by its path in the dataset and its hf:// url (with the
+    commit), a local one by its path below the folder the files share (never this machine's full path)."""
+    local = [Path(entry[0]) for entry in sources if not str(entry[0]).startswith("hf://")]
+    common = Path(os.path.commonpath(local)) if len(local) > 1 else None
+    rows = []
+    for entry in sources[:limit]:
+        if str(entry[0]).startswith("hf://"):  # [url, blob id, format, size]
+            url, size = entry[0], entry[3]
+            rows.append(f"| `{url.split('/', 5)[-1]}` | {human_bytes(size)} | `{url}` |")
+        else:  # [path, format, size, mtime]
+            path = Path(entry[0])
+            rows.append(f"| `{path.relative_to(common) if common else path.name}` | {human_bytes(entry[2])} | |")
+    if len(sources) > limit:
+        rest = sum(entry[3] if str(entry[0]).startswith("hf://") else entry[2] for entry in sources[limit:])
+        rows.append(f"| … and {len(sources) - limit:,} more files | {human_bytes(rest)} | |")
+    return rows
+
+
+def _training_data(data: dict, description: str, normalization: str, block_size: int) -> list[str]:
+    from pipeline.corpus.sources import DEMO_CORPUS
+
+    lines = ["## Training data", ""]
+    if description.strip():
+        lines += [description.strip(), ""]
+    if data["corpus"] == DEMO_CORPUS or not data["sources"]:
+        lines += [f"Corpus: {data['corpus'] or 'not recorded'}.", ""]
+    else:
+        lines += ["| file | size | on the Hub |", "|---|---|---|", *_file_rows(data["sources"]), ""]
+    lines += ["| split | documents | characters | tokens | blocks |", "|---|---|---|---|---|"]
+    for split in ("train", "validation"):
+        counts = [f"{data[key][split]:,}" if data["complete"] or key in ("documents", "characters") else "?"
+                  for key in ("documents", "characters", "tokens", "blocks")]
+        lines.append(f"| {split} | {' | '.join(counts)} |")
+    lines += ["", f"Cleaning: {normalization}, control characters removed, exact duplicates removed where "
+                  f"configured. Each document is followed by `<|endoftext|>` and packed into blocks of {block_size} "
+                  "tokens; the validation documents are held out by a hash of their text."
+                  + ("" if data["complete"] else " (The dataset folder was removed since training: the counts are "
+                                                 "of what stage 1 read, and the tokens are not known.)"), ""]
+    return lines
+
+
+def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str,
+                      dataset_description: str = "") -> str:
+    """summary: model/training_summary.json, already read by the caller; dataset_description: the user's words
+    (hub.dataset_description), written as is."""
     from huggingface_hub import ModelCardData
 
     from pipeline.corpus.normalization import DESCRIPTIONS
@@ -51,8 +108,11 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     tokenizer = _json(run_dir / "tokenizer" / "stats.json")
     data = _dataset_figures(run_dir)
     model, plan = summary["model"], summary["plan"]
+    hub_datasets = sorted({"/".join(str(entry[0]).split("/")[3:5]).split("@")[0] for entry in data["sources"]
+                           if str(entry[0]).startswith("hf://")})  # the Hub links the model to its corpus
     metadata = ModelCardData(language="zh", license=license_id, library_name="transformers",
-                             pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1])
+                             pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1],
+                             datasets=hub_datasets or None)
     quality = tokenizer.get("quality", {})
     normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
     hardware = summary["hardware"]
@@ -81,14 +141,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         f"On held-out text: {quality.get('chars_per_token', 0):.2f} characters per token, "
         f"{quality.get('byte_fallback_rate', 0):.2%} of tokens are byte fallback.",
         "",
-        "## Training data",
-        "",
-        f"{data['corpus']}: {data['documents']:,} documents, {data['characters']:,} characters after cleaning "
-        f"({normalization}, control characters removed, exact duplicates removed where configured). "
-        f"{data['tokens']['train']:,} training and {data['tokens']['validation']:,} validation tokens, packed into "
-        f"{data['blocks']['train']:,} + {data['blocks']['validation']:,} blocks of {summary['block_size']} tokens; "
-        "the validation documents are held out by a hash of their text.",
-        "",
+        *_training_data(data, dataset_description, normalization, summary["block_size"]),
         "## Training",
         "",
         f"{summary['steps']:,} optimizer steps, {summary['tokens_seen']:,} tokens, global batch "
@@ -123,7 +176,8 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "from transformers import pipeline",
         "",
         f'generate = pipeline("text-generation", model="{repo_id}")',
-        'print(generate("今天", max_new_tokens=50)[0]["generated_text"])',
+        f'print(generate({json.dumps(samples[0][0] if samples else "今天", ensure_ascii=False)}, '
+        'max_new_tokens=50)[0]["generated_text"])',
         "```",
         "",
         "`training_history.csv` has the loss, learning rate, gradient norm, throughput and validation metrics of "

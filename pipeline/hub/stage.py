@@ -1,11 +1,13 @@
 """Stage 4: <run-dir>/model/ (+ card, and the logs stage 3 froze beside the weights) -> a Hub model
-repository (seed 002 §8).
+repository (G8).
 
 The files are hard-linked into <run-dir>/push/upload/ and sent as one commit. <run-dir>/push/ is written
 only after the Hub accepted the commit, with the commit id; pushing an unchanged run again is
-skipped, and even with --force the Hub sees no changed file and makes no commit.
+skipped, and even with --force the Hub sees no changed file and makes no commit. A dry run only adds
+push/README.preview.md, the card it would send.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ STAGE = "push"
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                "tokenizer_config.json", "training_summary.json")
 LOG_FILES = ("training_history.csv", "loss.png")  # the copies stage 3 froze into model/, not logs/
+PREVIEW = "README.preview.md"  # the card a dry run would push, in <run-dir>/push/
 
 
 def upload_sources(run_dir: Path) -> dict[str, Path]:
@@ -71,6 +74,38 @@ def _listing(files: list[tuple[str, int]]) -> str:
     return ", ".join(f"{name} ({human_bytes(size)})" for name, size in files)
 
 
+def _dry_run(run, hub, sources: dict[str, Path], card: str, report: StageReport) -> dict:
+    """List, print and save what would be sent; send nothing, lock nothing, need no token.
+
+    The preview goes beside a real push's record (push/manifest.json lists only upload/, so the record stays
+    valid) and is written aside then renamed, so a reader never sees half of it."""
+    from huggingface_hub import get_token
+
+    from pipeline.hub.access import TOKEN_FIX
+
+    files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
+                   + [("README.md", len(card.encode("utf-8")))])
+    preview = run.stage("push") / PREVIEW
+    temporary = preview.with_name(f".{PREVIEW}.{os.getpid()}.tmp")
+    try:
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(card, encoding="utf-8")
+        os.replace(temporary, preview)
+        saved = f"{preview} (printed below)"
+    except OSError as err:  # a run directory we may only read: the card is still printed
+        temporary.unlink(missing_ok=True)
+        saved = f"printed below; not saved to {preview} ({err.strerror or type(err).__name__})"
+    report.row("dry run", f"would push {len(files)} files, {human_bytes(sum(s for _, s in files))}, to "
+                          f"{hub.repo_id} ({'private' if hub.private else 'public'}); nothing was sent")
+    report.row("files", _listing(files))
+    report.row("card", saved)
+    report.print("dry run")
+    print(card, flush=True)
+    if not get_token():
+        log.warning("%s: no Hugging Face token found; the dry run needs none, the push does: %s", STAGE, TOKEN_FIX)
+    return {}
+
+
 def push_to_hub(request: StageRequest) -> dict:
     hub, run = request.config.hub, request.run_dir
     report = StageReport(STAGE)
@@ -86,22 +121,17 @@ def push_to_hub(request: StageRequest) -> dict:
 
     summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
     sources = upload_sources(run.root)
+    card = render_model_card(run.root, summary, hub.repo_id, hub.license, hub.dataset_description)
     if request.dry_run:
-        card = render_model_card(run.root, summary, hub.repo_id, hub.license)
-        files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
-                       + [("README.md", len(card.encode("utf-8")))])
-        report.row("dry run", f"would push {len(files)} files, {human_bytes(sum(s for _, s in files))}, to "
-                              f"{hub.repo_id} ({'private' if hub.private else 'public'}); nothing was sent")
-        report.row("files", _listing(files))
-        report.print("dry run")
-        return {}
+        return _dry_run(run, hub, sources, card, report)
 
     from pipeline.hub.access import check_push_access, hub_api
     from pipeline.hub.upload import upload_with_retries
 
     access = check_push_access(hub.repo_id, hub.private)  # before any upload work
+    # The card's digest: a new description (or card layout) is pushed, an identical card is skipped.
     inputs = {"model": model["fingerprint"], "repo_id": hub.repo_id, "private": hub.private, "license": hub.license,
-              "endpoint": access.endpoint}
+              "endpoint": access.endpoint, "card": hashlib.sha256(card.encode("utf-8")).hexdigest()}
     output = StageOutput(run.stage("push"), STAGE, fingerprint(inputs), inputs)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s already has this model (commit %s); skipped (--force pushes again)", STAGE, hub.repo_id,
@@ -110,7 +140,6 @@ def push_to_hub(request: StageRequest) -> dict:
     loss = summary.get("final_eval_loss")
     message = (f"gpt2zh {run.root.name}: {summary['steps']:,} steps"
                + (f", validation loss {loss:.3f}" if loss is not None else ""))
-    card = render_model_card(run.root, summary, hub.repo_id, hub.license)
     with output.build() as staging:
         files = stage_upload(sources, card, staging / "upload")
         api = hub_api()

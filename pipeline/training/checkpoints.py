@@ -1,4 +1,4 @@
-"""Which checkpoint a run may resume from (seed 002 §3 §5, seed 001 §4).
+"""Which checkpoint a run may resume from (G3, G5, F7).
 
 The Trainer writes checkpoint-N in place, file by file; a process killed mid-save leaves a folder
 that looks like a checkpoint. A checkpoint counts only once our marker is in it, written after every
@@ -16,6 +16,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
+from pipeline.input_changes import changed_inputs
+from pipeline.rundir import give_plain_modes
 from pipeline.training.model import COMPILE_PREFIX, strip_compile_prefix
 from pipeline.training.ranks import barrier, is_main_process
 
@@ -39,6 +41,7 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def write_marker(folder: Path, fingerprint: str, inputs: dict) -> None:
+    give_plain_modes(folder)  # the Trainer's model.safetensors comes 0600 (pipeline/rundir.py)
     files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
              if p.is_file() and p.name != MARKER}
     marker = {"step": checkpoint_step(folder), "fingerprint": fingerprint, "inputs": inputs, "files": files,
@@ -83,7 +86,7 @@ def problem_with(folder: Path) -> str | None:
 
 
 def repair_compile_prefix(folder: Path) -> bool:
-    """Seed 002 §3: weights saved from a compiled model carry `_orig_mod.`; rewrite them without it."""
+    """(G3) Weights saved from a compiled model carry `_orig_mod.`; rewrite them without it."""
     from safetensors.torch import load_file, save_file
 
     path = folder / WEIGHTS
@@ -93,6 +96,7 @@ def repair_compile_prefix(folder: Path) -> bool:
     temporary = path.with_suffix(".tmp")
     save_file(strip_compile_prefix(weights), str(temporary), metadata={"format": "pt"})
     temporary.replace(path)
+    give_plain_modes(folder)
     marker = read_marker(folder)
     if marker is not None:
         marker["files"][WEIGHTS] = path.stat().st_size
@@ -109,18 +113,6 @@ def find_last_valid_checkpoint(directory: Path) -> tuple[Path | None, list[tuple
             return folder, passed_over
         passed_over.append((folder, problem))
     return None, passed_over
-
-
-def changed_inputs(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two fingerprint inputs."""
-    changes = []
-    for key in sorted(set(saved) | set(current)):
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += changed_inputs(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changes.append(f"{prefix}{key} ({old} -> {new})" if not isinstance(old, (dict, list)) else f"{prefix}{key}")
-    return changes
 
 
 def move_aside(directory: Path) -> Path | None:

@@ -10,17 +10,17 @@ from torch.utils.data import Sampler
 
 from pipeline.dataset.loading import load_blocks
 from pipeline.errors import UserError
+from pipeline.preflight import SMALL_VALIDATION_BLOCKS
 
 log = logging.getLogger("gpt2zh")
-SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as much as by learning
 
 
 class GlobalStreamSampler(Sampler[int]):
     """One endless, seeded stream of sample indices: epoch e is permutation(seed, e) of the dataset.
 
     Position p of the stream is fully determined by (seed, p), so resuming at step s starts at
-    p = s × samples_per_step in O(1): no replay of the data pipeline, no skipping of batches (seed 002
-    §5 users waited hours for that), and the resumed order is exactly the uninterrupted one. Each
+    p = s × samples_per_step in O(1): no replay of the data pipeline, no skipping of batches (PT1:
+    users waited hours for that), and the resumed order is exactly the uninterrupted one. Each
     __iter__ (one Trainer "epoch") continues the stream for __len__ samples, a whole number of
     optimizer steps, so steps never straddle an epoch boundary differently after a resume.
     """

@@ -29,7 +29,7 @@ class TrainingInterrupted(UserError):
 
 @dataclass
 class NonFiniteTally:
-    """Seed 004: a NaN/Inf loss or gradient norm skips the update; too many in a row stop the run."""
+    """(N1) A NaN/Inf loss or gradient norm skips the update; too many in a row stop the run."""
 
     limit: int
     consecutive: int = 0
@@ -55,7 +55,7 @@ class NonFiniteTally:
             f"or gradient ({self.skipped} skipped in all, none applied to the weights)",
             f"lower --optimization-learning-rate (now {learning_rate:g}; try {learning_rate / 10:g});{fp16} "
             "check the data with `gpt2zh diagnose`; then rerun to resume from the last checkpoint "
-            "(PITFALLS.md, seed 004)")
+            "(PITFALLS.md N1)")
 
 
 def _rng_states() -> dict:

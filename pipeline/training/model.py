@@ -28,6 +28,6 @@ def build_model(config):
 
 
 def strip_compile_prefix(state_dict: dict) -> dict:
-    """Seed 002 §3: torch.compile saves keys as `_orig_mod.transformer.wte.weight`; load them without it."""
+    """(G3) torch.compile saves keys as `_orig_mod.transformer.wte.weight`; load them without it."""
     return {key[len(COMPILE_PREFIX):] if key.startswith(COMPILE_PREFIX) else key: value
             for key, value in state_dict.items()}

@@ -50,7 +50,7 @@ class TrainingPlan:
 
 
 def check_launch(facts: HardwareFacts, local_world_size: int) -> None:
-    """Seed 001 §2 and seed 002 §2: processes must fit the GPUs, and several GPUs need a launcher."""
+    """(F2, G2) Processes must fit the GPUs, and several GPUs need a launcher."""
     gpus = len(facts.gpus)
     if gpus and local_world_size > gpus:
         raise UserError(f"world_size is {local_world_size} on this node, but only {gpus} GPU(s) are available",
@@ -92,7 +92,7 @@ def choose_precision(requested: str, facts: HardwareFacts) -> tuple[str, str | N
 
 
 def choose_attention(requested: str, facts: HardwareFacts, precision: str) -> tuple[str, str | None]:
-    """Seed 002 §11: FlashAttention-2 only with the package, SM >= 8.0 and a half-precision dtype."""
+    """(G11) FlashAttention-2 only with the package, SM >= 8.0 and a half-precision dtype."""
     eligible, why = flash_attention_eligible(facts)
     half = precision in ("bf16", "fp16")
     if requested == "flash_attention_2":
@@ -110,7 +110,7 @@ def choose_attention(requested: str, facts: HardwareFacts, precision: str) -> tu
 
 
 def choose_optimizer(requested: str, facts: HardwareFacts, probe: Probe | None) -> tuple[str, str | None]:
-    """Seed 002 §4: 8-bit Adam only when a real step worked; otherwise fused AdamW, else plain AdamW."""
+    """(G4) 8-bit Adam only when a real step worked; otherwise fused AdamW, else plain AdamW."""
     fused = bool(facts.gpus) or version_at_least(facts.torch_version, FUSED_ADAMW_ON_CPU)
     adamw = "adamw_torch_fused" if fused else "adamw_torch"
     if requested == "adamw_8bit":
@@ -122,7 +122,7 @@ def choose_optimizer(requested: str, facts: HardwareFacts, probe: Probe | None) 
 
 
 def choose_compile(config: Config, facts: HardwareFacts) -> tuple[bool, str | None, bool, list[str]]:
-    """(compile, mode, activation checkpointing, notes). Seed 002 §1: never both, compile wins."""
+    """(compile, mode, activation checkpointing, notes). (G1) Never both, compile wins."""
     training, notes = config.training, []
     compile_on, checkpointing = training.torch_compile, training.activation_checkpointing
     if compile_on:
@@ -133,31 +133,46 @@ def choose_compile(config: Config, facts: HardwareFacts) -> tuple[bool, str | No
     if compile_on and checkpointing:
         checkpointing = False
         notes.append("activation checkpointing off: with torch.compile (and under DDP) it fails with "
-                     "'marked as ready twice' (seed 002 §1); compile kept")
+                     "'marked as ready twice' (PITFALLS.md G1); compile kept")
     return compile_on, (training.compile_mode if compile_on else None), checkpointing, notes
 
 
 def choose_dataloader(config: Config, facts: HardwareFacts) -> tuple[int, bool, bool]:
-    """Seed 002 §6: min(8, CPU count) workers, persistent when there are any, pinned memory only with CUDA."""
+    """(G6) min(8, CPU count) workers, persistent when there are any, pinned memory only with CUDA."""
     workers = config.training.dataloader_workers
     if workers < 0:
         workers = min(8, facts.cpu_count)
     return workers, workers > 0, bool(facts.gpus)
 
 
-def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None) -> TrainingPlan:
+def batch_note(per_device: int, accumulation: int, asked: int, origin: str | None, global_batch: int,
+               world_size: int) -> str:
+    """Why the per-device batch is not the one asked for, naming who asked (presets.value_origin)."""
+    per_process = global_batch // world_size
+    why = (f"the global batch {global_batch} over {world_size} process(es) leaves {per_process} per process"
+           if asked > per_process else
+           f"{asked} does not divide the {per_process} sequences each process takes per step (global batch "
+           f"{global_batch} over {world_size} process(es)), and {per_device} is the largest number below it that does")
+    return (f"per-device batch {per_device} instead of {asked}{f' (from {origin})' if origin else ''}: {why}, so "
+            f"{per_device} x {accumulation} accumulation x {world_size} = {global_batch}")
+
+
+def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None,
+                  batch_origin: str | None = None) -> TrainingPlan:
+    """batch_origin: who set training.per_device_batch_size (presets.value_origin), for the note."""
     check_launch(facts, local_world_size)
     notes: list[str] = []
-    per_device, accumulation = batch_split(config.training.global_batch_size, config.training.per_device_batch_size,
+    training = config.training
+    per_device, accumulation = batch_split(training.global_batch_size, training.per_device_batch_size,
                                            facts.world_size)
-    if per_device != config.training.per_device_batch_size:
-        notes.append(f"per-device batch {per_device} (asked {config.training.per_device_batch_size}) so that "
-                     f"{per_device} x {accumulation} x {facts.world_size} = {config.training.global_batch_size}")
+    if per_device != training.per_device_batch_size:
+        notes.append(batch_note(per_device, accumulation, training.per_device_batch_size, batch_origin,
+                                training.global_batch_size, facts.world_size))
     precision, note = choose_precision(config.training.precision, facts)
     notes += [note] if note else []
     tf32 = config.training.tf32 and tf32_eligible(facts)
     if config.training.tf32 and facts.gpus and not tf32:
-        notes.append(f"TF32 off: {facts.gpus[0].name} is older than Ampere (seed 002 §12)")
+        notes.append(f"TF32 off: {facts.gpus[0].name} is older than Ampere (PITFALLS.md G12)")
     attention, note = choose_attention(config.model.attention, facts, precision)
     notes += [note] if note else []
     optimizer, note = choose_optimizer(config.optimization.optimizer, facts, probe)

@@ -109,3 +109,19 @@ def resolve_preset(requested: str, force: bool, facts: HardwareFacts) -> tuple[P
 def preset_layer(preset: Preset | None) -> tuple[str, dict] | None:
     """(source, mapping) to apply between the config file and the command line."""
     return None if preset is None else (str(preset.path), {"training": dict(preset.training)})
+
+
+def value_origin(dotted: str, base: tuple[str, dict] | None, preset: Preset | None, overrides: dict) -> str | None:
+    """Who set a config value, by the precedence above: "the command line", "preset <name>" (naming the
+    config's value it replaced), the config file, or "the default". None when the layers are unknown."""
+    if base is None:
+        return None
+    group, field = dotted.split(".", 1)
+    in_base = base[1].get(group) if isinstance(base[1].get(group), dict) else {}
+    if dotted in overrides:
+        return "the command line"
+    if preset is not None and group == "training" and field in preset.training:
+        replaced = field in in_base and in_base[field] != preset.training[field]
+        return f"preset {preset.name}, which replaced {in_base[field]} from {base[0]}" if replaced \
+            else f"preset {preset.name}"
+    return base[0] if field in in_base else "the default"

@@ -12,7 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.config import dump_config, load_config
+from pipeline.config import dump_config
+from pipeline.config.loader import load_layers
 from pipeline.dataset.loading import dataset_parts
 from pipeline.errors import UserError
 from pipeline.fingerprints import training_inputs
@@ -24,7 +25,7 @@ from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, pre
 from pipeline.training.history import HistoryCallback
 from pipeline.training.mfu import flops_per_token
 from pipeline.training.plan import Probe, TrainingPlan, plan_training
-from pipeline.training.presets import preset_layer, resolve_preset
+from pipeline.training.presets import preset_layer, resolve_preset, value_origin
 from pipeline.training.ranks import barrier, is_main_process, local_world_size
 
 log = logging.getLogger("gpt2zh")
@@ -55,14 +56,15 @@ def _validation_tokens_per_char(folders: list[Path]) -> float:
 
 def _plan(request: StageRequest, facts) -> tuple:
     preset, preset_note = resolve_preset(request.config.training.preset, request.config.training.force_preset, facts)
-    config = load_config(request.config_path, request.overrides, preset_layer(preset)) \
-        if request.config_path is not None else request.config
+    config = load_layers(request.base_layer, request.overrides, preset_layer(preset)) \
+        if request.base_layer is not None else request.config
     probe = None
     if config.optimization.optimizer == "adamw_8bit":
         from pipeline.hardware.facts import probe_8bit_adam
 
         probe = Probe(*probe_8bit_adam(training_device(facts)))
-    return config, preset, preset_note, plan_training(config, facts, local_world_size(), probe)
+    origin = value_origin("training.per_device_batch_size", request.base_layer, preset, request.overrides)
+    return config, preset, preset_note, plan_training(config, facts, local_world_size(), probe, origin)
 
 
 def _describe(plan: TrainingPlan, facts) -> str:
@@ -137,6 +139,7 @@ def pretrain(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
                  "checkpoint, --resume never from scratch)", STAGE, output.final)
         return manifest
+    output.refuse_replacing(request.force)
     log.info("%s: %s", STAGE, preset_note)
     log.info("%s: %s", STAGE, _describe(plan, facts))
     for note in plan.notes:
@@ -178,7 +181,7 @@ def pretrain(request: StageRequest) -> dict:
 
     step = trainer.state.global_step
     # Decided from the Trainer's own log (every rank has it), never from rank 0's history: a rank that
-    # evaluates alone waits forever for the others (seed 001 §2).
+    # evaluates alone waits forever for the others (F2).
     if not any(entry.get("step") == step and "eval_loss" in entry for entry in trainer.state.log_history):
         trainer.evaluate()  # the final figures always come from the final weights
         trainer.shut_down_loader_workers()
@@ -224,7 +227,6 @@ def _drop_false_alarms(record) -> bool:
 def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, fingerprint_value,
                    facts):
     from transformers import AutoTokenizer, set_seed
-    from transformers.integrations import TensorBoardCallback
     from transformers.trainer_callback import ProgressCallback
     from transformers.trainer_utils import enable_full_determinism
     from transformers.utils import logging as hf_logging
@@ -232,9 +234,10 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     from pipeline.training.data import BlockCollator, load_training_data, unigram_entropy
     from pipeline.training.guards import GracefulStop
     from pipeline.training.model import build_model, gpt2_config
-    from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress
+    from pipeline.training.samples import choose_prompts
+    from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress, tensorboard_callback
 
-    # seed 002 §14: every generator seeded before the weights are initialised
+    # (G14) every generator seeded before the weights are initialised
     (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(run.stage("tokenizer")))
     model = build_model(gpt2_config(config.model, tokenizer_manifest, plan.attention))
@@ -252,15 +255,15 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
         unigram=unigram, flops_token=flops_per_token(n_params, config.model.n_layer, block_size, config.model.n_embd),
         gpu_name=facts.gpus[0].name if facts.gpus else None, num_gpus=plan.world_size if facts.gpus else 0,
         skipped=lambda: trainer_ref["trainer"].nonfinite.skipped, resume_step=checkpoint_step(resume) if resume else 0)
-    reports = EvaluationReports(history, run.logs, unigram, config.training.sample_prompts,
+    prompts = choose_prompts(config.training.sample_prompts, config.training.sample_max_new_tokens,
+                             run.stage("dataset"), tokenizer, tokenizer_manifest["special_token_ids"]["eos"])
+    reports = EvaluationReports(history, run.logs, unigram, prompts,
                                 config.training.sample_max_new_tokens, config.training.seed,
                                 f"{run.root.name}: {config.model.n_layer} layers x {config.model.n_embd}, "
                                 f"{n_params / 1e6:.1f} M parameters")
     callbacks = [guard, marker, history, reports]
     if is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.logs / "tensorboard"))))
+        callbacks.append(tensorboard_callback(run.logs / "tensorboard"))
     trainer = PretrainTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=validation, data_collator=BlockCollator(),
         processing_class=tokenizer, callbacks=callbacks, stream_seed=config.training.seed,
@@ -296,6 +299,19 @@ def _summary(config, plan, facts, preset, trainer, history, unigram, block_size,
     }
 
 
+NEAR_BASELINE_NATS = 0.1  # closer than this, the margin is within evaluation noise of frequencies alone
+
+
+def context_verdict(loss: float, unigram: float) -> str:
+    """The final validation loss against the unigram baseline, in words."""
+    margin = unigram - loss
+    where = (f"loss {abs(margin):.2f} nats {'below' if margin >= 0 else 'above'} the unigram baseline {unigram:.2f} "
+             "(what a model that knows only token frequencies scores)")
+    if margin >= NEAR_BASELINE_NATS:
+        return f"{where}: the model uses context"
+    return f"{where}: the model has not yet learned more than those frequencies"
+
+
 def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> None:
     initial, last, unigram = summary["initial_eval_loss"], summary["final_eval_loss"], summary["unigram_entropy"]
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary["resumed_from_step"] else ""
@@ -304,9 +320,9 @@ def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> 
                           f"{human_duration(summary['train_seconds_this_run'])}{resumed}")
     if last is not None:
         fall = f", {100 * (1 - last / initial):.0f}% below the initial {initial:.2f}" if initial else ""
-        report.row("validation", f"loss {last:.3f}{fall}; unigram baseline {unigram:.2f} ({unigram - last:+.2f} nats "
-                                 f"of context); perplexity {summary['final_perplexity']:.1f}; "
+        report.row("validation", f"loss {last:.3f}{fall}; perplexity {summary['final_perplexity']:.1f}; "
                                  f"{summary['final_bits_per_char']:.3f} bits/char")
+        report.row("context", context_verdict(last, unigram))
     if summary["skipped_steps"]:
         report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
     report.row("logs", f"{logs_dir}/ (training_history.csv, loss.png, samples.md, tensorboard/)")

@@ -3,7 +3,7 @@
 - The training order comes from GlobalStreamSampler (O(1), exact resume; the Trainer's batch
   skipping is off via ignore_data_skip).
 - A step whose gradient norm is not finite is skipped: its gradients are dropped before the
-  optimizer runs, so AdamW leaves weights and moments untouched (seed 004).
+  optimizer runs, so AdamW leaves weights and moments untouched (N1).
 - The learning-rate schedule never trains a step at rate 0 (pipeline/training/schedule.py).
 - DataLoader workers leave a process-group stop signal to the main process (loader_workers.py).
 - Evaluation refreshes the loss plot and the samples.
@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from pipeline.console import quiet
 from pipeline.training import faults
 from pipeline.training.data import GlobalStreamSampler
 from pipeline.training.guards import NonFiniteTally
@@ -113,6 +114,17 @@ class EvaluationReports(TrainerCallback):
             self.refresh(model, processing_class, state.global_step, heading)
 
 
+def tensorboard_callback(folder: Path) -> TrainerCallback:
+    """TensorBoard events in folder for every log, the evaluation after train() included. Given only a
+    writer, the callback closes it when training ends and opens the next one in its default folder,
+    <output_dir>/runs/<date>_<host>: a stray checkpoints/runs/ beside the checkpoints."""
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(folder)  # what TENSORBOARD_LOGGING_DIR sets, without changing os.environ
+    return callback
+
+
 class TrainingProgress(ProgressCallback):
     """The Trainer's progress bar with the latest losses in it, instead of a printed dict per log line
     and a nested bar per evaluation (the figures are in logs/training_history.csv)."""
@@ -125,7 +137,7 @@ class TrainingProgress(ProgressCallback):
         if state.is_world_process_zero:  # on a non-terminal (CI, log files) refresh every few seconds
             interactive = sys.stderr.isatty()
             self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, dynamic_ncols=True,
-                                     mininterval=0.5 if interactive else 10.0)
+                                     mininterval=0.5 if interactive else 10.0, disable=quiet())
         self.current_step = state.global_step
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):

@@ -1,0 +1,107 @@
+"""What can be known before the first stage runs, checked before anything long starts: the corpus
+paths, finished outputs a command would replace, a held-out split too small to evaluate, and a
+schedule that does not fit max_steps. Each problem is one line that says what to change.
+"""
+
+import logging
+import math
+
+from pipeline.config.schema import Config, DataConfig
+from pipeline.corpus.sources import Source, sources_for
+from pipeline.errors import UserError
+from pipeline.fingerprints import dataset_inputs, tokenizer_inputs, training_inputs
+from pipeline.report import human_bytes
+from pipeline.rundir import fingerprint, read_manifest, refuse_replacing
+from pipeline.stages import StageInfo, StageRequest
+from pipeline.training.presets import HARDWARE_FIELDS
+
+log = logging.getLogger("gpt2zh")
+# An upper bound on tokens per corpus byte: UTF-8 Chinese has 3 bytes a character and a tokenizer rarely
+# gives fewer than 1.3 characters a token (the demo corpus measures 6.7 bytes a token). Erring high means
+# a corpus is refused only when its split surely comes out empty.
+BYTES_PER_TOKEN = 4.0
+SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as much as by learning
+
+
+def _without_hardware(inputs: dict) -> dict:
+    """Stage 3's inputs without the fields a GPU preset may set: the preset is chosen only inside stage 3."""
+    config = dict(inputs.get("config", {}))
+    config["training"] = {k: v for k, v in config.get("training", {}).items() if k not in HARDWARE_FIELDS}
+    return {**inputs, "config": config}
+
+
+def _estimated_tokens(sources: list[Source]) -> float | None:
+    """None where file sizes say little about the text (compressed files, parquet)."""
+    if any(source.compression or source.format == "parquet" for source in sources):
+        return None
+    return sum(source.size for source in sources) / BYTES_PER_TOKEN
+
+
+def check_split_sizes(sources: list[Source], data: DataConfig) -> None:
+    """Refuse a corpus whose held-out (or training) split cannot fill one block; warn when it fills only a few."""
+    tokens = _estimated_tokens(sources)
+    if tokens is None:
+        return
+    size = human_bytes(sum(source.size for source in sources))
+    if tokens * (1 - data.validation_fraction) < data.block_size:
+        raise UserError(f"the corpus ({size}, at most about {tokens:,.0f} tokens) cannot fill one training block of "
+                        f"{data.block_size} tokens", "add text or use a smaller --data-block-size")
+    if data.validation_fraction == 0:
+        return
+    held_out = tokens * data.validation_fraction
+    blocks = held_out / data.block_size
+    needed = min(0.5, math.ceil(100 * SMALL_VALIDATION_BLOCKS * data.block_size / tokens) / 100)
+    raise_to = (f"use --data-validation-fraction {needed:g} (about {SMALL_VALIDATION_BLOCKS} blocks)"
+                if needed * tokens / data.block_size >= 1 else "add text")
+    what = (f"the corpus ({size}, at most about {tokens:,.0f} tokens) gives about {held_out:,.0f} held-out tokens at "
+            f"--data-validation-fraction {data.validation_fraction:g}")
+    if blocks < 1:
+        raise UserError(f"{what}, less than one block of {data.block_size}: stage 2 would stop with an empty "
+                        "validation split", f"{raise_to}, or a smaller --data-block-size")
+    if blocks < SMALL_VALIDATION_BLOCKS:
+        log.warning("%s, about %d block(s) of %d: the validation loss will be noisy; %s or a smaller "
+                    "--data-block-size", what, int(blocks), data.block_size, raise_to)
+
+
+def check_schedule(config: Config) -> None:
+    training = config.training
+    for name, effect in (("eval_steps", "only the final evaluation (and sample) will run"),
+                         ("logging_steps", "the training loss is logged only at the last step")):
+        value = getattr(training, name)
+        if value > training.max_steps:
+            flag = f"--training-{name.replace('_', '-')}"
+            log.warning("training.%s (%d) is larger than training.max_steps (%d): %s; use e.g. %s %d",
+                        name, value, training.max_steps, effect, flag, max(1, training.max_steps // 4))
+    if config.data.validation_fraction == 0:
+        raise UserError("data.validation_fraction is 0, but stage 3 evaluates on held-out blocks",
+                        "use --data-validation-fraction 0.01 (rebuilds stages 1-2 with --force)")
+
+
+def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> None:
+    """Raise before any stage runs if one of them would refuse or fail for a reason known now."""
+    config, run = request.config, request.run_dir
+    forced = {info.command: force for info, force in stages}
+    sources = sources_for(config.data.files)[0] if {"train-tokenizer", "tokenize"} & set(forced) else []
+    tokenizer = read_manifest(run.stage("tokenizer"))
+    tokenizer_parts = tokenizer_inputs(config, sources) if sources else None
+    if "train-tokenizer" in forced and not forced["train-tokenizer"] and tokenizer is not None:
+        refuse_replacing(run.stage("tokenizer"), tokenizer, tokenizer_parts)
+    if "tokenize" in forced:
+        if "train-tokenizer" not in forced:
+            from pipeline.dataset.stage import checked_tokenizer
+
+            checked_tokenizer(run.stage("tokenizer"), config, sources)
+        dataset = read_manifest(run.stage("dataset"))
+        upstream = tokenizer if tokenizer is not None and tokenizer["fingerprint"] == fingerprint(tokenizer_parts) \
+            else {"fingerprint": "(rebuilt by this command)"}
+        dataset_parts = dataset_inputs(config, sources, upstream)
+        if dataset is not None and not forced["tokenize"]:
+            refuse_replacing(run.stage("dataset"), dataset, dataset_parts)
+        if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
+            check_split_sizes(sources, config.data)
+    if "pretrain" in forced:
+        check_schedule(config)
+        model = read_manifest(run.stage("model"))
+        if model is not None and not forced["pretrain"]:
+            current = training_inputs(config, {"fingerprint": ""}, [])
+            refuse_replacing(run.stage("model"), model, current, _without_hardware)

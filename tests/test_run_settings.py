@@ -1,0 +1,162 @@
+"""A run directory remembers its settings, a finished stage is never rebuilt from other inputs without
+--force, and what can be known before stage 1 is checked before stage 1."""
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import Config
+from pipeline.config.schema import DataConfig
+from pipeline.corpus.sources import resolve_sources
+from pipeline.errors import UserError
+from pipeline.preflight import check_schedule, check_split_sizes
+from pipeline.run_settings import read_settings, write_settings
+from tests.conftest import TINY_TOKENIZER, copy_run, run_cli, tree_checksums
+
+SETTINGS_WRITTEN = {"settings.yaml", ".gpt2zh.lock", ".gpt2zh.lock.json"}
+
+
+def outputs(run_dir: Path) -> dict[str, bytes]:
+    """Every file a stage wrote (the settings file and the lock are the command's own)."""
+    return {name: data for name, data in tree_checksums(run_dir).items() if name not in SETTINGS_WRITTEN}
+
+
+def saved_groups(run_dir: Path) -> dict:
+    settings = read_settings(run_dir)
+    return {"groups": settings.groups, "command_line": settings.command_line}
+
+
+def test_a_forgotten_data_files_reuses_the_runs_settings_and_leaves_every_output_byte_identical(
+        tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before, settings = outputs(run_dir), saved_groups(run_dir)
+    assert settings["groups"]["data"]["files"] and "data.files" in settings["command_line"]
+
+    assert main(["run", "--run-dir", str(run_dir)]) == 0  # no --data-files, no tiny-model flags
+    err = capsys.readouterr().err
+    assert f"settings: {run_dir / 'settings.yaml'} (saved by gpt2zh pretrain" in err
+    for stage in ("train-tokenizer", "tokenize", "pretrain"):
+        assert f"{stage}: {run_dir}/" in err and "up to date" in err, stage
+    assert outputs(run_dir) == before and saved_groups(run_dir) == settings
+
+
+def test_a_config_that_would_rebuild_a_finished_run_from_another_corpus_is_refused_naming_what_differs(
+        tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before = tree_checksums(run_dir)
+    assert main(["run", "--run-dir", str(run_dir), "--config", "demo"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {run_dir / 'tokenizer'} was built from other inputs")
+    assert "corpus (small.txt -> the embedded demo corpus)" in error and "tokenizer.verify_lines (400 -> 2000)" in error
+    assert "add --force" in error and "another --run-dir" in error
+    assert tree_checksums(run_dir) == before  # the settings too: a refused command changes nothing
+
+
+def test_changed_training_settings_on_a_finished_model_are_refused_unless_forced(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before = tree_checksums(run_dir)
+    assert main(["pretrain", "--run-dir", str(run_dir), "--training-max-steps", "13"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{run_dir / 'model'} was built from other inputs" in error and "training.max_steps (12 -> 13)" in error
+    assert tree_checksums(run_dir) == before
+
+
+def test_stage_2_names_the_tokenizer_settings_that_differ_and_offers_reuse_and_retraining(
+        tmp_path, capsys, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    before = tree_checksums(run_dir)
+    assert main(["tokenize", "--run-dir", str(run_dir), "--data-validation-fraction", "0.05"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was trained with other settings than this command's: data.validation_fraction (0.01 -> 0.05)" in error
+    assert "to reuse it, drop what changed" in error
+    assert f"to retrain it with these settings, run `gpt2zh train-tokenizer --run-dir {run_dir} --force`" in error
+    assert tree_checksums(run_dir) == before
+
+
+def test_saved_corpus_paths_are_absolute_so_the_settings_work_from_another_directory(tmp_path, small_corpus):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copyfile(small_corpus, first / "corpus.txt")
+    run_dir = tmp_path / "run"
+    built = run_cli("train-tokenizer", "--data-files", "corpus.txt", "--run-dir", str(run_dir), *TINY_TOKENIZER,
+                    cwd=first)
+    assert built.returncode == 0, built.stderr
+    assert read_settings(run_dir).groups["data"]["files"] == [str(first / "corpus.txt")]
+    for argv in (["--run-dir", str(run_dir)], ["--config", str(run_dir / "settings.yaml")]):
+        again = run_cli("train-tokenizer", *argv, cwd=second)
+        assert again.returncode == 0 and "is up to date" in again.stderr, (argv, again.stderr)
+
+
+def test_one_command_instructions_are_not_remembered(tmp_path):
+    config = Config()
+    config.checkpoint.resume = "never"
+    config.training.force_preset = True
+    write_settings(tmp_path, "pretrain", config, {"checkpoint.resume": "never", "training.force_preset": True,
+                                                  "training.max_steps": 5})
+    saved = read_settings(tmp_path)
+    assert saved.command_line == {"training.max_steps": 5}
+    assert saved.groups["checkpoint"]["resume"] == "auto" and saved.groups["training"]["force_preset"] is False
+
+
+def test_show_config_shows_a_runs_settings_a_whole_group_and_suggests_keys(tmp_path, capsys):
+    config = Config()
+    config.tokenizer.vocab_size = 1234
+    write_settings(tmp_path, "run", config, {"tokenizer.vocab_size": 1234})
+    assert main(["show-config", "--run-dir", str(tmp_path), "--get", "tokenizer.vocab_size"]) == 0
+    assert capsys.readouterr().out.strip() == "1234"
+    assert main(["show-config", "--run-dir", str(tmp_path), "--get", "tokenizer"]) == 0
+    group = yaml.safe_load(capsys.readouterr().out)
+    assert list(group) == ["tokenizer"] and group["tokenizer"]["vocab_size"] == 1234
+    assert main(["show-config", "--run-dir", str(tmp_path), "--get", "tokenizer.vocab"]) == 2
+    assert "did you mean tokenizer.vocab_size?" in capsys.readouterr().err
+    assert main(["show-config", "--get", "tokenizer.vocab_size"]) == 0  # no run directory: the demo's value
+    assert capsys.readouterr().out.strip() == "4000"
+
+
+# --------------------------------------------------------------------------- checks before stage 1
+
+
+def test_a_corpus_too_small_for_one_validation_block_is_refused_before_stage_1(tmp_path, capsys, demo_documents):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("\n".join(demo_documents[:120]) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", "--data-files", str(corpus), "--run-dir", str(run_dir)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "held-out tokens at --data-validation-fraction 0.01, less than one block of 256" in error
+    assert "use --data-validation-fraction" in error and "smaller --data-block-size" in error
+    assert not [path.name for path in run_dir.iterdir() if path.name not in SETTINGS_WRITTEN]  # nothing built
+
+
+def test_a_few_validation_blocks_are_a_warning_that_says_what_to_change(tmp_path, caplog, demo_documents):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("\n".join(demo_documents[:2000]) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="gpt2zh"):
+        check_split_sizes(resolve_sources([str(corpus)]), DataConfig(validation_fraction=0.01, block_size=256))
+    assert "the validation loss will be noisy; use --data-validation-fraction" in caplog.text
+    with pytest.raises(UserError, match="cannot fill one training block of 200000"):
+        check_split_sizes(resolve_sources([str(corpus)]), DataConfig(block_size=200_000))
+
+
+def test_warmup_that_does_not_end_before_max_steps_is_refused_with_the_flag_to_change(capsys):
+    assert main(["show-config", "--training-max-steps", "10", "--optimization-warmup-steps", "30"]) == 2
+    error = capsys.readouterr().err
+    assert "optimization.warmup_steps (30) must be below training.max_steps (10)" in error
+    assert "--optimization-warmup-steps 1 or a larger --training-max-steps" in error
+
+
+def test_eval_and_logging_intervals_beyond_max_steps_are_warned_about_and_no_validation_is_refused(caplog):
+    config = Config()
+    config.training.max_steps, config.training.eval_steps, config.training.logging_steps = 8, 50, 10
+    with caplog.at_level(logging.WARNING, logger="gpt2zh"):
+        check_schedule(config)
+    assert "training.eval_steps (50) is larger than training.max_steps (8): only the final evaluation" in caplog.text
+    assert "use e.g. --training-eval-steps 2" in caplog.text
+    assert "training.logging_steps (10) is larger than training.max_steps (8)" in caplog.text
+    config.data.validation_fraction = 0.0
+    with pytest.raises(UserError, match="data.validation_fraction is 0, but stage 3 evaluates on held-out blocks"):
+        check_schedule(config)
