@@ -77,26 +77,40 @@ def check_schedule(config: Config) -> None:
                         "use --data-validation-fraction 0.01 (rebuilds stages 1-2 with --force)")
 
 
+def check_token_present(config: Config, commands: set[str], dry_run: bool) -> None:
+    """Without a network request: whether the token is accepted is checked by the stage, before any upload."""
+    pushes = ("push" in commands and not dry_run) or ("pretrain" in commands and config.hub.push_checkpoints)
+    if pushes and config.hub.repo_id:
+        from huggingface_hub import get_token
+
+        from pipeline.hub.access import TOKEN_FIX
+
+        if not get_token():
+            raise UserError(f"no Hugging Face token found for --hub-repo-id {config.hub.repo_id}", TOKEN_FIX)
+
+
 def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> None:
     """Raise before any stage runs if one of them would refuse or fail for a reason known now."""
     config, run = request.config, request.run_dir
     forced = {info.command: force for info, force in stages}
+    check_token_present(config, set(forced), request.dry_run)
     sources = sources_for(config.data.files)[0] if {"train-tokenizer", "tokenize"} & set(forced) else []
     tokenizer = read_manifest(run.stage("tokenizer"))
     tokenizer_parts = tokenizer_inputs(config, sources) if sources else None
     if "train-tokenizer" in forced and not forced["train-tokenizer"] and tokenizer is not None:
         refuse_replacing(run.stage("tokenizer"), tokenizer, tokenizer_parts)
     if "tokenize" in forced:
-        if "train-tokenizer" not in forced:
-            from pipeline.dataset.stage import checked_tokenizer
+        from pipeline.dataset.stage import checked_tokenizer, output_folder
 
+        if "train-tokenizer" not in forced:
             checked_tokenizer(run.stage("tokenizer"), config, sources)
-        dataset = read_manifest(run.stage("dataset"))
+        folder = output_folder(run.stage("dataset"), config.data)
+        dataset = read_manifest(folder)
         upstream = tokenizer if tokenizer is not None and tokenizer["fingerprint"] == fingerprint(tokenizer_parts) \
             else {"fingerprint": "(rebuilt by this command)"}
         dataset_parts = dataset_inputs(config, sources, upstream)
         if dataset is not None and not forced["tokenize"]:
-            refuse_replacing(run.stage("dataset"), dataset, dataset_parts)
+            refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
             check_split_sizes(sources, config.data)
     if "pretrain" in forced:

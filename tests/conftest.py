@@ -71,6 +71,13 @@ def small_corpus(tmp_path_factory, demo_documents) -> Path:
     return path
 
 
+def one_error_line(stderr: str) -> bool:
+    """The error is exactly one line, and the last; a notice (the run's saved settings) or a progress bar
+    may come before it."""
+    lines = stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("error:") and sum(line.startswith("error:") for line in lines) == 1
+
+
 def wait_for(predicate, timeout: float = 120) -> None:
     """Poll until predicate() is true; fail the test after timeout seconds."""
     deadline = time.monotonic() + timeout

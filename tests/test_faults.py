@@ -38,6 +38,7 @@ from tests.conftest import (
     TINY_TRAIN,
     assert_same_weights,
     copy_run,
+    one_error_line,
     pretrain_args,
     run_cli,
     tree_checksums,
@@ -178,10 +179,6 @@ def test_4_too_many_nan_steps_stop_with_a_diagnosis(tmp_path, capsys, monkeypatc
 CHINESE = "迈向充满希望的新世纪——一九九八年新年讲话。"
 
 
-def _one_error_line(stderr: str) -> bool:
-    """Progress bars may come first; the error itself is exactly one line, and the last."""
-    lines = stderr.strip().splitlines()
-    return bool(lines) and lines[-1].startswith("error:") and sum(line.startswith("error:") for line in lines) == 1
 
 
 def _write_encoded(path: Path, encoding: str, lines: list[str]) -> Path:
@@ -235,9 +232,9 @@ def test_5_bad_input_is_one_line_and_leaves_every_earlier_output_untouched(tmp_p
         result = run_cli(stage, "--run-dir", str(finished_stage2), "--force", *flags, *TINY_DATA)
         err = result.stderr.strip()
         assert result.returncode == 2, (stage, name, err)
-        assert _one_error_line(err) and "Traceback" not in err, (stage, name, err)
+        assert one_error_line(err) and "Traceback" not in err, (stage, name, err)
         # stage 2 first checks that the tokenizer was trained on this corpus, and says so when it was not
-        assert message in err or (stage == "tokenize" and "was trained for another corpus" in err), (stage, name, err)
+        assert message in err or (stage == "tokenize" and "was trained with other settings" in err), (stage, name, err)
         assert tree_checksums(finished_stage2) == before, (stage, name)
         assert not list(finished_stage2.glob(".*partial*")), (stage, name)
 
@@ -308,7 +305,8 @@ def _config_cases(tmp_path: Path, trained_dir: Path) -> dict[str, tuple[list[str
         "block size above n_positions": (["tokenize", "--data-block-size", "128", "--model-n-positions", "64"],
                                          "n_positions"),
         "tokenizer from another run": (["tokenize", "--tokenizer-vocab-size", "4100"],
-                                       "was trained for another corpus or tokenizer config"),
+                                       "was trained with other settings than this command's: "
+                                       "tokenizer.vocab_size (4000 -> 4100)"),
     }
 
 
@@ -319,7 +317,7 @@ def test_6_config_errors_are_one_line_with_the_fix(tmp_path, trained):
         result = run_cli(argv[0], "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, *argv[1:])
         err = result.stderr.strip()
         assert result.returncode == 2 and message in err, (name, err)
-        assert _one_error_line(err) and "Traceback" not in err, (name, err)
+        assert one_error_line(err) and "Traceback" not in err, (name, err)
     assert tree_checksums(run_dir) == before
 
 
@@ -334,7 +332,7 @@ def test_6_a_tokenizer_copied_from_another_run_is_refused(tmp_path, trained, sma
     before = tree_checksums(run_dir)
     for stage in ("tokenize", "pretrain"):
         result = run_cli(stage, "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_DATA, *TINY_TRAIN)
-        assert result.returncode == 2 and _one_error_line(result.stderr), (stage, result.stderr)
+        assert result.returncode == 2 and one_error_line(result.stderr), (stage, result.stderr)
         assert "tokenizer" in result.stderr.strip().splitlines()[-1], (stage, result.stderr)
     assert tree_checksums(run_dir) == before
 

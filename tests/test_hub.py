@@ -213,7 +213,7 @@ def test_dry_run_lists_files_shows_and_saves_the_card_and_sends_nothing(hub, tmp
     warnings = [line for line in result.stderr.splitlines() if "no Hugging Face token found" in line]
     assert len(warnings) == 1 and "the dry run needs none" in warnings[0] and "HF_TOKEN" in warnings[0]
     preview = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")
-    assert result.stdout.index("files ") < result.stdout.index(preview)  # printed whole, after the file list
+    assert preview in result.stdout and result.stdout.index("files ") < result.stdout.index(preview)  # whole, last
     assert tree_checksums(run_dir) == {**before, "push/README.preview.md": preview.encode()}  # nothing else
 
     assert push(hub, run_dir, tmp_path).returncode == 0  # what the dry run showed is what a push sends

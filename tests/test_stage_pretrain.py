@@ -19,7 +19,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.training.checkpoints import MARKER, problem_with, read_marker
 from pipeline.training.history import read_history
-from tests.conftest import REPO, assert_same_weights, copy_run, pretrain_args, run_cli, weights
+from tests.conftest import REPO, assert_same_weights, copy_run, one_error_line, pretrain_args, run_cli, weights
 
 STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
 
@@ -254,7 +254,7 @@ def test_missing_dataset_is_a_one_line_error(tmp_path, capsys, trainable_run):
     shutil.rmtree(run_dir / "dataset")
     assert main(pretrain_args(run_dir)) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no complete dataset in") and "\n" not in err
+    assert one_error_line(err) and err.splitlines()[-1].startswith("error: no complete dataset in")
 
 
 def test_history_keeps_rows_up_to_the_resumed_step(tmp_path, capsys, trained):
@@ -306,7 +306,8 @@ def test_gradients_reach_the_optimizer_clipped_to_max_grad_norm(tmp_path, traine
     run_dir = copy_run(trainable_run, tmp_path)
     hook = register_optimizer_step_pre_hook(record)  # runs after the Trainer's clipping, before AdamW steps
     try:
-        assert main(pretrain_args(run_dir, "--training-max-steps", "2", "--optimization-max-grad-norm", "0.05")) == 0
+        assert main(pretrain_args(run_dir, "--training-max-steps", "2", "--optimization-warmup-steps", "1",
+                                   "--optimization-max-grad-norm", "0.05")) == 0
     finally:
         hook.remove()
     logged = [row["grad_norm"] for row in read_history(run_dir / "logs" / "training_history.csv") if row["grad_norm"]]

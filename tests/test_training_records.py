@@ -13,7 +13,7 @@ import torch
 from pipeline.cli import main
 from pipeline.training.checkpoints import MARKER, read_marker, repair_compile_prefix
 from pipeline.training.schedule import learning_rate_factor
-from tests.conftest import TINY_DATA, TINY_TRAIN, copy_run, pretrain_args, run_cli
+from tests.conftest import TINY_DATA, TINY_TRAIN, copy_run, one_error_line, pretrain_args, run_cli
 
 PEAK, WARMUP, MIN_RATIO = 1e-3, 2, 0.1  # TINY_TRAIN's warmup; the config's default peak and final ratio
 
@@ -107,7 +107,7 @@ def test_push_refuses_a_model_whose_dataset_was_rebuilt_since(tmp_path, capsys, 
     assert result.returncode == 0, result.stderr
     code = main(["push", "--run-dir", str(run_dir), "--hub-repo-id", "someone/model", "--dry-run"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2 and one_error_line(err)
     assert "was trained on another dataset than the one now in" in err and "retrain with `gpt2zh pretrain`" in err
 
 

@@ -54,7 +54,8 @@ def checked_tokenizer(tokenizer_dir: Path, config, sources) -> dict:
     return manifest
 
 
-def _output_folder(dataset_dir: Path, data) -> Path:
+def output_folder(dataset_dir: Path, data) -> Path:
+    """The folder this build writes: the dataset, or one shard folder inside it."""
     if data.num_shards == 1:
         return dataset_dir
     if read_manifest(dataset_dir) is not None:
@@ -111,7 +112,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
     tokenizer_dir = request.run_dir.stage("tokenizer")
     tokenizer = checked_tokenizer(tokenizer_dir, config, sources)
     parts = dataset_inputs(config, sources, tokenizer)
-    output = StageOutput(_output_folder(request.run_dir.stage("dataset"), data), "dataset", fingerprint(parts), parts)
+    output = StageOutput(output_folder(request.run_dir.stage("dataset"), data), "dataset", fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus, tokenizer and config; skipped (--force rebuilds)",
                  STAGE, output.final)
