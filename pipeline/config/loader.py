@@ -150,9 +150,11 @@ def validate(config: Config) -> list[str]:
         problems.append(f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
     tr, opt = config.training, config.optimization
     for name in ("max_steps", "global_batch_size", "per_device_batch_size", "logging_steps", "eval_steps",
-                 "max_nonfinite_steps", "sample_max_new_tokens"):
+                 "max_nonfinite_steps"):
         if getattr(tr, name) < 1:
             problems.append(f"training.{name} must be >= 1")
+    if tr.sample_max_new_tokens < 0:
+        problems.append("training.sample_max_new_tokens must be >= 0 (0 = no samples)")
     if tr.eval_max_blocks < 0:
         problems.append("training.eval_max_blocks must be >= 0 (0 = all)")
     if tr.dataloader_workers < -1:
