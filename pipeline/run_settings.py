@@ -24,6 +24,7 @@ from pipeline.errors import UserError
 SETTINGS_FILE = "settings.yaml"
 COMMAND_LINE_KEY = "command_line"  # not a config group: what was typed, re-applied above a GPU preset
 ABOUT_KEY = "saved_by"
+RECORDED_CONFIGS = ("model/run_config.yaml", "dataset/config.yaml", "tokenizer/config.yaml")  # newest stage first
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,21 @@ def settings_path(root: Path) -> Path:
 
 
 def read_settings(root: Path) -> SavedSettings | None:
+    """The run's saved settings; for a run directory made before they were saved, the config its newest
+    stage recorded beside its output (one-command instructions reset)."""
     path = settings_path(root)
-    return settings_from(path, read_yaml_mapping(path)) if path.is_file() else None
+    if path.is_file():
+        return settings_from(path, read_yaml_mapping(path))
+    for recorded in RECORDED_CONFIGS:
+        if (root / recorded).is_file():
+            groups = read_yaml_mapping(root / recorded)
+            for dotted, default in once_fields().items():
+                group, name = dotted.split(".")
+                if isinstance(groups.get(group), dict) and name in groups[group]:
+                    groups[group][name] = default
+            return SavedSettings(path=root / recorded, groups=groups, command_line={},
+                                 saved_by=f"the stage that wrote {recorded}")
+    return None
 
 
 def is_settings(mapping: dict) -> bool:

@@ -160,3 +160,14 @@ def test_eval_and_logging_intervals_beyond_max_steps_are_warned_about_and_no_val
     config.data.validation_fraction = 0.0
     with pytest.raises(UserError, match="data.validation_fraction is 0, but stage 3 evaluates on held-out blocks"):
         check_schedule(config)
+
+
+def test_a_run_directory_without_saved_settings_starts_from_the_config_its_stages_recorded(
+        tmp_path, capsys, trainable_run):
+    run_dir = copy_run(trainable_run, tmp_path)
+    (run_dir / "settings.yaml").unlink()  # as a run directory made before settings were saved
+    before = outputs(run_dir)
+    assert main(["tokenize", "--run-dir", str(run_dir)]) == 0  # neither --data-files nor the tiny-data flags
+    err = capsys.readouterr().err
+    assert f"settings: {run_dir / 'dataset' / 'config.yaml'} (saved by the stage that wrote dataset/config.yaml)" in err
+    assert "is up to date" in err and outputs(run_dir) == before
