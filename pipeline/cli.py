@@ -33,7 +33,7 @@ from pipeline.run_settings import (
 )
 from pipeline.rundir import RunDir
 from pipeline.runlock import is_main_process_by_environment, run_dir_lock
-from pipeline.stages import STAGES, StageRequest, load_entry, stage_by_reference
+from pipeline.stages import STAGES, StageRequest, built_at, load_entry, stage_by_reference
 from pipeline.stop_signals import Terminated, terminate_by_exception
 
 log = logging.getLogger("gpt2zh")
@@ -65,7 +65,8 @@ def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
     if command == RUN_ALL:
         stages = ", ".join(f"{info.number}={info.command}" for info in STAGES)
         common.add_argument("--from-stage", metavar="STAGE",
-                            help=f"rerun from this stage on, even if up to date ({stages})")
+                            help=f"rerun from this stage on, even if up to date ({stages}); an output built "
+                                 "from other inputs is replaced only with --force")
     run_dir_help = ("where free disk space is checked (default: runs)" if command == "doctor" else
                     "run directory shared by all stages; its saved settings are the starting point "
                     "(default: runs/<config name>)")
@@ -186,7 +187,8 @@ def _request(args: argparse.Namespace) -> StageRequest:
     config = load_layers(layers.base, layers.command_line)
     config.data.files = absolute_corpus_paths(config.data.files)  # the saved settings work from any directory
     return StageRequest(config=config, config_source=layers.base[0], run_dir=RunDir(layers.run_dir),
-                        force=getattr(args, "force", False), base_layer=layers.base, overrides=layers.command_line,
+                        force=getattr(args, "force", False), replace=getattr(args, "force", False),
+                        base_layer=layers.base, overrides=layers.command_line,
                         dry_run=getattr(args, "dry_run", False),
                         saved_settings=f"{saved.path} (saved by {saved.saved_by})" if (saved := layers.saved) else "")
 
@@ -227,10 +229,22 @@ def _diagnose(args: argparse.Namespace) -> int:
     return run_diagnose(request.run_dir, request.config)
 
 
+def _check_run_dir(root: Path, create: bool) -> None:
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--run-dir {root} is a file, not a directory", "pass a directory (it is created if missing)")
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"--run-dir {root}: cannot create it ({err.strerror})",
+                            "pass a directory you can write to") from None
+
+
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     request = _request(args)
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
+    _check_run_dir(request.run_dir.root, create=not read_only)
     with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):
         from pipeline.preflight import preflight
 
@@ -244,14 +258,18 @@ def _run_stages(args: argparse.Namespace) -> int:
         _announce_settings(request)
 
         def save_settings() -> None:
-            """After each stage that succeeded: a failed command leaves the run's settings as they were."""
+            """After each stage that built its output: a failed or refused command, or one whose stages were
+            all up to date, leaves the run's settings as they were (flags for a later stage are given to it)."""
             if not read_only and is_main_process_by_environment():
                 write_settings(request.run_dir.root, args.command, request.config, request.overrides)
 
         if args.command == RUN_ALL:
             return run_all(request, stages, save_settings)
-        load_entry(stages[0][0])(request)
-        save_settings()
+        info = stages[0][0]
+        before = built_at(request.run_dir, info)
+        load_entry(info)(request)
+        if built_at(request.run_dir, info) != before:
+            save_settings()
     return 0
 
 

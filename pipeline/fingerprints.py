@@ -28,10 +28,15 @@ def expected_tokenizer_fingerprint(config: Config, sources: list[Source]) -> str
     return fingerprint(tokenizer_inputs(config, sources))
 
 
-def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests: list[dict]) -> dict:
+def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests: list[dict],
+                    precision: str | None = None) -> dict:
     """What the trained weights depend on. Hardware-only choices (per-device batch, compile, workers,
-    TF32, preset) are left out: the same run on another GPU is the same run."""
+    TF32, preset) are left out: the same run on another GPU is the same run. `precision` is the one the
+    plan resolved: `auto` and the fp32 a CPU preset names are the same training."""
+    fields = fingerprint_fields(config, ("model", "training", "optimization"), "pretrain")
+    if precision is not None:
+        fields["training"]["precision"] = precision
     return {"format": MODEL_FORMAT,
-            "config": fingerprint_fields(config, ("model", "training", "optimization"), "pretrain"),
+            "config": fields,
             "tokenizer": tokenizer_manifest["fingerprint"],
             "dataset": [manifest["fingerprint"] for manifest in dataset_manifests]}

@@ -33,7 +33,8 @@ def corpus_change(saved: list, current: list) -> str | None:
         return f"corpus ({_corpus_label(saved)} -> {_corpus_label(current)})"
     changed = [PurePath(_source_name(new)).name for old, new in zip(saved, current, strict=True) if old != new]
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return f"corpus files changed on disk since ({', '.join(changed[:3])}{more}: size or modification time)"
+    return (f"corpus files changed on disk since ({', '.join(changed[:3])}{more}: size or modification time; "
+            "only --force rebuilds from them)")
 
 
 def changed_inputs(saved: dict, current: dict, prefix: str = "", ignore: tuple[str, ...] = ()) -> list[str]:

@@ -66,7 +66,7 @@ def check_split_sizes(sources: list[Source], data: DataConfig) -> None:
 def check_schedule(config: Config) -> None:
     training = config.training
     for name, effect in (("eval_steps", "only the final evaluation (and sample) will run"),
-                         ("logging_steps", "the training loss is logged only at the last step")):
+                         ("logging_steps", "the training loss is logged only at the first step")):
         value = getattr(training, name)
         if value > training.max_steps:
             flag = f"--training-{name.replace('_', '-')}"
@@ -74,7 +74,7 @@ def check_schedule(config: Config) -> None:
                         name, value, training.max_steps, effect, flag, max(1, training.max_steps // 4))
     if config.data.validation_fraction == 0:
         raise UserError("data.validation_fraction is 0, but stage 3 evaluates on held-out blocks",
-                        "use --data-validation-fraction 0.01 (rebuilds stages 1-2 with --force)")
+                        "use --data-validation-fraction 0.01 (on a run directory with a dataset, with --force)")
 
 
 def check_token_present(config: Config, commands: set[str], dry_run: bool) -> None:
@@ -97,7 +97,8 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
     sources = sources_for(config.data.files)[0] if {"train-tokenizer", "tokenize"} & set(forced) else []
     tokenizer = read_manifest(run.stage("tokenizer"))
     tokenizer_parts = tokenizer_inputs(config, sources) if sources else None
-    if "train-tokenizer" in forced and not forced["train-tokenizer"] and tokenizer is not None:
+    replacing = request.replace  # --from-stage reruns a stage, only --force replaces what other inputs built
+    if "train-tokenizer" in forced and not replacing and tokenizer is not None:
         refuse_replacing(run.stage("tokenizer"), tokenizer, tokenizer_parts)
     if "tokenize" in forced:
         from pipeline.dataset.stage import checked_tokenizer, output_folder
@@ -109,13 +110,13 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         upstream = tokenizer if tokenizer is not None and tokenizer["fingerprint"] == fingerprint(tokenizer_parts) \
             else {"fingerprint": "(rebuilt by this command)"}
         dataset_parts = dataset_inputs(config, sources, upstream)
-        if dataset is not None and not forced["tokenize"]:
+        if dataset is not None and not replacing:
             refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
             check_split_sizes(sources, config.data)
     if "pretrain" in forced:
         check_schedule(config)
         model = read_manifest(run.stage("model"))
-        if model is not None and not forced["pretrain"]:
+        if model is not None and not replacing:
             current = training_inputs(config, {"fingerprint": ""}, [])
             refuse_replacing(run.stage("model"), model, current, _without_hardware)

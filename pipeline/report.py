@@ -43,3 +43,16 @@ class StageReport:
 
     def print(self, status: str = "done") -> None:
         print(self.render(status), flush=True)
+
+
+NEAR_BASELINE_NATS = 0.1  # closer than this, the margin is within evaluation noise of frequencies alone
+
+
+def context_verdict(loss: float, unigram: float) -> str:
+    """The final validation loss against the unigram baseline, in words."""
+    margin = unigram - loss
+    where = (f"loss {abs(margin):.2f} nats {'below' if margin >= 0 else 'above'} the unigram baseline {unigram:.2f} "
+             "(what a model that knows only token frequencies scores)")
+    if margin >= NEAR_BASELINE_NATS:
+        return f"{where}: the model uses context"
+    return f"{where}: the model has not yet learned more than those frequencies"

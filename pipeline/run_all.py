@@ -11,8 +11,7 @@ from dataclasses import replace
 
 from pipeline.errors import UserError
 from pipeline.report import StageReport, human_duration
-from pipeline.rundir import read_manifest
-from pipeline.stages import STAGES, StageInfo, StageRequest, load_entry, stage_by_reference
+from pipeline.stages import STAGES, StageInfo, StageRequest, built_at, load_entry, stage_by_reference
 
 log = logging.getLogger("gpt2zh")
 
@@ -30,14 +29,9 @@ def selected_stages(request: StageRequest, from_stage: str | None) -> list[tuple
             for info in STAGES if info.command != "push" or request.config.hub.repo_id]
 
 
-def _built_at(request: StageRequest, info: StageInfo) -> str | None:
-    manifest = read_manifest(request.run_dir.stage(info.folder))
-    return manifest.get("created_utc") if manifest else None
-
-
 def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_each: Callable[[], None]) -> int:
     """Run `stages` (from selected_stages, already checked by pipeline/preflight.py) and summarise them;
-    `after_each` runs after every stage that succeeded."""
+    `after_each` runs after every stage that built its output."""
     hub = request.config.hub
     if hub.repo_id and not request.dry_run:
         from pipeline.hub.access import check_push_access
@@ -49,12 +43,13 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
 
     report = StageReport("run")
     for info, forced in stages:
-        before = _built_at(request, info)
+        before = built_at(request.run_dir, info)
         started = time.monotonic()
         load_entry(info)(replace(request, force=forced))
-        after_each()
         elapsed = time.monotonic() - started
-        after = _built_at(request, info)
+        after = built_at(request.run_dir, info)
+        if after != before:
+            after_each()
         if info.command == "push" and request.dry_run:
             state = "dry run, nothing sent"
         else:

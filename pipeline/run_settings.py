@@ -68,6 +68,9 @@ def is_settings(mapping: dict) -> bool:
 
 
 def settings_from(path: Path, mapping: dict) -> SavedSettings:
+    if not is_settings(mapping):  # an emptied file would silently mean the built-in defaults
+        raise UserError(f"{path} is not a gpt2zh settings file (it has no {COMMAND_LINE_KEY}: section)",
+                        "delete it: the next command starts from --config or the config the stages recorded")
     mapping = dict(mapping)
     command_line = mapping.pop(COMMAND_LINE_KEY, None) or {}
     saved_by = str(mapping.pop(ABOUT_KEY, "an earlier command"))
@@ -100,8 +103,9 @@ def write_settings(root: Path, command: str, config: Config, command_line: dict[
         groups[group][name] = default
     remembered = {key: value for key, value in command_line.items() if key not in once}
     document = {ABOUT_KEY: f"gpt2zh {command}, {stamp}", COMMAND_LINE_KEY: remembered, **groups}
-    header = ("# The settings of this run directory, saved by the last command that worked on it. A command\n"
-              "# on this run directory without --config starts from them; flags on its command line go on top.\n")
+    header = ("# The settings of this run directory, saved by the last command that built something in it. A\n"
+              "# command on this run directory without --config starts from them, its own flags on top. To change\n"
+              "# a setting, pass its flag: a value below is overridden by the same key under command_line.\n")
     root.mkdir(parents=True, exist_ok=True)
     path = settings_path(root)
     temporary = path.with_name(f".{SETTINGS_FILE}.{os.getpid()}.tmp")

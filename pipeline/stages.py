@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config.schema import Config
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, read_manifest
 
 
 @dataclass
@@ -14,7 +14,8 @@ class StageRequest:
     config: Config
     config_source: str
     run_dir: RunDir
-    force: bool = False
+    force: bool = False  # rebuild even when up to date (--force, or --from-stage for this stage)
+    replace: bool = False  # --force: also replace an output built from other inputs (--from-stage does not)
     base_layer: tuple[str, dict] | None = None  # with the overrides, lets stage 3 slot a GPU preset between them
     overrides: dict = field(default_factory=dict)  # everything typed on command lines, this one's and saved ones
     dry_run: bool = False  # stage 4: list what would be pushed, send nothing
@@ -52,6 +53,12 @@ def stage_by_reference(reference: str) -> StageInfo:
         if reference in (str(info.number), info.command):
             return info
     raise KeyError(reference)
+
+
+def built_at(run_dir: RunDir, info: StageInfo) -> str | None:
+    """When the stage's output was published (its manifest's time), None when there is none."""
+    manifest = read_manifest(run_dir.stage(info.folder))
+    return manifest.get("created_utc") if manifest else None
 
 
 def load_entry(info: StageInfo) -> Callable[[StageRequest], object]:

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.cli import _request, build_parser, main
 from pipeline.config import Config
 from pipeline.config.schema import DataConfig
 from pipeline.corpus.sources import resolve_sources
 from pipeline.errors import UserError
-from pipeline.preflight import check_schedule, check_split_sizes
+from pipeline.preflight import check_schedule, check_split_sizes, preflight
+from pipeline.run_all import selected_stages
 from pipeline.run_settings import read_settings, write_settings
 from tests.conftest import TINY_TOKENIZER, copy_run, run_cli, tree_checksums
 
@@ -171,3 +172,52 @@ def test_a_run_directory_without_saved_settings_starts_from_the_config_its_stage
     err = capsys.readouterr().err
     assert f"settings: {run_dir / 'dataset' / 'config.yaml'} (saved by the stage that wrote dataset/config.yaml)" in err
     assert "is up to date" in err and outputs(run_dir) == before
+
+
+def test_from_stage_reruns_but_does_not_replace_what_other_inputs_built_unless_forced(tmp_path, capsys, trained,
+                                                                                     small_corpus):
+    run_dir = copy_run(trained[0], tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text(small_corpus.read_text(encoding="utf-8")[:200_000], encoding="utf-8")
+    before = tree_checksums(run_dir)
+    for stage in ("train-tokenizer", "tokenize"):
+        argv = ["run", "--run-dir", str(run_dir), "--from-stage", stage, "--data-files", str(other)]
+        assert main(argv) == 2
+        assert "corpus (small.txt -> other.txt)" in capsys.readouterr().err
+        request = _request(build_parser(argv).parse_args(argv))  # refused before stage 1, not by the stage
+        with pytest.raises(UserError, match=r"corpus \(small.txt -> other.txt\)"):
+            preflight(request, selected_stages(request, stage))
+    assert tree_checksums(run_dir) == before
+
+
+def test_a_command_refused_in_a_stage_or_with_every_stage_up_to_date_leaves_the_settings_as_they_were(
+        tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    settings = (run_dir / "settings.yaml").read_bytes()
+    assert main(["train-tokenizer", "--run-dir", str(run_dir), "--model-n-layer", "3"]) == 0  # up to date
+    assert main(["run", "--run-dir", str(run_dir), "--training-precision", "fp16"]) == 2  # refused by stage 3
+    capsys.readouterr()
+    assert (run_dir / "settings.yaml").read_bytes() == settings
+    assert main(["run", "--run-dir", str(run_dir)]) == 0  # so a plain rerun still finds everything up to date
+    assert "up to date, reused" in capsys.readouterr().out
+
+
+def test_the_model_is_up_to_date_whichever_way_the_same_precision_is_asked_for(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)  # trained with the CPU preset's fp32
+    before = outputs(run_dir)
+    assert main(["pretrain", "--run-dir", str(run_dir), "--training-preset", "none"]) == 0  # auto: fp32 on CPU
+    assert "is up to date for this dataset and config" in capsys.readouterr().err and outputs(run_dir) == before
+
+
+def test_bad_run_directories_and_settings_files_are_one_line_errors(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x", encoding="utf-8")
+    emptied = tmp_path / "emptied"
+    emptied.mkdir()
+    (emptied / "settings.yaml").write_text("# nothing left\n", encoding="utf-8")
+    for argv, expected in ((["train-tokenizer", "--run-dir", str(a_file)], "is a file, not a directory"),
+                           (["train-tokenizer", "--run-dir", str(a_file / "run")], "cannot create it"),
+                           (["show-config", "--run-dir", str(emptied)], "is not a gpt2zh settings file")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, (argv, err)

@@ -104,7 +104,7 @@ def train_tokenizer(request: StageRequest) -> dict:
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
         return manifest
-    output.refuse_replacing(request.force)
+    output.refuse_replacing(request.replace)
 
     reader = CorpusReader(sources, config.data, SPECIAL_TOKENS)
     sample = _read_sample(reader, cfg)

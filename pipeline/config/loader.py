@@ -188,10 +188,11 @@ def validate(config: Config) -> list[str]:
 
 def raise_problems(problems: list[str]) -> None:
     if len(problems) == 1:
-        raise UserError(problems[0], "fix the value or see --help for the valid keys")
+        raise UserError(problems[0], "fix it (--help lists every key with its type and value)")
     if problems:
         numbered = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
-        raise UserError(f"{len(problems)} config problems: {numbered}", "fix them or see --help for the valid keys")
+        raise UserError(f"{len(problems)} config problems: {numbered}",
+                        "fix them (--help lists every key with its type and value)")
 
 
 Layer = tuple[str, dict[str, Any]]  # (where it came from, {group: {field: value}})

@@ -59,7 +59,8 @@ def output_folder(dataset_dir: Path, data) -> Path:
     if data.num_shards == 1:
         return dataset_dir
     if read_manifest(dataset_dir) is not None:
-        raise UserError(f"{dataset_dir} holds a single-job dataset; sharded builds go into shard folders beside it",
+        raise UserError(f"{dataset_dir} holds a single-job dataset; sharded builds go into shard folders "
+                        "inside a dataset folder of their own",
                         "use a new --run-dir for the sharded build, or delete the existing dataset")
     return dataset_dir / shard_folder_name(data.shard_index, data.num_shards)
 
@@ -117,7 +118,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this corpus, tokenizer and config; skipped (--force rebuilds)",
                  STAGE, output.final)
         return manifest
-    output.refuse_replacing(request.force)
+    output.refuse_replacing(request.replace)
 
     specials = tokenizer["special_tokens"]
     reader = CorpusReader(sources, data, tuple(specials))  # checks every file before reading starts

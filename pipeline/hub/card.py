@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.report import human_bytes, human_duration
+from pipeline.report import context_verdict, human_bytes, human_duration
 
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
 
@@ -161,8 +161,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         lines += [f"| loss (nats/token) | {final:.3f} (initial {initial:.3f}) |",
                   f"| perplexity | {summary['final_perplexity']:.1f} |",
                   f"| bits per character | {summary['final_bits_per_char']:.3f} |",
-                  f"| unigram baseline (no context) | {unigram:.3f}, so the model is {unigram - final:.2f} nats/token "
-                  "better from context |"]
+                  f"| against token frequencies alone | {context_verdict(final, unigram)} |"]
     lines += ["", "![training and validation loss](loss.png)", ""]
     samples = final_samples(run_dir / "model" / "samples.md")  # of these weights, not of a later run
     if samples:

@@ -68,12 +68,13 @@ def load_training_data(dataset_dir: Path, eval_max_blocks: int):
     validation = blocks["validation"].with_format("numpy")
     if len(validation) == 0:
         raise UserError(f"{dataset_dir} has no validation blocks", "rerun stages 1-2 with a larger "
-                        "--data-validation-fraction (`gpt2zh run` with it reruns what it changes)")
+                        "--data-validation-fraction (`gpt2zh run --force` with it rebuilds stages 1-3)")
     if len(validation) < SMALL_VALIDATION_BLOCKS:
         tokens = len(validation) * len(validation[0]["input_ids"])
         log.warning("pretrain: the validation split has only %d block(s) (%d tokens): every block is evaluated, "
                     "but the validation loss will be noisy; add data, or rerun stages 1-2 with a larger "
-                    "--data-validation-fraction (`gpt2zh run` with it reruns what it changes)", len(validation), tokens)
+                    "--data-validation-fraction (`gpt2zh run --force` with it rebuilds stages 1-3)", len(validation),
+                    tokens)
     if eval_max_blocks and len(validation) > eval_max_blocks:
         validation = validation.select(range(eval_max_blocks))
     return train, validation

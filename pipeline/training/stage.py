@@ -18,7 +18,7 @@ from pipeline.dataset.loading import dataset_parts
 from pipeline.errors import UserError
 from pipeline.fingerprints import training_inputs
 from pipeline.hardware.decisions import training_device
-from pipeline.report import StageReport, human_duration
+from pipeline.report import StageReport, context_verdict, human_duration
 from pipeline.rundir import StageOutput, fingerprint, read_manifest
 from pipeline.stages import StageRequest
 from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
@@ -133,13 +133,13 @@ def pretrain(request: StageRequest) -> dict:
         raise UserError(f"the dataset's blocks have {block_size} tokens but model.n_positions is "
                         f"{config.model.n_positions}",
                         f"use --model-n-positions {block_size} or rebuild the dataset with a smaller --data-block-size")
-    inputs = training_inputs(config, tokenizer_manifest, dataset_manifests)
+    inputs = training_inputs(config, tokenizer_manifest, dataset_manifests, plan.precision)
     output = StageOutput(run.stage("model"), "model", fingerprint(inputs), inputs)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
-                 "checkpoint, --resume never from scratch)", STAGE, output.final)
+                 "checkpoint, --force --resume never from scratch)", STAGE, output.final)
         return manifest
-    output.refuse_replacing(request.force)
+    output.refuse_replacing(request.replace)
     log.info("%s: %s", STAGE, preset_note)
     log.info("%s: %s", STAGE, _describe(plan, facts))
     for note in plan.notes:
@@ -297,19 +297,6 @@ def _summary(config, plan, facts, preset, trainer, history, unigram, block_size,
         "plan": {key: value for key, value in plan.__dict__.items() if key != "notes"}, "plan_notes": plan.notes,
         "dataset": [str(folder) for folder in dataset_folders],
     }
-
-
-NEAR_BASELINE_NATS = 0.1  # closer than this, the margin is within evaluation noise of frequencies alone
-
-
-def context_verdict(loss: float, unigram: float) -> str:
-    """The final validation loss against the unigram baseline, in words."""
-    margin = unigram - loss
-    where = (f"loss {abs(margin):.2f} nats {'below' if margin >= 0 else 'above'} the unigram baseline {unigram:.2f} "
-             "(what a model that knows only token frequencies scores)")
-    if margin >= NEAR_BASELINE_NATS:
-        return f"{where}: the model uses context"
-    return f"{where}: the model has not yet learned more than those frequencies"
 
 
 def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> None:
