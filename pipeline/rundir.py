@@ -177,7 +177,15 @@ class StageOutput:
 
     def _publish(self, staging: Path) -> None:
         retired = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        if self.final.exists() and read_manifest(self.final) is None and any(self.final.iterdir()):
+            # Not a complete output of ours (those are published whole): files a user put there, or a damaged
+            # output. Kept aside, never deleted.
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            retired = self.final.with_name(f"{self.final.name}.replaced-{stamp}")
+            log.warning("%s held files that are not a complete %s output (written by hand, or damaged); moved to %s",
+                        self.final, self.stage, retired)
         if self.final.exists():
             self.final.rename(retired)
         staging.rename(self.final)
-        shutil.rmtree(retired, ignore_errors=True)
+        if retired.name.startswith("."):
+            shutil.rmtree(retired, ignore_errors=True)

@@ -221,3 +221,16 @@ def test_bad_run_directories_and_settings_files_are_one_line_errors(tmp_path, ca
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and expected in err, (argv, err)
+
+
+def test_files_a_user_put_in_an_output_folder_are_moved_aside_never_deleted(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    (run_dir / "tokenizer").mkdir(parents=True)
+    (run_dir / "tokenizer" / "NOTES.txt").write_text("my notes", encoding="utf-8")
+    result = run_cli("train-tokenizer", "--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_TOKENIZER)
+    assert result.returncode == 0, result.stderr
+    kept = list(run_dir.glob("tokenizer.replaced-*"))
+    assert len(kept) == 1 and (kept[0] / "NOTES.txt").read_text(encoding="utf-8") == "my notes"
+    assert f"held files that are not a complete tokenizer output (written by hand, or damaged); moved to {kept[0]}" \
+        in result.stderr
+    assert (run_dir / "tokenizer" / "manifest.json").is_file()
