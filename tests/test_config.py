@@ -186,3 +186,9 @@ def test_help_exits_cleanly_from_the_console_entry():
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0 and "train-tokenizer" in out.getvalue() and "doctor" in out.getvalue()
+
+
+def test_a_value_given_to_a_boolean_flag_is_one_line_that_shows_the_boolean_form(capsys):
+    assert main(["train-tokenizer", "--data-dedupe", "false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'false' belongs to no option" in err and "--no-data-dedupe" in err

@@ -56,6 +56,9 @@ class Parser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(flag, self.known_flags(), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
                 raise UserError(f"{self.prog}: unknown option {flag}", hint)
+            stray = message.split(":", 1)[1].split()[0]
+            raise UserError(f"{self.prog}: {stray!r} belongs to no option",
+                            "a boolean takes no value (--data-dedupe or --no-data-dedupe); quote a value with spaces")
         raise UserError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
 
 
