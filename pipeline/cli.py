@@ -158,8 +158,8 @@ class _Layers:
 
 
 def _layers(config_flag: str | None, run_dir_flag: str | None, typed: dict) -> _Layers:
-    """A command without --config on a run directory with saved settings starts from them (PITFALLS.md rows on
-    replaced work): a forgotten --data-files must not mean the demo corpus."""
+    """A command without --config on a run directory with saved settings starts from them (RS1): a forgotten
+    --data-files must not mean the demo corpus."""
     config_path = find_config(config_flag)
     mapping = read_yaml_mapping(config_path)
     if is_settings(mapping):  # --config <run>/settings.yaml: that run's settings, from any directory

@@ -2,7 +2,7 @@
 
 A command on an existing run directory without --config starts from them, with what its own command
 line adds on top, so no flag has to be repeated: a forgotten --data-files must never rebuild a run
-on the demo corpus (PITFALLS.md rows on replaced work). The file is also a plain config
+on the demo corpus (RS1). The file is also a plain config
 (`--config <run-dir>/settings.yaml` works from any directory: corpus paths are saved absolute).
 """
 
