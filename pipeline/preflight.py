@@ -81,12 +81,9 @@ def check_token_present(config: Config, commands: set[str], dry_run: bool) -> No
     """Without a network request: whether the token is accepted is checked by the stage, before any upload."""
     pushes = ("push" in commands and not dry_run) or ("pretrain" in commands and config.hub.push_checkpoints)
     if pushes and config.hub.repo_id:
-        from huggingface_hub import get_token
+        from pipeline.hub.access import require_token
 
-        from pipeline.hub.access import TOKEN_FIX
-
-        if not get_token():
-            raise UserError(f"no Hugging Face token found for --hub-repo-id {config.hub.repo_id}", TOKEN_FIX)
+        require_token(config.hub.repo_id)
 
 
 def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> None:

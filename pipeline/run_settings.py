@@ -52,11 +52,7 @@ def read_settings(root: Path) -> SavedSettings | None:
         return settings_from(path, read_yaml_mapping(path))
     for recorded in RECORDED_CONFIGS:
         if (root / recorded).is_file():
-            groups = read_yaml_mapping(root / recorded)
-            for dotted, default in once_fields().items():
-                group, name = dotted.split(".")
-                if isinstance(groups.get(group), dict) and name in groups[group]:
-                    groups[group][name] = default
+            groups = _without_once_fields(read_yaml_mapping(root / recorded))
             return SavedSettings(path=root / recorded, groups=groups, command_line={},
                                  saved_by=f"the stage that wrote {recorded}")
     return None
@@ -91,16 +87,22 @@ def once_fields() -> dict[str, Any]:
             for group, cls in GROUPS.items() for f in dataclasses.fields(cls) if f.metadata.get("once")}
 
 
+def _without_once_fields(groups: dict) -> dict:
+    """The groups with each one-command instruction back at its default."""
+    for dotted, default in once_fields().items():
+        group, name = dotted.split(".")
+        if isinstance(groups.get(group), dict) and name in groups[group]:
+            groups[group][name] = default
+    return groups
+
+
 def write_settings(root: Path, command: str, config: Config, command_line: dict[str, Any]) -> Path:
     """Written aside, then renamed: a command killed mid-write leaves the previous settings whole.
     One-command instructions (--resume never) are saved at their defaults: the next command must not
     start over again."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    groups = config_to_dict(config)
+    groups = _without_once_fields(config_to_dict(config))
     once = once_fields()
-    for dotted, default in once.items():
-        group, name = dotted.split(".")
-        groups[group][name] = default
     remembered = {key: value for key, value in command_line.items() if key not in once}
     document = {ABOUT_KEY: f"gpt2zh {command}, {stamp}", COMMAND_LINE_KEY: remembered, **groups}
     header = ("# The settings of this run directory, saved by the last command that built something in it. A\n"

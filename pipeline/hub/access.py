@@ -28,14 +28,20 @@ def _unreachable(api, err) -> UserError:
                      "check the network (or HF_ENDPOINT), then retry")
 
 
-def check_push_access(repo_id: str, private: bool) -> Access:
-    """Token present and accepted, allowed to write into the namespace, repository created if missing."""
-    import httpx2
+def require_token(repo_id: str) -> None:
+    """The token's presence only, without a request (checked before stage 1)."""
     from huggingface_hub import get_token
-    from huggingface_hub.errors import HfHubHTTPError
 
     if not get_token():
         raise UserError("no Hugging Face token found for --hub-repo-id " + repo_id, TOKEN_FIX)
+
+
+def check_push_access(repo_id: str, private: bool) -> Access:
+    """Token present and accepted, allowed to write into the namespace, repository created if missing."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    require_token(repo_id)
     api = hub_api()
     try:
         identity = api.whoami()
