@@ -7,7 +7,6 @@ them at import time; a test holds it to that.
 
 import argparse
 import contextlib
-import difflib
 import errno
 import logging
 import os
@@ -41,11 +40,13 @@ RUN_ALL = "run"
 HELP_ALL = "--help-all"
 STAGE_FLAGS = ("--config", "--force", "--run-dir", "--cache-dir", "--quiet")
 COMMON_FLAGS = {**{info.command: STAGE_FLAGS for info in STAGES}, RUN_ALL: STAGE_FLAGS,
-                "show-config": ("--config", "--run-dir"), "diagnose": ("--config", "--run-dir", "--quiet"),
+                "show-config": ("--config", "--run-dir"), "plan": ("--config", "--run-dir"),
+                "diagnose": ("--config", "--run-dir", "--quiet"),
                 "doctor": ("--run-dir", "--cache-dir")}
 ALL_GROUPS = tuple(GROUPS)
 GROUPS_SHOWN = {**{info.command: info.groups for info in STAGES}, RUN_ALL: ALL_GROUPS, "show-config": ALL_GROUPS,
-                "diagnose": ("data", "model", "training")}
+                "diagnose": ("data", "model", "training"), "plan": ("data", "tokenizer", "model", "training",
+                                                                    "optimization")}
 
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
@@ -125,14 +126,26 @@ def build_parser(argv: list[str]) -> Parser:
                              "--hub-repo-id is set; the token and repository are checked before stage 1.")
     show = _add_command(commands, "show-config", base, source, show_all,
                         help="print the settings a command would use (defaults < --config or the run's saved "
-                             "settings < command line)",
+                             "settings < GPU preset < command line)",
                         description="Print the config a command would use, as YAML: a run directory's saved "
                                     "settings with --run-dir, one value or a whole group with --get.")
     show.add_argument("--get", metavar="KEY", help="print one value (hub.repo_id) or a whole group (data)")
+    show.add_argument("--sources", action="store_true",
+                      help="say for each field which layer set it: the default, the config file or saved settings, "
+                           "the GPU preset, or the command line")
     _add_command(commands, "diagnose", base, source, show_all,
                  help="check data, initial loss, gradients, one-batch overfit and the loss history of a run",
                  description="Write <run-dir>/logs/diagnosis.md (and diagnosis.png): each finding with evidence, a "
                              "fix and its PITFALLS.md row. Exit status 1 when a check fails.")
+    plan = _add_command(commands, "plan", base, source, show_all,
+                        help="the training plan for this machine or a preset's GPU: batch split, memory, time",
+                        description="Print what stage 3 would do: per-device batch x accumulation x processes, "
+                                    "precision, attention, optimizer, compile and checkpointing with their reasons, "
+                                    "the memory estimate, an expected time, epochs and compute-optimal tokens. "
+                                    "--preset NAME plans for that preset's GPU on any machine.")
+    plan.add_argument("--json", action="store_true", help="one JSON object (a list with --all-presets)")
+    plan.add_argument("--all-presets", action="store_true", help="one row per preset in configs/presets/")
+    plan.add_argument("--processes", type=int, metavar="N", help="plan for N processes (torchrun), one GPU each")
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
     _add_common(doctor, "doctor")
@@ -181,44 +194,27 @@ def _typed_overrides(args: argparse.Namespace) -> dict:
     return typed
 
 
-def _request(args: argparse.Namespace) -> StageRequest:
-    """The resolved config and run directory a command works on."""
-    layers = _layers(args.config, args.run_dir, _typed_overrides(args))
-    config = load_layers(layers.base, layers.command_line)
-    config.data.files = absolute_corpus_paths(config.data.files)  # the saved settings work from any directory
-    return StageRequest(config=config, config_source=layers.base[0], run_dir=RunDir(layers.run_dir),
+def _request(args: argparse.Namespace, what_if: bool = False, processes: int | None = None,
+             preset: str | None = None) -> StageRequest:
+    """The config resolved once, preset included (RS15), and the run directory a command works on.
+    what_if, processes, preset: `gpt2zh plan` on another preset's card, process count or preset."""
+    from pipeline.hardware.facts import collect_facts
+    from pipeline.resolution import resolve
+
+    typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
+    layers = _layers(args.config, args.run_dir, typed)
+    resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes)
+    for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
+        config.data.files = absolute_corpus_paths(config.data.files)
+    return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
                         force=getattr(args, "force", False), replace=getattr(args, "force", False),
-                        base_layer=layers.base, overrides=layers.command_line,
-                        dry_run=getattr(args, "dry_run", False),
+                        overrides=layers.command_line, dry_run=getattr(args, "dry_run", False),
                         saved_settings=f"{saved.path} (saved by {saved.saved_by})" if (saved := layers.saved) else "")
 
 
 def _announce_settings(request: StageRequest) -> None:
     if request.saved_settings:
         log.info("settings: %s, with this command line on top; --config starts afresh", request.saved_settings)
-
-
-def _show_config(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pipeline.config import config_to_dict
-
-    values = config_to_dict(_request(args).config)
-    if args.get is not None:
-        group, _, key = args.get.partition(".")
-        keys = list(values) + [f"{g}.{k}" for g, fields in values.items() for k in fields]
-        if group not in values or (key and key not in values[group]):
-            close = difflib.get_close_matches(args.get, keys, n=1, cutoff=0.6)
-            raise UserError(f"--get: no config key {args.get!r}",
-                            f"did you mean {close[0]}?" if close else "use a group (data) or group.field (hub.repo_id)")
-        if not key:
-            values = {group: values[group]}
-        else:
-            value = values[group][key]
-            print(" ".join(map(str, value)) if isinstance(value, list) else value)
-            return 0
-    print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
-    return 0
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -261,7 +257,7 @@ def _run_stages(args: argparse.Namespace) -> int:
             """After each stage that built its output: a failed or refused command, or one whose stages were
             all up to date, leaves the run's settings as they were (flags for a later stage are given to it)."""
             if not read_only and is_main_process_by_environment():
-                write_settings(request.run_dir.root, args.command, request.config, request.overrides)
+                write_settings(request.run_dir.root, args.command, request.resolved.settings, request.overrides)
 
         if args.command == RUN_ALL:
             return run_all(request, stages, save_settings)
@@ -283,9 +279,15 @@ def main(argv: list[str] | None = None) -> int:
             logger.setLevel("WARNING")
         prepare_hf_environment(getattr(args, "cache_dir", None))
         if args.command == "show-config":
-            return _show_config(args)
+            from pipeline.show_config import show_config
+
+            return show_config(args, _request(args))
         if args.command == "diagnose":
             return _diagnose(args)
+        if args.command == "plan":
+            from pipeline.plan_command import run_plan
+
+            return run_plan(args, _request)
         if args.command == "doctor":
             from pipeline.doctor import run_doctor
 

@@ -6,20 +6,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config.schema import Config
+from pipeline.resolution import Resolved
 from pipeline.rundir import RunDir, read_manifest
 
 
 @dataclass
 class StageRequest:
-    config: Config
-    config_source: str
+    resolved: Resolved  # the config with its preset and sources, resolved once (PITFALLS.md RS15)
     run_dir: RunDir
     force: bool = False  # rebuild even when up to date (--force, or --from-stage for this stage)
     replace: bool = False  # --force: also replace an output built from other inputs (--from-stage does not)
-    base_layer: tuple[str, dict] | None = None  # with the overrides, lets stage 3 slot a GPU preset between them
     overrides: dict = field(default_factory=dict)  # everything typed on command lines, this one's and saved ones
     dry_run: bool = False  # stage 4: list what would be pushed, send nothing
     saved_settings: str = ""  # the run's saved settings the config started from, described; "" = none
+
+    @property
+    def config(self) -> Config:
+        return self.resolved.config
+
+    @property
+    def cpu_count(self) -> int:
+        return self.resolved.facts.cpu_count
 
 
 @dataclass(frozen=True)

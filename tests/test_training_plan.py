@@ -11,10 +11,10 @@ from pipeline.errors import UserError
 from pipeline.hardware.facts import GpuFacts, HardwareFacts
 from pipeline.training import presets as presets_module
 from pipeline.training.arguments import argument_values
+from pipeline.training.batch_fit import batch_split
 from pipeline.training.mfu import flops_per_token, mfu
 from pipeline.training.plan import (
     Probe,
-    batch_split,
     check_launch,
     choose_attention,
     choose_compile,
@@ -273,13 +273,12 @@ def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
 ])
 def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(device, base, command_line, note):
     """The preset by name (and the config value it replaced), the config file or the command line."""
-    from pipeline.config.loader import load_layers
+    from pipeline.resolution import resolve
     from pipeline.rundir import RunDir
     from pipeline.stages import StageRequest
     from pipeline.training.stage import _plan
 
     layer = ("configs/demo.yaml", {"training": base})
-    request = StageRequest(config=load_layers(layer, command_line), config_source=layer[0], run_dir=RunDir(Path(".")),
-                           base_layer=layer, overrides=command_line)
-    *_, plan = _plan(request, fabricate(device))
+    request = StageRequest(resolve(layer, command_line, fabricate(device)), RunDir(Path(".")), overrides=command_line)
+    plan = _plan(request)
     assert note in plan.notes

@@ -9,7 +9,6 @@ Settings that keep decode(encode(x)) == x on cleaned text:
   under character_coverage, gets byte-encoded and decodes back as a literal '▁' instead of a space.
 """
 
-import os
 import re
 from pathlib import Path
 
@@ -21,7 +20,8 @@ TOO_FEW_FOR_CHARS = re.compile(r"Vocabulary size is smaller than required_chars\
 TOO_MANY_PIECES = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
-def trainer_arguments(cfg: TokenizerConfig) -> dict:
+def trainer_arguments(cfg: TokenizerConfig, cpu_count: int = 1) -> dict:
+    """cpu_count: from the hardware facts (tokenizer.num_threads 0 means all of them)."""
     return dict(
         model_type=cfg.model_type,
         vocab_size=cfg.vocab_size,
@@ -30,7 +30,7 @@ def trainer_arguments(cfg: TokenizerConfig) -> dict:
         split_digits=cfg.split_digits,
         input_sentence_size=cfg.input_sentence_size,
         shuffle_input_sentence=cfg.shuffle_input_sentence,
-        num_threads=cfg.num_threads or os.cpu_count() or 1,
+        num_threads=cfg.num_threads or cpu_count,
         max_sentence_length=cfg.max_sentence_bytes,
         normalization_rule_name="identity",
         add_dummy_prefix=False,
@@ -65,14 +65,15 @@ def _translate(err: RuntimeError, cfg: TokenizerConfig, sentences: int) -> UserE
     return None
 
 
-def train_sentencepiece(sentences: list[str], model_path: Path, cfg: TokenizerConfig) -> None:
+def train_sentencepiece(sentences: list[str], model_path: Path, cfg: TokenizerConfig, cpu_count: int = 1) -> None:
     """Train on `sentences` and write the model to `model_path` (a .model file)."""
     import sentencepiece as spm
 
     prefix = str(model_path.with_suffix(""))
     spm.set_random_generator_seed(cfg.seed)
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=prefix, **trainer_arguments(cfg))
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=prefix,
+                                       **trainer_arguments(cfg, cpu_count))
     except RuntimeError as err:
         translated = _translate(err, cfg, len(sentences))
         if translated is None:

@@ -119,7 +119,7 @@ def train_tokenizer(request: StageRequest) -> dict:
         started = time.monotonic()
         from tokenizer.spm_train import train_sentencepiece
 
-        train_sentencepiece(sample.reservoir.items, model, cfg)
+        train_sentencepiece(sample.reservoir.items, model, cfg, request.cpu_count)
         train_seconds = time.monotonic() - started
         convert(model, staging, config.data.normalization)
         checked = verify(staging, model, _verification_lines(sample, cfg), config.data.normalization)

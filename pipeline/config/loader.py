@@ -157,6 +157,8 @@ def validate(config: Config) -> list[str]:
         problems.append("training.sample_max_new_tokens must be >= 0 (0 = no samples)")
     if tr.eval_max_blocks < 0:
         problems.append("training.eval_max_blocks must be >= 0 (0 = all)")
+    if not 0.1 <= tr.gpu_memory_fraction <= 1.0:
+        problems.append(f"training.gpu_memory_fraction must be within [0.1, 1], got {tr.gpu_memory_fraction}")
     if tr.dataloader_workers < -1:
         problems.append("training.dataloader_workers must be >= -1 (-1 = min(8, CPU count))")
     if config.checkpoint.save_steps < 1:

@@ -105,8 +105,9 @@ class TrainingConfig:
     max_steps: int = setting(20_000, "optimizer steps to train")
     global_batch_size: int = setting(
         480, "sequences per optimizer step over all devices: per-device batch x accumulation x processes")
-    per_device_batch_size: int = setting(8, "sequences per device per forward pass (presets set this)",
-                                         in_fingerprint=False)
+    per_device_batch_size: int = setting(
+        8, "most sequences per device per forward pass (presets set this); the plan takes the largest that "
+           "divides the global batch and fits the GPU's memory", in_fingerprint=False)
     preset: str = setting("auto", "hardware preset from configs/presets/ (auto = detect, none = no preset)",
                           in_fingerprint=False, alias="--preset")
     force_preset: bool = setting(False, "use the preset even if it does not match the detected hardware",
@@ -119,6 +120,10 @@ class TrainingConfig:
         "default", "torch.compile mode", in_fingerprint=False)
     activation_checkpointing: bool = setting(
         False, "recompute activations in the backward pass to save memory (off when compiling)", in_fingerprint=False)
+    gpu_memory_fraction: float = setting(
+        0.9, "share of the GPU's memory the per-device batch may fill by the memory model's estimate (the rest "
+             "covers the CUDA context and fragmentation); raise it only after the measured peak (training "
+             "summary) showed room", in_fingerprint=False)
     dataloader_workers: int = setting(-1, "DataLoader worker processes; -1 = min(8, CPU count)", in_fingerprint=False)
     logging_steps: int = setting(10, "log loss, learning rate, grad norm and tokens/s every N steps",
                                  in_fingerprint=False)

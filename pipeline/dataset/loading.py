@@ -43,3 +43,11 @@ def load_blocks(dataset_dir: Path):
         return load_from_disk(str(parts[0][0]))
     loaded = [load_from_disk(str(folder)) for folder, _ in parts]
     return DatasetDict({split: concatenate_datasets([part[split] for part in loaded]) for split in loaded[0]})
+
+
+def train_blocks(folders: list[Path]) -> int:
+    """Training blocks over every part, from stage 2's stats (the epochs a number of steps means)."""
+    import json
+
+    return sum(json.loads((folder / "stats.json").read_text(encoding="utf-8"))["splits"]["train"]["blocks"]
+               for folder in folders)

@@ -7,7 +7,6 @@ streaming them to disk. Memory stays flat whatever the corpus size (G10).
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +127,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
                         f"{len(reader.blocks)} block(s) of 1 MiB", "use fewer --data-num-shards")
     dtype = token_dtype(tokenizer["vocab_size"])
     work = WorkItems(blocks, reader)
-    wanted = data.num_proc or min(8, os.cpu_count() or 1)
+    wanted = data.num_proc or min(8, request.cpu_count)  # the hardware facts' count
     workers = wanted if any(block.whole_file for block in blocks) else min(wanted, len(blocks))
     setup = WorkerSetup(spm_model=str(tokenizer_dir / "tokenizer.model"), data=data, reserved_strings=tuple(specials),
                         end_of_text_id=tokenizer["special_token_ids"]["eos"], dtype=dtype.name,

@@ -1,7 +1,8 @@
 """logs/training_history.csv: one row per logged step, training and evaluation figures merged.
 
 Columns: step, epoch (passes over the training blocks), loss, learning rate, grad norm, tokens/s,
-MFU (GPU only), eval loss, perplexity, bits per character, the unigram baseline and skipped steps.
+MFU (GPU only), eval loss, perplexity, bits per character, the unigram baseline, skipped steps, and on a
+GPU torch.cuda.max_memory_allocated so far beside the memory model's estimate (its error, on real hardware).
 On resume the rows up to the checkpoint's step are kept, so the history reads as one run.
 """
 
@@ -17,7 +18,7 @@ from pipeline.training.mfu import mfu
 from pipeline.training.ranks import is_main_process
 
 COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu", "eval_loss",
-           "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps"]
+           "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps", "gpu_peak_gib", "memory_estimate_gib"]
 
 
 def read_history(path: Path) -> list[dict]:
@@ -37,7 +38,7 @@ def _number(text: str):
 class HistoryCallback(TrainerCallback):
     def __init__(self, path: Path, tokens_per_step: int, train_blocks: int, samples_per_step: int,
                  tokens_per_char: float, unigram: float, flops_token: float, gpu_name: str | None, num_gpus: int,
-                 skipped: callable, resume_step: int = 0):
+                 skipped: callable, resume_step: int = 0, memory_estimate_gib: float | None = None):
         self.path, self.tokens_per_step = path, tokens_per_step
         self.train_blocks, self.samples_per_step = train_blocks, samples_per_step
         self.tokens_per_char, self.unigram = tokens_per_char, unigram
@@ -46,6 +47,7 @@ class HistoryCallback(TrainerCallback):
         self.rows = {int(r["step"]): r for r in read_history(path) if r.get("step") is not None
                      and r["step"] <= resume_step}
         self._last: tuple[int, float] | None = None
+        self.memory_estimate_gib, self.gpu_peak_gib = memory_estimate_gib, None
 
     def _row(self, step: int) -> dict:
         row = self.rows.setdefault(step, {"step": step})
@@ -63,6 +65,7 @@ class HistoryCallback(TrainerCallback):
             return
         row = self._row(state.global_step)
         row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
+        self._record_memory(row)
         now = time.perf_counter()
         if self._last is not None and state.global_step > self._last[0]:
             rate = (state.global_step - self._last[0]) * self.tokens_per_step / (now - self._last[1])
@@ -71,6 +74,14 @@ class HistoryCallback(TrainerCallback):
             row["mfu"] = None if utilisation is None else round(utilisation, 4)
         self._last = (state.global_step, now)
         self.write()
+
+    def _record_memory(self, row: dict) -> None:
+        import torch
+
+        if self.num_gpus and torch.cuda.is_available():
+            self.gpu_peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            row.update(gpu_peak_gib=self.gpu_peak_gib,
+                       memory_estimate_gib=round(self.memory_estimate_gib, 2) if self.memory_estimate_gib else None)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or not is_main_process():

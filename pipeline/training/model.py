@@ -1,19 +1,23 @@
 """The GPT-2 model: sizes from the config, vocabulary and special-token ids from stage 1's tokenizer."""
 
 from pipeline.config.schema import ModelConfig
+from pipeline.training.memory_model import FUSED_GELU
 
 COMPILE_PREFIX = "_orig_mod."
 
 
 def gpt2_config(model: ModelConfig, tokenizer_manifest: dict, attention: str):
-    """GPT2Config whose ids are the tokenizer's; GPT-2's 50256 defaults never appear."""
+    """GPT2Config whose ids are the tokenizer's; GPT-2's 50256 defaults never appear. The activation is GPT-2's
+    tanh GELU as one fused kernel: gelu_new computes the same formula in separate ops that keep 12 more
+    values per hidden unit for backward (pipeline/training/memory_model.py)."""
     from transformers import GPT2Config
 
     ids = tokenizer_manifest["special_token_ids"]
     return GPT2Config(
         vocab_size=tokenizer_manifest["vocab_size"], n_positions=model.n_positions, n_embd=model.n_embd,
         n_layer=model.n_layer, n_head=model.n_head, resid_pdrop=model.dropout, embd_pdrop=model.dropout,
-        attn_pdrop=model.dropout, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        attn_pdrop=model.dropout, activation_function=FUSED_GELU, bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
         attn_implementation=attention)
 
 

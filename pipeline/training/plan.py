@@ -16,6 +16,8 @@ from pipeline.hardware.decisions import (
     version_at_least,
 )
 from pipeline.hardware.facts import HardwareFacts
+from pipeline.training.batch_fit import fit_batch
+from pipeline.training.memory_model import FUSED_GELU, MemoryEstimate, ModelShape, Setup
 
 FUSED_ADAMW_ON_CPU = "2.4"  # torch added the fused AdamW kernel for CPU in 2.4
 
@@ -43,6 +45,9 @@ class TrainingPlan:
     persistent_workers: bool
     pin_memory: bool
     notes: list[str] = field(default_factory=list)
+    memory: MemoryEstimate | None = None     # the memory model's estimate at this per-device batch
+    gpu_memory_gib: float | None = None
+    reasons: dict[str, str] = field(default_factory=dict)  # one line per decision, for `gpt2zh plan`
 
     @property
     def global_batch_size(self) -> int:
@@ -60,19 +65,6 @@ def check_launch(facts: HardwareFacts, local_world_size: int) -> None:
                         "which is slow",
                         f"use `torchrun --nproc_per_node {gpus} -m pipeline pretrain ...`, or CUDA_VISIBLE_DEVICES=0 "
                         "for one GPU")
-
-
-def batch_split(global_batch: int, per_device_max: int, world_size: int) -> tuple[int, int]:
-    """(per-device batch, accumulation) with per-device × accumulation × world == global exactly.
-
-    The per-device batch is the largest divisor of global / world that fits the preset's batch.
-    """
-    if global_batch % world_size:
-        raise UserError(f"training.global_batch_size {global_batch} is not divisible by {world_size} processes",
-                        f"use a multiple of {world_size}")
-    per_process = global_batch // world_size
-    per_device = max(d for d in range(1, min(per_device_max, per_process) + 1) if per_process % d == 0)
-    return per_device, per_process // per_device
 
 
 def choose_precision(requested: str, facts: HardwareFacts) -> tuple[str, str | None]:
@@ -147,7 +139,7 @@ def choose_dataloader(config: Config, facts: HardwareFacts) -> tuple[int, bool, 
 
 def batch_note(per_device: int, accumulation: int, asked: int, origin: str | None, global_batch: int,
                world_size: int) -> str:
-    """Why the per-device batch is not the one asked for, naming who asked (presets.value_origin)."""
+    """Why the per-device batch is not the one asked for, naming who asked (Resolved.origin)."""
     per_process = global_batch // world_size
     why = (f"the global batch {global_batch} over {world_size} process(es) leaves {per_process} per process"
            if asked > per_process else
@@ -157,17 +149,56 @@ def batch_note(per_device: int, accumulation: int, asked: int, origin: str | Non
             f"{per_device} x {accumulation} accumulation x {world_size} = {global_batch}")
 
 
+def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, batch_reason: str,
+                     origin=None) -> dict[str, str]:
+    """Why each choice, in a line; origin(dotted) names who set a config value (Resolved.origin)."""
+    def asked(dotted: str) -> str:
+        who = origin(dotted) if origin else None
+        return f"{dotted} from {who}" if who else f"asked for by {dotted}"
+
+    gpu = facts.gpus[0] if facts.gpus else None
+    where = f"{gpu.name} (SM {gpu.capability[0]}.{gpu.capability[1]})" if gpu else "no CUDA GPU"
+    precision = (asked("training.precision") if config.training.precision != "auto" else
+                 f"auto: {where}" + (" has native bf16" if plan.precision == "bf16" else
+                                     " has no native bf16: loss scaling" if plan.precision == "fp16" else ""))
+    attention = ("FlashAttention-2: " + flash_attention_eligible(facts)[1] if plan.attention == "flash_attention_2"
+                 else asked("model.attention") if config.model.attention == plan.attention else
+                 f"PyTorch's fused kernel, no attention matrix kept; not FlashAttention-2: "
+                 f"{flash_attention_eligible(facts)[1].split(':')[0]}")
+    optimizer = {"adamw_bnb_8bit": "bitsandbytes 8-bit Adam: a real step worked on this device",
+                 "adamw_torch_fused": "AdamW with the fused kernel", "adamw_torch": "AdamW (no fused kernel: torch "
+                 f"< {FUSED_ADAMW_ON_CPU} on CPU)"}[plan.optimizer]
+    if config.optimization.optimizer == "adamw_8bit" and plan.optimizer != "adamw_bnb_8bit":
+        optimizer += " (8-bit Adam was asked for but is unavailable)"
+    compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')})" if plan.torch_compile else \
+        "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
+                 f" ({asked('training.torch_compile')})")
+    checkpointing = ("on" + (f" ({asked('training.activation_checkpointing')})"
+                             if config.training.activation_checkpointing else ": needed to fit, see the notes")) \
+        if plan.activation_checkpointing else \
+        "off" + (" (torch.compile wins, PITFALLS.md G1)" if config.training.activation_checkpointing else
+                 ": the batch fits without it")
+    return {"batch": batch_reason, "precision": precision, "attention": attention, "optimizer": optimizer,
+            "compile": compiled, "activation_checkpointing": checkpointing,
+            "tf32": ("on" if plan.tf32 else "off") + ("" if gpu is None or plan.tf32 == config.training.tf32 else
+                                                      f": {gpu.name} is older than Ampere")}
+
+
+def model_shape(config: Config, vocab_size: int | None = None, activation: str = FUSED_GELU) -> ModelShape:
+    """The model's shape; vocab_size from the trained tokenizer when there is one, else the config's."""
+    m = config.model
+    return ModelShape(m.n_layer, m.n_head, m.n_embd, m.n_positions, vocab_size or config.tokenizer.vocab_size,
+                      m.dropout, activation)
+
+
 def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None,
-                  batch_origin: str | None = None) -> TrainingPlan:
-    """batch_origin: who set training.per_device_batch_size (presets.value_origin), for the note."""
+                  origin=None, shape: ModelShape | None = None, block_size: int | None = None) -> TrainingPlan:
+    """origin(dotted): who set a config value (Resolved.origin), for the notes and reasons; shape and
+    block_size: the tokenizer's vocabulary and the dataset's blocks once they exist (else the config's)."""
+    batch_origin = origin("training.per_device_batch_size") if origin else None
     check_launch(facts, local_world_size)
     notes: list[str] = []
     training = config.training
-    per_device, accumulation = batch_split(training.global_batch_size, training.per_device_batch_size,
-                                           facts.world_size)
-    if per_device != training.per_device_batch_size:
-        notes.append(batch_note(per_device, accumulation, training.per_device_batch_size, batch_origin,
-                                training.global_batch_size, facts.world_size))
     precision, note = choose_precision(config.training.precision, facts)
     notes += [note] if note else []
     tf32 = config.training.tf32 and tf32_eligible(facts)
@@ -178,9 +209,28 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     optimizer, note = choose_optimizer(config.optimization.optimizer, facts, probe)
     notes += [note] if note else []
     compile_on, mode, checkpointing, compile_notes = choose_compile(config, facts)
+    setup = Setup(block_size or config.data.block_size, precision, attention, optimizer == "adamw_bnb_8bit",
+                  checkpointing, facts.world_size)
+    fit = fit_batch(shape or model_shape(config), setup, training.global_batch_size, facts.world_size,
+                    training.per_device_batch_size, batch_origin, facts.gpus[0] if facts.gpus else None,
+                    training.gpu_memory_fraction)
+    if fit.note is None and fit.per_device != training.per_device_batch_size:
+        notes.insert(0, batch_note(fit.per_device, fit.accumulation, training.per_device_batch_size, batch_origin,
+                                   training.global_batch_size, facts.world_size))
+    notes[:0] = [fit.note] if fit.note else []
+    if fit.checkpointing_note:
+        checkpointing = True
+        notes.append(fit.checkpointing_note)
+        if compile_on:
+            compile_on, mode = False, None
+            notes.append("torch.compile off: activation checkpointing is needed to fit and the two together fail "
+                         "with 'marked as ready twice' (PITFALLS.md G1); checkpointing wins here")
     workers, persistent, pin = choose_dataloader(config, facts)
-    return TrainingPlan(
-        device="cuda" if facts.gpus else "cpu", world_size=facts.world_size, per_device_batch_size=per_device,
-        gradient_accumulation_steps=accumulation, precision=precision, tf32=tf32, attention=attention,
+    plan = TrainingPlan(
+        device="cuda" if facts.gpus else "cpu", world_size=facts.world_size, per_device_batch_size=fit.per_device,
+        gradient_accumulation_steps=fit.accumulation, precision=precision, tf32=tf32, attention=attention,
         optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
-        dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes)
+        dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes,
+        memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None)
+    plan.reasons = decision_reasons(config, facts, plan, fit.reason, origin)
+    return plan

@@ -2,7 +2,7 @@
 
 A preset changes only hardware choices (per-device batch, precision, TF32, compile, checkpointing);
 the global batch stays what the config asks for, so a run means the same on an A100 and a T4.
-Precedence: defaults < --config < preset < command line.
+Precedence: defaults < --config < preset < command line (pipeline/resolution.py).
 """
 
 import difflib
@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.config.loader import apply_mapping, configs_dir, read_yaml_mapping
 from pipeline.config.schema import Config
 from pipeline.errors import UserError
-from pipeline.hardware.facts import HardwareFacts
+from pipeline.hardware.facts import GpuFacts, HardwareFacts
 
 HARDWARE_FIELDS = {"per_device_batch_size", "precision", "tf32", "torch_compile", "compile_mode",
                    "activation_checkpointing", "dataloader_workers"}
@@ -29,6 +29,7 @@ class Preset:
     min_memory_gib: float
     max_memory_gib: float
     training: dict
+    card: GpuFacts | None = None  # the GPU `gpt2zh plan --preset` plans for on another machine
 
     def matches(self, facts: HardwareFacts) -> tuple[bool, str]:
         if not facts.gpus:
@@ -60,8 +61,8 @@ def load_preset(name: str) -> Preset:
         hint = f"did you mean --preset {close[0]}?" if close else f"use auto, none or one of: {', '.join(names)}"
         raise UserError(f"--preset: no preset named {name!r}", hint)
     mapping = read_yaml_mapping(path)
-    problems = [f"{path}: unknown section {key!r} (a preset has match: and training:)"
-                for key in mapping if key not in ("match", "training")]
+    problems = [f"{path}: unknown section {key!r} (a preset has match:, card: and training:)"
+                for key in mapping if key not in ("match", "card", "training")]
     match, training = mapping.get("match") or {}, mapping.get("training") or {}
     problems += [f"{path}: match.{key} is not a match field ({', '.join(sorted(MATCH_FIELDS))})"
                  for key in match if key not in MATCH_FIELDS]
@@ -71,10 +72,22 @@ def load_preset(name: str) -> Preset:
     problems += apply_mapping(Config(), {"training": training}, str(path))  # types and choices
     if "gpu" not in match:
         problems.append(f"{path}: match.gpu is required (a GPU name substring, or none)")
+    card = _card(mapping.get("card"), path, problems)
     if problems:
         raise UserError("; ".join(problems), "fix the preset file")
     return Preset(name=name, path=path, gpu=str(match["gpu"]), min_memory_gib=float(match.get("min_memory_gib", 0)),
-                  max_memory_gib=float(match.get("max_memory_gib", 1e9)), training=dict(training))
+                  max_memory_gib=float(match.get("max_memory_gib", 1e9)), training=dict(training), card=card)
+
+
+def _card(card, path: Path, problems: list[str]) -> GpuFacts | None:
+    if card is None:
+        return None
+    try:
+        major, minor = card["capability"]
+        return GpuFacts(str(card["name"]), float(card["memory_gib"]), (int(major), int(minor)))
+    except (KeyError, TypeError, ValueError):
+        problems.append(f"{path}: card needs name, memory_gib and capability: [major, minor]")
+        return None
 
 
 def auto_preset(facts: HardwareFacts) -> Preset | None:
@@ -109,19 +122,3 @@ def resolve_preset(requested: str, force: bool, facts: HardwareFacts) -> tuple[P
 def preset_layer(preset: Preset | None) -> tuple[str, dict] | None:
     """(source, mapping) to apply between the config file and the command line."""
     return None if preset is None else (str(preset.path), {"training": dict(preset.training)})
-
-
-def value_origin(dotted: str, base: tuple[str, dict] | None, preset: Preset | None, overrides: dict) -> str | None:
-    """Who set a config value, by the precedence above: "the command line", "preset <name>" (naming the
-    config's value it replaced), the config file, or "the default". None when the layers are unknown."""
-    if base is None:
-        return None
-    group, field = dotted.split(".", 1)
-    in_base = base[1].get(group) if isinstance(base[1].get(group), dict) else {}
-    if dotted in overrides:
-        return "the command line"
-    if preset is not None and group == "training" and field in preset.training:
-        replaced = field in in_base and in_base[field] != preset.training[field]
-        return f"preset {preset.name}, which replaced {in_base[field]} from {base[0]}" if replaced \
-            else f"preset {preset.name}"
-    return base[0] if field in in_base else "the default"

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import dump_config
-from pipeline.config.loader import load_layers
-from pipeline.dataset.loading import dataset_parts
+from pipeline.dataset.loading import dataset_parts, train_blocks
 from pipeline.errors import UserError
 from pipeline.fingerprints import training_inputs
 from pipeline.hardware.decisions import training_device
@@ -24,8 +23,8 @@ from pipeline.stages import StageRequest
 from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
 from pipeline.training.history import HistoryCallback
 from pipeline.training.mfu import flops_per_token
-from pipeline.training.plan import Probe, TrainingPlan, plan_training
-from pipeline.training.presets import preset_layer, resolve_preset, value_origin
+from pipeline.training.plan import Probe, TrainingPlan, model_shape, plan_training
+from pipeline.training.plan_report import plan_lines, plan_record
 from pipeline.training.ranks import barrier, is_main_process, local_world_size
 
 log = logging.getLogger("gpt2zh")
@@ -54,28 +53,16 @@ def _validation_tokens_per_char(folders: list[Path]) -> float:
     return tokens / characters if characters else 0.0
 
 
-def _plan(request: StageRequest, facts) -> tuple:
-    preset, preset_note = resolve_preset(request.config.training.preset, request.config.training.force_preset, facts)
-    config = load_layers(request.base_layer, request.overrides, preset_layer(preset)) \
-        if request.base_layer is not None else request.config
+def _plan(request: StageRequest, vocab_size: int | None = None, block_size: int | None = None) -> TrainingPlan:
+    """The plan for the config resolved at the entry point (preset included, RS15) on its facts."""
+    config, facts = request.config, request.resolved.facts
     probe = None
     if config.optimization.optimizer == "adamw_8bit":
         from pipeline.hardware.facts import probe_8bit_adam
 
         probe = Probe(*probe_8bit_adam(training_device(facts)))
-    origin = value_origin("training.per_device_batch_size", request.base_layer, preset, request.overrides)
-    return config, preset, preset_note, plan_training(config, facts, local_world_size(), probe, origin)
-
-
-def _describe(plan: TrainingPlan, facts) -> str:
-    device = f"{len(facts.gpus)} x {facts.gpus[0].name}" if facts.gpus else f"CPU ({facts.cpu_count} cores)"
-    kernels = [plan.precision, plan.attention, plan.optimizer]
-    kernels += ["TF32"] if plan.tf32 else []
-    kernels += [f"compile {plan.compile_mode}"] if plan.torch_compile else []
-    kernels += ["activation checkpointing"] if plan.activation_checkpointing else []
-    return (f"{device}, {plan.world_size} process(es); batch {plan.per_device_batch_size} x "
-            f"{plan.gradient_accumulation_steps} accumulation x {plan.world_size} = {plan.global_batch_size}; "
-            f"{', '.join(kernels)}; {plan.dataloader_workers} loader workers")
+    return plan_training(config, facts, local_world_size(), probe, request.resolved.origin,
+                         model_shape(config, vocab_size), block_size)
 
 
 def _fresh_logs(logs_dir: Path) -> None:
@@ -125,14 +112,12 @@ def pretrain(request: StageRequest) -> dict:
     tokenizer_manifest, dataset_folders, dataset_manifests = _inputs(run)
     block_size = dataset_manifests[0]["block_size"]
 
-    from pipeline.hardware.facts import collect_facts
-
-    facts = collect_facts()
-    config, preset, preset_note, plan = _plan(request, facts)
+    config, facts, preset = request.config, request.resolved.facts, request.resolved.preset
     if block_size > config.model.n_positions:
         raise UserError(f"the dataset's blocks have {block_size} tokens but model.n_positions is "
                         f"{config.model.n_positions}",
                         f"use --model-n-positions {block_size} or rebuild the dataset with a smaller --data-block-size")
+    plan = _plan(request, tokenizer_manifest["vocab_size"], block_size)
     inputs = training_inputs(config, tokenizer_manifest, dataset_manifests, plan.precision)
     output = StageOutput(run.stage("model"), "model", fingerprint(inputs), inputs)
     if not request.force and (manifest := output.current_manifest()) is not None:
@@ -140,10 +125,10 @@ def pretrain(request: StageRequest) -> dict:
                  "checkpoint, --force --resume never from scratch)", STAGE, output.final)
         return manifest
     output.refuse_replacing(request.replace)
-    log.info("%s: %s", STAGE, preset_note)
-    log.info("%s: %s", STAGE, _describe(plan, facts))
-    for note in plan.notes:
-        log.info("%s: %s", STAGE, note)
+    record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
+                         request.resolved.preset_note, train_blocks(dataset_folders))
+    for line in plan_lines(record):  # the lines `gpt2zh plan` prints for the same command line
+        log.info("%s: %s", STAGE, line)
 
     if config.hub.push_checkpoints and main:
         from pipeline.hub.access import check_push_access
@@ -185,8 +170,8 @@ def pretrain(request: StageRequest) -> dict:
     if not any(entry.get("step") == step and "eval_loss" in entry for entry in trainer.state.log_history):
         trainer.evaluate()  # the final figures always come from the final weights
         trainer.shut_down_loader_workers()
-    summary = _summary(config, plan, facts, preset, trainer, history, reports.unigram, block_size, tokenizer_manifest,
-                       dataset_folders, train_seconds, resume)
+    summary = _summary(config, plan, record, facts, preset, trainer, history, reports.unigram, block_size,
+                       tokenizer_manifest, dataset_folders, train_seconds, resume)
     if main:
         reports.refresh(trainer.model, trainer.processing_class, trainer.state.global_step,
                         f"final, step {trainer.state.global_step}")
@@ -254,7 +239,8 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
         samples_per_step=samples_per_step, tokens_per_char=_validation_tokens_per_char(dataset_folders),
         unigram=unigram, flops_token=flops_per_token(n_params, config.model.n_layer, block_size, config.model.n_embd),
         gpu_name=facts.gpus[0].name if facts.gpus else None, num_gpus=plan.world_size if facts.gpus else 0,
-        skipped=lambda: trainer_ref["trainer"].nonfinite.skipped, resume_step=checkpoint_step(resume) if resume else 0)
+        skipped=lambda: trainer_ref["trainer"].nonfinite.skipped, resume_step=checkpoint_step(resume) if resume else 0,
+        memory_estimate_gib=plan.memory.total)
     prompts = choose_prompts(config.training.sample_prompts, config.training.sample_max_new_tokens,
                              run.stage("dataset"), tokenizer, tokenizer_manifest["special_token_ids"]["eos"])
     reports = EvaluationReports(history, run.logs, unigram, prompts,
@@ -277,8 +263,8 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     return trainer, history, reports, guard, marker
 
 
-def _summary(config, plan, facts, preset, trainer, history, unigram, block_size, tokenizer_manifest, dataset_folders,
-             train_seconds, resume) -> dict:
+def _summary(config, plan, record, facts, preset, trainer, history, unigram, block_size, tokenizer_manifest,
+             dataset_folders, train_seconds, resume) -> dict:
     evals = history.eval_rows()
     first, last = (evals[0], evals[-1]) if evals else ({}, {})
     steps = trainer.state.global_step
@@ -294,7 +280,10 @@ def _summary(config, plan, facts, preset, trainer, history, unigram, block_size,
         "unigram_entropy": round(unigram, 4), "skipped_steps": trainer.nonfinite.skipped,
         "preset": preset.name if preset else None,
         "hardware": {"gpus": [g.name for g in facts.gpus], "cpu_count": facts.cpu_count, "world_size": plan.world_size},
-        "plan": {key: value for key, value in plan.__dict__.items() if key != "notes"}, "plan_notes": plan.notes,
+        "plan": {key: value for key, value in plan.__dict__.items() if key not in ("notes", "memory", "reasons")},
+        "plan_notes": plan.notes, "plan_record": record,
+        "memory": {"estimate_gib": plan.memory.as_dict(), "measured_peak_gib": history.gpu_peak_gib,
+                   "measured_by": "torch.cuda.max_memory_allocated" if facts.gpus else None},
         "dataset": [str(folder) for folder in dataset_folders],
     }
 
@@ -312,6 +301,11 @@ def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> 
         report.row("context", context_verdict(last, unigram))
     if summary["skipped_steps"]:
         report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
+    memory = summary["memory"]
+    if memory["measured_peak_gib"] is not None:  # the memory model's error on this GPU, for the user to see
+        estimate = memory["estimate_gib"]
+        report.row("memory", f"peak {memory['measured_peak_gib']:.1f} GiB measured (torch.cuda.max_memory_allocated); "
+                             f"{estimate['total'] - estimate['reserve']:.1f} GiB estimated (PITFALLS.md PT12)")
     report.row("logs", f"{logs_dir}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
     report.row("wrote", f"{final}/ (model.safetensors, config.json, generation_config.json, tokenizer; "
                         "this run's history, loss plot and samples)")

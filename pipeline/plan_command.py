@@ -1,0 +1,93 @@
+"""`gpt2zh plan`: stage 3's plan without training, for this machine or, with --preset, for that preset's GPU
+on any machine; --all-presets gives one row per preset (the README's table is its output)."""
+
+import json
+
+from pipeline.dataset.loading import dataset_parts, train_blocks
+from pipeline.errors import UserError
+from pipeline.rundir import RunDir, read_manifest
+from pipeline.training.plan import Probe, model_shape, plan_training
+from pipeline.training.plan_report import plan_lines, plan_record
+from pipeline.training.presets import available_presets
+
+
+def run_facts(run: RunDir) -> tuple[int | None, int | None, int | None]:
+    """(vocabulary, block size, training blocks) of the stages that already ran in the run directory."""
+    tokenizer = read_manifest(run.stage("tokenizer"))
+    try:
+        parts = dataset_parts(run.stage("dataset"))
+    except UserError:
+        parts = []
+    block = parts[0][1]["block_size"] if parts else None
+    return (tokenizer["vocab_size"] if tokenizer else None, block,
+            train_blocks([folder for folder, _ in parts]) if parts else None)
+
+
+def _probe(request) -> Probe | None:
+    """8-bit Adam: probed for real on this machine, assumed on another preset's card."""
+    if request.config.optimization.optimizer != "adamw_8bit":
+        return None
+    if request.resolved.preset is not None and "instead of this machine" in request.resolved.preset_note:
+        return Probe(True, "assumed on the preset's card; stage 3 probes it there")
+    from pipeline.hardware.decisions import training_device
+    from pipeline.hardware.facts import probe_8bit_adam
+
+    return Probe(*probe_8bit_adam(training_device(request.resolved.facts)))
+
+
+def plan_for(request) -> dict:
+    config, facts = request.config, request.resolved.facts
+    vocab, block, blocks = run_facts(request.run_dir)
+    shape = model_shape(config, vocab)
+    block = block or config.data.block_size
+    plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, shape, block)
+    return plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks)
+
+
+def _row(name: str, record: dict | None, error: str | None) -> str:
+    if error is not None:
+        return f"| {name} | | does not fit: {error} | | | |"
+    memory = record["memory_gib"]["total"]
+    gpu = f"{record['device']} ({record['gpu_memory_gib']:g} GiB)" if record["gpu_memory_gib"] else "CPU"
+    batch = (f"{record['per_device_batch_size']} x {record['gradient_accumulation_steps']} x {record['processes']}"
+             + (", checkpointing" if record["activation_checkpointing"] else ""))
+    speed = f"{record['tokens_per_second_estimate']:,}" if record["tokens_per_second_estimate"] else "-"
+    hours = f"{record['hours_estimate']:,.1f}" if record["hours_estimate"] else "-"
+    return f"| {name} | {gpu} | {batch} | {memory:.1f} | {speed} | {hours} |"
+
+
+def _all_presets(args, make_request) -> int:
+    rows, records = [], []
+    for name in available_presets():
+        try:
+            record, error = plan_for(make_request(args, True, args.processes, name)), None
+        except UserError as err:
+            record, error = None, err.one_line()
+        records.append({"preset": name, **(record or {"error": error})})
+        rows.append(_row(name, record, error))
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    first = records[0]
+    model = f"{first.get('parameters', 0) / 1e6:.1f} M parameters, block {first.get('block_size')}" \
+        if "parameters" in first else ""
+    print(f"plan for every preset{f' ({model})' if model else ''}; global batch x block = tokens per step as "
+          "configured")
+    print("| preset | GPU | batch x accumulation x processes | memory GiB | tokens/s (30 % MFU) | hours |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+def run_plan(args, make_request) -> int:
+    if args.processes is not None and args.processes < 1:
+        raise UserError(f"--processes {args.processes}: must be at least 1", "use --processes 1 or more")
+    if args.all_presets:
+        return _all_presets(args, make_request)
+    record = plan_for(make_request(args, True, args.processes))
+    if args.json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(plan_lines(record)))
+    return 0
+

@@ -1,0 +1,87 @@
+"""A command's settings, resolved once at the entry point (PITFALLS.md RS15): defaults < --config (or the
+run's saved settings) < the GPU preset for this machine < the command line, with where each field came
+from. `show-config` prints this, the stages receive it, and none of them reads YAML again.
+"""
+
+from dataclasses import dataclass, replace
+
+from pipeline.config.loader import Layer, load_layers
+from pipeline.config.schema import Config, all_keys
+from pipeline.hardware.decisions import MINIMUM_VERSIONS
+from pipeline.hardware.facts import HardwareFacts
+from pipeline.training.presets import AUTO, NO_PRESET, Preset, load_preset, preset_layer, resolve_preset
+
+DEFAULT = "the default"
+COMMAND_LINE = "the command line"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    config: Config             # every layer
+    settings: Config           # without the preset: what the run directory saves (each machine picks its own)
+    sources: dict[str, str]    # 'training.per_device_batch_size' -> 'preset cpu (configs/presets/cpu.yaml)'
+    base: Layer | None
+    preset: Preset | None
+    preset_note: str           # which preset and why, in a line
+    facts: HardwareFacts
+
+    def origin(self, dotted: str) -> str:
+        """Who set a value; a preset's value names the config value it replaced."""
+        source = self.sources.get(dotted, DEFAULT)
+        if self.preset is None or not source.startswith("preset ") or self.base is None:
+            return source
+        group, field = dotted.split(".", 1)
+        in_base = self.base[1].get(group) if isinstance(self.base[1].get(group), dict) else {}
+        if field in in_base and in_base[field] != self.preset.training.get(field):
+            return f"preset {self.preset.name}, which replaced {in_base[field]} from {self.base[0]}"
+        return f"preset {self.preset.name}"
+
+
+def field_sources(base: Layer | None, preset: Preset | None, command_line: dict) -> dict[str, str]:
+    sources = dict.fromkeys(all_keys(), DEFAULT)
+    for group, values in (base[1] if base else {}).items():
+        for field in values if isinstance(values, dict) else ():
+            sources[f"{group}.{field}"] = base[0]
+    for field in (preset.training if preset else {}):
+        sources[f"training.{field}"] = f"preset {preset.name} ({preset.path.relative_to(preset.path.parents[2])})"
+    for dotted in command_line:
+        sources[dotted] = COMMAND_LINE
+    return sources
+
+
+def what_if_facts(preset: Preset, facts: HardwareFacts, processes: int) -> HardwareFacts:
+    """The preset's card on a machine set up with `pip install -e '.[gpu]'` (flash-attn, bitsandbytes,
+    Triton), whatever this machine has: `gpt2zh plan --preset a100-80g` on a laptop."""
+    common = dict(python_version=facts.python_version, cpu_count=facts.cpu_count, torch_version=facts.torch_version,
+                  cxx_compiler=True, world_size=processes, versions=facts.versions)
+    if preset.card is None:
+        return HardwareFacts(**common)
+    return HardwareFacts(**common, cuda_available=True, gpus=(preset.card,) * processes,
+                         flash_attn_version=MINIMUM_VERSIONS["flash-attn"], bitsandbytes_version="assumed",
+                         triton_available=True)
+
+
+def with_processes(facts: HardwareFacts, processes: int) -> HardwareFacts:
+    """This machine launched with `processes` processes (torchrun), one GPU each."""
+    return replace(facts, world_size=processes, gpus=facts.gpus[:1] * processes if facts.gpus else ())
+
+
+def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_if: bool = False,
+            processes: int | None = None) -> Resolved:
+    """training.preset is resolved against facts: a preset named for other hardware is refused unless forced
+    or, with what_if (`gpt2zh plan`), planned on that preset's card instead of this machine."""
+    settings = load_layers(base, command_line)
+    name = settings.training.preset
+    if processes is not None:
+        facts = with_processes(facts, processes)
+    if what_if and name not in (AUTO, NO_PRESET) and not (preset := load_preset(name)).matches(facts)[0]:
+        why = preset.matches(facts)[1]
+        facts = what_if_facts(preset, facts, processes or 1)
+        card = f"{preset.card.name}, {preset.card.memory_gib:g} GiB" if preset.card else "a CPU"
+        preset_note = (f"preset {name}: planned for {card} instead of this machine ({why}), as if set up with "
+                       "`pip install -e '.[gpu]'`")
+    else:
+        preset, preset_note = resolve_preset(name, settings.training.force_preset, facts)
+    layer = preset_layer(preset)
+    config = load_layers(base, command_line, layer) if layer else settings
+    return Resolved(config, settings, field_sources(base, preset, command_line), base, preset, preset_note, facts)

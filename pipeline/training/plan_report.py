@@ -1,0 +1,132 @@
+"""The training plan as a record and as text: `gpt2zh plan` prints it, stage 3 logs the same lines before
+training and keeps the record in its summary.
+
+Throughput is a guide, not a promise: REFERENCE_MFU of the GPU's dense bf16/fp16 peak (the low end of
+the 30-37 % nanoGPT reports for GPT-2 small on an A100 with torch.compile); stage 3's history measures
+the real figure. Compute-optimal tokens follow Hoffmann et al. 2022 ("Chinchilla", ~20 tokens a
+parameter); reference learning rates are GPT-3's (Brown et al. 2020, Table 2.1).
+"""
+
+import math
+
+from pipeline.config.schema import Config
+from pipeline.hardware.facts import HardwareFacts
+from pipeline.training.memory_model import ModelShape
+from pipeline.training.mfu import flops_per_token, peak_tflops
+from pipeline.training.plan import TrainingPlan
+
+REFERENCE_MFU = 0.30
+TOKENS_PER_PARAMETER = 20
+# (parameters, peak learning rate) of GPT-3's model sizes; between two sizes the rate is interpolated on a log scale
+REFERENCE_LEARNING_RATES = ((125e6, 6.0e-4), (350e6, 3.0e-4), (760e6, 2.5e-4), (1.3e9, 2.0e-4), (2.7e9, 1.6e-4))
+LEARNING_RATE_MARGIN = 2.0  # a rate more than this many times the reference risks loss spikes (PITFALLS.md PT13)
+
+
+def reference_learning_rate(parameters: int) -> float | None:
+    """GPT-3's rate for this size; None below its smallest model (small models tolerate higher rates)."""
+    table = REFERENCE_LEARNING_RATES
+    if parameters < 0.8 * table[0][0]:
+        return None
+    if parameters <= table[0][0]:
+        return table[0][1]
+    for (n0, lr0), (n1, lr1) in zip(table, table[1:], strict=False):
+        if parameters <= n1:
+            share = math.log(parameters / n0) / math.log(n1 / n0)
+            return math.exp(math.log(lr0) + share * math.log(lr1 / lr0))
+    return table[-1][1]
+
+
+def learning_rate_warning(parameters: int, learning_rate: float) -> str | None:
+    reference = reference_learning_rate(parameters)
+    if reference is None or learning_rate <= LEARNING_RATE_MARGIN * reference:
+        return None
+    return (f"optimization.learning_rate {learning_rate:g} is {learning_rate / reference:.1f} x the reference "
+            f"{reference:.2g} for {parameters / 1e6:.0f} M parameters (GPT-3, Table 2.1): expect loss spikes "
+            f"(PITFALLS.md PT13); use e.g. --optimization-learning-rate {reference:.2g}")
+
+
+def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
+    device = f"{len(facts.gpus)} x {facts.gpus[0].name}" if facts.gpus else f"CPU ({facts.cpu_count} cores)"
+    kernels = [plan.precision, plan.attention, plan.optimizer]
+    kernels += ["TF32"] if plan.tf32 else []
+    kernels += [f"compile {plan.compile_mode}"] if plan.torch_compile else []
+    kernels += ["activation checkpointing"] if plan.activation_checkpointing else []
+    return (f"{device}, {plan.world_size} process(es); batch {plan.per_device_batch_size} x "
+            f"{plan.gradient_accumulation_steps} accumulation x {plan.world_size} = {plan.global_batch_size}; "
+            f"{', '.join(kernels)}; {plan.dataloader_workers} loader workers")
+
+
+def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape: ModelShape, block_size: int,
+                preset_note: str, train_blocks: int | None = None) -> dict:
+    """Everything `gpt2zh plan --json` prints; train_blocks: the dataset's, once stage 2 has run."""
+    parameters = shape.parameters
+    tokens_per_step = plan.global_batch_size * block_size
+    gpu = facts.gpus[0] if facts.gpus else None
+    peak = peak_tflops(gpu.name) if gpu else None
+    rate = (REFERENCE_MFU * peak * 1e12 * plan.world_size / flops_per_token(parameters, shape.n_layer, block_size,
+                                                                            shape.n_embd)) if peak else None
+    max_steps = config.training.max_steps
+    optimal_tokens = TOKENS_PER_PARAMETER * parameters
+    warnings = [w for w in [learning_rate_warning(parameters, config.optimization.learning_rate)] if w]
+    return {
+        "preset": preset_note, "one_line": one_line(plan, facts),
+        "device": gpu.name if gpu else "cpu", "gpu_memory_gib": plan.gpu_memory_gib,
+        "parameters": parameters, "n_layer": shape.n_layer, "n_embd": shape.n_embd, "n_head": shape.n_head,
+        "vocab_size": shape.vocab_size, "block_size": block_size, "tokens_per_step": tokens_per_step,
+        "per_device_batch_size": plan.per_device_batch_size,
+        "gradient_accumulation_steps": plan.gradient_accumulation_steps, "processes": plan.world_size,
+        "global_batch_size": plan.global_batch_size, "precision": plan.precision, "tf32": plan.tf32,
+        "attention": plan.attention, "optimizer": plan.optimizer, "torch_compile": plan.torch_compile,
+        "compile_mode": plan.compile_mode, "activation_checkpointing": plan.activation_checkpointing,
+        "memory_gib": plan.memory.as_dict() if plan.memory else None, "reasons": plan.reasons, "notes": plan.notes,
+        "reference_mfu": REFERENCE_MFU if rate else None,
+        "tokens_per_second_estimate": round(rate) if rate else None,
+        "max_steps": max_steps, "hours_estimate": round(max_steps * tokens_per_step / rate / 3600, 2) if rate else None,
+        "train_tokens": train_blocks * block_size if train_blocks else None,
+        "epochs": round(max_steps * plan.global_batch_size / train_blocks, 3) if train_blocks else None,
+        "compute_optimal_tokens": optimal_tokens, "compute_optimal_steps": math.ceil(optimal_tokens / tokens_per_step),
+        "learning_rate": config.optimization.learning_rate,
+        "reference_learning_rate": reference_learning_rate(parameters), "warnings": warnings,
+    }
+
+
+def _throughput(record: dict) -> str:
+    if record["tokens_per_second_estimate"] is None:
+        why = "no CUDA GPU" if record["device"] == "cpu" else f"no peak figure for {record['device']}"
+        return f"no estimate ({why}); stage 3 measures tokens/s in logs/training_history.csv"
+    return (f"~{record['tokens_per_second_estimate']:,} tokens/s at {100 * record['reference_mfu']:.0f} % MFU "
+            f"(a reference, not a measurement): {record['max_steps']:,} steps in about "
+            f"{record['hours_estimate']:,.1f} h")
+
+
+def _tokens(count: float) -> str:
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.0f} M"
+
+
+def plan_lines(record: dict) -> list[str]:
+    """The plan as text, a line per topic; notes and warnings last."""
+    memory, reasons = record["memory_gib"], record["reasons"]
+    of = f" of {record['gpu_memory_gib']:g} GiB" if record["gpu_memory_gib"] else ""
+    parts = ", ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in memory.items() if name != "total")
+    data = (f"{record['train_tokens']:,} training tokens: {record['max_steps']:,} steps = {record['epochs']:g} epochs"
+            if record["train_tokens"] else "stage 2 has not run: its training tokens give the epochs")
+    lines = [
+        record["preset"],
+        record["one_line"],
+        f"model: {record['n_layer']} layers x {record['n_embd']}, {record['n_head']} heads, vocabulary "
+        f"{record['vocab_size']:,}: {record['parameters'] / 1e6:.1f} M parameters",
+        f"tokens per step: {record['global_batch_size']} sequences x {record['block_size']:,} = "
+        f"{record['tokens_per_step']:,}",
+        f"batch: {record['per_device_batch_size']} x {record['gradient_accumulation_steps']} accumulation x "
+        f"{record['processes']} process(es) = {record['global_batch_size']}; {reasons['batch']}",
+        f"precision: {record['precision']} ({reasons['precision']}); TF32 {reasons['tf32']}",
+        f"attention: {record['attention']} ({reasons['attention']})",
+        f"optimizer: {record['optimizer']} ({reasons['optimizer']})",
+        f"compile: {reasons['compile']}; activation checkpointing {reasons['activation_checkpointing']}",
+        f"memory (estimate, GiB): {memory['total']:.1f}{of} = {parts}",
+        f"throughput: {_throughput(record)}",
+        f"data: {data}",
+        f"compute-optimal (~{TOKENS_PER_PARAMETER} tokens a parameter): {_tokens(record['compute_optimal_tokens'])} "
+        f"tokens = {record['compute_optimal_steps']:,} steps",
+    ]
+    return lines + [f"note: {note}" for note in record["notes"]] + [f"warning: {w}" for w in record["warnings"]]
