@@ -8,7 +8,7 @@ from pipeline.errors import UserError
 from pipeline.rundir import RunDir, read_manifest
 from pipeline.training.plan import Probe, model_shape, plan_training
 from pipeline.training.plan_report import plan_lines, plan_record
-from pipeline.training.presets import available_presets
+from pipeline.training.presets import available_presets, load_preset
 
 
 def run_facts(run: RunDir) -> tuple[int | None, int | None, int | None]:
@@ -46,7 +46,9 @@ def plan_for(request) -> dict:
 
 def _row(name: str, record: dict | None, error: str | None) -> str:
     if error is not None:
-        return f"| {name} | | does not fit: {error} | | | |"
+        card = load_preset(name).card
+        gpu = f"{card.name} ({card.memory_gib:g} GiB)" if card else "CPU"
+        return f"| {name} | {gpu} | does not fit: {error} | | | |"
     memory = record["memory_gib"]["total"]
     gpu = f"{record['device']} ({record['gpu_memory_gib']:g} GiB)" if record["gpu_memory_gib"] else "CPU"
     batch = (f"{record['per_device_batch_size']} x {record['gradient_accumulation_steps']} x {record['processes']}"
@@ -68,11 +70,10 @@ def _all_presets(args, make_request) -> int:
     if args.json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
         return 0
-    first = records[0]
-    model = f"{first.get('parameters', 0) / 1e6:.1f} M parameters, block {first.get('block_size')}" \
-        if "parameters" in first else ""
-    print(f"plan for every preset{f' ({model})' if model else ''}; global batch x block = tokens per step as "
-          "configured")
+    first = next((record for record in records if "parameters" in record), None)
+    if first is not None:
+        print(f"{args.config or 'demo'}: {first['parameters'] / 1e6:.1f} M parameters, {first['max_steps']:,} steps "
+              f"of {first['global_batch_size']} x {first['block_size']:,} tokens")
     print("| preset | GPU | batch x accumulation x processes | memory GiB | tokens/s (30 % MFU) | hours |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -1,0 +1,188 @@
+"""The memory model against what autograd really saves, and the per-device batch it decides for every
+shipped model size on every preset's GPU (fabricated facts, the real plan)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.config.loader import read_yaml_mapping
+from pipeline.errors import UserError
+from pipeline.hardware.facts import GpuFacts
+from pipeline.resolution import resolve
+from pipeline.training.batch_fit import batch_split, divisors_up_to
+from pipeline.training.memory_model import (
+    ModelShape,
+    Setup,
+    estimate_memory,
+    loss_saved_bytes_per_token,
+    model_saved_bytes_per_token,
+)
+from pipeline.training.plan import model_shape, plan_training
+from pipeline.training.presets import available_presets, load_preset
+from tests.conftest import REPO, fabricate
+
+MODEL_CONFIGS = ["gpt2-small", "gpt2-medium", "gpt2-large"]
+GPU_PRESETS = [name for name in available_presets() if name != "cpu"]
+# The per-GPU batches of PITFALLS.md G15's table, for GPT-2 small at block 1024.
+GUIDE_BATCHES = {"a100-40g": 48, "a100-80g": 64, "rtx4090": 32, "rtx5090": 48, "t4": 8}
+
+
+def _saved_bytes(config, batch: int, precision: str, checkpointing: bool, body_only: bool) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one real forward pass (parameters excluded)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.train()
+    if checkpointing:
+        model.activation_checkpointing_enable()  # what the Trainer calls: non-reentrant by default
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    ids = torch.randint(0, config.vocab_size, (batch, config.n_positions))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.transformer(ids) if body_only else model(ids, labels=ids)
+    return sum(size for pointer, size in seen.items() if pointer not in parameters)
+
+
+@pytest.mark.parametrize(("layers", "hidden", "heads", "block", "attention", "precision", "dropout", "checkpointing",
+                          "activation"), [
+    (2, 128, 4, 64, "sdpa", "bf16", 0.0, False, "gelu_pytorch_tanh"),
+    (3, 192, 6, 128, "sdpa", "fp32", 0.0, False, "gelu_pytorch_tanh"),
+    (2, 128, 4, 128, "eager", "bf16", 0.0, False, "gelu_pytorch_tanh"),
+    (2, 128, 8, 256, "eager", "fp32", 0.1, False, "gelu_pytorch_tanh"),
+    (2, 128, 4, 64, "eager", "bf16", 0.1, False, "gelu_pytorch_tanh"),
+    (4, 128, 4, 128, "sdpa", "bf16", 0.0, True, "gelu_pytorch_tanh"),
+    (2, 128, 4, 128, "sdpa", "bf16", 0.0, False, "gelu_new"),
+])
+def test_the_activation_estimate_matches_the_bytes_autograd_saves_within_20_percent(
+        layers, hidden, heads, block, attention, precision, dropout, checkpointing, activation):
+    """Per extra sequence (2 sequences minus 1 cancels autocast's cached weight copies), for the model body
+    and for the loss, in a real forward pass under bf16 autocast (or fp32)."""
+    from transformers import GPT2Config
+
+    vocab = 600
+    config = GPT2Config(vocab_size=vocab, n_positions=block, n_embd=hidden, n_layer=layers, n_head=heads,
+                        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, attn_implementation=attention,
+                        activation_function=activation, bos_token_id=0, eos_token_id=0)
+    shape = ModelShape(layers, heads, hidden, block, vocab, dropout, activation)
+    setup = Setup(block, precision, attention, False, checkpointing)
+    per_token = {part: (_saved_bytes(config, 2, precision, checkpointing, part == "body")
+                        - _saved_bytes(config, 1, precision, checkpointing, part == "body")) / block
+                 for part in ("body", "whole")}
+    lm_head_input = (2 if precision == "bf16" else 4) * hidden  # saved by the head, outside model.transformer
+    body_estimate = model_saved_bytes_per_token(shape, setup) - lm_head_input
+    assert body_estimate == pytest.approx(per_token["body"], rel=0.2)
+    loss_estimate = loss_saved_bytes_per_token(shape) + lm_head_input
+    assert loss_estimate == pytest.approx(per_token["whole"] - per_token["body"], rel=0.2)
+
+
+def test_the_models_built_here_use_the_fused_gelu_that_saves_fewer_activations():
+    from pipeline.config.schema import ModelConfig
+    from pipeline.training.model import gpt2_config
+
+    config = gpt2_config(ModelConfig(), {"vocab_size": 4000, "special_token_ids": {"bos": 1, "eos": 1, "pad": 2}},
+                         "sdpa")
+    assert config.activation_function == "gelu_pytorch_tanh"
+    shape = ModelShape(12, 12, 768, 1024, 4000)
+    setup = Setup(1024, "bf16", "sdpa", False, False)
+    composite = dataclasses.replace(shape, activation="gelu_new")
+    assert model_saved_bytes_per_token(composite, setup) > 1.5 * model_saved_bytes_per_token(shape, setup)
+
+
+def _plan(model: str, facts, **command_line):
+    """The plan stage 3 makes for configs/<model>.yaml on facts, with the preset that matches them."""
+    path = REPO / "configs" / f"{model}.yaml"
+    resolved = resolve((str(path), read_yaml_mapping(path)), command_line, facts)
+    config = resolved.config
+    return config, plan_training(config, facts, facts.world_size, None, resolved.origin, model_shape(config))
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+@pytest.mark.parametrize("preset", GPU_PRESETS)
+def test_every_model_size_gets_the_largest_batch_that_fits_each_presets_gpu(model, preset):
+    """Within the memory model at the preset's share, the global batch exact, and the next larger divisor
+    (up to the preset's batch) over it: no batch copied from another size or card (PT12)."""
+    facts = fabricate(preset)
+    try:
+        config, plan = _plan(model, facts)
+    except UserError as err:  # the one impossible pairing: a model whose states alone overflow the card
+        assert (model, preset) == ("gpt2-large", "t4"), err.one_line()
+        assert "\n" not in err.one_line() and "adamw_8bit" in err.one_line()
+        return
+    gpu = facts.gpus[0]
+    limit = gpu.memory_gib * config.training.gpu_memory_fraction
+    assert plan.global_batch_size == config.training.global_batch_size
+    assert plan.memory.total <= limit
+    shape = model_shape(config)
+    setup = Setup(config.data.block_size, plan.precision, plan.attention, False, plan.activation_checkpointing)
+    assert plan.memory == estimate_memory(shape, setup, plan.per_device_batch_size)
+    larger = [d for d in divisors_up_to(config.training.global_batch_size, config.training.per_device_batch_size)
+              if d > plan.per_device_batch_size]
+    if larger:
+        assert estimate_memory(shape, setup, larger[0]).total > limit
+        assert any(f"per-device batch {plan.per_device_batch_size} instead of" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("preset", GPU_PRESETS)
+def test_gpt2_small_keeps_the_guides_per_gpu_batch_where_it_fits_and_says_why_where_not(preset):
+    facts = fabricate(preset)
+    config, plan = _plan("gpt2-small", facts)
+    wanted = GUIDE_BATCHES.get(preset, load_preset(preset).training["per_device_batch_size"])
+    setup = Setup(1024, plan.precision, plan.attention, False, False)
+    fits = estimate_memory(model_shape(config), setup, wanted).total <= facts.gpus[0].memory_gib * 0.9
+    assert fits is (preset not in ("rtx4090", "rtx5090"))  # at 32,000 pieces; the README's table shows why
+    divides, _ = batch_split(config.training.global_batch_size, wanted, 1)  # 64 does not divide 480: 60
+    if fits:
+        assert plan.per_device_batch_size == divides
+        assert not any("needs an estimated" in note for note in plan.notes)
+    else:
+        note = next(note for note in plan.notes if "instead of" in note)
+        assert f"{plan.per_device_batch_size} instead of {wanted} (from preset {preset})" in note
+        assert f"{wanted} needs an estimated" in note and facts.gpus[0].name in note and "PT12" in note
+
+
+def test_a_batch_of_one_that_does_not_fit_turns_checkpointing_on_and_compile_off_saying_why():
+    small_card = GpuFacts("NVIDIA GeForce RTX 3070", 7.8, (8, 6))
+    facts = dataclasses.replace(fabricate("rtx4090"), gpus=(small_card,))
+    config = load_config(REPO / "configs" / "gpt2-medium.yaml",
+                         {"training.torch_compile": True, "training.per_device_batch_size": 8,
+                          "training.precision": "bf16"})
+    plan = plan_training(config, facts, 1, None, None, model_shape(config))
+    assert plan.activation_checkpointing is True and plan.torch_compile is False
+    assert any(note.startswith("activation checkpointing on: batch 1 needs an estimated") for note in plan.notes)
+    assert any("checkpointing wins here" in note and "PITFALLS.md G1" in note for note in plan.notes)
+    assert plan.memory.total <= 7.8 * 0.9 < estimate_memory(
+        model_shape(config), Setup(1024, "bf16", plan.attention, False, False), 1).total
+
+
+def test_a_model_that_fits_nowhere_on_the_card_is_one_line_naming_the_estimate_and_what_would_fit():
+    config = load_config(REPO / "configs" / "gpt2-large.yaml", {})
+    with pytest.raises(UserError) as caught:
+        plan_training(config, fabricate("t4"), 1, None, None, model_shape(config))
+    line = caught.value.one_line()
+    assert "\n" not in line and "Tesla T4 (14.6 GiB)" in line and "even with activation checkpointing" in line
+    assert "--optimization-optimizer adamw_8bit" in line and "a GPU with at least" in line
+    eight_bit = load_config(REPO / "configs" / "gpt2-large.yaml", {"optimization.optimizer": "adamw_8bit"})
+    from pipeline.training.plan import Probe
+
+    plan = plan_training(eight_bit, fabricate("t4"), 1, Probe(True, "stepped"), None, model_shape(eight_bit))
+    assert plan.optimizer == "adamw_bnb_8bit" and plan.memory.total <= 14.6 * 0.9
+
+
+def test_ddp_buckets_and_8bit_states_change_the_estimate_by_their_bytes_per_parameter():
+    shape = ModelShape(12, 12, 768, 1024, 32000)
+    one = estimate_memory(shape, Setup(1024, "bf16", "sdpa", False, False, 1), 8)
+    many = estimate_memory(shape, Setup(1024, "bf16", "sdpa", False, False, 8), 8)
+    eight_bit = estimate_memory(shape, Setup(1024, "bf16", "sdpa", True, False, 1), 8)
+    n = shape.parameters
+    assert many.gradients - one.gradients == pytest.approx(4 * n / 2**30)
+    assert one.optimizer_states - eight_bit.optimizer_states == pytest.approx(6 * n / 2**30)
+    assert shape.parameters == 110_418_432  # GPT-2 small with a 32,000-piece vocabulary (lm_head tied)

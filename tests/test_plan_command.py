@@ -1,0 +1,110 @@
+"""`gpt2zh plan` and `show-config` print exactly what stage 3 uses: one resolution of the config (defaults <
+--config < preset < command line), the same plan lines, and the README's preset table is their output."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.training.presets import available_presets
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, one_error_line, run_cli
+
+PLAN_KEYS = {"per_device_batch_size", "gradient_accumulation_steps", "processes", "global_batch_size",
+             "activation_checkpointing", "optimizer", "precision", "gpu_memory_gib", "memory_gib",
+             "tokens_per_second_estimate", "hours_estimate"}
+MEMORY_PARTS = {"total", "weights", "gradients", "optimizer_states", "activations", "logits_and_loss", "reserve"}
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_show_config_prints_the_config_stage_3_trained_with_its_preset_applied(trained):
+    """The CPU preset's precision (fp32) is in both, where show-config used to print the config's auto."""
+    run_dir, result = trained
+    shown = run_cli("show-config", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("# preset cpu (auto: this machine has no CUDA GPU)\n")
+    used = yaml.safe_load((run_dir / "model" / "run_config.yaml").read_text(encoding="utf-8"))
+    assert yaml.safe_load(shown.stdout) == used
+    assert used["training"]["precision"] == "fp32" and used["training"]["tf32"] is False  # from the preset
+
+
+def test_stage_3_logs_the_lines_gpt2zh_plan_prints_for_the_same_command_line(trained):
+    run_dir, result = trained
+    planned = run_cli("plan", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN)
+    assert planned.returncode == 0, planned.stderr
+    logged = [line.split("pretrain: ", 1)[1] for line in result.stderr.splitlines() if "pretrain: " in line]
+    lines = planned.stdout.strip().splitlines()
+    assert len(lines) > 10 and all(line in logged for line in lines), set(lines) - set(logged)
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["memory"]["estimate_gib"]["total"] > 0 and summary["memory"]["measured_peak_gib"] is None
+
+
+def test_show_config_sources_names_the_layer_of_every_field(capsys):
+    code, out, _ = _run(capsys, "show-config", "--sources", "--training-max-steps", "70", "--run-dir", "/nonexistent")
+    assert code == 0
+    assert "  per_device_batch_size: 16  # preset cpu, which replaced 8 from " in out
+    assert "  precision: fp32  # preset cpu" in out
+    assert "  max_steps: 70  # the command line" in out
+    assert "  n_layer: 4  # " in out and "demo.yaml" in out.split("  n_layer: 4  # ")[1].splitlines()[0]
+    assert "  adam_beta1: 0.9  # the default" in out
+    fields = sum(len(values) for values in yaml.safe_load(out).values())
+    assert fields == sum(1 for line in out.splitlines() if line.startswith("  ") and "  # " in line)
+
+
+def test_plan_json_has_the_batch_split_memory_parts_and_time_for_a_preset_gpu_on_any_machine(capsys):
+    code, out, _ = _run(capsys, "plan", "--config", "gpt2-medium", "--preset", "rtx4090", "--json",
+                        "--run-dir", "/nonexistent")
+    record = json.loads(out)
+    assert code == 0 and PLAN_KEYS <= set(record) and set(record["memory_gib"]) == MEMORY_PARTS
+    assert record["per_device_batch_size"] * record["gradient_accumulation_steps"] * record["processes"] == \
+        record["global_batch_size"] == 480
+    assert record["gpu_memory_gib"] == 23.6 and record["memory_gib"]["total"] <= 23.6 * 0.9
+    assert record["hours_estimate"] > 0 and record["tokens_per_second_estimate"] > 0
+    assert "instead of this machine" in record["preset"] and record["precision"] == "bf16"
+    assert record["parameters"] == 336_128_000 and record["compute_optimal_steps"] == 13_678
+
+
+def test_plan_for_several_processes_keeps_the_global_batch_and_adds_the_ddp_buckets(capsys):
+    one = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json")[1])
+    eight = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json",
+                            "--processes", "8")[1])
+    assert eight["processes"] == 8 and eight["global_batch_size"] == one["global_batch_size"] == 480
+    assert eight["per_device_batch_size"] * eight["gradient_accumulation_steps"] == 60
+    assert eight["memory_gib"]["gradients"] == pytest.approx(2 * one["memory_gib"]["gradients"], abs=0.01)
+    assert eight["hours_estimate"] == pytest.approx(one["hours_estimate"] / 8, rel=0.01)
+
+
+def test_plan_warns_when_the_learning_rate_is_far_above_the_reference_for_the_model_size(capsys):
+    _, out, _ = _run(capsys, "plan", "--config", "gpt2-large", "--preset", "a100-80g",
+                     "--optimization-learning-rate", "6e-4")
+    assert "warning: optimization.learning_rate 0.0006 is 2.4 x the reference 0.00025 for 751 M parameters" in out
+    for name in ("gpt2-small", "gpt2-medium", "gpt2-large", "demo"):  # the shipped configs do not warn
+        assert "warning:" not in _run(capsys, "plan", "--config", name, "--preset", "a100-80g")[1], name
+
+
+def test_plan_refuses_an_unknown_preset_and_a_bad_process_count_in_one_line():
+    for argv, where in ((["--preset", "a100"], "--preset"), (["--processes", "0"], "--processes")):
+        result = run_cli("plan", *argv)
+        assert result.returncode != 0 and one_error_line(result.stderr) and where in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def _table(capsys, config: str) -> str:
+    code, out, _ = _run(capsys, "plan", "--config", config, "--all-presets", "--run-dir", "/nonexistent")
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("config", ["gpt2-small", "gpt2-medium", "gpt2-large"])
+def test_the_readme_preset_table_is_the_output_of_plan_all_presets(capsys, config):
+    table = _table(capsys, config)
+    rows = [line for line in table.splitlines() if re.match(r"\| [a-z0-9-]+ \|", line)][1:]  # after the header
+    assert [row.split(" | ")[0][2:] for row in rows] == available_presets()
+    assert table in (REPO / "README.md").read_text(encoding="utf-8"), \
+        f"README.md is out of date: paste `gpt2zh plan --config {config} --all-presets`"
