@@ -24,7 +24,8 @@ SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as
 
 
 def _without_hardware(inputs: dict) -> dict:
-    """Stage 3's inputs without the fields a GPU preset may set: the preset is chosen only inside stage 3."""
+    """Stage 3's inputs without the fields a GPU preset may set: stage 3 fingerprints the precision its plan
+    resolved (auto is fp32 on a CPU), which is known only once the plan is made."""
     config = dict(inputs.get("config", {}))
     config["training"] = {k: v for k, v in config.get("training", {}).items() if k not in HARDWARE_FIELDS}
     return {**inputs, "config": config}
@@ -77,6 +78,20 @@ def check_schedule(config: Config) -> None:
                         "use --data-validation-fraction 0.01 (on a run directory with a dataset, with --force)")
 
 
+def check_plan(request: StageRequest, vocab_size: int | None) -> None:
+    """Stage 3's plan on this machine, made now: a model that cannot fit the GPU stops here, not after hours
+    of stages 1-2 (PITFALLS.md PT12), and a learning rate far above the size's reference is said now (PT13)."""
+    from pipeline.training.plan import Probe, model_shape, plan_training
+    from pipeline.training.plan_report import learning_rate_warning
+
+    config, facts = request.config, request.resolved.facts
+    probe = Probe(True, "probed by stage 3") if config.optimization.optimizer == "adamw_8bit" else None
+    shape = model_shape(config, vocab_size)
+    plan_training(config, facts, facts.world_size, probe, request.resolved.origin, shape)
+    if (warning := learning_rate_warning(shape.parameters, config.optimization.learning_rate)) is not None:
+        log.warning("%s", warning)
+
+
 def check_token_present(config: Config, commands: set[str], dry_run: bool) -> None:
     """Without a network request: whether the token is accepted is checked by the stage, before any upload."""
     pushes = ("push" in commands and not dry_run) or ("pretrain" in commands and config.hub.push_checkpoints)
@@ -113,6 +128,7 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
             check_split_sizes(sources, config.data)
     if "pretrain" in forced:
         check_schedule(config)
+        check_plan(request, tokenizer["vocab_size"] if tokenizer and "train-tokenizer" not in forced else None)
         model = read_manifest(run.stage("model"))
         if model is not None and not replacing:
             current = training_inputs(config, {"fingerprint": ""}, [])

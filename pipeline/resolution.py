@@ -85,3 +85,11 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
     layer = preset_layer(preset)
     config = load_layers(base, command_line, layer) if layer else settings
     return Resolved(config, settings, field_sources(base, preset, command_line), base, preset, preset_note, facts)
+
+
+def resolve_file(path, command_line: dict | None = None) -> Resolved:
+    """A YAML file and typed overrides on this machine, as the command line resolves them (for scripts)."""
+    from pipeline.config.loader import read_yaml_mapping
+    from pipeline.hardware.facts import collect_facts
+
+    return resolve((str(path), read_yaml_mapping(path)), command_line or {}, collect_facts())

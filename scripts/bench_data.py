@@ -118,6 +118,7 @@ def main() -> None:
     from pipeline.console import setup_logging
     from pipeline.corpus import CorpusReader, sources_for
     from pipeline.dataset.stage import tokenize_dataset
+    from pipeline.resolution import resolve_file
     from pipeline.rundir import RunDir
     from pipeline.stages import StageRequest
 
@@ -138,13 +139,13 @@ def main() -> None:
             cli("train-tokenizer", "--data-files", str(corpora[factor]), "--run-dir", run_dir, *common)
         size_mb = corpora[1].stat().st_size / 1e6
 
-        config = load_config(find_config("demo"), {"data.files": [str(corpora[1])], "data.dedupe": False,
-                                                   "data.block_size": BLOCK_SIZE, "data.num_proc": args.num_proc})
+        resolved = resolve_file(find_config("demo"), {"data.files": [str(corpora[1])], "data.dedupe": False,
+                                                      "data.block_size": BLOCK_SIZE, "data.num_proc": args.num_proc})
         ours, reference, blocks = [], [], {}
         for attempt in range(args.repeat):
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
-                manifest = tokenize_dataset(StageRequest(config, "bench", RunDir(root / "run1"), force=True))
+                manifest = tokenize_dataset(StageRequest(resolved, RunDir(root / "run1"), force=True))
             ours.append(time.perf_counter() - started)
             blocks["ours"] = manifest["rows"]["train"] + manifest["rows"]["validation"]
             started = time.perf_counter()

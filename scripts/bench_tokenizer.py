@@ -32,6 +32,7 @@ def main() -> None:
     from pipeline.config import find_config, load_config
     from pipeline.console import setup_logging
     from pipeline.corpus import CorpusReader, sources_for
+    from pipeline.resolution import resolve_file
     from pipeline.rundir import RunDir
     from pipeline.stages import StageRequest
     from tokenizer.stage import train_tokenizer
@@ -47,10 +48,9 @@ def main() -> None:
             corpus.write_text(text * factor, encoding="utf-8")
             timings, stats = [], None
             for attempt in range(args.repeat):
-                config = load_config(config_path, {"data.files": [str(corpus)], "data.dedupe": False,
-                                                   "tokenizer.vocab_size": args.vocab_size})
-                request = StageRequest(config=config, config_source="bench", force=True,
-                                       run_dir=RunDir(Path(tmp) / f"run_x{factor}_{attempt}"))
+                resolved = resolve_file(config_path, {"data.files": [str(corpus)], "data.dedupe": False,
+                                                      "tokenizer.vocab_size": args.vocab_size})
+                request = StageRequest(resolved, RunDir(Path(tmp) / f"run_x{factor}_{attempt}"), force=True)
                 started = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
                     manifest = train_tokenizer(request)

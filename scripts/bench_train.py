@@ -65,13 +65,12 @@ def hand_written_loop(run_dir: Path, config, steps: int, warmup: int) -> float:
 
 def trainer_path(run_dir: Path, config_path: Path, overrides: dict, steps: int, warmup: int,
                  tokens_per_step: int) -> float:
-    from pipeline.config import load_config
+    from pipeline.resolution import resolve_file
     from pipeline.rundir import RunDir
     from pipeline.stages import StageRequest
     from pipeline.training.stage import pretrain
 
-    config = load_config(config_path, overrides)
-    request = StageRequest(config, "bench", RunDir(run_dir), force=True, config_path=config_path, overrides=overrides)
+    request = StageRequest(resolve_file(config_path, overrides), RunDir(run_dir), force=True, overrides=overrides)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         pretrain(request)
     with open(run_dir / "logs" / "training_history.csv", encoding="utf-8") as handle:

@@ -23,7 +23,7 @@ from pipeline.training.plan import model_shape, plan_training
 from pipeline.training.presets import available_presets, load_preset
 from tests.conftest import REPO, fabricate
 
-MODEL_CONFIGS = ["gpt2-small", "gpt2-medium", "gpt2-large"]
+MODEL_CONFIGS = ["demo", "gpt2-small", "gpt2-medium", "gpt2-large"]
 GPU_PRESETS = [name for name in available_presets() if name != "cpu"]
 # The per-GPU batches of PITFALLS.md G15's table, for GPT-2 small at block 1024.
 GUIDE_BATCHES = {"a100-40g": 48, "a100-80g": 64, "rtx4090": 32, "rtx5090": 48, "t4": 8}
@@ -186,3 +186,39 @@ def test_ddp_buckets_and_8bit_states_change_the_estimate_by_their_bytes_per_para
     assert many.gradients - one.gradients == pytest.approx(4 * n / 2**30)
     assert one.optimizer_states - eight_bit.optimizer_states == pytest.approx(6 * n / 2**30)
     assert shape.parameters == 110_418_432  # GPT-2 small with a 32,000-piece vocabulary (lm_head tied)
+
+
+def test_on_a_gpu_the_history_records_the_measured_peak_beside_the_estimate(tmp_path, monkeypatch):
+    """This machine has no CUDA, so torch.cuda's two answers are set by hand; the recording is the real one."""
+    from types import SimpleNamespace
+
+    from pipeline.training.history import HistoryCallback, read_history
+
+    history = HistoryCallback(tmp_path / "history.csv", tokens_per_step=4096, train_blocks=100, samples_per_step=4,
+                              tokens_per_char=0.7, unigram=7.0, flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB",
+                              num_gpus=1, skipped=lambda: 0, memory_estimate_gib=41.234)
+    state = SimpleNamespace(global_step=1)
+    history.on_train_begin(None, state, None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: int(38.5 * 2**30))
+    state.global_step = 2
+    history.on_log(None, state, None, logs={"loss": 5.0, "learning_rate": 1e-4, "grad_norm": 1.0})
+    row = read_history(tmp_path / "history.csv")[0]
+    assert (row["gpu_peak_gib"], row["memory_estimate_gib"], history.gpu_peak_gib) == (38.5, 41.23, 38.5)
+
+
+def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
+    """preflight makes stage 3's plan first: hours of stages 1-2 are not spent on a run that cannot train."""
+    from pipeline.preflight import preflight
+    from pipeline.rundir import RunDir
+    from pipeline.stages import STAGES, StageRequest
+
+    path = REPO / "configs" / "gpt2-large.yaml"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("今天天气很好，我们去公园散步。\n" * 20000, encoding="utf-8")
+    command_line = {"data.files": [str(corpus)]}
+    request = StageRequest(resolve((str(path), read_yaml_mapping(path)), command_line, fabricate("t4")),
+                           RunDir(tmp_path / "run"), overrides=command_line)
+    with pytest.raises(UserError, match="do not fit on Tesla T4"):
+        preflight(request, [(info, False) for info in STAGES[:3]])
+    assert not (tmp_path / "run").exists()

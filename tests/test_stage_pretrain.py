@@ -57,7 +57,8 @@ def test_logs_hold_history_plot_samples_and_tensorboard(trained):
     with open(run_dir / "logs" / "training_history.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu",
-                             "eval_loss", "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps"]
+                             "eval_loss", "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps",
+                             "gpu_peak_gib", "memory_estimate_gib"]
     steps = [int(r["step"]) for r in rows]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
     evals = [r for r in rows if r["eval_loss"]]

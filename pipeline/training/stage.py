@@ -128,7 +128,7 @@ def pretrain(request: StageRequest) -> dict:
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
                          request.resolved.preset_note, train_blocks(dataset_folders))
     for line in plan_lines(record):  # the lines `gpt2zh plan` prints for the same command line
-        log.info("%s: %s", STAGE, line)
+        (log.warning if line.startswith("warning: ") else log.info)("%s: %s", STAGE, line)
 
     if config.hub.push_checkpoints and main:
         from pipeline.hub.access import check_push_access
@@ -301,8 +301,8 @@ def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> 
         report.row("context", context_verdict(last, unigram))
     if summary["skipped_steps"]:
         report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
-    memory = summary["memory"]
-    if memory["measured_peak_gib"] is not None:  # the memory model's error on this GPU, for the user to see
+    memory = summary.get("memory") or {}
+    if memory.get("measured_peak_gib") is not None:  # the memory model's error on this GPU, for the user to see
         estimate = memory["estimate_gib"]
         report.row("memory", f"peak {memory['measured_peak_gib']:.1f} GiB measured (torch.cuda.max_memory_allocated); "
                              f"{estimate['total'] - estimate['reserve']:.1f} GiB estimated (PITFALLS.md PT12)")
