@@ -41,7 +41,7 @@ def plan_for(request) -> dict:
     shape = model_shape(config, vocab)
     block = block or config.data.block_size
     plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, shape, block)
-    return plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks)
+    return plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks, request.resolved.origin)
 
 
 def _row(name: str, record: dict | None, error: str | None) -> str:

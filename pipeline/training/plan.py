@@ -47,7 +47,7 @@ class TrainingPlan:
     notes: list[str] = field(default_factory=list)
     memory: MemoryEstimate | None = None     # the memory model's estimate at this per-device batch
     gpu_memory_gib: float | None = None
-    reasons: dict[str, str] = field(default_factory=dict)  # one line per decision, for `gpt2zh plan`
+    batch_reason: str = ""                   # why this per-device batch, for `gpt2zh plan`
 
     @property
     def global_batch_size(self) -> int:
@@ -149,41 +149,6 @@ def batch_note(per_device: int, accumulation: int, asked: int, origin: str | Non
             f"{per_device} x {accumulation} accumulation x {world_size} = {global_batch}")
 
 
-def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, batch_reason: str,
-                     origin=None) -> dict[str, str]:
-    """Why each choice, in a line; origin(dotted) names who set a config value (Resolved.origin)."""
-    def asked(dotted: str) -> str:
-        who = origin(dotted) if origin else None
-        return f"{dotted} from {who}" if who else f"asked for by {dotted}"
-
-    gpu = facts.gpus[0] if facts.gpus else None
-    where = f"{gpu.name} (SM {gpu.capability[0]}.{gpu.capability[1]})" if gpu else "no CUDA GPU"
-    precision = (asked("training.precision") if config.training.precision != "auto" else
-                 f"auto: {where}" + (" has native bf16" if plan.precision == "bf16" else
-                                     " has no native bf16: loss scaling" if plan.precision == "fp16" else ""))
-    attention = ("FlashAttention-2: " + flash_attention_eligible(facts)[1] if plan.attention == "flash_attention_2"
-                 else asked("model.attention") if config.model.attention == plan.attention else
-                 f"PyTorch's fused kernel, no attention matrix kept; not FlashAttention-2: "
-                 f"{flash_attention_eligible(facts)[1].split(':')[0]}")
-    optimizer = {"adamw_bnb_8bit": "bitsandbytes 8-bit Adam: a real step worked on this device",
-                 "adamw_torch_fused": "AdamW with the fused kernel", "adamw_torch": "AdamW (no fused kernel: torch "
-                 f"< {FUSED_ADAMW_ON_CPU} on CPU)"}[plan.optimizer]
-    if config.optimization.optimizer == "adamw_8bit" and plan.optimizer != "adamw_bnb_8bit":
-        optimizer += " (8-bit Adam was asked for but is unavailable)"
-    compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')})" if plan.torch_compile else \
-        "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
-                 f" ({asked('training.torch_compile')})")
-    checkpointing = ("on" + (f" ({asked('training.activation_checkpointing')})"
-                             if config.training.activation_checkpointing else ": needed to fit, see the notes")) \
-        if plan.activation_checkpointing else \
-        "off" + (" (torch.compile wins, PITFALLS.md G1)" if config.training.activation_checkpointing else
-                 ": the batch fits without it")
-    return {"batch": batch_reason, "precision": precision, "attention": attention, "optimizer": optimizer,
-            "compile": compiled, "activation_checkpointing": checkpointing,
-            "tf32": ("on" if plan.tf32 else "off") + ("" if gpu is None or plan.tf32 == config.training.tf32 else
-                                                      f": {gpu.name} is older than Ampere")}
-
-
 def model_shape(config: Config, vocab_size: int | None = None, activation: str = FUSED_GELU) -> ModelShape:
     """The model's shape; vocab_size from the trained tokenizer when there is one, else the config's."""
     m = config.model
@@ -193,7 +158,7 @@ def model_shape(config: Config, vocab_size: int | None = None, activation: str =
 
 def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None,
                   origin=None, shape: ModelShape | None = None, block_size: int | None = None) -> TrainingPlan:
-    """origin(dotted): who set a config value (Resolved.origin), for the notes and reasons; shape and
+    """origin(dotted): who set a config value (Resolved.origin), for the notes; shape and
     block_size: the tokenizer's vocabulary and the dataset's blocks once they exist (else the config's)."""
     batch_origin = origin("training.per_device_batch_size") if origin else None
     check_launch(facts, local_world_size)
@@ -221,16 +186,16 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     if fit.checkpointing_note:
         checkpointing = True
         notes.append(fit.checkpointing_note)
+        compile_notes = [n for n in compile_notes if not n.startswith("activation checkpointing off")]
         if compile_on:
             compile_on, mode = False, None
             notes.append("torch.compile off: activation checkpointing is needed to fit and the two together fail "
                          "with 'marked as ready twice' (PITFALLS.md G1); checkpointing wins here")
     workers, persistent, pin = choose_dataloader(config, facts)
-    plan = TrainingPlan(
+    return TrainingPlan(
         device="cuda" if facts.gpus else "cpu", world_size=facts.world_size, per_device_batch_size=fit.per_device,
         gradient_accumulation_steps=fit.accumulation, precision=precision, tf32=tf32, attention=attention,
         optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
         dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes,
-        memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None)
-    plan.reasons = decision_reasons(config, facts, plan, fit.reason, origin)
-    return plan
+        memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None,
+        batch_reason=fit.reason)

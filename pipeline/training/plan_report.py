@@ -10,10 +10,11 @@ parameter); reference learning rates are GPT-3's (Brown et al. 2020, Table 2.1).
 import math
 
 from pipeline.config.schema import Config
+from pipeline.hardware.decisions import flash_attention_eligible
 from pipeline.hardware.facts import HardwareFacts
 from pipeline.training.memory_model import ModelShape
 from pipeline.training.mfu import flops_per_token, peak_tflops
-from pipeline.training.plan import TrainingPlan
+from pipeline.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
 
 REFERENCE_MFU = 0.30
 TOKENS_PER_PARAMETER = 20
@@ -45,6 +46,40 @@ def learning_rate_warning(parameters: int, learning_rate: float) -> str | None:
             f"(PITFALLS.md PT13); use e.g. --optimization-learning-rate {reference:.2g}")
 
 
+def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, origin=None) -> dict[str, str]:
+    """Why each choice, in a line; origin(dotted) names who set a config value (Resolved.origin)."""
+    def asked(dotted: str) -> str:
+        who = origin(dotted) if origin else None
+        return f"{dotted} from {who}" if who else f"asked for by {dotted}"
+
+    gpu = facts.gpus[0] if facts.gpus else None
+    where = f"{gpu.name} (SM {gpu.capability[0]}.{gpu.capability[1]})" if gpu else "no CUDA GPU"
+    precision = (asked("training.precision") if config.training.precision != "auto" else
+                 f"auto: {where}" + (" has native bf16" if plan.precision == "bf16" else
+                                     " has no native bf16: loss scaling" if plan.precision == "fp16" else ""))
+    attention = ("FlashAttention-2: " + flash_attention_eligible(facts)[1] if plan.attention == "flash_attention_2"
+                 else asked("model.attention") if config.model.attention == plan.attention else
+                 f"PyTorch's fused kernel, no attention matrix kept; not FlashAttention-2: "
+                 f"{flash_attention_eligible(facts)[1].split(':')[0]}")
+    optimizer = {"adamw_bnb_8bit": "bitsandbytes 8-bit Adam: a real step worked on this device",
+                 "adamw_torch_fused": "AdamW with the fused kernel", "adamw_torch": "AdamW (no fused kernel: torch "
+                 f"< {FUSED_ADAMW_ON_CPU} on CPU)"}[plan.optimizer]
+    if config.optimization.optimizer == "adamw_8bit" and plan.optimizer != "adamw_bnb_8bit":
+        optimizer += " (8-bit Adam was asked for but is unavailable)"
+    compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')})" if plan.torch_compile else \
+        "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
+                 f" ({asked('training.torch_compile')})")
+    checkpointing = ("on" + (f" ({asked('training.activation_checkpointing')})"
+                             if config.training.activation_checkpointing else ": needed to fit, see the notes")) \
+        if plan.activation_checkpointing else \
+        "off" + (" (torch.compile wins, PITFALLS.md G1)" if config.training.activation_checkpointing else
+                 ": the batch fits without it")
+    return {"batch": plan.batch_reason, "precision": precision, "attention": attention, "optimizer": optimizer,
+            "compile": compiled, "activation_checkpointing": checkpointing,
+            "tf32": ("on" if plan.tf32 else "off") + ("" if gpu is None or plan.tf32 == config.training.tf32 else
+                                                      f": {gpu.name} is older than Ampere")}
+
+
 def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
     device = f"{len(facts.gpus)} x {facts.gpus[0].name}" if facts.gpus else f"CPU ({facts.cpu_count} cores)"
     kernels = [plan.precision, plan.attention, plan.optimizer]
@@ -57,8 +92,9 @@ def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
 
 
 def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape: ModelShape, block_size: int,
-                preset_note: str, train_blocks: int | None = None) -> dict:
-    """Everything `gpt2zh plan --json` prints; train_blocks: the dataset's, once stage 2 has run."""
+                preset_note: str, train_blocks: int | None = None, origin=None) -> dict:
+    """Everything `gpt2zh plan --json` prints; train_blocks: the dataset's, once stage 2 has run; origin:
+    Resolved.origin, naming who set each value the reasons mention."""
     parameters = shape.parameters
     tokens_per_step = plan.global_batch_size * block_size
     gpu = facts.gpus[0] if facts.gpus else None
@@ -78,7 +114,8 @@ def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape:
         "global_batch_size": plan.global_batch_size, "precision": plan.precision, "tf32": plan.tf32,
         "attention": plan.attention, "optimizer": plan.optimizer, "torch_compile": plan.torch_compile,
         "compile_mode": plan.compile_mode, "activation_checkpointing": plan.activation_checkpointing,
-        "memory_gib": plan.memory.as_dict() if plan.memory else None, "reasons": plan.reasons, "notes": plan.notes,
+        "memory_gib": plan.memory.as_dict() if plan.memory else None,
+        "reasons": decision_reasons(config, facts, plan, origin), "notes": plan.notes,
         "reference_mfu": REFERENCE_MFU if rate else None,
         "tokens_per_second_estimate": round(rate) if rate else None,
         "max_steps": max_steps, "hours_estimate": round(max_steps * tokens_per_step / rate / 3600, 2) if rate else None,

@@ -126,7 +126,7 @@ def pretrain(request: StageRequest) -> dict:
         return manifest
     output.refuse_replacing(request.replace)
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
-                         request.resolved.preset_note, train_blocks(dataset_folders))
+                         request.resolved.preset_note, train_blocks(dataset_folders), request.resolved.origin)
     for line in plan_lines(record):  # the lines `gpt2zh plan` prints for the same command line
         (log.warning if line.startswith("warning: ") else log.info)("%s: %s", STAGE, line)
 
