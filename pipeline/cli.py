@@ -81,10 +81,13 @@ def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
 
 def _early_flags(argv: list[str]) -> tuple[str | None, str | None]:
     """--config and --run-dir, read before the full parser exists so that --help shows the values a command uses."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     pre.add_argument("--config")
     pre.add_argument("--run-dir")
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # `--config` without a value: the full parser says so, in one line
+        return None, None
     return known.config, known.run_dir
 
 
@@ -97,11 +100,11 @@ class _HelpAll(argparse.Action):
         parser.exit()
 
 
-def _add_command(commands, name: str, base, source: str, show_all: bool, **kwargs) -> argparse.ArgumentParser:
+def _add_command(commands, name: str, base, origin, show_all: bool, **kwargs) -> argparse.ArgumentParser:
     command = commands.add_parser(name, **kwargs)
     _add_common(command, name)
     shown = ALL_GROUPS if show_all else GROUPS_SHOWN[name]
-    add_config_options(command, base, source, shown)
+    add_config_options(command, base, origin, shown)
     command.add_argument(HELP_ALL, action=_HelpAll)
     if shown != ALL_GROUPS:
         hidden = ", ".join(group for group in ALL_GROUPS if group not in shown)
@@ -110,9 +113,24 @@ def _add_command(commands, name: str, base, source: str, show_all: bool, **kwarg
     return command
 
 
+def _help_values(layers: "_Layers"):
+    """(config, origin) for --help: this machine's preset applied, as the command would resolve it; a preset
+    that cannot be resolved here is left out (the command itself then says why)."""
+    from pipeline.hardware.facts import collect_facts
+    from pipeline.resolution import resolve
+
+    try:
+        resolved = resolve(layers.base, layers.command_line, collect_facts(), earlier=layers.earlier)
+    except UserError:
+        return load_layers(layers.base, layers.command_line), lambda dotted: layers.source
+    return resolved.config, lambda dotted: layers.source if (who := resolved.origin(dotted)) == layers.base[0] \
+        else who
+
+
 def build_parser(argv: list[str]) -> Parser:
     layers = _layers(*_early_flags(argv), {})
-    base, source = load_layers(layers.base, layers.command_line), layers.source
+    base, source = _help_values(layers) if {"-h", "--help", HELP_ALL} & set(argv) else \
+        (load_layers(layers.base, layers.command_line), lambda dotted: layers.source)
     show_all = HELP_ALL in argv
     parser = Parser(prog="gpt2zh", description="Pretrain a Chinese GPT-2: tokenizer -> dataset -> training -> Hub.")
     parser.argv = argv
@@ -168,6 +186,7 @@ class _Layers:
     run_dir: Path
     source: str                      # where the base came from, for --help and the log
     saved: SavedSettings | None      # the run's saved settings, when they are the base
+    earlier: frozenset = frozenset()  # command-line keys that earlier commands typed (saved), not this one
 
 
 def _layers(config_flag: str | None, run_dir_flag: str | None, typed: dict) -> _Layers:
@@ -183,7 +202,7 @@ def _layers(config_flag: str | None, run_dir_flag: str | None, typed: dict) -> _
         saved = read_settings(run_dir) if config_flag is None else None
     if saved is not None:
         return _Layers((str(saved.path), saved.groups), {**saved.command_line, **typed}, run_dir,
-                       saved.path.name, saved)
+                       saved.path.name, saved, frozenset(saved.command_line) - set(typed))
     return _Layers((str(config_path), mapping), typed, run_dir, config_path.name, None)
 
 
@@ -203,7 +222,7 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
 
     typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
     layers = _layers(args.config, args.run_dir, typed)
-    resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes)
+    resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes, layers.earlier)
     for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
         config.data.files = absolute_corpus_paths(config.data.files)
     return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
@@ -297,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         close_progress_bars()
         print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
         return err.exit_code
+    except BrokenPipeError:  # `gpt2zh plan | head`: the reader left; no traceback over its output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise

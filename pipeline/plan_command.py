@@ -2,6 +2,7 @@
 on any machine; --all-presets gives one row per preset (the README's table is its output)."""
 
 import json
+import logging
 
 from pipeline.dataset.loading import dataset_parts, train_blocks
 from pipeline.errors import UserError
@@ -9,6 +10,8 @@ from pipeline.rundir import RunDir, read_manifest
 from pipeline.training.plan import Probe, model_shape, plan_training
 from pipeline.training.plan_report import plan_lines, plan_record
 from pipeline.training.presets import available_presets, load_preset
+
+log = logging.getLogger("gpt2zh")
 
 
 def run_facts(run: RunDir) -> tuple[int | None, int | None, int | None]:
@@ -35,20 +38,36 @@ def _probe(request) -> Probe | None:
     return Probe(*probe_8bit_adam(training_device(request.resolved.facts)))
 
 
+def corpus_bytes(files: list[str]) -> int | None:
+    """Bytes of local, uncompressed corpus files (sizes say little about compressed or parquet ones)."""
+    if not files or any(str(path).startswith("hf://") for path in files):
+        return None
+    from pipeline.corpus.sources import sources_for
+
+    sources = sources_for(files)[0]
+    if any(source.compression or source.format == "parquet" for source in sources):
+        return None
+    return sum(source.size for source in sources)
+
+
 def plan_for(request) -> dict:
     config, facts = request.config, request.resolved.facts
     vocab, block, blocks = run_facts(request.run_dir)
     shape = model_shape(config, vocab)
     block = block or config.data.block_size
     plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, shape, block)
-    return plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks, request.resolved.origin)
+    record = plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks,
+                         request.resolved.origin)
+    if blocks is None:
+        record["corpus_bytes"] = corpus_bytes(config.data.files)
+    return record
 
 
 def _row(name: str, record: dict | None, error: str | None) -> str:
     if error is not None:
         card = load_preset(name).card
         gpu = f"{card.name} ({card.memory_gib:g} GiB)" if card else "CPU"
-        return f"| {name} | {gpu} | does not fit: {error} | | | |"
+        return f"| {name} | {gpu} | error: {error} | | | |"
     memory = record["memory_gib"]["total"]
     gpu = f"{record['device']} ({record['gpu_memory_gib']:g} GiB)" if record["gpu_memory_gib"] else "CPU"
     batch = (f"{record['per_device_batch_size']} x {record['gradient_accumulation_steps']} x {record['processes']}"
@@ -59,6 +78,11 @@ def _row(name: str, record: dict | None, error: str | None) -> str:
 
 
 def _all_presets(args, make_request) -> int:
+    from pipeline.config.options import overrides_from
+
+    if "training.preset" in overrides_from(args):
+        raise UserError("--all-presets plans every preset, so --preset names none of them",
+                        "leave out --preset, or leave out --all-presets")
     rows, records = [], []
     for name in available_presets():
         try:
@@ -69,7 +93,7 @@ def _all_presets(args, make_request) -> int:
         rows.append(_row(name, record, error))
     if args.json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
-        return 0
+        return 0 if any("error" not in record for record in records) else 1
     first = next((record for record in records if "parameters" in record), None)
     if first is not None:
         print(f"{args.config or 'demo'}: {first['parameters'] / 1e6:.1f} M parameters, {first['max_steps']:,} steps "
@@ -77,7 +101,21 @@ def _all_presets(args, make_request) -> int:
     print("| preset | GPU | batch x accumulation x processes | memory GiB | tokens/s (30 % MFU) | hours |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
-    return 0
+    for warning in dict.fromkeys(w for record in records for w in record.get("warnings", [])):
+        print(f"warning: {warning}")
+    return 0 if any("error" not in record for record in records) else 1
+
+
+def _default_processes() -> int | None:
+    """Several GPUs and no launcher: plan for one process per GPU, as torchrun would start them."""
+    from pipeline.hardware.facts import collect_facts
+
+    facts = collect_facts()
+    if len(facts.gpus) > 1 and facts.world_size == 1:
+        log.info("plan: %d GPUs: planned for %d processes (torchrun --nproc_per_node %d); --processes changes it",
+                 len(facts.gpus), len(facts.gpus), len(facts.gpus))
+        return len(facts.gpus)
+    return None
 
 
 def run_plan(args, make_request) -> int:
@@ -85,7 +123,10 @@ def run_plan(args, make_request) -> int:
         raise UserError(f"--processes {args.processes}: must be at least 1", "use --processes 1 or more")
     if args.all_presets:
         return _all_presets(args, make_request)
-    record = plan_for(make_request(args, True, args.processes))
+    request = make_request(args, True, args.processes or _default_processes())
+    if request.saved_settings:
+        log.info("settings: %s, with this command line on top", request.saved_settings)
+    record = plan_for(request)
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
     else:

@@ -33,11 +33,14 @@ class Resolved:
         group, field = dotted.split(".", 1)
         in_base = self.base[1].get(group) if isinstance(self.base[1].get(group), dict) else {}
         if field in in_base and in_base[field] != self.preset.training.get(field):
-            return f"preset {self.preset.name}, which replaced {in_base[field]} from {self.base[0]}"
+            replaced = str(in_base[field]).lower() if isinstance(in_base[field], bool) else in_base[field]
+            return f"preset {self.preset.name}, which replaced {replaced} from {self.base[0]}"
         return f"preset {self.preset.name}"
 
 
-def field_sources(base: Layer | None, preset: Preset | None, command_line: dict) -> dict[str, str]:
+def field_sources(base: Layer | None, preset: Preset | None, command_line: dict,
+                  earlier: frozenset = frozenset()) -> dict[str, str]:
+    """earlier: command-line keys an earlier command typed, saved in the run's settings (the base)."""
     sources = dict.fromkeys(all_keys(), DEFAULT)
     for group, values in (base[1] if base else {}).items():
         for field in values if isinstance(values, dict) else ():
@@ -45,7 +48,8 @@ def field_sources(base: Layer | None, preset: Preset | None, command_line: dict)
     for field in (preset.training if preset else {}):
         sources[f"training.{field}"] = f"preset {preset.name} ({preset.path.relative_to(preset.path.parents[2])})"
     for dotted in command_line:
-        sources[dotted] = COMMAND_LINE
+        sources[dotted] = f"an earlier command line (saved in {base[0]})" if dotted in earlier and base \
+            else COMMAND_LINE
     return sources
 
 
@@ -67,7 +71,7 @@ def with_processes(facts: HardwareFacts, processes: int) -> HardwareFacts:
 
 
 def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_if: bool = False,
-            processes: int | None = None) -> Resolved:
+            processes: int | None = None, earlier: frozenset = frozenset()) -> Resolved:
     """training.preset is resolved against facts: a preset named for other hardware is refused unless forced
     or, with what_if (`gpt2zh plan`), planned on that preset's card instead of this machine."""
     settings = load_layers(base, command_line)
@@ -84,7 +88,8 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
         preset, preset_note = resolve_preset(name, settings.training.force_preset, facts)
     layer = preset_layer(preset)
     config = load_layers(base, command_line, layer) if layer else settings
-    return Resolved(config, settings, field_sources(base, preset, command_line), base, preset, preset_note, facts)
+    sources = field_sources(base, preset, command_line, earlier)
+    return Resolved(config, settings, sources, base, preset, preset_note, facts)
 
 
 def resolve_file(path, command_line: dict | None = None) -> Resolved:

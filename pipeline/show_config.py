@@ -12,8 +12,6 @@ from pipeline.errors import UserError
 
 def show_config(args: argparse.Namespace, request) -> int:
     values = config_to_dict(request.config)
-    if args.sources:
-        return print_sources(values, request.resolved)
     if args.get is not None:
         group, _, key = args.get.partition(".")
         keys = list(values) + [f"{g}.{k}" for g, fields in values.items() for k in fields]
@@ -23,18 +21,27 @@ def show_config(args: argparse.Namespace, request) -> int:
                             f"did you mean {close[0]}?" if close else "use a group (data) or group.field (hub.repo_id)")
         if not key:
             values = {group: values[group]}
+        elif args.sources:
+            values = {group: {key: values[group][key]}}
         else:
             value = values[group][key]
             print(" ".join(map(str, value)) if isinstance(value, list) else value)
             return 0
-    print(f"# {request.resolved.preset_note}")
+    if args.sources:
+        return print_sources(values, request.resolved)
+    _header(request.resolved)
     print(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
+def _header(resolved) -> None:
+    print(f"# {resolved.preset_note}")
+    print("# training.per_device_batch_size is the most wanted: `gpt2zh plan` shows the batch that fits the memory")
+
+
 def print_sources(values: dict, resolved) -> int:
     """The YAML of show-config with each field's layer as a comment: still a valid config file."""
-    print(f"# {resolved.preset_note}")
+    _header(resolved)
     for group, fields in values.items():
         print(f"{group}:")
         for key, value in fields.items():

@@ -84,6 +84,8 @@ def test_plan_warns_when_the_learning_rate_is_far_above_the_reference_for_the_mo
     _, out, _ = _run(capsys, "plan", "--config", "gpt2-large", "--preset", "a100-80g",
                      "--optimization-learning-rate", "6e-4")
     assert "warning: optimization.learning_rate 0.0006 is 2.4 x the reference 0.00025 for 751 M parameters" in out
+    medium = _run(capsys, "plan", "--config", "gpt2-medium", "--optimization-learning-rate", "6e-4")[1]
+    assert "warning: optimization.learning_rate 0.0006 is 1.9 x the reference" in medium  # small's rate
     for name in ("gpt2-small", "gpt2-medium", "gpt2-large", "demo"):  # the shipped configs do not warn
         assert "warning:" not in _run(capsys, "plan", "--config", name, "--preset", "a100-80g")[1], name
 
@@ -108,3 +110,62 @@ def test_the_readme_preset_table_is_the_output_of_plan_all_presets(capsys, confi
     assert [row.split(" | ")[0][2:] for row in rows] == available_presets()
     assert table in (REPO / "README.md").read_text(encoding="utf-8"), \
         f"README.md is out of date: paste `gpt2zh plan --config {config} --all-presets`"
+
+
+def test_help_shows_the_value_each_command_would_use_and_the_layer_that_set_it(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help", "--run-dir", "/nonexistent"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[fp32 from preset cpu]" in text  # the preset's, not the config's auto
+    assert "[0.9 from the default]" in text and "[4 from demo.yaml]" in text  # model.n_layer
+
+
+def test_values_an_earlier_command_typed_are_credited_to_it_not_to_this_command_line(capsys, tmp_path):
+    from pipeline.config import Config
+    from pipeline.run_settings import write_settings
+
+    write_settings(tmp_path, "pretrain", Config(), {"training.max_steps": 700})
+    _, out, _ = _run(capsys, "show-config", "--sources", "--run-dir", str(tmp_path), "--training-eval-steps", "7")
+    assert f"  max_steps: 700  # an earlier command line (saved in {tmp_path / 'settings.yaml'})" in out
+    assert "  eval_steps: 7  # the command line" in out
+
+
+def test_plan_estimates_the_epochs_from_the_corpus_size_before_stage_2_and_no_speed_for_fp32(capsys, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("今天天气很好。\n" * 200_000, encoding="utf-8")  # 4.4 MB
+    _, out, _ = _run(capsys, "plan", "--config", "gpt2-small", "--data-files", str(corpus), "--run-dir",
+                     str(tmp_path / "run"))
+    assert "data: stage 2 has not run; 4.4 MB of corpus files are roughly 0.7 M to 1.1 M tokens (4 to 6.7 bytes a " \
+           "token), so 4,500 steps are about 2,010.8 to 3,368.0 epochs" in out
+    fp32 = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json",
+                           "--training-precision", "fp32")[1])
+    assert fp32["tokens_per_second_estimate"] is None and fp32["hours_estimate"] is None
+
+
+def test_all_presets_refuses_a_preset_and_fails_when_no_preset_can_plan(capsys):
+    assert main(["plan", "--all-presets", "--preset", "t4"]) != 0
+    assert "--all-presets plans every preset" in capsys.readouterr().err
+    code, out, _ = _run(capsys, "plan", "--config", "gpt2-small", "--all-presets", "--processes", "7")
+    assert code == 1 and out.count("error: training.global_batch_size 480 is not divisible by 7") == \
+        len(available_presets())
+
+
+def test_config_flag_mistakes_are_one_line_errors_that_name_the_fix():
+    for argv, fix in ((["--config"], "expected one argument"), (["--config="], "--config: empty"),
+                      (["--config", "configs"], "a directory, not a YAML file"),
+                      (["gpt2-small"], "use --config gpt2-small")):
+        result = run_cli("plan", *argv)
+        assert result.returncode != 0 and one_error_line(result.stderr) and fix in result.stderr, argv
+
+
+def test_output_cut_short_by_the_reader_ends_without_a_traceback():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "plan", "--config", "gpt2-small", "--all-presets"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

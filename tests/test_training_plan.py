@@ -71,10 +71,10 @@ def test_a_gpu_without_a_preset_keeps_the_config_values(tmp_path):
     preset, note = resolve_preset("auto", False, l4)
     assert preset is None and "no preset for NVIDIA L4" in note
     yaml = tmp_path / "l4.yaml"  # hardware values no preset uses
-    yaml.write_text("training:\n  global_batch_size: 480\n  per_device_batch_size: 24\n  torch_compile: true\n"
+    yaml.write_text("training:\n  global_batch_size: 480\n  per_device_batch_size: 16\n  torch_compile: true\n"
                     "  compile_mode: max-autotune\n  tf32: false\n  dataloader_workers: 3\n", encoding="utf-8")
     plan = plan_training(load_config(yaml, {}, preset_layer(preset)), l4, 1, None)  # as the stage loads it
-    assert (plan.per_device_batch_size, plan.gradient_accumulation_steps) == (24, 20)
+    assert (plan.per_device_batch_size, plan.gradient_accumulation_steps) == (16, 30)  # fits the L4's 22 GiB
     assert (plan.torch_compile, plan.compile_mode, plan.tf32, plan.dataloader_workers) == \
         (True, "max-autotune", False, 3)
     a100 = fabricate("a100-80g")  # the same file where a preset matches: the preset's values win

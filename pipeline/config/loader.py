@@ -34,10 +34,15 @@ def available_configs() -> list[str]:
 
 def find_config(name_or_path: str | None) -> Path:
     """A path to an existing YAML file, or a name from configs/ ('demo', 'gpt2-small')."""
+    if name_or_path == "":
+        raise UserError("--config: empty", f"name a YAML file or one of: {', '.join(available_configs())}")
     name_or_path = name_or_path or DEFAULT_CONFIG_NAME
     as_path = Path(name_or_path).expanduser()
     if as_path.is_file():
         return as_path
+    if as_path.is_dir():
+        raise UserError(f"--config {name_or_path}: a directory, not a YAML file",
+                        f"name a file (a run's settings: {as_path / 'settings.yaml'})")
     candidate = configs_dir() / (name_or_path if name_or_path.endswith(".yaml") else f"{name_or_path}.yaml")
     if candidate.is_file() and as_path.parent == Path("."):
         return candidate

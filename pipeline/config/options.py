@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import sys
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pipeline.config.schema import GROUPS, Config
@@ -57,6 +58,10 @@ class Parser(argparse.ArgumentParser):
                 hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
                 raise UserError(f"{self.prog}: unknown option {flag}", hint)
             stray = message.split(":", 1)[1].split()[0]
+            from pipeline.config.loader import available_configs
+
+            if stray.removesuffix(".yaml") in available_configs() or stray.endswith((".yaml", ".yml")):
+                raise UserError(f"{self.prog}: {stray!r} belongs to no option", f"use --config {stray}")
             raise UserError(f"{self.prog}: {stray!r} belongs to no option",
                             "a boolean takes no value (--data-dedupe or --no-data-dedupe); quote a value with spaces")
         raise UserError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
@@ -84,9 +89,10 @@ def _converter(tp, flag: str):
     return convert
 
 
-def add_config_options(parser: argparse.ArgumentParser, config: Config, source: str,
+def add_config_options(parser: argparse.ArgumentParser, config: Config, origin: Callable[[str], str],
                        shown: tuple[str, ...] = tuple(GROUPS)) -> None:
-    """Every group's options are accepted (they are all part of a run's settings); only `shown` are in --help."""
+    """Every group's options are accepted (they are all part of a run's settings); only `shown` are in --help,
+    each with the value the command would use and origin(dotted), the layer that set it."""
     for group_name, cls in GROUPS.items():
         title = (cls.__doc__ or group_name).strip().splitlines()[0]
         section = parser.add_argument_group(f"{group_name} ({title})")
@@ -97,7 +103,8 @@ def add_config_options(parser: argparse.ArgumentParser, config: Config, source: 
             flag = flag_name(group_name, f.name)
             flags = [flag, f.metadata["alias"]] if f.metadata.get("alias") else [flag]
             current = getattr(getattr(config, group_name), f.name)
-            help_text = f"{f.metadata['help']} [{_show(current)} from {source}]".replace("%", "%%") \
+            help_text = f"{f.metadata['help']} [{_show(current)} from {origin(f'{group_name}.{f.name}')}]" \
+                .replace("%", "%%") \
                 if visible else argparse.SUPPRESS
             common = dict(dest=f"{DEST_PREFIX}{group_name}.{f.name}", default=argparse.SUPPRESS, help=help_text)
             if tp is bool:

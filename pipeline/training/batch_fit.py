@@ -76,9 +76,13 @@ def fit_batch(shape: ModelShape, setup: Setup, global_batch: int, world_size: in
     note = None
     if chosen < divisible:
         over = estimate_memory(shape, setup, divisible).total
-        note = (f"per-device batch {chosen} instead of {asked}{who}: {divisible} needs an estimated {_gib(over)}, "
-                f"more than {_share(fraction)} of the {gpu.memory_gib:g} GiB of {gpu.name} (PITFALLS.md PT12), so "
-                f"{chosen} x {per_process // chosen} accumulation x {world_size} = {global_batch}")
+        above = min(d for d in candidates if d > chosen)
+        nearest = "" if above == divisible else \
+            f" and {above}, the next that divides {per_process}, {_gib(estimate_memory(shape, setup, above).total)}"
+        note = (f"per-device batch {chosen} instead of {asked}{who}: {divisible} needs an estimated {_gib(over)}"
+                f"{nearest}, more than {_share(fraction)} ({_gib(limit)}) of the {gpu.memory_gib:g} GiB of {gpu.name} "
+                f"(PITFALLS.md PT12), so {chosen} x {per_process // chosen} accumulation x {world_size} = "
+                f"{global_batch}")
     reason = fits if chosen < divisible else f"{chosen} fits: an estimated {_gib(estimate.total)} of " \
                                              f"{gpu.memory_gib:g} GiB (at most {_share(fraction)})"
     return BatchFit(chosen, per_process // chosen, setup.activation_checkpointing, estimate, reason, note,
@@ -89,8 +93,10 @@ def _does_not_fit(shape: ModelShape, setup: Setup, gpu: GpuFacts, fraction: floa
     estimate = estimate_memory(shape, setup, 1)
     static = estimate.weights + estimate.gradients + estimate.optimizer_states
     ways, limit = [], gpu.memory_gib * fraction
-    if not setup.eight_bit_adam:
-        eight_bit = estimate_memory(shape, replace(setup, eight_bit_adam=True), 1).total
+    if not setup.eight_bit_adam:  # the figure the plan would then show: without checkpointing if that fits
+        totals = [estimate_memory(shape, replace(setup, eight_bit_adam=True, activation_checkpointing=ac), 1).total
+                  for ac in (False, True)]
+        eight_bit = totals[0] if totals[0] <= limit else totals[1]
         if eight_bit <= limit:
             ways.append(f"--optimization-optimizer adamw_8bit ({_gib(eight_bit)})")
     block = setup.block_size // 2

@@ -27,8 +27,10 @@ Activation checkpointing keeps only each block's fp32 input (4·h) and recompute
 in the backward pass, so one block's full activations are added back.
 
 The rest of the peak, at the start of the backward pass (all activations still alive):
-- logits and loss: beside the saved log-probabilities, the half-precision logits and their fp32 copy
-  (6·V a token) in bf16/fp16, the logits themselves (4·V) in fp32;
+- logits and loss, at their peak in the loss's backward: the saved log-probabilities (4·V a token), the
+  gradient nll_loss hands back (4·V) and the one log_softmax computes from it (4·V), and in bf16/fp16 its
+  half-precision cast (2·V): 14·V, 12·V in fp32 (measured on this CPU by peak memory at two vocabulary
+  sizes: 13.2·V in bf16; the forward's logits, fp32 copy and log-probabilities are 10·V);
 - weights: fp32 master weights (4 bytes a parameter) and, in bf16/fp16, autocast's cached half-precision
   copies of every matmul weight (2 bytes);
 - gradients: fp32, 4 bytes a parameter; under DDP (more than one process) its gradient buckets as many
@@ -144,7 +146,8 @@ def loss_saved_bytes_per_token(shape: ModelShape) -> float:
 
 
 def logits_peak_bytes_per_token(shape: ModelShape, setup: Setup) -> float:
-    extra = 6 if setup.precision in HALF_PRECISIONS else 4
+    """The loss's backward: the saved log-probabilities, two fp32 gradients of the logits' size, a half cast."""
+    extra = 10 if setup.precision in HALF_PRECISIONS else 8
     return loss_saved_bytes_per_token(shape) + extra * shape.vocab_size
 
 

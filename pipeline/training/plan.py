@@ -48,6 +48,7 @@ class TrainingPlan:
     memory: MemoryEstimate | None = None     # the memory model's estimate at this per-device batch
     gpu_memory_gib: float | None = None
     batch_reason: str = ""                   # why this per-device batch, for `gpt2zh plan`
+    optimizer_reason: str = ""               # the 8-bit probe's outcome, when it ran
 
     @property
     def global_batch_size(self) -> int:
@@ -89,7 +90,8 @@ def choose_attention(requested: str, facts: HardwareFacts, precision: str) -> tu
     half = precision in ("bf16", "fp16")
     if requested == "flash_attention_2":
         if not eligible:
-            raise UserError(f"--model-attention flash_attention_2 cannot run here: {why}", "use --model-attention auto")
+            raise UserError(f"--model-attention flash_attention_2 cannot run here: {why.split(': SDPA')[0]}",
+                            "use --model-attention auto (SDPA)")
         if not half:
             raise UserError(f"--model-attention flash_attention_2 needs fp16 or bf16, the plan uses {precision}",
                             "use --training-precision bf16/fp16 or --model-attention auto")
@@ -198,4 +200,4 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
         optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
         dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes,
         memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None,
-        batch_reason=fit.reason)
+        batch_reason=fit.reason, optimizer_reason=probe.detail if probe is not None else "")

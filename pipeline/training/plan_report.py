@@ -12,6 +12,7 @@ import math
 from pipeline.config.schema import Config
 from pipeline.hardware.decisions import flash_attention_eligible
 from pipeline.hardware.facts import HardwareFacts
+from pipeline.report import human_bytes
 from pipeline.training.memory_model import ModelShape
 from pipeline.training.mfu import flops_per_token, peak_tflops
 from pipeline.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
@@ -20,7 +21,10 @@ REFERENCE_MFU = 0.30
 TOKENS_PER_PARAMETER = 20
 # (parameters, peak learning rate) of GPT-3's model sizes; between two sizes the rate is interpolated on a log scale
 REFERENCE_LEARNING_RATES = ((125e6, 6.0e-4), (350e6, 3.0e-4), (760e6, 2.5e-4), (1.3e9, 2.0e-4), (2.7e9, 1.6e-4))
-LEARNING_RATE_MARGIN = 2.0  # a rate more than this many times the reference risks loss spikes (PITFALLS.md PT13)
+LEARNING_RATE_MARGIN = 1.5  # a rate more than this many times the reference risks loss spikes (PITFALLS.md PT13)
+# Corpus bytes per token, for a guess before stage 2 counts them: the upper bound on tokens that the check
+# before stage 1 uses (pipeline/preflight.py), and what the demo corpus measures with its 4,000 pieces.
+BYTES_PER_TOKEN_RANGE = (4.0, 6.7)
 
 
 def reference_learning_rate(parameters: int) -> float | None:
@@ -61,11 +65,11 @@ def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, o
                  else asked("model.attention") if config.model.attention == plan.attention else
                  f"PyTorch's fused kernel, no attention matrix kept; not FlashAttention-2: "
                  f"{flash_attention_eligible(facts)[1].split(':')[0]}")
-    optimizer = {"adamw_bnb_8bit": "bitsandbytes 8-bit Adam: a real step worked on this device",
+    optimizer = {"adamw_bnb_8bit": f"bitsandbytes 8-bit Adam: {plan.optimizer_reason}",
                  "adamw_torch_fused": "AdamW with the fused kernel", "adamw_torch": "AdamW (no fused kernel: torch "
                  f"< {FUSED_ADAMW_ON_CPU} on CPU)"}[plan.optimizer]
     if config.optimization.optimizer == "adamw_8bit" and plan.optimizer != "adamw_bnb_8bit":
-        optimizer += " (8-bit Adam was asked for but is unavailable)"
+        optimizer += f" (8-bit Adam was asked for but is unavailable: {plan.optimizer_reason})"
     compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')})" if plan.torch_compile else \
         "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
                  f" ({asked('training.torch_compile')})")
@@ -98,7 +102,8 @@ def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape:
     parameters = shape.parameters
     tokens_per_step = plan.global_batch_size * block_size
     gpu = facts.gpus[0] if facts.gpus else None
-    peak = peak_tflops(gpu.name) if gpu else None
+    # the reference MFU is of the half-precision tensor-core peak: no figure for fp32 training
+    peak = peak_tflops(gpu.name) if gpu and plan.precision != "fp32" else None
     rate = (REFERENCE_MFU * peak * 1e12 * plan.world_size / flops_per_token(parameters, shape.n_layer, block_size,
                                                                             shape.n_embd)) if peak else None
     max_steps = config.training.max_steps
@@ -129,15 +134,32 @@ def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape:
 
 def _throughput(record: dict) -> str:
     if record["tokens_per_second_estimate"] is None:
-        why = "no CUDA GPU" if record["device"] == "cpu" else f"no peak figure for {record['device']}"
+        why = "no CUDA GPU" if record["device"] == "cpu" else "the reference is for bf16/fp16" \
+            if record["precision"] == "fp32" else f"no peak figure for {record['device']}"
         return f"no estimate ({why}); stage 3 measures tokens/s in logs/training_history.csv"
     return (f"~{record['tokens_per_second_estimate']:,} tokens/s at {100 * record['reference_mfu']:.0f} % MFU "
             f"(a reference, not a measurement): {record['max_steps']:,} steps in about "
-            f"{record['hours_estimate']:,.1f} h")
+            f"{_duration(record['hours_estimate'])}")
+
+
+def _corpus_guess(record: dict) -> str:
+    size = record.get("corpus_bytes")
+    if not size:
+        return "stage 2 has not run: its training tokens give the epochs"
+    many, few = (size / bytes_per_token for bytes_per_token in BYTES_PER_TOKEN_RANGE)
+    steps_tokens = record["max_steps"] * record["tokens_per_step"]
+    return (f"stage 2 has not run; {human_bytes(size)} of corpus files are roughly {_tokens(few)} to "
+            f"{_tokens(many)} tokens ({BYTES_PER_TOKEN_RANGE[0]:g} to {BYTES_PER_TOKEN_RANGE[1]:g} bytes a token), "
+            f"so {record['max_steps']:,} steps are about {steps_tokens / many:,.1f} to {steps_tokens / few:,.1f} "
+            "epochs (stage 2 counts the tokens)")
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:,.1f} h" if hours >= 1 else f"{max(1, round(60 * hours))} min"
 
 
 def _tokens(count: float) -> str:
-    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.0f} M"
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.1f} M" if count >= 1e5 else f"{count:,.0f}"
 
 
 def plan_lines(record: dict) -> list[str]:
@@ -146,7 +168,7 @@ def plan_lines(record: dict) -> list[str]:
     of = f" of {record['gpu_memory_gib']:g} GiB" if record["gpu_memory_gib"] else ""
     parts = ", ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in memory.items() if name != "total")
     data = (f"{record['train_tokens']:,} training tokens: {record['max_steps']:,} steps = {record['epochs']:g} epochs"
-            if record["train_tokens"] else "stage 2 has not run: its training tokens give the epochs")
+            if record["train_tokens"] else _corpus_guess(record))
     lines = [
         record["preset"],
         record["one_line"],

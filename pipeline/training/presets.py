@@ -57,8 +57,9 @@ def load_preset(name: str) -> Preset:
     path = presets_dir() / f"{name}.yaml"
     if not path.is_file():
         names = available_presets()
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean --preset {close[0]}?" if close else f"use auto, none or one of: {', '.join(names)}"
+        close = difflib.get_close_matches(name.lower(), names, n=1)
+        listed = f"auto, none or one of: {', '.join(names)}"
+        hint = f"did you mean --preset {close[0]}? (presets: {listed})" if close else f"use {listed}"
         raise UserError(f"--preset: no preset named {name!r}", hint)
     mapping = read_yaml_mapping(path)
     problems = [f"{path}: unknown section {key!r} (a preset has match:, card: and training:)"
@@ -115,7 +116,8 @@ def resolve_preset(requested: str, force: bool, facts: HardwareFacts) -> tuple[P
         return preset, f"preset {preset.name} ({why})"
     if not force:
         raise UserError(f"--preset {preset.name} does not match this machine: {why}",
-                        "use --preset auto, or --force-preset to use it anyway")
+                        f"use --preset auto, or --force-preset to use it anyway; `gpt2zh plan --preset "
+                        f"{preset.name}` shows the plan on that GPU from any machine")
     return preset, f"preset {preset.name} forced although {why}"
 
 
