@@ -79,9 +79,9 @@ def test_the_activation_estimate_matches_the_bytes_autograd_saves_within_20_perc
                  for part in ("body", "whole")}
     lm_head_input = (2 if precision == "bf16" else 4) * hidden  # saved by the head, outside model.transformer
     body_estimate = model_saved_bytes_per_token(shape, setup) - lm_head_input
-    assert body_estimate == pytest.approx(per_token["body"], rel=0.2)
+    assert body_estimate == pytest.approx(per_token["body"], rel=0.1)  # measured: within 1 %
     loss_estimate = loss_saved_bytes_per_token(shape) + lm_head_input
-    assert loss_estimate == pytest.approx(per_token["whole"] - per_token["body"], rel=0.2)
+    assert loss_estimate == pytest.approx(per_token["whole"] - per_token["body"], rel=0.1)
 
 
 def test_the_models_built_here_use_the_fused_gelu_that_saves_fewer_activations():
@@ -184,27 +184,10 @@ def test_ddp_buckets_and_8bit_states_change_the_estimate_by_their_bytes_per_para
     eight_bit = estimate_memory(shape, Setup(1024, "bf16", "sdpa", True, False, 1), 8)
     n = shape.parameters
     assert many.gradients - one.gradients == pytest.approx(4 * n / 2**30)
+    two = estimate_memory(shape, Setup(1024, "bf16", "sdpa", False, False, 2), 8)
+    assert two.gradients == many.gradients  # DDP's buckets from the second process on
     assert one.optimizer_states - eight_bit.optimizer_states == pytest.approx(6 * n / 2**30)
     assert shape.parameters == 110_418_432  # GPT-2 small with a 32,000-piece vocabulary (lm_head tied)
-
-
-def test_on_a_gpu_the_history_records_the_measured_peak_beside_the_estimate(tmp_path, monkeypatch):
-    """This machine has no CUDA, so torch.cuda's two answers are set by hand; the recording is the real one."""
-    from types import SimpleNamespace
-
-    from pipeline.training.history import HistoryCallback, read_history
-
-    history = HistoryCallback(tmp_path / "history.csv", tokens_per_step=4096, train_blocks=100, samples_per_step=4,
-                              tokens_per_char=0.7, unigram=7.0, flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB",
-                              num_gpus=1, skipped=lambda: 0, memory_estimate_gib=41.234)
-    state = SimpleNamespace(global_step=1)
-    history.on_train_begin(None, state, None)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: int(38.5 * 2**30))
-    state.global_step = 2
-    history.on_log(None, state, None, logs={"loss": 5.0, "learning_rate": 1e-4, "grad_norm": 1.0})
-    row = read_history(tmp_path / "history.csv")[0]
-    assert (row["gpu_peak_gib"], row["memory_estimate_gib"], history.gpu_peak_gib) == (38.5, 41.23, 38.5)
 
 
 def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
@@ -222,3 +205,94 @@ def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
     with pytest.raises(UserError, match="do not fit on Tesla T4"):
         preflight(request, [(info, False) for info in STAGES[:3]])
     assert not (tmp_path / "run").exists()
+
+
+
+def test_the_parts_the_autograd_count_cannot_see_follow_their_stated_rules():
+    """fp16 costs what bf16 costs; checkpointing adds one recomputed block; the loss peaks at 14 bytes a token
+    per vocabulary entry in half precision and 12 in fp32; a CPU has no CUDA reserve."""
+    from pipeline.training.batch_fit import fit_batch
+    from pipeline.training.memory_model import (
+        activation_bytes_per_token,
+        block_bytes_per_token,
+        logits_peak_bytes_per_token,
+    )
+
+    shape = ModelShape(12, 12, 768, 1024, 32000)
+    bf16, fp16 = Setup(1024, "bf16", "sdpa", False, False), Setup(1024, "fp16", "sdpa", False, False)
+    assert estimate_memory(shape, bf16, 8) == estimate_memory(shape, fp16, 8)
+    checkpointed = dataclasses.replace(bf16, activation_checkpointing=True)
+    assert activation_bytes_per_token(shape, checkpointed) == \
+        model_saved_bytes_per_token(shape, checkpointed) + block_bytes_per_token(shape, bf16)
+    assert model_saved_bytes_per_token(shape, checkpointed) == 4 * 768 + 2 * 768 + 16 + 12 * 4 * 768
+    assert logits_peak_bytes_per_token(shape, bf16) == 14 * 32000
+    assert logits_peak_bytes_per_token(shape, Setup(1024, "fp32", "sdpa", False, False)) == 12 * 32000
+    assert fit_batch(shape, bf16, 480, 1, 16, None, None, 0.9).estimate.reserve == 0.0
+
+
+def test_a_smaller_gpu_memory_fraction_gives_a_smaller_batch_within_it():
+    config, full = _plan("gpt2-medium", fabricate("a100-80g"))
+    _, half = _plan("gpt2-medium", fabricate("a100-80g"), **{"training.gpu_memory_fraction": 0.5})
+    assert half.memory.total <= 79.2 * 0.5 < full.memory.total
+    assert half.per_device_batch_size < full.per_device_batch_size
+    assert "(at most 50 %)" in half.batch_reason
+
+
+def test_the_error_names_the_gpu_size_that_would_fit_and_offers_8bit_adam_only_where_it_fits():
+    import math
+
+    from pipeline.training.batch_fit import fit_batch
+
+    shape = ModelShape(36, 20, 1280, 1024, 32000)
+    checkpointed = Setup(1024, "bf16", "sdpa", False, True)
+    need = estimate_memory(shape, checkpointed, 1).total
+    tiny = GpuFacts("NVIDIA GeForce RTX 3060 Ti", 7.8, (8, 6))  # 751 M parameters' 8-bit states alone overflow it
+    with pytest.raises(UserError) as caught:
+        fit_batch(shape, Setup(1024, "bf16", "sdpa", False, False), 480, 1, 8, None, tiny, 0.9)
+    line = caught.value.one_line()
+    assert f"a GPU with at least {math.ceil(need / 0.9)} GiB" in line and "adamw_8bit" not in line
+
+
+def test_the_plan_uses_the_trained_tokenizers_vocabulary_not_the_configs(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from pipeline.hardware import facts
+    from pipeline.plan_command import plan_for
+    from pipeline.rundir import RunDir
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "manifest.json").write_text(json.dumps({"vocab_size": 8000, "fingerprint": "x"}))
+    monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("a100-80g"))
+    path = REPO / "configs" / "gpt2-small.yaml"
+    resolved = resolve((str(path), read_yaml_mapping(path)), {}, fabricate("a100-80g"))
+    record = plan_for(SimpleNamespace(config=resolved.config, resolved=resolved, run_dir=RunDir(tmp_path)))
+    assert record["vocab_size"] == 8000 and record["parameters"] == ModelShape(12, 12, 768, 1024, 8000).parameters
+
+
+def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_path, monkeypatch):
+    """torch.cuda answers by hand (no CUDA here); the summary is built by stage 3's own _summary."""
+    from types import SimpleNamespace
+
+    from pipeline.training.history import HistoryCallback, read_history
+    from pipeline.training.stage import _summary
+
+    history = HistoryCallback(tmp_path / "history.csv", tokens_per_step=4096, train_blocks=100, samples_per_step=4,
+                              tokens_per_char=0.7, unigram=7.0, flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB",
+                              num_gpus=1, skipped=lambda: 0, memory_estimate_gib=41.234)
+    state = SimpleNamespace(global_step=0)
+    history.on_train_begin(None, state, None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for step, peak in ((1, 30.0), (2, 38.5)):
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None, peak=peak: int(peak * 2**30))
+        state.global_step = step
+        history.on_log(None, state, None, logs={"loss": 5.0, "learning_rate": 1e-4, "grad_norm": 1.0})
+    assert [row["gpu_peak_gib"] for row in read_history(tmp_path / "history.csv")] == [30.0, 38.5]
+    config, plan = _plan("gpt2-small", fabricate("a100-80g"))
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=2), nonfinite=SimpleNamespace(skipped=0),
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model)
+    summary = _summary(config, plan, {}, fabricate("a100-80g"), None, trainer, history, 7.0, 1024,
+                       {"vocab_size": 32000}, [], 1.0, None)
+    assert summary["memory"]["measured_peak_gib"] == 38.5
+    assert summary["memory"]["estimate_gib"] == plan.memory.as_dict()

@@ -9,12 +9,20 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.training.presets import available_presets
-from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, one_error_line, run_cli
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, fabricate, one_error_line, run_cli
 
 PLAN_KEYS = {"per_device_batch_size", "gradient_accumulation_steps", "processes", "global_batch_size",
              "activation_checkpointing", "optimizer", "precision", "gpu_memory_gib", "memory_gib",
              "tokens_per_second_estimate", "hours_estimate"}
 MEMORY_PARTS = {"total", "weights", "gradients", "optimizer_states", "activations", "logits_and_loss", "reserve"}
+
+
+@pytest.fixture(autouse=True)
+def _cpu_machine(monkeypatch):
+    """In-process commands see this 2-core CPU machine whatever the host has (subprocess tests run on the host)."""
+    from pipeline.hardware import facts
+
+    monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("cpu"))
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -49,6 +57,10 @@ def test_show_config_sources_names_the_layer_of_every_field(capsys):
     code, out, _ = _run(capsys, "show-config", "--sources", "--training-max-steps", "70", "--run-dir", "/nonexistent")
     assert code == 0
     assert "  per_device_batch_size: 16  # preset cpu, which replaced 8 from " in out
+    typed = _run(capsys, "show-config", "--sources", "--training-per-device-batch-size", "4", "--training-precision",
+                 "bf16", "--run-dir", "/nonexistent")[1]  # the command line wins over the preset, and says so
+    assert "  per_device_batch_size: 4  # the command line" in typed
+    assert "  precision: bf16  # the command line" in typed
     assert "  precision: fp32  # preset cpu" in out
     assert "  max_steps: 70  # the command line" in out
     assert "  n_layer: 4  # " in out and "demo.yaml" in out.split("  n_layer: 4  # ")[1].splitlines()[0]
@@ -67,6 +79,7 @@ def test_plan_json_has_the_batch_split_memory_parts_and_time_for_a_preset_gpu_on
     assert record["gpu_memory_gib"] == 23.6 and record["memory_gib"]["total"] <= 23.6 * 0.9
     assert record["hours_estimate"] > 0 and record["tokens_per_second_estimate"] > 0
     assert "instead of this machine" in record["preset"] and record["precision"] == "bf16"
+    assert record["attention"] == "flash_attention_2" and record["torch_compile"] is True  # the card's software
     assert record["parameters"] == 336_128_000 and record["compute_optimal_steps"] == 13_678
 
 
@@ -78,6 +91,23 @@ def test_plan_for_several_processes_keeps_the_global_batch_and_adds_the_ddp_buck
     assert eight["per_device_batch_size"] * eight["gradient_accumulation_steps"] == 60
     assert eight["memory_gib"]["gradients"] == pytest.approx(2 * one["memory_gib"]["gradients"], abs=0.01)
     assert eight["hours_estimate"] == pytest.approx(one["hours_estimate"] / 8, rel=0.01)
+    medium = json.loads(_run(capsys, "plan", "--config", "gpt2-medium", "--preset", "a100-80g", "--json",
+                             "--processes", "8")[1])  # 60 a process do not fit: a divisor of 60, not of 480
+    assert medium["global_batch_size"] == 480 and 60 % medium["per_device_batch_size"] == 0
+    assert medium["per_device_batch_size"] < 60
+    rows = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--all-presets", "--json", "--processes", "8")[1])
+    assert {(row["processes"], row["global_batch_size"]) for row in rows} == {(8, 480)}
+
+
+def test_plan_for_several_processes_on_this_machine_gives_each_its_own_gpu(capsys, monkeypatch):
+    from pipeline.hardware import facts
+
+    monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("a100-80g"))  # one A100 here, plan for four
+    record = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--json", "--processes", "4")[1])
+    assert (record["processes"], record["global_batch_size"], record["device"]) == (4, 480, "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("t4", count=2))  # Kaggle's 2 x T4, no torchrun
+    code, out, err = _run(capsys, "plan", "--config", "gpt2-small", "--json")
+    assert code == 0 and json.loads(out)["processes"] == 2 and "torchrun --nproc_per_node 2" in err
 
 
 def test_plan_warns_when_the_learning_rate_is_far_above_the_reference_for_the_model_size(capsys):
@@ -88,6 +118,37 @@ def test_plan_warns_when_the_learning_rate_is_far_above_the_reference_for_the_mo
     assert "warning: optimization.learning_rate 0.0006 is 1.9 x the reference" in medium  # small's rate
     for name in ("gpt2-small", "gpt2-medium", "gpt2-large", "demo"):  # the shipped configs do not warn
         assert "warning:" not in _run(capsys, "plan", "--config", name, "--preset", "a100-80g")[1], name
+
+
+def test_the_reference_learning_rate_is_gpt3s_interpolated_on_a_log_scale_and_warned_above_1_5_times():
+    import math
+
+    from pipeline.training.plan_report import learning_rate_warning, reference_learning_rate
+
+    assert reference_learning_rate(125_000_000) == 6e-4 and reference_learning_rate(760_000_000) == 2.5e-4
+    assert reference_learning_rate(int(math.sqrt(125e6 * 350e6))) == pytest.approx(math.sqrt(6e-4 * 3e-4), rel=1e-6)
+    assert reference_learning_rate(int(math.sqrt(350e6 * 760e6))) == pytest.approx(math.sqrt(3e-4 * 2.5e-4), rel=1e-6)
+    assert reference_learning_rate(50_000_000) is None  # below GPT-3's smallest model: no reference
+    assert learning_rate_warning(125_000_000, 1.4 * 6e-4) is None
+    assert "1.6 x the reference" in learning_rate_warning(125_000_000, 1.6 * 6e-4)
+
+
+def test_the_learning_rate_warning_is_given_before_stage_1(caplog, tmp_path):
+    from pipeline.config.loader import read_yaml_mapping
+    from pipeline.preflight import preflight
+    from pipeline.resolution import resolve
+    from pipeline.rundir import RunDir
+    from pipeline.stages import STAGES, StageRequest
+
+    path = REPO / "configs" / "gpt2-large.yaml"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("今天天气很好，我们去公园散步。\n" * 20000, encoding="utf-8")
+    command_line = {"data.files": [str(corpus)], "optimization.learning_rate": 6e-4}
+    request = StageRequest(resolve((str(path), read_yaml_mapping(path)), command_line, fabricate("a100-80g")),
+                           RunDir(tmp_path / "run"), overrides=command_line)
+    preflight(request, [(info, False) for info in STAGES[:3]])
+    assert any("2.4 x the reference" in record.getMessage() and record.levelname == "WARNING"
+               for record in caplog.records)
 
 
 def test_plan_refuses_an_unknown_preset_and_a_bad_process_count_in_one_line():
@@ -118,6 +179,13 @@ def test_help_shows_the_value_each_command_would_use_and_the_layer_that_set_it(c
     text = " ".join(capsys.readouterr().out.split())
     assert "[fp32 from preset cpu]" in text  # the preset's, not the config's auto
     assert "[0.9 from the default]" in text and "[4 from demo.yaml]" in text  # model.n_layer
+
+
+def test_the_run_saves_the_config_without_the_preset_so_another_machine_picks_its_own(trained):
+    run_dir, _ = trained
+    saved = yaml.safe_load((run_dir / "settings.yaml").read_text(encoding="utf-8"))
+    assert saved["training"]["precision"] == "auto" and saved["training"]["tf32"] is True  # not the CPU preset's
+    assert saved["training"]["per_device_batch_size"] == 4  # the command line's
 
 
 def test_values_an_earlier_command_typed_are_credited_to_it_not_to_this_command_line(capsys, tmp_path):
