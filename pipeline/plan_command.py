@@ -30,7 +30,7 @@ def _probe(request) -> Probe | None:
     """8-bit Adam: probed for real on this machine, assumed on another preset's card."""
     if request.config.optimization.optimizer != "adamw_8bit":
         return None
-    if request.resolved.preset is not None and "instead of this machine" in request.resolved.preset_note:
+    if request.resolved.what_if:
         return Probe(True, "assumed on the preset's card; stage 3 probes it there")
     from pipeline.hardware.decisions import training_device
     from pipeline.hardware.facts import probe_8bit_adam

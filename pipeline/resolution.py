@@ -24,6 +24,7 @@ class Resolved:
     preset: Preset | None
     preset_note: str           # which preset and why, in a line
     facts: HardwareFacts
+    what_if: bool = False      # facts are a preset's card, not this machine's (`gpt2zh plan --preset`)
 
     def origin(self, dotted: str) -> str:
         """Who set a value; a preset's value names the config value it replaced."""
@@ -84,12 +85,14 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
         card = f"{preset.card.name}, {preset.card.memory_gib:g} GiB" if preset.card else "a CPU"
         preset_note = (f"preset {name}: planned for {card} instead of this machine ({why}), as if set up with "
                        "`pip install -e '.[gpu]'`")
+        what_if = True
     else:
         preset, preset_note = resolve_preset(name, settings.training.force_preset, facts)
+        what_if = False
     layer = preset_layer(preset)
     config = load_layers(base, command_line, layer) if layer else settings
     sources = field_sources(base, preset, command_line, earlier)
-    return Resolved(config, settings, sources, base, preset, preset_note, facts)
+    return Resolved(config, settings, sources, base, preset, preset_note, facts, what_if)
 
 
 def resolve_file(path, command_line: dict | None = None) -> Resolved:

@@ -80,6 +80,10 @@ def test_plan_json_has_the_batch_split_memory_parts_and_time_for_a_preset_gpu_on
     assert record["hours_estimate"] > 0 and record["tokens_per_second_estimate"] > 0
     assert "instead of this machine" in record["preset"] and record["precision"] == "bf16"
     assert record["attention"] == "flash_attention_2" and record["torch_compile"] is True  # the card's software
+    eight_bit = json.loads(_run(capsys, "plan", "--config", "gpt2-large", "--preset", "t4", "--json",
+                                "--optimization-optimizer", "adamw_8bit")[1])
+    assert eight_bit["optimizer"] == "adamw_bnb_8bit"
+    assert eight_bit["reasons"]["optimizer"].endswith("assumed on the preset's card; stage 3 probes it there")
     assert record["parameters"] == 336_128_000 and record["compute_optimal_steps"] == 13_678
 
 

@@ -195,11 +195,12 @@ def test_a_command_refused_in_a_stage_or_with_every_stage_up_to_date_leaves_the_
     run_dir = copy_run(trained[0], tmp_path)
     settings = (run_dir / "settings.yaml").read_bytes()
     assert main(["train-tokenizer", "--run-dir", str(run_dir), "--model-n-layer", "3"]) == 0  # up to date
-    assert main(["run", "--run-dir", str(run_dir), "--training-precision", "fp16"]) == 2  # refused by stage 3
+    assert main(["run", "--run-dir", str(run_dir), "--training-precision", "fp16"]) == 2  # refused (stage 3's plan)
     capsys.readouterr()
     assert (run_dir / "settings.yaml").read_bytes() == settings
     assert main(["run", "--run-dir", str(run_dir)]) == 0  # so a plain rerun still finds everything up to date
     assert "up to date, reused" in capsys.readouterr().out
+    assert (run_dir / "settings.yaml").read_bytes() == settings  # and, every stage up to date, saves nothing
 
 
 def test_the_model_is_up_to_date_whichever_way_the_same_precision_is_asked_for(tmp_path, capsys, trained):
