@@ -22,6 +22,7 @@ from pipeline.config.options import Parser, add_config_options, overrides_from
 from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
+from pipeline.inference.arguments import add_evaluate_arguments, add_generate_arguments
 from pipeline.run_settings import (
     SavedSettings,
     absolute_corpus_paths,
@@ -42,11 +43,13 @@ STAGE_FLAGS = ("--config", "--force", "--run-dir", "--cache-dir", "--quiet")
 COMMON_FLAGS = {**{info.command: STAGE_FLAGS for info in STAGES}, RUN_ALL: STAGE_FLAGS,
                 "show-config": ("--config", "--run-dir"), "plan": ("--config", "--run-dir"),
                 "diagnose": ("--config", "--run-dir", "--quiet"),
+                "evaluate": ("--config", "--run-dir", "--cache-dir", "--quiet"),
                 "doctor": ("--run-dir", "--cache-dir")}
 ALL_GROUPS = tuple(GROUPS)
 GROUPS_SHOWN = {**{info.command: info.groups for info in STAGES}, RUN_ALL: ALL_GROUPS, "show-config": ALL_GROUPS,
                 "diagnose": ("data", "model", "training"), "plan": ("data", "tokenizer", "model", "training",
-                                                                    "optimization")}
+                                                                    "optimization"),
+                "evaluate": ("data",)}
 
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
@@ -164,6 +167,16 @@ def build_parser(argv: list[str]) -> Parser:
     plan.add_argument("--json", action="store_true", help="one JSON object (a list with --all-presets)")
     plan.add_argument("--all-presets", action="store_true", help="one row per preset in configs/presets/")
     plan.add_argument("--processes", type=int, metavar="N", help="plan for N processes (torchrun), one GPU each")
+    evaluate = _add_command(commands, "evaluate", base, source, show_all,
+                            help="compare models on the same held-out documents by bits per character",
+                            description="Score each --model on a run's held-out documents (or --data-files) with "
+                                        "a sliding window; print a table sorted by bits per character, the figure "
+                                        "that compares models with different tokenizers.")
+    add_evaluate_arguments(evaluate)
+    generate = commands.add_parser("generate", help="continue a prompt with a model, streamed to the terminal",
+                                   description="Sample continuations of PROMPT; defaults from the model's "
+                                               "generation_config.json, flags override.")
+    add_generate_arguments(generate)
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
     _add_common(doctor, "doctor")
@@ -223,6 +236,10 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
     typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
     layers = _layers(args.config, args.run_dir, typed)
     resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes, layers.earlier)
+    if resolved.config.model.init_from:
+        from pipeline.models.base_sizes import with_base_sizes
+
+        resolved = with_base_sizes(resolved)
     for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
         config.data.files = absolute_corpus_paths(config.data.files)
     return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
@@ -307,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.plan_command import run_plan
 
             return run_plan(args, _request)
+        if args.command == "evaluate":
+            from pipeline.inference.evaluate_command import run_evaluate
+
+            return run_evaluate(args, _request)
+        if args.command == "generate":
+            from pipeline.inference.generate_command import run_generate
+
+            return run_generate(args)
         if args.command == "doctor":
             from pipeline.doctor import run_doctor
 

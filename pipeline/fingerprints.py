@@ -11,10 +11,22 @@ DATASET_FORMAT = 1
 MODEL_FORMAT = 1
 
 
-def tokenizer_inputs(config: Config, sources: list[Source]) -> dict:
-    return {"format": TOKENIZER_FORMAT,
-            "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
-            "sources": [source.fingerprint() for source in sources]}
+def tokenizer_inputs(config: Config, sources: list[Source], base_model: dict | None = None) -> dict:
+    """base_model: the identity of the model whose tokenizer is adopted (`--model-init-from`,
+    pipeline/models/source.py:ModelSource.identity); the weights stage 3 starts from inherit it."""
+    parts = {"format": TOKENIZER_FORMAT,
+             "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
+             "sources": [source.fingerprint() for source in sources]}
+    if config.model.init_from:
+        parts["base_model"] = base_model or {"reference": config.model.init_from}
+    return parts
+
+
+def recorded_base_model(config: Config, tokenizer_manifest: dict | None) -> dict | None:
+    """The base model stage 1 adopted, when it is the one this config names: later stages compare against it
+    without a download (stage 1 itself looks again, and sees a Hub branch that moved on)."""
+    recorded = ((tokenizer_manifest or {}).get("inputs") or {}).get("base_model")
+    return recorded if recorded and recorded.get("reference") == config.model.init_from else None
 
 
 def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: dict) -> dict:
@@ -24,8 +36,8 @@ def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: di
             "tokenizer": tokenizer_manifest["fingerprint"]}
 
 
-def expected_tokenizer_fingerprint(config: Config, sources: list[Source]) -> str:
-    return fingerprint(tokenizer_inputs(config, sources))
+def expected_tokenizer_fingerprint(config: Config, sources: list[Source], tokenizer_manifest: dict | None) -> str:
+    return fingerprint(tokenizer_inputs(config, sources, recorded_base_model(config, tokenizer_manifest)))
 
 
 def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests: list[dict],

@@ -9,11 +9,12 @@ import math
 from pipeline.config.schema import Config, DataConfig
 from pipeline.corpus.sources import Source, sources_for
 from pipeline.errors import UserError
-from pipeline.fingerprints import dataset_inputs, tokenizer_inputs, training_inputs
+from pipeline.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs
 from pipeline.report import human_bytes
 from pipeline.rundir import fingerprint, read_manifest, refuse_replacing
 from pipeline.stages import StageInfo, StageRequest
 from pipeline.training.presets import HARDWARE_FIELDS
+from pipeline.training.trackers import check_trackers
 
 log = logging.getLogger("gpt2zh")
 # An upper bound on tokens per corpus byte: UTF-8 Chinese has 3 bytes a character and a tokenizer rarely
@@ -108,7 +109,7 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
     check_token_present(config, set(forced), request.dry_run)
     sources = sources_for(config.data.files)[0] if {"train-tokenizer", "tokenize"} & set(forced) else []
     tokenizer = read_manifest(run.stage("tokenizer"))
-    tokenizer_parts = tokenizer_inputs(config, sources) if sources else None
+    tokenizer_parts = tokenizer_inputs(config, sources, recorded_base_model(config, tokenizer)) if sources else None
     replacing = request.replace  # --from-stage reruns a stage, only --force replaces what other inputs built
     if "train-tokenizer" in forced and not replacing and tokenizer is not None:
         refuse_replacing(run.stage("tokenizer"), tokenizer, tokenizer_parts)
@@ -128,6 +129,7 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
             check_split_sizes(sources, config.data)
     if "pretrain" in forced:
         check_schedule(config)
+        check_trackers(config.training.report_to)
         check_plan(request, tokenizer["vocab_size"] if tokenizer and "train-tokenizer" not in forced else None)
         model = read_manifest(run.stage("model"))
         if model is not None and not replacing:

@@ -1,14 +1,16 @@
-"""A small local server that speaks the Hugging Face Hub's HTTP API, for upload tests without internet.
+"""A small local server that speaks the Hugging Face Hub's HTTP API, for upload and download tests offline.
 
 Standard library only. It implements what huggingface_hub 2.x uses for `whoami`, `create_repo`,
 `upload_folder` (preupload, LFS batch + PUT, NDJSON commit, README metadata validation), `repo_info`,
 `list_repo_tree` and `snapshot_download` (resolve with ETag / X-Linked-* headers), with
 HF_HUB_DISABLE_XET=1. Failures can be scheduled to test retries (a 503 on the first commit, say).
 
-Dataset repositories are seeded directly (`LocalHub.add_dataset`) and read the way `dataset_info`,
-`list_repo_tree` and `hf_hub_download` read them: several branches or tags, each commit's tree kept,
+Read-only dataset and model repositories can also be seeded directly (`LocalHub.add_dataset`, `LocalHub.add_model`)
+and are then read the way `dataset_info` / `model_info`, `list_repo_tree`, `hf_hub_download` and
+`snapshot_download` read them: several branches or tags, each commit's tree kept and readable by its sha,
 private repositories answering as the Hub does (401 without a token, 404 with a token that cannot read),
-gated ones refusing downloads (GatedRepo), and unknown revisions answering RevisionNotFound.
+gated ones refusing downloads (GatedRepo), unknown revisions answering RevisionNotFound and missing files
+EntryNotFound. A seeded model repository is read in preference to an uploaded one of the same id.
 """
 
 import base64
@@ -27,8 +29,8 @@ import yaml
 
 DROP = 0  # a scheduled "status" that closes the connection without answering
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".png", ".gz")
-# Binary and compressed corpus shards: the Hub's default .gitattributes stores these in LFS.
-DATASET_LFS_SUFFIXES = (*LFS_SUFFIXES, ".parquet", ".arrow", ".bz2", ".xz", ".zst")
+# Weights, binaries and compressed corpus shards: the Hub's default .gitattributes stores these in LFS.
+SEEDED_LFS_SUFFIXES = (*LFS_SUFFIXES, ".parquet", ".arrow", ".bz2", ".xz", ".zst")
 INVALID_TOKEN = "Invalid credentials in Authorization header"
 LICENSES = {"mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause", "gpl-3.0",
             "openrail", "other", "unknown"}
@@ -77,10 +79,11 @@ class Repo:
 
 
 @dataclass
-class DatasetRepo:
-    """A dataset repository with history: every commit's tree stays readable by its sha."""
+class SeededRepo:
+    """A dataset or model repository with history: every commit's tree stays readable by its sha."""
 
     repo_id: str
+    kind: str  # "dataset" or "model": the words the Hub's answers use
     private: bool = False
     gated: bool = False  # only the owner may download; everyone may see the info and the file list
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit sha
@@ -94,7 +97,7 @@ class DatasetRepo:
         return self.refs.get(revision) or (revision if revision in self.trees else None)
 
     def entry(self, commit: str, path: str) -> dict:
-        return file_entry(path, self.trees[commit][path], path.endswith(DATASET_LFS_SUFFIXES))
+        return file_entry(path, self.trees[commit][path], path.endswith(SEEDED_LFS_SUFFIXES))
 
 
 @dataclass
@@ -109,7 +112,8 @@ class HubState:
     def __init__(self, tokens: dict[str, str]):
         self.tokens = tokens  # token -> user name
         self.repos: dict[str, Repo] = {}
-        self.datasets: dict[str, DatasetRepo] = {}
+        self.datasets: dict[str, SeededRepo] = {}
+        self.models: dict[str, SeededRepo] = {}
         self.objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
         self.failures: list[Failure] = []
         self.latency: list[tuple[str, str, float]] = []  # (method, path pattern, seconds): a slow network
@@ -297,6 +301,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"warnings": []})
 
     def repo_info(self, body, query, repo_id, revision=None):
+        if repo_id in self.state.models:
+            return self._seeded_info(self.state.models, query, repo_id, revision)
         repo = self._repo(repo_id)
         if repo is None:
             return self._error(404, "Repository not found", "RepoNotFound")
@@ -304,12 +310,16 @@ class Handler(BaseHTTPRequestHandler):
                          "siblings": [{"rfilename": path} for path in sorted(repo.files)], "tags": []})
 
     def tree(self, body, query, repo_id, revision, subpath):
+        if repo_id in self.state.models:
+            return self._seeded_tree(self.state.models, query, repo_id, revision, subpath)
         repo = self._repo(repo_id)
         if repo is None:
             return self._error(404, "Repository not found", "RepoNotFound")
         self._send(200, [repo.entry(path) for path in sorted(repo.files)])
 
     def resolve(self, body, query, repo_id, revision, path):
+        if repo_id in self.state.models:
+            return self._seeded_resolve(self.state.models, repo_id, revision, path)
         repo = self._repo(repo_id)
         if repo is None:
             return self._error(404, "Repository not found", "RepoNotFound")
@@ -317,13 +327,14 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "Entry not found", "EntryNotFound")
         self._send(200, raw=repo.files[path], headers=download_headers(repo.entry(path), repo.head))
 
-    # -- dataset repositories (read only) -----------------------------------------------------------
-    def _readable_dataset(self, repo_id: str, revision: str | None) -> tuple[DatasetRepo, str] | None:
+    # -- seeded dataset and model repositories (read only) --------------------------------------------
+    def _readable(self, repos: dict[str, SeededRepo], repo_id: str,
+                  revision: str | None) -> tuple[SeededRepo, str] | None:
         """The repository and the commit a revision names, or None after answering as the Hub does."""
         if self.headers.get("Authorization") and self._user() is None:
             self._send(401, {"error": INVALID_TOKEN}, {"X-Error-Message": INVALID_TOKEN})
             return None
-        user, repo = self._user(), self.state.datasets.get(repo_id)
+        user, repo = self._user(), repos.get(repo_id)
         if repo is None or (repo.private and user != repo.owner):
             # The Hub does not reveal that a private repository exists: 401 anonymous, 404 authenticated.
             self._error(401 if user is None else 404, "Repository not found", "RepoNotFound")
@@ -334,19 +345,22 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return repo, commit
 
-    def dataset_info(self, body, query, repo_id, revision=None):
-        found = self._readable_dataset(repo_id, revision)
+    def _seeded_info(self, repos, query, repo_id, revision):
+        found = self._readable(repos, repo_id, revision)
         if found is None:
             return
         repo, commit = found
         info = {"_id": repo_id, "id": repo_id, "sha": commit, "private": repo.private,
                 "gated": "manual" if repo.gated else False, "tags": [],
                 "siblings": [{"rfilename": path} for path in sorted(repo.trees[commit])]}
+        if repo.kind == "model":
+            info["modelId"] = repo_id
         expand = query.get("expand")
-        self._send(200, {key: info[key] for key in ("_id", "id", *expand)} if expand else info)
+        # An expanded property this server does not track is left out rather than failing the request.
+        self._send(200, {key: info[key] for key in ("_id", "id", *expand) if key in info} if expand else info)
 
-    def dataset_tree(self, body, query, repo_id, revision, subpath):
-        found = self._readable_dataset(repo_id, revision)
+    def _seeded_tree(self, repos, query, repo_id, revision, subpath):
+        found = self._readable(repos, repo_id, revision)
         if found is None:
             return
         repo, commit = found
@@ -369,18 +383,27 @@ class Handler(BaseHTTPRequestHandler):
         listing = [{"type": "directory", "path": folder, "oid": git_hash(folder.encode())} for folder in folders]
         self._send(200, sorted(listing + files, key=lambda item: item["path"]))
 
-    def dataset_resolve(self, body, query, repo_id, revision, path):
-        found = self._readable_dataset(repo_id, revision)
+    def _seeded_resolve(self, repos, repo_id, revision, path):
+        found = self._readable(repos, repo_id, revision)
         if found is None:
             return
         repo, commit = found
         user = self._user()
         if repo.gated and user != repo.owner:
-            return self._error(401 if user is None else 403, f"Access to dataset {repo_id} is restricted",
+            return self._error(401 if user is None else 403, f"Access to {repo.kind} {repo_id} is restricted",
                                "GatedRepo")
         if path not in repo.trees[commit]:
             return self._error(404, "Entry not found", "EntryNotFound")
         self._send(200, raw=repo.trees[commit][path], headers=download_headers(repo.entry(commit, path), commit))
+
+    def dataset_info(self, body, query, repo_id, revision=None):
+        self._seeded_info(self.state.datasets, query, repo_id, revision)
+
+    def dataset_tree(self, body, query, repo_id, revision, subpath):
+        self._seeded_tree(self.state.datasets, query, repo_id, revision, subpath)
+
+    def dataset_resolve(self, body, query, repo_id, revision, path):
+        self._seeded_resolve(self.state.datasets, repo_id, revision, path)
 
 
 REPO = r"([^/]+/[^/]+)"
@@ -414,19 +437,28 @@ class LocalHub:
         self.state.base_url = self.url
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def _seed(self, repos: dict[str, SeededRepo], kind: str, repo_id: str, files: dict[str, bytes], private: bool,
+              revision: str, gated: bool) -> str:
+        with self.state.lock:
+            repo = repos.setdefault(repo_id, SeededRepo(repo_id, kind, private=private, gated=gated))
+            commit = new_commit_oid()
+            repo.trees[commit] = dict(files)
+            repo.refs[revision] = commit
+            return commit
+
     def add_dataset(self, repo_id: str, files: dict[str, bytes], private: bool = False, revision: str = "main",
                     gated: bool = False) -> str:
         """Commit `files` as the whole tree of branch or tag `revision`; returns the new commit sha.
 
         The first call creates the repository (private and gated are set then); later calls add commits,
-        and every earlier commit stays readable by its sha. Compressed and parquet files are served as LFS.
+        and every earlier commit stays readable by its sha. Weights, compressed and parquet files are LFS.
         """
-        with self.state.lock:
-            repo = self.state.datasets.setdefault(repo_id, DatasetRepo(repo_id, private=private, gated=gated))
-            commit = new_commit_oid()
-            repo.trees[commit] = dict(files)
-            repo.refs[revision] = commit
-            return commit
+        return self._seed(self.state.datasets, "dataset", repo_id, files, private, revision, gated)
+
+    def add_model(self, repo_id: str, files: dict[str, bytes], private: bool = False, revision: str = "main",
+                  gated: bool = False) -> str:
+        """As `add_dataset`, for a model repository: what `from_pretrained` and `snapshot_download` read."""
+        return self._seed(self.state.models, "model", repo_id, files, private, revision, gated)
 
     def __enter__(self) -> "LocalHub":
         self.thread.start()

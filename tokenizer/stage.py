@@ -99,6 +99,10 @@ def train_tokenizer(request: StageRequest) -> dict:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
     sources, corpus = sources_for(config.data.files)
+    if config.model.init_from:
+        from tokenizer.adopt import adopt_tokenizer
+
+        return adopt_tokenizer(request, sources, corpus, report)
     parts = tokenizer_inputs(config, sources)
     output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:

@@ -88,6 +88,12 @@ class TokenizerConfig:
 class ModelConfig:
     """GPT-2 architecture (vocabulary size and special-token ids come from the tokenizer)."""
 
+    init_from: str = setting(
+        "", "start from an existing GPT-2 instead of random weights: a folder (a run's model/, any GPT-2 with "
+            "its tokenizer) or a Hub model id <owner>/<name>[@<revision>]; stage 1 adopts its tokenizer, the sizes "
+            "below come from its config.json, stage 3 loads its weights. Not a resume: a run's own checkpoints "
+            "still come first (PITFALLS.md BM1)",
+        in_fingerprint=False)  # its identity (Hub commit, or the folder's file hashes) is fingerprinted instead
     n_layer: int = setting(12, "transformer blocks")
     n_head: int = setting(12, "attention heads per block")
     n_embd: int = setting(768, "hidden size")
@@ -125,6 +131,10 @@ class TrainingConfig:
              "covers the CUDA context and fragmentation); raise it only after the measured peak (training "
              "summary) showed room", in_fingerprint=False)
     dataloader_workers: int = setting(-1, "DataLoader worker processes; -1 = min(8, CPU count)", in_fingerprint=False)
+    report_to: list[str] = setting(
+        ["tensorboard"], "experiment trackers, the Trainer's integrations: tensorboard (into <run-dir>/logs/"
+                         "tensorboard), swanlab, wandb, mlflow, comet_ml, clearml, neptune, dvclive, trackio, ...; "
+                         "the run directory's name is the run name; none = no tracker", in_fingerprint=False)
     logging_steps: int = setting(10, "log loss, learning rate, grad norm and tokens/s every N steps",
                                  in_fingerprint=False)
     eval_steps: int = setting(500, "evaluate, plot and sample every N steps", in_fingerprint=False)

@@ -15,12 +15,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.hub.download_errors import explain_hub_error
 from pipeline.report import human_bytes
 
 log = logging.getLogger("gpt2zh")
 HUB_PREFIX = "hf://"
 PATH_FORM = "hf://datasets/<owner>/<name>[@<revision>]/<file, folder or glob>"
-LOGIN = "set HF_TOKEN or run `hf auth login`"
 EXAMPLES_SHOWN = 3
 
 
@@ -60,7 +60,7 @@ def resolve_hub_files(pattern: str, accepts: Callable[[str], bool]) -> list[HubF
     except UserError:
         raise
     except Exception as err:
-        problem = _explain(err, location)
+        problem = explain_hub_error(err, location.where, "dataset", location.repo_id, location.revision)
         if problem is None:
             raise
         raise problem from None
@@ -168,56 +168,3 @@ def _nothing_matches(api, location: _Location, commit: str, listing: list,
 def _examples(paths: list[str]) -> str:
     shown = ", ".join(paths[:EXAMPLES_SHOWN]) or "none"
     return shown + (", ..." if len(paths) > EXAMPLES_SHOWN else "")
-
-
-def _explain(err: Exception, location: _Location) -> UserError | None:
-    """A one-line UserError for what the Hub or the network said, or None for our own bugs."""
-    import httpx2
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        DisabledRepoError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where, repo = location.where, f"dataset {location.repo_id}"
-    page = f"{constants.ENDPOINT}/datasets/{location.repo_id}"
-    # hf_hub_download reports a failed connection as "not in the local cache"; the cause says why.
-    if isinstance(err, LocalEntryNotFoundError) and err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, GatedRepoError):  # before its parent class, RepositoryNotFoundError
-        return UserError(f"{where}: {repo} is gated: downloads need the token of an account that accepted its "
-                         "conditions", f"accept them at {page}, then {LOGIN} with that account")
-    if isinstance(err, RepositoryNotFoundError):  # the Hub answers the same for private repositories
-        return UserError(f"{where}: {repo} not found, or private and your token cannot read it",
-                         f"check the name at {page}; for a private dataset {LOGIN}")
-    if isinstance(err, RevisionNotFoundError):
-        return UserError(f"{where}: {repo} has no branch, tag or commit {location.revision!r}",
-                         "name an existing revision after '@' (default: main); write a '/' in a branch name as %2F")
-    if isinstance(err, DisabledRepoError):
-        return UserError(f"{where}: {repo} has been disabled on the Hub", "use another dataset")
-    if isinstance(err, HfHubHTTPError):
-        status = err.response.status_code
-        if status == 401:
-            return UserError(f"{where}: the Hub rejected your Hugging Face token (HTTP 401)",
-                             f"the token is invalid or expired: {LOGIN} with a valid one")
-        if status == 403:
-            return UserError(f"{where}: your token may not read {repo} (HTTP 403)",
-                             "use a token with read access to it (a fine-grained token must list the repository)")
-        if status == 429:
-            return UserError(f"{where}: the Hub is rate-limiting requests (HTTP 429)",
-                             f"wait a few minutes and rerun; logged-in users get higher limits ({LOGIN})")
-        return UserError(f"{where}: the Hub at {constants.ENDPOINT} answered HTTP {status} for {repo}",
-                         "retry later; files already downloaded are not downloaded again")
-    if isinstance(err, OfflineModeIsEnabled):
-        return UserError(f"{where}: offline mode is on (HF_HUB_OFFLINE), but listing {repo} needs the Hub",
-                         "unset HF_HUB_OFFLINE; files already in the HF cache are not downloaded again")
-    if isinstance(err, (httpx2.TransportError, LocalEntryNotFoundError)):
-        return UserError(f"{where}: cannot reach the Hub at {constants.ENDPOINT} ({type(err).__name__})",
-                         "check the network, the proxy and HF_ENDPOINT, then rerun: finished downloads are kept "
-                         "and an interrupted one resumes")
-    return None

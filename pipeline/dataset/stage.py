@@ -22,7 +22,12 @@ from pipeline.dataset.shards import items_for_shard, shard_folder_name
 from pipeline.dataset.store import SplitWriter, token_dtype, write_dataset_dict
 from pipeline.dataset.worker import BlockTokens, WorkerSetup, init_worker, tokenize_block
 from pipeline.errors import UserError
-from pipeline.fingerprints import dataset_inputs, expected_tokenizer_fingerprint, tokenizer_inputs
+from pipeline.fingerprints import (
+    dataset_inputs,
+    expected_tokenizer_fingerprint,
+    recorded_base_model,
+    tokenizer_inputs,
+)
 from pipeline.input_changes import changed_inputs
 from pipeline.memory import peak_rss_mb
 from pipeline.report import StageReport, human_bytes
@@ -40,16 +45,18 @@ def checked_tokenizer(tokenizer_dir: Path, config, sources) -> dict:
     manifest = read_manifest(tokenizer_dir)
     if manifest is None:
         raise UserError(f"no complete tokenizer in {tokenizer_dir}", TOKENIZER_FIX)
-    if manifest.get("fingerprint") != expected_tokenizer_fingerprint(config, sources):
-        changes = changed_inputs(manifest.get("inputs", {}), tokenizer_inputs(config, sources)) or ["its format"]
+    if manifest.get("fingerprint") != expected_tokenizer_fingerprint(config, sources, manifest):
+        expected = tokenizer_inputs(config, sources, recorded_base_model(config, manifest))
+        changes = changed_inputs(manifest.get("inputs", {}), expected) or ["its format"]
         run_dir = tokenizer_dir.parent
         raise UserError(f"the tokenizer in {tokenizer_dir} was trained with other settings than this command's: "
                         f"{'; '.join(changes[:6])}",
                         f"to reuse it, drop what changed (a command without --config starts from the run's saved "
                         f"settings); to retrain it with these settings, run `gpt2zh train-tokenizer --run-dir "
                         f"{run_dir} --force` with the same flags (or `gpt2zh run ... --force`)")
-    if file_sha256(tokenizer_dir / "tokenizer.model") != manifest.get("spm_sha256"):
-        raise UserError(f"{tokenizer_dir}/tokenizer.model differs from the one stage 1 wrote", TOKENIZER_FIX)
+    tokenizer_file = "tokenizer.model" if "spm_sha256" in manifest else "tokenizer.json"
+    if file_sha256(tokenizer_dir / tokenizer_file) != manifest.get("spm_sha256", manifest.get("tokenizer_sha256")):
+        raise UserError(f"{tokenizer_dir}/{tokenizer_file} differs from the one stage 1 wrote", TOKENIZER_FIX)
     return manifest
 
 
@@ -129,7 +136,9 @@ def tokenize_dataset(request: StageRequest) -> dict:
     work = WorkItems(blocks, reader)
     wanted = data.num_proc or min(8, request.cpu_count)  # the hardware facts' count
     workers = wanted if any(block.whole_file for block in blocks) else min(wanted, len(blocks))
-    setup = WorkerSetup(spm_model=str(tokenizer_dir / "tokenizer.model"), data=data, reserved_strings=tuple(specials),
+    adopted = "spm_sha256" not in tokenizer
+    setup = WorkerSetup(spm_model="" if adopted else str(tokenizer_dir / "tokenizer.model"),
+                        hf_tokenizer=str(tokenizer_dir) if adopted else "", data=data, reserved_strings=tuple(specials),
                         end_of_text_id=tokenizer["special_token_ids"]["eos"], dtype=dtype.name,
                         keep_digests=data.dedupe, log_level=log.level)
     stats = reader.stats
@@ -154,6 +163,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
         summary = {
             "corpus": corpus, "reading": stats.as_dict(), "splits": figures, "block_size": data.block_size,
             "dtype": dtype.name, "vocab_size": tokenizer["vocab_size"], "workers": workers,
+            "separator": next(token for token, i in specials.items() if i == tokenizer["special_token_ids"]["eos"]),
             "shard": {"index": data.shard_index, "count": data.num_shards},
             "chars_per_token": _chars_per_token(stats, figures), "seconds": round(seconds, 2),
             "mb_per_second": round(stats.bytes_read / 1e6 / max(seconds, 1e-9), 2),
@@ -201,7 +211,8 @@ def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path)
     report.row("documents", stats.documents_line("validation"))
     report.row("cleaning", stats.cleaning_line())
     report.row("tokens", f"{figures['train']['tokens']:,} training, {figures['validation']['tokens']:,} validation "
-                         f"(one <|endoftext|> after each document); {summary['chars_per_token']:.2f} chars/token")
+                         f"(one {summary['separator']} after each document); "
+                         f"{summary['chars_per_token']:.2f} chars/token")
     report.row("blocks", f"{figures['train']['blocks']:,} training + {figures['validation']['blocks']:,} validation "
                          f"× {block_size} tokens, {summary['dtype']} (vocab {summary['vocab_size']:,})")
     report.row("dropped", f"final tails only: {figures['train']['dropped_tail_tokens']:,} training + "

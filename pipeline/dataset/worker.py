@@ -3,11 +3,13 @@
 The worker does everything that scales with the text (decoding, cleaning, hashing, SentencePiece);
 the parent keeps what must see documents in order (dedupe, packing, writing). SentencePiece gives
 the same ids as the saved Hugging Face tokenizer on cleaned text (verified by stage 1) at several
-times the speed of `datasets.map` over the fast tokenizer.
+times the speed of `datasets.map` over the fast tokenizer; a tokenizer adopted from a base model
+(`--model-init-from`) is run as the Hugging Face fast tokenizer, in the same bounded batches.
 """
 
 import itertools
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,13 +26,14 @@ from pipeline.training import faults
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    spm_model: str
+    spm_model: str  # our SentencePiece model; empty when stage 1 adopted a base model's tokenizer
     data: DataConfig
     reserved_strings: tuple[str, ...]
     end_of_text_id: int
     dtype: str
     keep_digests: bool
     log_level: int = logging.INFO
+    hf_tokenizer: str = ""  # the adopted tokenizer's folder (`--model-init-from`), used when spm_model is empty
 
 
 @dataclass
@@ -51,22 +54,36 @@ _worker: "_BlockTokenizer | None" = None
 MAX_BATCH_CHARS = 2_000_000
 
 
+def _spm_encoder(model_file: str):
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=model_file).encode
+
+
+def _hf_encoder(folder: str):
+    """An adopted tokenizer, whole batches at a time in Rust. The worker processes are the parallelism:
+    the tokenizers library's own threads would compete with them for the same cores."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype)
 
 
 class _BlockTokenizer:
     def __init__(self, setup: WorkerSetup):
-        import sentencepiece as spm
-
         self.setup = setup
-        self.processor = spm.SentencePieceProcessor(model_file=setup.spm_model)
+        self.encode_batch = _spm_encoder(setup.spm_model) if setup.spm_model else _hf_encoder(setup.hf_tokenizer)
         self.policy = LinePolicy(setup.data.decode_errors, setup.data.max_line_chars, setup.data.long_lines)
         self.dtype = np.dtype(setup.dtype)
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids of every text, each followed by the end-of-text id; tokens per text, separator included)."""
-        encoded = self.processor.encode(texts)
+        encoded = self.encode_batch(texts)
         counts = np.fromiter(map(len, encoded), np.int64, count=len(encoded))
         flat = np.fromiter(itertools.chain.from_iterable(encoded), self.dtype, count=int(counts.sum()))
         return np.insert(flat, np.cumsum(counts), self.setup.end_of_text_id), counts + 1

@@ -97,6 +97,19 @@ def _training_data(data: dict, description: str, normalization: str, block_size:
     return lines
 
 
+def _base_name(base: dict) -> str:
+    if base.get("hub"):
+        return f"[{base['hub']}](https://huggingface.co/{base['hub']}) (commit {base['commit']})"
+    return f"`{base['model']}`"
+
+
+def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
+    quality = tokenizer.get("quality", {})
+    return (f"The tokenizer of {_base_name(base)}, unchanged ({tokenizer.get('tokenizer', {}).get('class', '?')}, "
+            f"{vocab_size:,} entries). On held-out text: {quality.get('chars_per_token', 0):.2f} characters per "
+            f"token, {quality.get('unk_tokens', 0):,} `[UNK]` tokens ({quality.get('unk_rate', 0):.3%}).")
+
+
 def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str,
                       dataset_description: str = "") -> str:
     """summary: model/training_summary.json, already read by the caller; dataset_description: the user's words
@@ -108,11 +121,12 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     tokenizer = _json(run_dir / "tokenizer" / "stats.json")
     data = _dataset_figures(run_dir)
     model, plan = summary["model"], summary["plan"]
+    base = summary.get("base_model") or {}
     hub_datasets = sorted({"/".join(str(entry[0]).split("/")[3:5]).split("@")[0] for entry in data["sources"]
                            if str(entry[0]).startswith("hf://")})  # the Hub links the model to its corpus
     metadata = ModelCardData(language="zh", license=license_id, library_name="transformers",
                              pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1],
-                             datasets=hub_datasets or None)
+                             datasets=hub_datasets or None, base_model=base.get("hub"))
     quality = tokenizer.get("quality", {})
     normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
     hardware = summary["hardware"]
@@ -122,8 +136,10 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         f"---\n{metadata.to_yaml()}\n---",
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"A Chinese GPT-2 with {summary['parameters'] / 1e6:.1f} M parameters, pretrained from scratch with "
-        "gpt2zh (SentencePiece tokenizer, packed blocks, transformers' Trainer).",
+        f"A Chinese GPT-2 with {summary['parameters'] / 1e6:.1f} M parameters, "
+        + (f"continued from {_base_name(base)} (its tokenizer and weights) with gpt2zh (packed blocks, "
+           "transformers' Trainer)." if base else
+           "pretrained from scratch with gpt2zh (SentencePiece tokenizer, packed blocks, transformers' Trainer)."),
         "",
         "## Model",
         "",
@@ -134,6 +150,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "",
         "## Tokenizer",
         "",
+        _adopted_tokenizer(base, tokenizer, summary["vocab_size"]) if base else
         f"SentencePiece {tokenizer.get('tokenizer', {}).get('model_type', 'bpe').upper()}, "
         f"{summary['vocab_size']:,} pieces, byte fallback (no `<unk>`), digits split, "
         f"{normalization} applied to the input. `<|endoftext|>` (id 1) separates documents and is both bos "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.config.schema import Config
 from pipeline.training.plan import TrainingPlan
+from pipeline.training.trackers import trainer_report_to
 
 
 def training_arguments(config: Config, plan: TrainingPlan, checkpoints_dir: Path):
@@ -68,7 +69,9 @@ def argument_values(config: Config, plan: TrainingPlan, checkpoints_dir: Path) -
         ignore_data_skip=True,  # GlobalStreamSampler resumes at the right sample itself, in O(1)
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every GPT-2 parameter gets a gradient
-        report_to="none",  # TensorBoard is attached explicitly, writing to <run-dir>/logs/tensorboard
+        # TensorBoard is attached explicitly, writing to <run-dir>/logs/tensorboard; other trackers by the Trainer
+        report_to=trainer_report_to(training.report_to),
+        run_name=checkpoints_dir.parent.name,
         log_level="warning",
         **extra,
     )

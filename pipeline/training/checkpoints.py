@@ -125,12 +125,21 @@ def move_aside(directory: Path) -> Path | None:
     return target
 
 
+def is_model_not_checkpoint(folder: Path) -> bool:
+    """A saved model (a run's model/, a Hub download): config and weights, but no trainer state to continue."""
+    return (folder / "config.json").is_file() and not (folder / "trainer_state.json").is_file()
+
+
 def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict) -> tuple[Path | None, list]:
     """(checkpoint to resume from or None, [(torn newer checkpoint, why)]); reads only, on every rank."""
     if setting == "never":
         return None, []
     if setting != "auto":
         chosen = Path(setting)
+        if is_model_not_checkpoint(chosen):
+            raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
+                            "state), not a checkpoint of a run", f"to start a run from its weights, pass "
+                            f"--model-init-from {setting} (PITFALLS.md BM1); --resume continues a run's own checkpoint")
         if not chosen.is_dir() or (problem := problem_with(chosen)) is not None:
             reason = "not a folder" if not chosen.is_dir() else problem
             raise UserError(f"--resume {setting}: cannot resume from it: {reason}",
@@ -147,17 +156,18 @@ def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict)
     return chosen, passed_over
 
 
-def prepare_resume(setting: str, directory: Path, chosen: Path | None, passed_over: list) -> None:
+def prepare_resume(setting: str, directory: Path, chosen: Path | None, passed_over: list,
+                   fresh_start: str = "from scratch") -> None:
     """Main process only: say what was decided, remove torn checkpoints, repair compiled weights."""
     if setting == "never":
         if (moved := move_aside(directory)) is not None:
-            log.info("pretrain: --resume never: previous checkpoints moved to %s; starting from scratch", moved)
+            log.info("pretrain: --resume never: previous checkpoints moved to %s; starting %s", moved, fresh_start)
         return
     for folder, problem in passed_over:
         log.warning("%s is not a complete checkpoint (%s); removed, resuming from an older one", folder, problem)
         shutil.rmtree(folder, ignore_errors=True)
     if chosen is None:
-        log.info("pretrain: no checkpoint to resume from in %s; starting from scratch", directory)
+        log.info("pretrain: no checkpoint to resume from in %s; starting %s", directory, fresh_start)
         return
     if repair_compile_prefix(chosen):
         log.info("pretrain: %s had torch.compile's `_orig_mod.` prefix in its weights; stripped", chosen)

@@ -1,8 +1,12 @@
-"""The GPT-2 model: sizes from the config, vocabulary and special-token ids from stage 1's tokenizer."""
+"""The GPT-2 model: sizes from the config, vocabulary and special-token ids from stage 1's tokenizer, and
+its starting weights: random, or a base model's (`--model-init-from`)."""
+
+import logging
 
 from pipeline.config.schema import ModelConfig
 from pipeline.training.memory_model import FUSED_GELU
 
+log = logging.getLogger("gpt2zh")
 COMPILE_PREFIX = "_orig_mod."
 
 
@@ -35,3 +39,20 @@ def strip_compile_prefix(state_dict: dict) -> dict:
     """(G3) torch.compile saves keys as `_orig_mod.transformer.wte.weight`; load them without it."""
     return {key[len(COMPILE_PREFIX):] if key.startswith(COMPILE_PREFIX) else key: value
             for key, value in state_dict.items()}
+
+
+def start_from_base(model, base: dict | None, resume) -> dict | None:
+    """Load the base model stage 1 adopted (its manifest's `base_model`) into model, unless the run resumes its
+    own checkpoint, which comes first (PITFALLS.md BM1); returns what the summary says about it."""
+    if base is None:
+        return None
+    about = {"model": base["label"], "hub": base.get("hub"), "commit": base.get("commit")}
+    if resume is not None:
+        log.info("pretrain: resuming %s; --model-init-from only decides where a run without a checkpoint starts",
+                 resume.name)
+        return {**about, "weights": f"from {resume.name}, which started from it"}
+    from pipeline.models.weights import load_base_weights
+
+    about["weights"] = load_base_weights(model, base)
+    log.info("pretrain: starting from the weights of %s (%s)", about["model"], about["weights"])
+    return about

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.models.text import decode_text, prompt_ids
+
 log = logging.getLogger("gpt2zh")
 TEMPERATURE, TOP_K = 0.8, 50  # against repetitive samples (C5)
 PROMPT_CHARS, MIN_PROMPT_CHARS = 8, 2  # a held-out document's opening: long enough to steer, short enough to continue
@@ -26,12 +28,13 @@ def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, 
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
+        ids_of = model.config  # the tokenizer's ids, put there by stage 3 (PITFALLS.md BM5)
         for prompt in prompts:
-            ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+            ids = torch.tensor([prompt_ids(tokenizer, prompt, ids_of.bos_token_id)], device=device)
             output = model.generate(ids, do_sample=True, temperature=TEMPERATURE, top_k=TOP_K,
-                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    attention_mask=torch.ones_like(ids))
-            results.append((prompt, tokenizer.decode(output[0][ids.shape[1]:], skip_special_tokens=True)))
+                                    max_new_tokens=max_new_tokens, pad_token_id=ids_of.pad_token_id,
+                                    eos_token_id=ids_of.eos_token_id, attention_mask=torch.ones_like(ids))
+            results.append((prompt, decode_text(tokenizer, output[0][ids.shape[1]:])))
     if was_training:
         model.train()
     return results
@@ -64,10 +67,10 @@ def held_out_prompts(validation, tokenizer, end_of_text: int, count: int = 4, ma
     for index in range(min(len(validation), max_blocks)):
         ids = np.asarray(validation[index]["input_ids"]).tolist()
         if not fallback:
-            fallback = _opening(tokenizer.decode(ids[:PROMPT_TOKENS], skip_special_tokens=True))
+            fallback = _opening(decode_text(tokenizer, ids[:PROMPT_TOKENS]))
         ends = [i for i, token in enumerate(ids) if token == end_of_text] + [len(ids)]
         for start, stop in zip(ends[:-1], ends[1:], strict=True):
-            text = tokenizer.decode(ids[start + 1:stop][:PROMPT_TOKENS], skip_special_tokens=True)
+            text = decode_text(tokenizer, ids[start + 1:stop][:PROMPT_TOKENS])
             opening = _opening(text)
             seen_whole = stop < len(ids) and stop - start - 1 <= PROMPT_TOKENS
             # Where the text we decoded stops before the document does, an opening that runs up to that stop

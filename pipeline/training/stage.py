@@ -141,7 +141,9 @@ def pretrain(request: StageRequest) -> dict:
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
     args.eval_on_start = resume is None  # a resumed run already has its initial evaluation
     if main:
-        prepare_resume(config.checkpoint.resume, checkpoints, resume, torn)
+        base = tokenizer_manifest.get("base_model")
+        prepare_resume(config.checkpoint.resume, checkpoints, resume, torn,
+                       f"from the weights of {base['label']}" if base else "from scratch")
         logs_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
             _fresh_logs(logs_dir)
@@ -218,14 +220,16 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
 
     from pipeline.training.data import BlockCollator, load_training_data, unigram_entropy
     from pipeline.training.guards import GracefulStop
-    from pipeline.training.model import build_model, gpt2_config
+    from pipeline.training.model import build_model, gpt2_config, start_from_base
     from pipeline.training.samples import choose_prompts
+    from pipeline.training.trackers import wants_tensorboard
     from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress, tensorboard_callback
 
     # (G14) every generator seeded before the weights are initialised
     (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(run.stage("tokenizer")))
     model = build_model(gpt2_config(config.model, tokenizer_manifest, plan.attention))
+    base = start_from_base(model, tokenizer_manifest.get("base_model"), resume)
     train, validation = load_training_data(run.stage("dataset"), config.training.eval_max_blocks)
     unigram = unigram_entropy(validation, tokenizer_manifest["vocab_size"])
     samples_per_step = plan.global_batch_size
@@ -248,13 +252,14 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
                                 f"{run.root.name}: {config.model.n_layer} layers x {config.model.n_embd}, "
                                 f"{n_params / 1e6:.1f} M parameters")
     callbacks = [guard, marker, history, reports]
-    if is_main_process():
+    if is_main_process() and wants_tensorboard(config.training.report_to):
         callbacks.append(tensorboard_callback(run.logs / "tensorboard"))
     trainer = PretrainTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=validation, data_collator=BlockCollator(),
         processing_class=tokenizer, callbacks=callbacks, stream_seed=config.training.seed,
         samples_per_step=samples_per_step, resume_step=checkpoint_step(resume) if resume else 0,
         max_nonfinite=config.training.max_nonfinite_steps)
+    trainer.base_model = base
     trainer_ref["trainer"] = trainer
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(TrainingProgress())
@@ -285,12 +290,15 @@ def _summary(config, plan, record, facts, preset, trainer, history, unigram, blo
         "memory": {"estimate_gib": plan.memory.as_dict(), "measured_peak_gib": history.gpu_peak_gib,
                    "measured_by": "torch.cuda.max_memory_allocated" if facts.gpus else None},
         "dataset": [str(folder) for folder in dataset_folders],
+        "base_model": trainer.base_model,
     }
 
 
 def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> None:
     initial, last, unigram = summary["initial_eval_loss"], summary["final_eval_loss"], summary["unigram_entropy"]
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary["resumed_from_step"] else ""
+    if base := summary.get("base_model"):
+        report.row("started from", f"{base['model']} ({base['weights']})")
     report.row("trained", f"{summary['steps']:,} steps, {summary['tokens_seen']:,} tokens, "
                           f"{summary['parameters'] / 1e6:.1f} M parameters, "
                           f"{human_duration(summary['train_seconds_this_run'])}{resumed}")

@@ -1,0 +1,50 @@
+"""With `--model-init-from`, the model's sizes are the base model's: its weights have those shapes.
+
+Applied to the resolved config at the entry point, so `show-config`, `gpt2zh plan` and the memory plan
+before stage 1 see the sizes stage 3 will train. A size typed on the command line that differs is refused
+in one line naming both; one from a config file (configs/demo.yaml sets a small model) gives way, and
+`show-config --sources` says so. Dropout stays this run's choice.
+"""
+
+import copy
+from dataclasses import replace
+
+from pipeline.errors import UserError
+from pipeline.models.source import fetch_model, read_config
+from pipeline.resolution import COMMAND_LINE, Resolved
+
+FLAG = "--model-init-from"
+SIZES = ("n_layer", "n_head", "n_embd", "n_positions")
+
+
+def base_size(base: dict, field: str) -> int:
+    return base[field] if field in base else base["n_ctx"]  # configs older than transformers 4 say n_ctx
+
+
+def typed_on_a_command_line(origin: str) -> bool:
+    return origin == COMMAND_LINE or origin.startswith("an earlier command line")
+
+
+def with_base_sizes(resolved: Resolved) -> Resolved:
+    """resolved with the model's sizes and vocabulary from the base model's config.json."""
+    reference = resolved.config.model.init_from
+    source = fetch_model(reference, FLAG, weights=False)
+    base = read_config(source, FLAG)
+    config, sources = copy.deepcopy(resolved.config), dict(resolved.sources)
+    who = f"the base model {source.label}"
+    for field in SIZES:
+        dotted, value = f"model.{field}", base_size(base, field)
+        asked = getattr(config.model, field)
+        if asked != value and typed_on_a_command_line(resolved.origin(dotted)):
+            flag = f"--model-{field.replace('_', '-')}"
+            raise UserError(f"{flag} {asked} conflicts with {FLAG} {reference}: its config.json has {field} {value}",
+                            f"drop {flag}: the sizes of a model you start from are its own")
+        setattr(config.model, field, value)
+        sources[dotted] = who
+    if config.data.block_size > config.model.n_positions:
+        raise UserError(f"data.block_size {config.data.block_size} ({resolved.origin('data.block_size')}) is longer "
+                        f"than the context of {FLAG} {reference}: n_positions {config.model.n_positions}",
+                        f"pass --data-block-size {config.model.n_positions} or less")
+    config.tokenizer.vocab_size = base["vocab_size"]
+    sources["tokenizer.vocab_size"] = who
+    return replace(resolved, config=config, sources=sources)

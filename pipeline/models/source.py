@@ -1,0 +1,146 @@
+"""A model reference as users type it — a folder, a run directory, or `<owner>/<name>[@<revision>]` on the
+Hub — turned into a local folder and an identity that fingerprints can hold.
+
+A Hub revision is pinned to one commit first (as corpora are, pipeline/corpus/hub_files.py), so the
+tokenizer stage 1 adopts and the weights stage 3 loads come from the same immutable tree. Only the files a
+GPT-2 needs are downloaded: config, tokenizer files and one weights format (safetensors when the repository
+has it, the pickle checkpoint otherwise), never a repository's Python code.
+"""
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("gpt2zh")
+HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
+CONFIG = "config.json"
+SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model")
+SMALL_FILES = (CONFIG, "generation_config.json", *TOKENIZER_FILES)
+FORM = "a folder holding config.json (a run's model/ or run directory) or a Hub model id <owner>/<name>[@<revision>]"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    reference: str              # as typed
+    folder: Path                # the files, on this machine (a folder, or a snapshot in the HF cache)
+    repo_id: str | None = None  # on the Hub
+    commit: str | None = None   # the revision, pinned
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo_id}@{self.commit[:12]}" if self.repo_id else str(self.folder)
+
+    def identity(self) -> dict:
+        """What fingerprints hold: a Hub commit names its files for good; a folder is named by its content."""
+        if self.repo_id:
+            return {"reference": self.reference, "hub": self.repo_id, "commit": self.commit}
+        files = sorted(p.name for p in self.folder.iterdir() if p.name in (*SMALL_FILES, *SAFETENSORS, *PICKLE)
+                       or p.name.endswith((".safetensors", ".bin")))
+        return {"reference": self.reference, "folder": str(self.folder),
+                "files": {name: _sha256(self.folder / name) for name in files}}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_folder(reference: str) -> Path | None:
+    """The model folder a path names: the folder itself, or the model/ inside a run directory."""
+    path = Path(reference).expanduser()
+    for folder in (path, path / "model"):
+        if (folder / CONFIG).is_file():
+            return folder.resolve()
+    return None
+
+
+def fetch_model(reference: str, flag: str, commit: str | None = None, weights: bool = True) -> ModelSource:
+    """The model's files on this machine; weights=False fetches only config and tokenizer files.
+    commit: the revision pinned by an earlier stage (stage 3 loads what stage 1 adopted)."""
+    where = f"{flag} {reference!r}"
+    if (folder := local_folder(reference)) is not None:
+        return ModelSource(reference, folder)
+    match = HUB_ID.match(reference)
+    if match is None or Path(reference).expanduser().exists() or reference.startswith((".", "/", "~")):
+        raise UserError(f"{where}: no config.json there and not a Hub model id", f"pass {FORM}")
+    repo_id, revision = match["repo"], commit or match["revision"] or "main"
+    try:
+        return _download(reference, repo_id, revision, weights)
+    except UserError:
+        raise
+    except Exception as err:
+        from pipeline.hub.download_errors import explain_hub_error
+
+        problem = explain_hub_error(err, where, "model", repo_id, revision)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+def _download(reference: str, repo_id: str, revision: str, weights: bool) -> ModelSource:
+    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
+
+    info = HfApi().model_info(repo_id, revision=revision)
+    names = {sibling.rfilename for sibling in info.siblings or ()}
+    if CONFIG not in names:
+        raise UserError(f"{reference!r}: model {repo_id}@{revision} has no config.json (files: "
+                        f"{', '.join(sorted(names)[:5]) or 'none'})", "name a transformers model repository")
+    wanted = [name for name in SMALL_FILES if name in names]
+    if weights:
+        wanted += _weight_files(names, repo_id)
+    missing = [name for name in wanted if not isinstance(try_to_load_from_cache(repo_id, name, revision=info.sha), str)]
+    if missing:  # snapshot_download shows each file's progress
+        log.info("model %s@%s (commit %s): downloading %d of %d file(s) into the HF cache", repo_id, revision,
+                 info.sha[:12], len(missing), len(wanted))
+    folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted)
+    return ModelSource(reference, Path(folder), repo_id, info.sha)
+
+
+def _weight_files(names: set[str], repo_id: str) -> list[str]:
+    """Safetensors when the repository has them (no code can run while loading); else the pickle checkpoint,
+    which stage 3 reads with torch's weights_only loader."""
+    for single, index in (SAFETENSORS, PICKLE):
+        if index in names:  # sharded: model-00001-of-00002.safetensors, ...
+            stem, suffix = single.rsplit(".", 1)
+            return [index, *sorted(n for n in names if n.startswith(f"{stem}-") and n.endswith(f".{suffix}"))]
+        if single in names:
+            return [single]
+    raise UserError(f"model {repo_id} has neither model.safetensors nor pytorch_model.bin",
+                    "name a repository with PyTorch weights (TensorFlow/Flax-only repositories are not supported)")
+
+
+def _outside_vocabulary_warning(record: logging.LogRecord) -> bool:
+    return not (record.getMessage().startswith("Model config: ") and "within the vocabulary" in record.getMessage())
+
+
+def hide_outside_vocabulary_ids() -> None:
+    """GPT2Config's defaults put bos/eos at 50256, outside a Chinese vocabulary (UER's config.json names no ids),
+    and transformers warns on every load. The ids used here come from the tokenizer
+    (pipeline/models/text.py:special_token_ids), so the warning only alarms; it is dropped."""
+    logger = logging.getLogger("transformers.configuration_utils")
+    if _outside_vocabulary_warning not in logger.filters:
+        logger.addFilter(_outside_vocabulary_warning)
+
+
+def read_config(source: ModelSource, flag: str) -> dict:
+    """config.json of a GPT-2; any other architecture is one line (its code would be needed, and never runs)."""
+    hide_outside_vocabulary_ids()
+    config = json.loads((source.folder / CONFIG).read_text(encoding="utf-8"))
+    model_type = config.get("model_type")
+    if model_type != "gpt2":
+        kind = f"a {model_type}" if model_type else "an unknown"
+        raise UserError(f"{flag} {source.reference!r} is {kind} model "
+                        f"({', '.join(config.get('architectures') or []) or 'no architectures listed'}), not GPT-2",
+                        "start from a GPT-2 checkpoint (model_type gpt2), e.g. uer/gpt2-chinese-cluecorpussmall")
+    return config

@@ -1,0 +1,221 @@
+"""`gpt2zh evaluate` compares models on the same cleaned documents by bits per character: the figure that is
+fair across tokenizers, which loss per token is not. Every figure here comes from the real command line in a
+fresh interpreter, on real tiny models; independent runs go two at a time (the machine has two cores)."""
+
+import dataclasses
+import json
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from pipeline.config import load_config
+from pipeline.dataset.loading import load_blocks
+from pipeline.errors import UserError
+from pipeline.inference.documents import held_out_text, run_specials
+from pipeline.inference.evaluate_command import document_stream
+from pipeline.inference.figures import COMPARISON_NOTE, ModelFigures, ranked, table_lines
+from pipeline.inference.loading import open_model
+from pipeline.inference.scoring import windows
+from pipeline.rundir import RunDir
+from tests.conftest import one_error_line, run_cli
+from tests.hub_server import LocalHub
+from tests.tiny_models import gpt2_bpe_model, model_files, uer_style_model
+
+HUB_ID = "o/tiny-uer"
+BLOCK = 64  # the `trained` run's blocks and context (tests/conftest.py: TINY_DATA)
+# Measured on the `trained` run: evaluate with --stride 64 gives 9.9721 bits/char where stage 3 reported 9.9682
+# (0.0039 apart). The model's per-token loss has a standard deviation of 0.13 nats, so the mean over the 504
+# tokens stage 3 scores (8 blocks of 63) is known to 0.13 / sqrt(504) = 0.0059 nats = 0.0071 bits/char (x 1,277
+# tokens / 1,524 characters / ln 2); 0.02 is about three of those. A figure per token instead of per
+# character, or separators left out, would be off by 2% or more (0.2 bits/char).
+STAGE_3_TOLERANCE = 0.02
+
+
+def evaluate_json(*args: str, env: dict | None = None) -> list[dict]:
+    result = run_cli("evaluate", *args, "--json", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def in_pairs(calls: list) -> list:
+    """Each call (a function of nothing) in a pool of two: independent CLI runs side by side."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def written_corpus(folder: Path, documents: list[str]) -> Path:
+    path = folder / "documents.txt"
+    path.write_text("\n".join(documents) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def untrained(trained, tmp_path_factory) -> Path:
+    """A freshly initialised GPT-2 of the trained run's shape, saved with the run's tokenizer."""
+    run_dir, _ = trained
+    folder = tmp_path_factory.mktemp("untrained") / "model"
+    torch.manual_seed(1)
+    GPT2LMHeadModel(GPT2Config.from_pretrained(run_dir / "model")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(run_dir / "model").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def comparison(trained, untrained) -> dict:
+    """The untrained model (named first) and the trained one on the run's held-out documents: as JSON twice and
+    as the table; and the trained one alone with a stride of one block."""
+    run_dir, _ = trained
+    args = ("--model", str(untrained), "--model", str(run_dir / "model"), "--run-dir", str(run_dir))
+    first, second, table, blocks = in_pairs([
+        lambda: evaluate_json(*args), lambda: evaluate_json(*args), lambda: run_cli("evaluate", *args, "--quiet"),
+        lambda: evaluate_json("--model", str(run_dir), "--stride", str(BLOCK))])
+    assert table.returncode == 0, table.stderr
+    return {"json": [first, second], "table": table.stdout, "trained": str(run_dir / "model"), "blocks": blocks}
+
+
+@pytest.fixture(scope="module")
+def other_tokenizers(tmp_path_factory, demo_documents) -> dict:
+    """A UER-style and a byte-level BPE model on the same 100 documents; and the UER one from a local Hub beside
+    the folder it was seeded from."""
+    folder = tmp_path_factory.mktemp("tokenizers")
+    documents = demo_documents[:100]
+    uer = uer_style_model(folder / "uer", "\n".join(documents))
+    bpe = gpt2_bpe_model(folder / "bpe", documents)
+    corpus = written_corpus(folder, documents)
+    with LocalHub(tokens={}) as hub:
+        commit = hub.add_model(HUB_ID, model_files(uer))
+        # huggingface_hub reads these at import: only a fresh interpreter sees them.
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(folder / "hf-home"),
+               "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        two, hub_and_folder = in_pairs([
+            lambda: evaluate_json("--model", str(uer), "--model", str(bpe), "--data-files", str(corpus)),
+            lambda: evaluate_json("--model", HUB_ID, "--model", str(uer), "--data-files", str(corpus), env=env)])
+    return {"documents": documents, "uer": uer, "bpe": bpe, "two": two, "hub_and_folder": hub_and_folder,
+            "commit": commit}
+
+
+def test_evaluating_the_same_documents_twice_gives_identical_figures(comparison):
+    first, second = comparison["json"]
+    assert first == second
+    assert {row["documents"] for row in first} == {25}  # the run's held-out documents, every one
+
+
+def test_the_trained_model_ranks_above_an_untrained_one_of_the_same_shape_and_tokenizer(comparison):
+    best, worst = comparison["json"][0]
+    assert best["model"] == comparison["trained"]  # named second on the command line, first by bits per character
+    assert best["bits_per_char"] < worst["bits_per_char"]
+    # Same tokenizer, same documents: the same tokens scored, so only the predictions differ.
+    assert (best["tokens"], best["characters"]) == (worst["tokens"], worst["characters"])
+    for row in (best, worst):
+        assert row["bits_per_char"] == pytest.approx(row["loss_per_token"] * row["tokens"] / row["characters"]
+                                                     / math.log(2))
+        assert row["perplexity"] == pytest.approx(math.exp(row["loss_per_token"]))
+
+
+def test_the_table_lists_models_best_first_by_bits_per_character_and_says_why(comparison):
+    rows = [line.split() for line in comparison["table"].splitlines() if re.match(r"^\s+\d+\s", line)]
+    ordered = sorted(comparison["json"][0], key=lambda row: row["bits_per_char"])
+    assert [row[1] for row in rows] == [row["model"] for row in ordered]
+    assert [float(row[2]) for row in rows] == [round(row["bits_per_char"], 4) for row in ordered]
+    assert COMPARISON_NOTE in " ".join(comparison["table"].split())
+
+
+def test_ranking_is_by_bits_per_character_never_by_loss_per_token():
+    # Two tokenizers on the same 200 characters: "words" has half as many tokens, each harder to predict.
+    words = ModelFigures("words", "words", documents=1, characters=200, tokens=100, nats=260.0, context=64,
+                         stride=32)
+    characters = ModelFigures("characters", "characters", documents=1, characters=200, tokens=200, nats=280.0,
+                              context=64, stride=32)
+    assert characters.loss_per_token < words.loss_per_token  # 1.4 against 2.6 nats per token
+    assert words.bits_per_char < characters.bits_per_char  # 1.88 against 2.02: words predicts the text better
+    assert [f.model for f in ranked([characters, words])] == ["words", "characters"]
+    assert table_lines([characters, words])[1].split()[1] == "words"
+
+
+@pytest.mark.parametrize(("length", "context", "stride"), [(2, 64, 32), (64, 64, 32), (65, 64, 64), (1278, 64, 32),
+                                                            (1278, 64, 64), (1000, 64, 1), (300, 128, 100)])
+def test_windows_score_every_token_once_with_at_least_context_minus_stride_before_it(length, context, stride):
+    scored, least_context = [], context
+    for window in windows(length, context, stride):
+        assert window.end - window.begin <= context
+        targets = range(window.end - window.scored + 1, window.end + 1)
+        scored += targets
+        if window.begin > 0:
+            least_context = min(least_context, targets[0] - window.begin)
+    assert scored == list(range(1, length))  # every token but the first, once, in order
+    assert least_context >= context - stride
+
+
+def test_models_with_different_tokenizers_get_chars_per_token_of_their_own_tokenizer(other_tokenizers):
+    documents = other_tokenizers["documents"]
+    by_folder = {Path(row["model"]).name: row for row in other_tokenizers["two"]}
+    assert by_folder.keys() == {"uer", "bpe"}
+    characters = sum(map(len, documents))
+    for name in ("uer", "bpe"):
+        tokenizer = AutoTokenizer.from_pretrained(other_tokenizers[name])
+        tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in documents)
+        row = by_folder[name]
+        assert (row["documents"], row["characters"]) == (len(documents), characters)
+        assert row["tokens"] == tokens + len(documents)  # one separator after each document
+        assert row["chars_per_token"] == pytest.approx(characters / tokens)
+    assert 0.95 < by_folder["uer"]["chars_per_token"] < 1.1  # one token per character (spaces get none)
+    assert by_folder["bpe"]["chars_per_token"] < 0.8  # 400 byte-level pieces: a character is several
+
+
+def test_a_character_model_ranks_above_a_byte_level_one_whose_loss_per_token_is_lower(other_tokenizers):
+    first, second = other_tokenizers["two"]
+    assert [Path(row["model"]).name for row in (first, second)] == ["uer", "bpe"]
+    # The same text: 400 byte-level pieces need more, easier tokens than a character vocabulary.
+    assert second["loss_per_token"] < first["loss_per_token"]
+    assert first["bits_per_char"] < second["bits_per_char"]
+
+
+def test_a_hub_model_evaluates_as_the_folder_it_was_seeded_from(other_tokenizers):
+    rows = other_tokenizers["hub_and_folder"]
+    from_hub, = (row for row in rows if row["reference"] == HUB_ID)
+    from_folder, = (row for row in rows if row["reference"] == str(other_tokenizers["uer"]))
+    assert from_hub["model"] == f"{HUB_ID}@{other_tokenizers['commit'][:12]}"
+    figures = ("bits_per_char", "loss_per_token", "nats", "tokens", "characters", "documents", "chars_per_token")
+    assert {key: from_hub[key] for key in figures} == {key: from_folder[key] for key in figures}
+
+
+def test_stride_equal_to_the_block_size_agrees_with_stage_3s_bits_per_character(trained, comparison):
+    run_dir, _ = trained
+    stage_3 = json.loads((run_dir / "model" / "training_summary.json").read_text())["final_bits_per_char"]
+    row, = comparison["blocks"]
+    assert row["stride"] == row["context"] == BLOCK
+    assert abs(row["bits_per_char"] - stage_3) < STAGE_3_TOLERANCE
+
+
+def test_the_held_out_stream_is_stage_2s_validation_blocks_token_for_token(trained):
+    run_dir, _ = trained
+    model = open_model(str(run_dir))
+    data = load_config(run_dir / "dataset" / "config.yaml").data  # the settings stage 2 read the corpus with
+    text = held_out_text(RunDir(run_dir), data, run_specials(RunDir(run_dir)), None)
+    stream = document_stream(model.tokenizer, text.texts, model.ids)
+    blocks = np.concatenate([np.asarray(block["input_ids"], np.int64)
+                             for block in load_blocks(run_dir / "dataset")["validation"].with_format("numpy")])
+    assert stream[0] == model.ids["bos"]
+    assert np.array_equal(stream[1:1 + len(blocks)], blocks)  # stage 2 drops only the final partial block
+    assert len(stream) - 1 - len(blocks) < BLOCK
+
+
+def test_a_run_that_holds_out_no_documents_is_an_error_that_points_at_data_files(trained):
+    run_dir, _ = trained
+    data = load_config(run_dir / "dataset" / "config.yaml").data
+    with pytest.raises(UserError, match="holds out no documents") as raised:
+        held_out_text(RunDir(run_dir), dataclasses.replace(data, validation_fraction=0.0), (), None)
+    assert "--data-files" in raised.value.one_line()
+
+
+def test_a_model_path_that_does_not_exist_is_a_one_line_error(tmp_path):
+    result = run_cli("evaluate", "--model", str(tmp_path / "nowhere"), "--data-files", str(tmp_path))
+    assert result.returncode != 0
+    assert one_error_line(result.stderr) and "Traceback" not in result.stderr
+    assert f"--model '{tmp_path / 'nowhere'}'" in result.stderr

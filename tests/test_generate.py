@@ -1,0 +1,122 @@
+"""`gpt2zh generate` streams continuations of a prompt: repeatable by seed, several on request, Chinese without
+WordPiece's spaces, settings from the model's generation_config.json under the flags. Real tiny UER-style
+models (tests/tiny_models.py) through the real command line; independent runs go two at a time."""
+
+import io
+import json
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pipeline.inference.streaming import TerminalStreamer
+from tests.conftest import one_error_line, run_cli
+from tests.tiny_models import gpt2_bpe_model, uer_style_model
+
+PROMPT = "今天"
+FILE_MAX_NEW_TOKENS = 3
+HAN = "[\u4e00-\u9fff]"
+
+
+def generate(*args: str):
+    result = run_cli("generate", *args, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def continuation(stdout: str) -> str:
+    """The text after the prompt of a single sample."""
+    assert stdout.startswith(PROMPT) and stdout.endswith("\n"), stdout
+    return stdout[len(PROMPT):-1]
+
+
+def headed_samples(stdout: str) -> list[tuple[str, str, str]]:
+    """(number, seed, text) of each sample that --num-samples heads with its number and seed."""
+    return re.findall(r"^── sample (\d) of \d \(seed (\d+)\) ──\n(.*)$", stdout, re.M)
+
+
+def in_pairs(calls: list) -> list:
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+@pytest.fixture(scope="module")
+def uer_model(tmp_path_factory, demo_documents) -> Path:
+    """A UER-style GPT-2 without a generation_config.json (UER's repositories have none)."""
+    return uer_style_model(tmp_path_factory.mktemp("uer") / "model", "\n".join(demo_documents[:300]))
+
+
+@pytest.fixture(scope="module")
+def seeded(uer_model) -> list[str]:
+    """Seed 7 twice, then seed 8 with two samples."""
+    model = ("--model", str(uer_model), PROMPT, "--max-new-tokens", "16")
+    return in_pairs([lambda: generate(*model, "--seed", "7"), lambda: generate(*model, "--seed", "7"),
+                     lambda: generate(*model, "--seed", "8", "--num-samples", "2")])
+
+
+@pytest.fixture(scope="module")
+def configured(uer_model, tmp_path_factory) -> list[str]:
+    """A copy of the model whose generation_config.json allows 3 new tokens: without flags, then with
+    --max-new-tokens 24."""
+    folder = tmp_path_factory.mktemp("configured") / "model"
+    shutil.copytree(uer_model, folder)
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.8, "top_k": 50, "max_new_tokens": FILE_MAX_NEW_TOKENS}))
+    model = ("--model", str(folder), PROMPT, "--seed", "3")
+    return in_pairs([lambda: generate(*model), lambda: generate(*model, "--max-new-tokens", "24")])
+
+
+def test_the_same_seed_gives_the_same_text_and_another_seed_other_text(seeded):
+    first, again, other = seeded
+    assert first == again
+    assert continuation(first)  # something was generated
+    assert headed_samples(other)[0][2] != first.rstrip("\n")  # seed 8
+
+
+def test_num_samples_prints_that_many_continuations_each_headed_by_its_seed(seeded):
+    *_, two = seeded
+    headed = headed_samples(two)
+    assert [(number, seed) for number, seed, _ in headed] == [("1", "8"), ("2", "9")]
+    texts = [text for *_, text in headed]
+    assert all(text.startswith(PROMPT) and len(text) > len(PROMPT) for text in texts)
+    assert texts[0] != texts[1]
+
+
+def test_generation_config_json_sets_the_defaults_and_a_flag_overrides_them(configured):
+    from_file, overridden = map(continuation, configured)
+    # A character vocabulary: every generated token is at most one character.
+    assert 0 < len(from_file) <= FILE_MAX_NEW_TOKENS
+    assert len(overridden) > FILE_MAX_NEW_TOKENS
+
+
+def test_a_uer_model_writes_chinese_without_spaces_between_characters(configured):
+    text = continuation(configured[1])
+    assert re.search(f"{HAN}{HAN}", text), text  # two characters side by side...
+    assert not re.search(f"{HAN} +{HAN}", text), text  # ...and never a space between two
+
+
+def test_streaming_holds_back_a_partial_character_until_its_bytes_are_complete(tmp_path, demo_documents):
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_bpe_model(tmp_path / "bpe", demo_documents[:50]))
+    ids = tokenizer("你好，世界", add_special_tokens=False)["input_ids"]
+    assert len(ids) > len("你好，世界")  # 400 byte-level pieces: some characters take several tokens
+    out = io.StringIO()
+    streamer = TerminalStreamer(tokenizer, out)
+    streamer.put(object())  # the prompt, which generate() puts first
+    written = []
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+        written.append(out.getvalue())
+    streamer.end()
+    assert all("\ufffd" not in text for text in written)
+    assert out.getvalue() == "你好，世界"
+
+
+def test_an_empty_prompt_is_a_one_line_error_naming_the_argument(uer_model):
+    result = run_cli("generate", "--model", str(uer_model), "  ")
+    assert result.returncode != 0
+    assert one_error_line(result.stderr) and "Traceback" not in result.stderr
+    assert "PROMPT" in result.stderr and "empty" in result.stderr

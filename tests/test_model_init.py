@@ -1,0 +1,310 @@
+"""`--model-init-from`: a run that starts from an existing GPT-2 — a run's model/, a UER-style Chinese GPT-2
+with a character vocabulary, a GPT-2 with byte-level BPE — from a folder or from the Hub (the local server in
+tests/hub_server.py), through the real command line."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import UserError
+from tests.conftest import TINY_TRAIN, copy_run, one_error_line, run_cli
+from tests.hub_server import LocalHub
+from tests.tiny_models import gpt2_bpe_model, malicious_pickle_model, model_files, uer_style_model
+
+SIZE_FLAGS = ("--model-n-layer", "--model-n-head", "--model-n-embd")
+# TINY_TRAIN without the model's sizes, which come from the base model
+TRAIN = [arg for i, arg in enumerate(TINY_TRAIN) if arg not in SIZE_FLAGS and TINY_TRAIN[i - 1] not in SIZE_FLAGS]
+BLOCKS = ["--data-block-size", "64"]
+TOKEN, OWNER = "hf_owner_token", "owner"
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "model" / "training_summary.json").read_text(encoding="utf-8"))
+
+
+def validation_loss(model_folder: Path, run_dir: Path) -> float:
+    """Mean loss of the model in model_folder on the run's validation blocks, as stage 3's evaluation computes it."""
+    from datasets import load_from_disk
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(str(model_folder)).eval()
+    blocks = torch.tensor(np.asarray(load_from_disk(str(run_dir / "dataset"))["validation"]["input_ids"][:8]))
+    with torch.no_grad():
+        return model(input_ids=blocks, labels=blocks).loss.item()
+
+
+def init_run(run_dir: Path, corpus: Path, base: str, *extra: str, env: dict | None = None, command: str = "run"):
+    return run_cli(command, "--run-dir", str(run_dir), "--data-files", str(corpus), "--model-init-from", base,
+                   *BLOCKS, *TRAIN, *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def corpus_text(small_corpus) -> str:
+    return small_corpus.read_text(encoding="utf-8")
+
+
+def test_continued_training_starts_where_the_base_model_ended_below_a_fresh_model_and_keeps_its_tokenizer(
+        trained, small_corpus, tmp_path):
+    base_run, _ = trained
+    run_dir = tmp_path / "continued"
+    result = init_run(run_dir, small_corpus, str(base_run / "model"))
+    assert result.returncode == 0, result.stderr
+    fresh, continued = summary_of(base_run), summary_of(run_dir)
+    # the same held-out documents and tokenizer give the same validation blocks: step 0 of the new run is the
+    # base model's last evaluation, far below the ln(vocabulary) a fresh model starts at
+    assert continued["initial_eval_loss"] == pytest.approx(fresh["final_eval_loss"], abs=1e-4)
+    assert continued["initial_eval_loss"] < fresh["initial_eval_loss"] - 0.03
+    assert continued["base_model"]["model"] == str((base_run / "model").resolve())
+    assert continued["base_model"]["weights"] == "safetensors"
+    assert "started from" in result.stdout and "starting from the weights of" in result.stderr
+    base_vocab = json.loads((base_run / "model" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    for folder in ("tokenizer", "model"):
+        adopted = json.loads((run_dir / folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+        assert adopted == base_vocab, folder
+
+
+@pytest.fixture(scope="module")
+def uer_run(tmp_path_factory, small_corpus, corpus_text) -> tuple[Path, Path, object]:
+    """(UER-style base folder, a run started from it, the run's CompletedProcess); tests that change it copy it."""
+    root = tmp_path_factory.mktemp("uer")
+    base = uer_style_model(root / "uer", corpus_text)
+    result = init_run(root / "run", small_corpus, str(base))
+    assert result.returncode == 0, result.stderr
+    return base, root / "run", result
+
+
+def test_a_uer_style_model_keeps_its_character_vocabulary_ends_documents_with_sep_and_loads_its_weights(uer_run):
+    base, run_dir, result = uer_run
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
+    assert type(tokenizer).__name__ == "BertTokenizer" and len(tokenizer) == len(
+        (base / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    assert tokenizer("你好，世界", add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids(c)
+                                                                          for c in "你好，世界"]
+    manifest = json.loads((run_dir / "tokenizer" / "manifest.json").read_text(encoding="utf-8"))
+    sep = tokenizer.sep_token_id
+    assert manifest["special_token_ids"]["eos"] == sep
+    from datasets import load_from_disk
+
+    train = np.concatenate(load_from_disk(str(run_dir / "dataset"))["train"]["input_ids"][:50])
+    assert (train == sep).sum() > 10 and not (train == tokenizer.cls_token_id).any()
+    assert "one [SEP] after each document" in result.stdout
+    config = json.loads((run_dir / "model" / "config.json").read_text(encoding="utf-8"))
+    assert (config["n_layer"], config["n_embd"], config["n_positions"]) == (2, 32, 128)
+    assert config["eos_token_id"] == sep and config["vocab_size"] == len(tokenizer)
+    # step 0 evaluated the base model's own weights (gelu_new rebuilt as the fused tanh GELU: the same function)
+    assert summary_of(run_dir)["initial_eval_loss"] == pytest.approx(validation_loss(base, run_dir), abs=1e-4)
+    assert "within the vocabulary" not in result.stderr and "indexing errors" not in result.stderr
+
+
+def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_training(small_corpus, corpus_text,
+                                                                                       tmp_path):
+    base = uer_style_model(tmp_path / "uer", corpus_text[:3000])  # most of the corpus' characters are unseen
+    result = init_run(tmp_path / "run", small_corpus, str(base), command="train-tokenizer")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "run" / "tokenizer" / "stats.json").read_text(encoding="utf-8"))["quality"]
+    assert stats["unk_tokens"] > 0 and stats["unknown_characters"]
+    warning = next(line for line in result.stderr.splitlines() if "cannot represent" in line)
+    assert f"{stats['unk_tokens']:,} character occurrence(s)" in warning and "PITFALLS.md BM3" in warning
+    assert stats["unknown_characters"][0] in warning
+    assert f"{stats['unk_tokens']:,} [UNK]" in result.stdout  # the summary row
+
+
+@pytest.fixture
+def hub():
+    with LocalHub(tokens={TOKEN: OWNER}) as server:
+        yield server
+
+
+def hub_env(hub: LocalHub, home: Path, token: str | None = TOKEN) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE"))}
+    env.update({"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1", **({"HF_TOKEN": token} if token else {})})
+    return env
+
+
+def test_a_hub_model_is_pinned_to_the_commit_stage_1_adopted_even_when_its_branch_moves_on(
+        hub, small_corpus, demo_documents, tmp_path):
+    first = gpt2_bpe_model(tmp_path / "bpe-1", demo_documents[:1500], seed=1)
+    second = gpt2_bpe_model(tmp_path / "bpe-2", demo_documents[:1500], seed=2)  # same tokenizer, other weights
+    commit = hub.add_model(f"{OWNER}/gpt2-bpe", model_files(first), private=True)
+    env, run_dir = hub_env(hub, tmp_path / "hf-home"), tmp_path / "run"
+    result = init_run(run_dir, small_corpus, f"{OWNER}/gpt2-bpe", env=env, command="train-tokenizer")
+    assert result.returncode == 0, result.stderr
+    assert "decode(encode(x)) == x for 25 of 25 documents" in result.stdout
+    hub.add_model(f"{OWNER}/gpt2-bpe", model_files(second))  # main moves on between stage 1 and stage 3
+    for stage in ("tokenize", "pretrain"):
+        result = init_run(run_dir, small_corpus, f"{OWNER}/gpt2-bpe", env=env, command=stage)
+        assert result.returncode == 0, result.stderr
+    summary = summary_of(run_dir)
+    assert summary["base_model"]["hub"] == f"{OWNER}/gpt2-bpe" and summary["base_model"]["commit"] == commit
+    assert summary["initial_eval_loss"] == pytest.approx(validation_loss(first, run_dir), abs=1e-4)
+    assert summary["initial_eval_loss"] != pytest.approx(validation_loss(second, run_dir), abs=1e-3)
+    from pipeline.hub.card import render_model_card
+
+    card = render_model_card(run_dir, summary, f"{OWNER}/continued", "mit")
+    assert f"base_model: {OWNER}/gpt2-bpe" in card and f"continued from [{OWNER}/gpt2-bpe]" in card
+
+
+def test_a_uer_style_model_from_the_hub_gives_the_tokenizer_its_folder_gives(hub, small_corpus, corpus_text,
+                                                                             tmp_path):
+    base = uer_style_model(tmp_path / "uer", corpus_text)
+    hub.add_model(f"{OWNER}/uer-tiny", model_files(base))
+    runs = {}
+    for name, reference, env in (("folder", str(base), None),
+                                 ("hub", f"{OWNER}/uer-tiny", hub_env(hub, tmp_path / "hf-home", token=None))):
+        runs[name] = tmp_path / name
+        result = init_run(runs[name], small_corpus, reference, env=env, command="train-tokenizer")
+        assert result.returncode == 0, result.stderr
+    adopted = {name: (run / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8") for name, run in runs.items()}
+    assert adopted["folder"] == adopted["hub"]
+
+
+def test_a_missing_hub_model_or_revision_is_one_line_and_writes_nothing(hub, small_corpus, demo_documents, tmp_path):
+    hub.add_model(f"{OWNER}/gpt2-bpe", model_files(gpt2_bpe_model(tmp_path / "bpe", demo_documents[:500])),
+                  private=True)
+    env = hub_env(hub, tmp_path / "hf-home", token=None)
+    for reference, expected in ((f"{OWNER}/gpt2-bpe", "not found, or private and your token cannot read it"),
+                                (f"{OWNER}/nothing@main", "not found"),
+                                ("./no/such/folder", "no config.json there and not a Hub model id")):
+        result = init_run(tmp_path / "run", small_corpus, reference, env=env, command="train-tokenizer")
+        assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "run" / "tokenizer").exists()
+    result = init_run(tmp_path / "run", small_corpus, f"{OWNER}/gpt2-bpe@v9", env=hub_env(hub, tmp_path / "hf-home"),
+                      command="train-tokenizer")
+    assert one_error_line(result.stderr) and "has no branch, tag or commit 'v9'" in result.stderr
+
+
+def test_resume_with_a_model_folder_is_refused_and_points_at_model_init_from(trained, tmp_path):
+    base_run, _ = trained
+    result = run_cli("pretrain", "--run-dir", str(base_run), "--resume", str(base_run / "model"), "--force")
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "that is a model" in result.stderr and f"--model-init-from {base_run / 'model'}" in result.stderr
+
+
+def test_the_runs_own_checkpoint_comes_before_the_base_model(uer_run, tmp_path):
+    run_dir = copy_run(uer_run[1], tmp_path)
+    before = summary_of(run_dir)
+    result = run_cli("pretrain", "--run-dir", str(run_dir), "--force")  # retrains from the last checkpoint
+    assert result.returncode == 0, result.stderr
+    assert "only decides where a run without a checkpoint starts" in result.stderr
+    after = summary_of(run_dir)
+    assert after["resumed_from_step"] == before["steps"]
+    assert after["base_model"]["weights"].startswith("from checkpoint-")
+
+
+def test_sizes_come_from_the_base_model_and_a_conflicting_command_line_size_is_one_line(small_corpus, corpus_text,
+                                                                                       tmp_path):
+    base = uer_style_model(tmp_path / "uer", corpus_text)
+    shown = run_cli("show-config", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base), "--sources",
+                    *BLOCKS)
+    assert shown.returncode == 0, shown.stderr
+    n_layer = next(line for line in shown.stdout.splitlines() if line.strip().startswith("n_layer:"))
+    assert n_layer.split("#")[0].strip() == "n_layer: 2" and f"the base model {base}" in n_layer  # demo.yaml: 4
+    result = init_run(tmp_path / "run", small_corpus, str(base), "--model-n-embd", "64", command="train-tokenizer")
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "--model-n-embd 64 conflicts with --model-init-from" in result.stderr and "n_embd 32" in result.stderr
+    longer = run_cli("plan", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base),
+                     "--data-block-size", "256")
+    assert longer.returncode == 2 and one_error_line(longer.stderr), longer.stderr
+    assert "data.block_size 256 (the command line) is longer than the context" in longer.stderr
+    assert "n_positions 128" in longer.stderr
+
+
+def test_another_base_model_for_a_finished_tokenizer_needs_force(small_corpus, corpus_text, tmp_path):
+    base = uer_style_model(tmp_path / "uer", corpus_text)
+    run_dir = tmp_path / "run"
+    assert init_run(run_dir, small_corpus, str(base), command="train-tokenizer").returncode == 0
+    uer_style_model(base, corpus_text, seed=5)  # the same folder, other weights
+    result = init_run(run_dir, small_corpus, str(base), command="train-tokenizer")
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "base_model" in result.stderr and "--force" in result.stderr
+
+
+def test_pickle_weights_are_read_only_through_weights_only_and_a_hostile_pickle_runs_nothing(corpus_text, tmp_path):
+    from pipeline.models.source import fetch_model
+    from pipeline.models.weights import PICKLE_FORMAT, load_model
+
+    pickled = uer_style_model(tmp_path / "bin", corpus_text, weights="bin")
+    safe = uer_style_model(tmp_path / "safe", corpus_text)
+    model, weights_format = load_model(fetch_model(str(pickled), "--model"), "--model bin")
+    reference, _ = load_model(fetch_model(str(safe), "--model"), "--model safe")
+    assert weights_format == PICKLE_FORMAT
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(),
+                                                strict=True))
+    marker = tmp_path / "code-ran"
+    hostile = malicious_pickle_model(tmp_path / "hostile", marker)
+    with pytest.raises(UserError, match="objects other than tensors"):
+        load_model(fetch_model(str(hostile), "--model"), "--model hostile")
+    assert not marker.exists()
+
+
+def test_a_model_other_than_gpt2_is_one_line_before_anything_is_written(small_corpus, corpus_text, tmp_path):
+    base = uer_style_model(tmp_path / "llama", corpus_text)
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    config.update(model_type="llama", architectures=["LlamaForCausalLM"], auto_map={"AutoModel": "x.Model"})
+    (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = init_run(tmp_path / "run", small_corpus, str(base), command="train-tokenizer")
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "is a llama model (LlamaForCausalLM), not GPT-2" in result.stderr
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_a_character_vocabulary_decodes_chinese_without_spaces_and_keeps_spaces_between_latin_words(corpus_text,
+                                                                                                   tmp_path):
+    from pipeline.models.text import decode_text, load_tokenizer
+
+    tokenizer = load_tokenizer(uer_style_model(tmp_path / "uer", corpus_text + "hello world"), "--model uer")
+    ids = tokenizer("你好，世界！hello world 中文", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids).startswith("你 好 ， 世 界")  # what WordPiece itself gives back
+    assert decode_text(tokenizer, ids) == "你好，世界！hello world中文"
+
+
+def test_documents_end_with_eos_or_else_sep_and_start_with_bos_or_else_cls(corpus_text, demo_documents, tmp_path):
+    from pipeline.models.text import load_tokenizer, special_token_ids
+
+    uer = load_tokenizer(uer_style_model(tmp_path / "uer", corpus_text), "--model uer")
+    assert special_token_ids(uer, "uer") == {"unk": uer.unk_token_id, "bos": uer.cls_token_id,
+                                             "eos": uer.sep_token_id, "pad": uer.pad_token_id}
+    bpe = load_tokenizer(gpt2_bpe_model(tmp_path / "bpe", demo_documents[:300]), "--model bpe")
+    end = bpe.convert_tokens_to_ids("<|endoftext|>")
+    assert special_token_ids(bpe, "bpe") == {"unk": end, "bos": end, "eos": end, "pad": end}
+
+
+def test_checkpoints_saved_from_gpt2model_or_with_mask_buffers_load_and_a_missing_parameter_is_refused(corpus_text,
+                                                                                                      tmp_path):
+    from pipeline.models.source import fetch_model
+    from pipeline.models.weights import gpt2_keys, load_into, load_model
+
+    reference, _ = load_model(fetch_model(str(uer_style_model(tmp_path / "uer", corpus_text)), "--model"), "uer")
+    state = reference.state_dict()
+    bare = {key.removeprefix("transformer."): value for key, value in state.items() if key != "lm_head.weight"}
+    bare["h.0.attn.bias"] = torch.ones(1, 1, 128, 128)  # the causal mask older checkpoints saved
+    assert gpt2_keys(bare).keys() == state.keys() - {"lm_head.weight"}
+    target, _ = load_model(fetch_model(str(uer_style_model(tmp_path / "other", corpus_text, seed=3)), "--model"), "o")
+    load_into(target, bare, "--model bare")
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), state.values(), strict=True))
+    del bare["h.1.mlp.c_fc.weight"]
+    with pytest.raises(UserError, match=r"missing transformer\.h\.1\.mlp\.c_fc\.weight"):
+        load_into(target, bare, "--model partial")
+
+
+def test_a_tokenizer_that_needs_its_repositorys_code_is_refused_and_the_code_never_runs(corpus_text, tmp_path):
+    from pipeline.models.text import load_tokenizer
+
+    folder = uer_style_model(tmp_path / "remote", corpus_text)
+    marker = tmp_path / "code-ran"
+    (folder / "evil_tokenizer.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+                                              "from transformers import BertTokenizer as EvilTokenizer\n")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", None]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(UserError, match="without running the repository's own code"):
+        load_tokenizer(folder, "--model-init-from remote")
+    assert not marker.exists()

@@ -1,0 +1,115 @@
+"""Stage 1 with `--model-init-from`: the base model's tokenizer, adopted instead of trained.
+
+A model only understands the ids it was trained on, so continuing someone's GPT-2 means using its tokenizer
+as it is. What that tokenizer does to this corpus is measured on the held-out documents and reported: chars
+per token, how many characters it cannot represent (`[UNK]`, common with a character vocabulary such as
+UER's 21,128 entries), and whether decoding gives the text back (a character vocabulary drops whitespace and
+unseen characters; decoding here removes the spaces WordPiece puts between Chinese characters).
+"""
+
+import json
+import logging
+from collections import Counter
+
+from pipeline.config import dump_config
+from pipeline.corpus import CorpusReader
+from pipeline.errors import UserError
+from pipeline.fingerprints import tokenizer_inputs
+from pipeline.models.source import fetch_model, read_config
+from pipeline.models.text import decode_text, load_tokenizer, special_token_ids
+from pipeline.report import StageReport
+from pipeline.rundir import StageOutput, file_sha256, fingerprint
+from pipeline.stages import StageRequest
+
+log = logging.getLogger("gpt2zh")
+STAGE = "train-tokenizer"
+FLAG = "--model-init-from"
+EXAMPLES = 8
+
+
+def _figures(tokenizer, texts: list[str], unk_id: int | None) -> dict:
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    tokens = sum(len(ids) for ids in encoded["input_ids"])
+    unknown: Counter = Counter()
+    for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        unknown.update(text[start:end] for token, (start, end) in zip(ids, offsets, strict=True) if token == unk_id)
+    inexact = [(text, decode_text(tokenizer, ids)) for text, ids in zip(texts, encoded["input_ids"], strict=True)]
+    inexact = [(text, back) for text, back in inexact if back != text]
+    characters = sum(map(len, texts))
+    return {"documents": len(texts), "characters": characters, "tokens": tokens,
+            "chars_per_token": round(characters / tokens, 4) if tokens else 0.0,
+            "unk_tokens": sum(unknown.values()), "unk_rate": round(sum(unknown.values()) / tokens, 6) if tokens else 0,
+            "unknown_characters": [char for char, _ in unknown.most_common(EXAMPLES)],
+            "round_trip_exact": len(texts) - len(inexact),
+            "round_trip_example": [inexact[0][0][:60], inexact[0][1][:60]] if inexact else None}
+
+
+def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageReport) -> dict:
+    from tokenizer.stage import _read_sample, _report_rows
+
+    config = request.config
+    where = f"{FLAG} {config.model.init_from!r}"
+    source = fetch_model(config.model.init_from, FLAG)  # weights too: a missing file fails now, not in stage 3
+    base = read_config(source, FLAG)
+    parts = tokenizer_inputs(config, sources, source.identity())
+    output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
+    if not request.force and (manifest := output.current_manifest()) is not None:
+        log.info("%s: %s holds the tokenizer of %s; skipped", STAGE, output.final, source.label)
+        return manifest
+    output.refuse_replacing(request.replace)
+
+    tokenizer = load_tokenizer(source.folder, where)
+    vocab_size = base["vocab_size"]
+    if len(tokenizer) > vocab_size:
+        raise UserError(f"{where}: the tokenizer has {len(tokenizer):,} tokens but the model only {vocab_size:,} "
+                        "embeddings", "use the tokenizer the model was trained with")
+    ids = special_token_ids(tokenizer, where)
+    specials = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    reader = CorpusReader(sources, config.data, tuple(specials))
+    sample = _read_sample(reader, config.tokenizer)
+    texts = sample.held_out or sample.reservoir.items[:2000]
+    if not texts:
+        raise UserError(f"the corpus has no text after cleaning ({reader.stats.files} file(s))", "check --data-files")
+    # GPT-2's byte-level BPE names <|endoftext|> its unk token, but never produces it for text
+    unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (ids["eos"], ids["bos"]) else None
+    figures = _figures(tokenizer, texts, unk_id)
+    with output.build() as staging:
+        tokenizer.save_pretrained(staging)
+        stats = {"corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
+                 "base_model": {**source.identity(), "label": source.label},
+                 "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": vocab_size, "special_tokens": specials},
+                 "quality": {**figures, "held_out": bool(sample.held_out)},
+                 "seconds": {"total": round(report.elapsed, 2)}}
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        dump_config(config, staging / "config.yaml")
+        output.manifest_extra.update(
+            tokenizer_sha256=file_sha256(staging / "tokenizer.json"), vocab_size=vocab_size,
+            special_tokens=specials, special_token_ids=ids, base_model={**source.identity(), "label": source.label})
+
+    _report_rows(report, corpus, reader, sample)
+    _adoption_rows(report, source.label, tokenizer, vocab_size, ids, figures)
+    report.row("wrote", f"{output.final}/ (the base model's tokenizer, stats.json, config.yaml)")
+    report.print()
+    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _adoption_rows(report: StageReport, label: str, tokenizer, vocab_size: int, ids: dict, figures: dict) -> None:
+    names = {key: tokenizer.convert_ids_to_tokens(value) for key, value in ids.items()}
+    report.row("tokenizer", f"adopted from {label}: {type(tokenizer).__name__}, vocab {vocab_size:,}; documents end "
+                            f"with {names['eos']}={ids['eos']}, pad {names['pad']}={ids['pad']}")
+    on = f"{figures['documents']:,} held-out document(s)"
+    unknown = tokenizer.unk_token if figures["unk_tokens"] or tokenizer.unk_token else "unknown"
+    report.row("quality", f"{figures['chars_per_token']:.2f} chars/token, {figures['unk_tokens']:,} {unknown} "
+                          f"({figures['unk_rate']:.3%} of tokens) on {on}")
+    if figures["unk_tokens"]:
+        log.warning("%s: %s cannot represent %s character occurrence(s) of this corpus (%.3f%% of tokens), e.g. %s: "
+                    "the model reads and writes them as %s (PITFALLS.md BM3)", STAGE, label,
+                    f"{figures['unk_tokens']:,}", 100 * figures["unk_rate"], " ".join(figures["unknown_characters"]),
+                    tokenizer.unk_token)
+    exact = figures["round_trip_exact"]
+    report.row("round trip", f"decode(encode(x)) == x for {exact:,} of {figures['documents']:,} documents")
+    if figures["round_trip_example"]:
+        text, back = figures["round_trip_example"]
+        log.warning("%s: decoding does not give %d document(s) back exactly, e.g. %r -> %r (the tokenizer drops "
+                    "what its vocabulary lacks, such as whitespace or unseen characters)", STAGE,
+                    figures["documents"] - exact, text, back)
