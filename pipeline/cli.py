@@ -239,7 +239,7 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
     if resolved.config.model.init_from:
         from pipeline.models.base_sizes import with_base_sizes
 
-        resolved = with_base_sizes(resolved)
+        resolved = with_base_sizes(resolved, layers.run_dir)
     for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
         config.data.files = absolute_corpus_paths(config.data.files)
     return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),

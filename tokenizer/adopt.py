@@ -51,7 +51,9 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     where = f"{FLAG} {config.model.init_from!r}"
     source = fetch_model(config.model.init_from, FLAG)  # weights too: a missing file fails now, not in stage 3
     base = read_config(source, FLAG)
-    parts = tokenizer_inputs(config, sources, source.identity())
+    identity = source.identity()  # hashes a folder's weights: once
+    recorded = {**identity, "label": source.label}
+    parts = tokenizer_inputs(config, sources, identity)
     output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s holds the tokenizer of %s; skipped", STAGE, output.final, source.label)
@@ -76,7 +78,7 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     with output.build() as staging:
         tokenizer.save_pretrained(staging)
         stats = {"corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
-                 "base_model": {**source.identity(), "label": source.label},
+                 "base_model": recorded,
                  "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": vocab_size, "special_tokens": specials},
                  "quality": {**figures, "held_out": bool(sample.held_out)},
                  "seconds": {"total": round(report.elapsed, 2)}}
@@ -84,7 +86,7 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
         dump_config(config, staging / "config.yaml")
         output.manifest_extra.update(
             tokenizer_sha256=file_sha256(staging / "tokenizer.json"), vocab_size=vocab_size,
-            special_tokens=specials, special_token_ids=ids, base_model={**source.identity(), "label": source.label})
+            special_tokens=specials, special_token_ids=ids, base_model=recorded)
 
     _report_rows(report, corpus, reader, sample)
     _adoption_rows(report, source.label, tokenizer, vocab_size, ids, figures)

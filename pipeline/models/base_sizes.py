@@ -8,10 +8,13 @@ in one line naming both; one from a config file (configs/demo.yaml sets a small 
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.fingerprints import recorded_base_model
 from pipeline.models.source import fetch_model, read_config
 from pipeline.resolution import COMMAND_LINE, Resolved
+from pipeline.rundir import RunDir, read_manifest
 
 FLAG = "--model-init-from"
 SIZES = ("n_layer", "n_head", "n_embd", "n_positions")
@@ -25,10 +28,12 @@ def typed_on_a_command_line(origin: str) -> bool:
     return origin == COMMAND_LINE or origin.startswith("an earlier command line")
 
 
-def with_base_sizes(resolved: Resolved) -> Resolved:
-    """resolved with the model's sizes and vocabulary from the base model's config.json."""
+def with_base_sizes(resolved: Resolved, run_dir: Path) -> Resolved:
+    """resolved with the model's sizes and vocabulary from the base model's config.json: of the commit stage 1
+    pinned for run_dir when there is one (read from the HF cache), else as the reference names it."""
     reference = resolved.config.model.init_from
-    source = fetch_model(reference, FLAG, weights=False)
+    recorded = recorded_base_model(resolved.config, read_manifest(RunDir(run_dir).stage("tokenizer"))) or {}
+    source = fetch_model(reference, FLAG, commit=recorded.get("commit"), weights=False)
     base = read_config(source, FLAG)
     config, sources = copy.deepcopy(resolved.config), dict(resolved.sources)
     who = f"the base model {source.label}"

@@ -18,6 +18,7 @@ from pipeline.errors import UserError
 
 log = logging.getLogger("gpt2zh")
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 CONFIG = "config.json"
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -88,8 +89,25 @@ def fetch_model(reference: str, flag: str, commit: str | None = None, weights: b
         raise problem from None
 
 
+def _cached(reference: str, repo_id: str, commit: str, weights: bool) -> ModelSource | None:
+    """A commit pinned by an earlier stage whose files are all in the HF cache: no request to the Hub."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=commit, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+    complete = (folder / CONFIG).is_file() and (not weights or any((folder / name).is_file()
+                                                                   for name in (*SAFETENSORS, *PICKLE)))
+    return ModelSource(reference, folder, repo_id, commit) if complete else None
+
+
 def _download(reference: str, repo_id: str, revision: str, weights: bool) -> ModelSource:
     from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
+
+    if COMMIT.fullmatch(revision) and (cached := _cached(reference, repo_id, revision, weights)) is not None:
+        return cached
 
     info = HfApi().model_info(repo_id, revision=revision)
     names = {sibling.rfilename for sibling in info.siblings or ()}

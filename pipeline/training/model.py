@@ -53,6 +53,5 @@ def start_from_base(model, base: dict | None, resume) -> dict | None:
         return {**about, "weights": f"from {resume.name}, which started from it"}
     from pipeline.models.weights import load_base_weights
 
-    about["weights"] = load_base_weights(model, base)
-    log.info("pretrain: starting from the weights of %s (%s)", about["model"], about["weights"])
+    about["weights"] = load_base_weights(model, base)  # prepare_resume said where the run starts
     return about
