@@ -291,7 +291,8 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     config, plan = _plan("gpt2-small", fabricate("a100-80g"))
     model = torch.nn.Linear(2, 2)
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=2), nonfinite=SimpleNamespace(skipped=0),
-                              accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model)
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model,
+                              base_model=None)
     summary = _summary(config, plan, {}, fabricate("a100-80g"), None, trainer, history, 7.0, 1024,
                        {"vocab_size": 32000}, [], 1.0, None)
     assert summary["memory"]["measured_peak_gib"] == 38.5
