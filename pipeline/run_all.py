@@ -12,6 +12,7 @@ from dataclasses import replace
 from pipeline.errors import UserError
 from pipeline.report import StageReport, human_duration
 from pipeline.stages import STAGES, StageInfo, StageRequest, built_at, load_entry, stage_by_reference
+from pipeline.training.trackers import log_contents
 
 log = logging.getLogger("gpt2zh")
 
@@ -58,8 +59,8 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
         where = hub.repo_id if info.command == "push" else f"{request.run_dir.stage(info.folder)}/"
         report.row(f"{info.number} {info.command}", f"{state:<22} {where}")
     root = request.run_dir.root
-    report.row("logs", f"{root / 'logs'}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
-    report.row("try it", f"pipeline('text-generation', model='{root / 'model'}')")
+    report.row("logs", f"{root / 'logs'}/ ({log_contents(request.config.training.report_to)})")
+    report.row("try it", f'gpt2zh generate --model {root} "今天"')
     if not hub.repo_id:
         report.row("publish", f"gpt2zh push --run-dir {root} --hub-repo-id <user>/<name>")
     report.print()

@@ -104,7 +104,7 @@ def _random_blocks(count: int, seed: int, vocab: int = 100) -> np.ndarray:
 
 def test_data_checks_catch_out_of_vocabulary_ids_duplicates_overlap_and_missing_separators():
     train, validation = _random_blocks(200, 0), _random_blocks(20, 1)
-    clean = data_checks.data_findings(_blocks(train, validation), 100, 1, ["x"] * 100)
+    clean = data_checks.data_findings(_blocks(train, validation), 100, {"eos": 1, "unk": 0}, ["x"] * 100)
     assert [f.status for f in clean] == [OK] * 6
 
     out_of_vocabulary = train.copy()
@@ -124,7 +124,22 @@ def test_data_checks_catch_out_of_vocabulary_ids_duplicates_overlap_and_missing_
 
     pieces = ["x"] * 100
     pieces[3:40] = [f"<0x{i:02X}>" for i in range(37)]  # ids 3-39 are byte pieces: ~40% of the random tokens
-    assert data_checks.check_byte_fallback(_blocks(train, validation), pieces).status in (WARN, FAIL)
+    findings = data_checks.data_findings(_blocks(train, validation), 100, {"eos": 1, "unk": 0}, pieces)
+    assert any(f.title == "many characters fall back to bytes" and f.status in (WARN, FAIL) for f in findings)
+
+
+def test_a_vocabulary_without_byte_fallback_is_checked_for_unk_and_its_own_separator_is_named():
+    """A UER model's character vocabulary: [SEP] ends documents, unseen characters become [UNK] (BM3)."""
+    train, validation = _random_blocks(200, 0), _random_blocks(20, 1)
+    train[:, 5] = 0  # one [UNK] in every 8 tokens
+    pieces = ["[UNK]", "[SEP]", *["x"] * 98]
+    findings = data_checks.data_findings(_blocks(train, validation), 100, {"eos": 1, "unk": 0}, pieces)
+    by_title = {f.title: f for f in findings}
+    assert "documents separated by [SEP]" in by_title and "[SEP] is 12.50% of tokens" in by_title[
+        "documents separated by [SEP]"].evidence
+    unknown = by_title["characters the vocabulary lacks are [UNK]"]
+    assert unknown.status == WARN and "12.500% of tokens are [UNK]" in unknown.evidence
+    assert not any("byte" in f.title for f in findings)
 
     ragged = np.array([np.arange(8), np.arange(6)], dtype=object)
     assert data_checks.check_lengths(_blocks(ragged, validation)).status == FAIL

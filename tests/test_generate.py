@@ -120,3 +120,36 @@ def test_an_empty_prompt_is_a_one_line_error_naming_the_argument(uer_model):
     assert result.returncode != 0
     assert one_error_line(result.stderr) and "Traceback" not in result.stderr
     assert "PROMPT" in result.stderr and "empty" in result.stderr
+
+
+def test_a_generation_config_that_sets_no_sampling_still_samples_and_temperature_0_is_greedy(tmp_path):
+    """openai-community/gpt2's generation_config.json names only its ids: generate would be greedy without a word."""
+    from types import SimpleNamespace
+
+    from pipeline.inference.generate_command import generation_settings
+
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 1}))
+    model = SimpleNamespace(source=SimpleNamespace(folder=tmp_path), ids={"eos": 1, "pad": 1})
+    flags = {"max_new_tokens": None, "temperature": None, "top_k": None, "top_p": None}
+    config, origin = generation_settings(model, 10, SimpleNamespace(**flags))
+    assert (config.do_sample, config.temperature, config.top_k) == (True, 0.8, 50) and "sets no sampling" in origin
+    greedy, _ = generation_settings(model, 10, SimpleNamespace(**{**flags, "temperature": 0.0}))
+    assert greedy.do_sample is False and greedy.temperature is None
+    (tmp_path / "generation_config.json").unlink()
+    default, origin = generation_settings(model, 10, SimpleNamespace(**flags))
+    assert (default.do_sample, default.temperature, default.top_k, default.max_new_tokens) == (True, 0.8, 50, 64)
+    assert "has no generation_config.json" in origin
+    flagged, _ = generation_settings(model, 10, SimpleNamespace(**{**flags, "top_p": 0.9}))
+    assert flagged.do_sample is True and flagged.top_p == 0.9
+
+
+def test_ctrl_c_while_generating_says_it_stopped_and_nothing_about_stages(monkeypatch, capsys):
+    import pipeline.inference.generate_command as generate_command
+    from pipeline.cli import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_command, "run_generate", interrupted)
+    assert main(["generate", "--model", "runs/demo", PROMPT]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "stopped by Ctrl-C"

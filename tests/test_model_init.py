@@ -102,6 +102,51 @@ def test_a_uer_style_model_keeps_its_character_vocabulary_ends_documents_with_se
     assert "within the vocabulary" not in result.stderr and "indexing errors" not in result.stderr
 
 
+def test_an_untied_base_with_its_own_epsilon_activation_and_an_n_ctx_config_trains_from_exactly_its_weights(
+        small_corpus, corpus_text, tmp_path):
+    """BM11: a model with only the base's sizes would tie lm_head to wte (overwriting the base's own output
+    matrix) and compute another layer norm and activation, so step 0 would not be the base model. Stage 1
+    runs for real; stage 3's model is built by its own functions from what stage 1 recorded."""
+    from transformers import GPT2LMHeadModel
+
+    from pipeline.config.schema import ModelConfig
+    from pipeline.models.source import fetch_model
+    from pipeline.models.weights import load_model
+    from pipeline.training.model import build_model, gpt2_config, start_from_base
+
+    architecture = {"tie_word_embeddings": False, "layer_norm_epsilon": 1e-2, "activation_function": "relu"}
+    original = uer_style_model(tmp_path / "original", corpus_text, **architecture)
+    base = uer_style_model(tmp_path / "uer", corpus_text, **architecture)
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    config["n_ctx"] = config.pop("n_positions")  # as configs older than transformers 4 name it
+    (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert init_run(run_dir, small_corpus, str(base), command="train-tokenizer").returncode == 0
+    manifest = json.loads((run_dir / "tokenizer" / "manifest.json").read_text(encoding="utf-8"))
+
+    reference = GPT2LMHeadModel.from_pretrained(str(original)).eval()
+    model = build_model(gpt2_config(ModelConfig(n_layer=2, n_head=2, n_embd=32, n_positions=128), manifest, "sdpa"))
+    start_from_base(model, manifest["base_model"], None)
+    evaluated, _ = load_model(fetch_model(str(base), "--model"), "--model base")  # gpt2zh evaluate / generate
+    ids = torch.randint(0, config["vocab_size"], (2, 100), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(ids).logits
+        for built in (model.eval(), evaluated):
+            assert built.lm_head.weight.data_ptr() != built.transformer.wte.weight.data_ptr()  # untied
+            assert built.config.n_positions == 128
+            assert torch.allclose(built(ids).logits, expected, atol=1e-5)
+
+
+def test_the_card_of_a_run_continued_from_a_folder_names_its_separator_and_not_this_machines_path(uer_run):
+    from pipeline.hub.card import render_model_card
+
+    base, run_dir, _ = uer_run
+    card = render_model_card(run_dir, summary_of(run_dir), "me/uer-continued", "mit")
+    assert "Each document is followed by `[SEP]`" in card and "<|endoftext|>" not in card
+    assert str(base.parent) not in card and f"continued from `{base.parent.name}/{base.name}`" in card
+    assert "add_special_tokens=False, max_new_tokens=50" in card
+
+
 def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_training(small_corpus, corpus_text,
                                                                                        tmp_path):
     base = uer_style_model(tmp_path / "uer", corpus_text[:3000])  # most of the corpus' characters are unseen
@@ -113,6 +158,21 @@ def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_tr
     assert f"{stats['unk_tokens']:,} character occurrence(s)" in warning and "PITFALLS.md BM3" in warning
     assert stats["unknown_characters"][0] in warning
     assert f"{stats['unk_tokens']:,} [UNK]" in result.stdout  # the summary row
+    tokenized = run_cli("tokenize", "--run-dir", str(tmp_path / "run"))  # every document, not the sample
+    assert tokenized.returncode == 0, tokenized.stderr
+    dataset = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text(encoding="utf-8"))
+    from datasets import load_from_disk
+
+    from pipeline.models.text import load_tokenizer
+
+    unk_id = load_tokenizer(base, "--model uer").unk_token_id
+    packed = sum(int((np.asarray(load_from_disk(str(tmp_path / "run" / "dataset"))[split]["input_ids"]) == unk_id)
+                     .sum()) for split in ("train", "validation"))
+    counted = sum(dataset["splits"][split]["unk_tokens"] for split in ("train", "validation"))
+    tails = sum(dataset["splits"][split]["dropped_tail_tokens"] for split in ("train", "validation"))
+    assert packed <= counted <= packed + tails and counted > stats["unk_tokens"]
+    assert f"{counted:,} [UNK]" in tokenized.stdout
+    assert any("became [UNK]" in line and "PITFALLS.md BM3" in line for line in tokenized.stderr.splitlines())
 
 
 @pytest.fixture
@@ -138,6 +198,9 @@ def test_a_hub_model_is_pinned_to_the_commit_stage_1_adopted_even_when_its_branc
     assert result.returncode == 0, result.stderr
     assert "decode(encode(x)) == x for 25 of 25 documents" in result.stdout
     hub.add_model(f"{OWNER}/gpt2-bpe", model_files(second))  # main moves on between stage 1 and stage 3
+    again = init_run(run_dir, small_corpus, f"{OWNER}/gpt2-bpe", env=env, command="train-tokenizer")
+    assert again.returncode == 2 and one_error_line(again.stderr), again.stderr
+    assert f"to keep it, pass --model-init-from {OWNER}/gpt2-bpe@{commit}" in again.stderr
     for stage in ("tokenize", "pretrain"):
         result = init_run(run_dir, small_corpus, f"{OWNER}/gpt2-bpe", env=env, command=stage)
         assert result.returncode == 0, result.stderr
@@ -169,9 +232,13 @@ def test_a_missing_hub_model_or_revision_is_one_line_and_writes_nothing(hub, sma
     hub.add_model(f"{OWNER}/gpt2-bpe", model_files(gpt2_bpe_model(tmp_path / "bpe", demo_documents[:500])),
                   private=True)
     env = hub_env(hub, tmp_path / "hf-home", token=None)
+    unfinished = tmp_path / "unfinished"  # stages 1-2 done, no model/ yet
+    (unfinished / "tokenizer").mkdir(parents=True)
+    (unfinished / "tokenizer" / "manifest.json").write_text("{}", encoding="utf-8")
     for reference, expected in ((f"{OWNER}/gpt2-bpe", "not found, or private and your token cannot read it"),
                                 (f"{OWNER}/nothing@main", "not found"),
-                                ("./no/such/folder", "no config.json there and not a Hub model id")):
+                                ("./no/such/folder", "no such folder, and not a Hub model id"),
+                                (str(unfinished), "a run directory without a finished model/")):
         result = init_run(tmp_path / "run", small_corpus, reference, env=env, command="train-tokenizer")
         assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
@@ -186,6 +253,40 @@ def test_resume_with_a_model_folder_is_refused_and_points_at_model_init_from(tra
     result = run_cli("pretrain", "--run-dir", str(base_run), "--resume", str(base_run / "model"), "--force")
     assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
     assert "that is a model" in result.stderr and f"--model-init-from {base_run / 'model'}" in result.stderr
+    hub_id = run_cli("pretrain", "--run-dir", str(base_run), "--resume", "uer/gpt2-chinese-cluecorpussmall", "--force")
+    assert hub_id.returncode == 2 and one_error_line(hub_id.stderr), hub_id.stderr
+    assert "--model-init-from uer/gpt2-chinese-cluecorpussmall" in hub_id.stderr
+
+
+def test_stage_3_refuses_a_base_model_other_than_the_one_stage_1_adopted_the_tokenizer_of(uer_run, corpus_text,
+                                                                                          tmp_path):
+    run_dir = copy_run(uer_run[1], tmp_path)
+    before = (run_dir / "model" / "model.safetensors").read_bytes()
+    other = uer_style_model(tmp_path / "other", corpus_text, seed=4)
+    for flags, named in ((["--model-init-from", str(other)], f"--model-init-from {other}"),
+                         (["--model-init-from", ""], "no --model-init-from")):
+        result = run_cli("pretrain", "--run-dir", str(run_dir), *flags, "--force", "--resume", "never")
+        assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+        assert named in result.stderr and f"the tokenizer of {uer_run[0]}" in result.stderr
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_a_relative_model_init_from_is_saved_absolute_and_a_moved_base_leaves_the_sizes_stage_1_recorded(
+        small_corpus, corpus_text, tmp_path):
+    """`models/uer` is shaped like a Hub id: the folder that exists is the one meant, as for from_pretrained."""
+    work = tmp_path / "work"
+    base = uer_style_model(work / "models" / "uer", corpus_text)
+    run_dir = tmp_path / "run"
+    result = run_cli("train-tokenizer", "--run-dir", str(run_dir), "--data-files", str(small_corpus),
+                     "--model-init-from", "models/uer", *BLOCKS, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert f"init_from: {base}" in (run_dir / "settings.yaml").read_text(encoding="utf-8")
+    tokenized = run_cli("tokenize", "--run-dir", str(run_dir))  # from the repository, where models/uer is not
+    assert tokenized.returncode == 0, tokenized.stderr
+    base.rename(work / "moved")  # later commands on the run take the sizes stage 1 recorded
+    shown = run_cli("show-config", "--run-dir", str(run_dir), "--sources")
+    assert shown.returncode == 0, shown.stderr
+    assert "n_layer: 2" in shown.stdout and "(as stage 1 read it)" in shown.stdout
 
 
 def test_the_runs_own_checkpoint_comes_before_the_base_model(uer_run, tmp_path):
@@ -201,6 +302,8 @@ def test_the_runs_own_checkpoint_comes_before_the_base_model(uer_run, tmp_path):
 
 def test_sizes_come_from_the_base_model_and_a_conflicting_command_line_size_is_one_line(small_corpus, corpus_text,
                                                                                        tmp_path):
+    from pipeline.models.text import load_tokenizer
+
     base = uer_style_model(tmp_path / "uer", corpus_text)
     shown = run_cli("show-config", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base), "--sources",
                     *BLOCKS)
@@ -215,6 +318,15 @@ def test_sizes_come_from_the_base_model_and_a_conflicting_command_line_size_is_o
     assert longer.returncode == 2 and one_error_line(longer.stderr), longer.stderr
     assert "data.block_size 256 (the command line) is longer than the context" in longer.stderr
     assert "n_positions 128" in longer.stderr
+    vocab_size = next(line for line in shown.stdout.splitlines() if line.strip().startswith("vocab_size:"))
+    assert vocab_size.split("#")[0].strip() == f"vocab_size: {len(load_tokenizer(base, 'uer'))}"
+    whole = run_cli("plan", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base),
+                    "--data-block-size", "128")  # the whole context is allowed
+    assert whole.returncode == 0, whole.stderr
+    vocabulary = run_cli("plan", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base),
+                         "--tokenizer-vocab-size", "5000", *BLOCKS)
+    assert vocabulary.returncode == 2 and one_error_line(vocabulary.stderr), vocabulary.stderr
+    assert "--tokenizer-vocab-size 5000 conflicts with --model-init-from" in vocabulary.stderr
 
 
 def test_another_base_model_for_a_finished_tokenizer_needs_force(small_corpus, corpus_text, tmp_path):
@@ -224,7 +336,8 @@ def test_another_base_model_for_a_finished_tokenizer_needs_force(small_corpus, c
     uer_style_model(base, corpus_text, seed=5)  # the same folder, other weights
     result = init_run(run_dir, small_corpus, str(base), command="train-tokenizer")
     assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
-    assert "base_model" in result.stderr and "--force" in result.stderr
+    assert f"the files of --model-init-from {base} changed since stage 1 (model.safetensors)" in result.stderr
+    assert "--force" in result.stderr
 
 
 def test_pickle_weights_are_read_only_through_weights_only_and_a_hostile_pickle_runs_nothing(corpus_text, tmp_path):
@@ -267,11 +380,13 @@ def test_a_character_vocabulary_decodes_chinese_without_spaces_and_keeps_spaces_
 
 
 def test_documents_end_with_eos_or_else_sep_and_start_with_bos_or_else_cls(corpus_text, demo_documents, tmp_path):
-    from pipeline.models.text import load_tokenizer, special_token_ids
+    from pipeline.models.text import load_tokenizer, prompt_ids, special_token_ids
 
     uer = load_tokenizer(uer_style_model(tmp_path / "uer", corpus_text), "--model uer")
     assert special_token_ids(uer, "uer") == {"unk": uer.unk_token_id, "bos": uer.cls_token_id,
                                              "eos": uer.sep_token_id, "pad": uer.pad_token_id}
+    # a prompt starts a document and is continued: [CLS] first, and no [SEP] that would end it
+    assert prompt_ids(uer, "今天", uer.cls_token_id) == [uer.cls_token_id, *uer.convert_tokens_to_ids(["今", "天"])]
     bpe = load_tokenizer(gpt2_bpe_model(tmp_path / "bpe", demo_documents[:300]), "--model bpe")
     end = bpe.convert_tokens_to_ids("<|endoftext|>")
     assert special_token_ids(bpe, "bpe") == {"unk": end, "bos": end, "eos": end, "pad": end}
@@ -286,13 +401,33 @@ def test_checkpoints_saved_from_gpt2model_or_with_mask_buffers_load_and_a_missin
     state = reference.state_dict()
     bare = {key.removeprefix("transformer."): value for key, value in state.items() if key != "lm_head.weight"}
     bare["h.0.attn.bias"] = torch.ones(1, 1, 128, 128)  # the causal mask older checkpoints saved
+    bare["h.1.attn.masked_bias"] = torch.tensor(-1e4)
     assert gpt2_keys(bare).keys() == state.keys() - {"lm_head.weight"}
     target, _ = load_model(fetch_model(str(uer_style_model(tmp_path / "other", corpus_text, seed=3)), "--model"), "o")
     load_into(target, bare, "--model bare")
     assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), state.values(), strict=True))
+    extra = {**bare, "h.2.mlp.c_fc.weight": bare["h.1.mlp.c_fc.weight"]}  # a layer the model does not have
+    with pytest.raises(UserError, match=r"unexpected transformer\.h\.2\.mlp\.c_fc\.weight"):
+        load_into(target, extra, "--model deeper")
     del bare["h.1.mlp.c_fc.weight"]
     with pytest.raises(UserError, match=r"missing transformer\.h\.1\.mlp\.c_fc\.weight"):
         load_into(target, bare, "--model partial")
+
+
+def test_an_untied_model_without_its_output_matrix_is_refused_and_n_ctx_is_read_as_the_context():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pipeline.models.architecture import base_architecture, gpt2_fields
+    from pipeline.models.weights import load_into
+
+    untied = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=16, vocab_size=20,
+                                        tie_word_embeddings=False))
+    state = {key: value for key, value in untied.state_dict().items() if key != "lm_head.weight"}
+    with pytest.raises(UserError, match=r"missing lm_head\.weight"):
+        load_into(untied, state, "--model untied")
+    old_style = {"model_type": "gpt2", "n_ctx": 300, "n_embd": 8, "n_layer": 1, "n_head": 2, "vocab_size": 20}
+    assert gpt2_fields(old_style)["n_positions"] == 300
+    assert base_architecture({**old_style, "tie_word_embeddings": False})["tie_word_embeddings"] is False
 
 
 def test_a_tokenizer_that_needs_its_repositorys_code_is_refused_and_the_code_never_runs(corpus_text, tmp_path):

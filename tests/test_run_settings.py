@@ -141,6 +141,12 @@ def test_a_few_validation_blocks_are_a_warning_that_says_what_to_change(tmp_path
     assert "the validation loss will be noisy; use --data-validation-fraction" in caplog.text
     with pytest.raises(UserError, match="cannot fill one training block of 200000"):
         check_split_sizes(resolve_sources([str(corpus)]), DataConfig(block_size=200_000))
+    # half as many blocks' worth of tokens as bytes: too many for our tokenizer's 4 bytes a token, not for a
+    # base model's, which may give a token for every byte or two (GPT-2's byte-level BPE on Chinese)
+    half = DataConfig(block_size=corpus.stat().st_size // 2, validation_fraction=0)
+    with pytest.raises(UserError, match="cannot fill one training block"):
+        check_split_sizes(resolve_sources([str(corpus)]), half)
+    check_split_sizes(resolve_sources([str(corpus)]), half, adopted_tokenizer=True)
 
 
 def test_warmup_that_does_not_end_before_max_steps_is_refused_with_the_flag_to_change(capsys):

@@ -25,8 +25,9 @@ GREETING = "你好，世界。今天天气很好！"
 def tiny_gpt2(vocab_size: int, seed: int, **config) -> GPT2LMHeadModel:
     """The same random weights for the same seed, so that two builds of one folder are byte-identical."""
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128,
-                                      activation_function="gelu_new", vocab_size=vocab_size, **config))
+    fields = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 128, "activation_function": "gelu_new",
+              "vocab_size": vocab_size, **config}
+    return GPT2LMHeadModel(GPT2Config(**fields))
 
 
 def character_vocabulary(characters: str) -> list[str]:
@@ -43,7 +44,7 @@ def character_vocabulary(characters: str) -> list[str]:
     return vocabulary
 
 
-def uer_style_model(folder: Path, characters: str, seed: int = 0, weights: str = "safetensors") -> Path:
+def uer_style_model(folder: Path, characters: str, seed: int = 0, weights: str = "safetensors", **config) -> Path:
     """The layout of uer/gpt2-chinese-cluecorpussmall: a GPT-2 with a BERT character vocabulary.
 
     The tokenizer files are the legacy ones UER publishes (vocab.txt, tokenizer_config.json,
@@ -51,7 +52,7 @@ def uer_style_model(folder: Path, characters: str, seed: int = 0, weights: str =
     loading converts vocab.txt as it does for the real repository. There is no eos or bos token ([CLS] and
     [SEP] mark documents), and config.json keeps GPT2Config's bos/eos id 50256, outside the vocabulary, as
     UER's does. `weights="bin"` writes the pickled pytorch_model.bin of older repositories instead of
-    model.safetensors.
+    model.safetensors. `config`: GPT2Config fields other than GPT-2's defaults (`tie_word_embeddings=False`).
     """
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights must be 'safetensors' or 'bin', not {weights!r}")
@@ -65,7 +66,7 @@ def uer_style_model(folder: Path, characters: str, seed: int = 0, weights: str =
                         "tokenizer_class": "BertTokenizer"}
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
 
-    model = tiny_gpt2(len(vocabulary), seed, tokenizer_class="BertTokenizer")
+    model = tiny_gpt2(len(vocabulary), seed, tokenizer_class="BertTokenizer", **config)
     model.save_pretrained(folder)
     (folder / "generation_config.json").unlink()  # UER's repository has none
     if weights == "bin":  # save_pretrained writes only safetensors since transformers 5

@@ -15,6 +15,7 @@ from pipeline.config import dump_config
 from pipeline.corpus import CorpusReader
 from pipeline.errors import UserError
 from pipeline.fingerprints import tokenizer_inputs
+from pipeline.models.architecture import base_architecture, base_sizes
 from pipeline.models.source import fetch_model, read_config
 from pipeline.models.text import decode_text, load_tokenizer, special_token_ids
 from pipeline.report import StageReport
@@ -74,21 +75,23 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
         raise UserError(f"the corpus has no text after cleaning ({reader.stats.files} file(s))", "check --data-files")
     # GPT-2's byte-level BPE names <|endoftext|> its unk token, but never produces it for text
     unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (ids["eos"], ids["bos"]) else None
-    figures = _figures(tokenizer, texts, unk_id)
+    figures = {**_figures(tokenizer, texts, unk_id), "held_out": bool(sample.held_out),
+               "unknown_token": tokenizer.unk_token if unk_id is not None else None}
     with output.build() as staging:
         tokenizer.save_pretrained(staging)
         stats = {"corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
                  "base_model": recorded,
                  "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": vocab_size, "special_tokens": specials},
-                 "quality": {**figures, "held_out": bool(sample.held_out)},
+                 "quality": figures,
                  "seconds": {"total": round(report.elapsed, 2)}}
         (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         dump_config(config, staging / "config.yaml")
         output.manifest_extra.update(
             tokenizer_sha256=file_sha256(staging / "tokenizer.json"), vocab_size=vocab_size,
-            special_tokens=specials, special_token_ids=ids, base_model=recorded)
+            special_tokens=specials, special_token_ids=ids, base_model=recorded,
+            base_architecture=base_architecture(base), base_sizes=base_sizes(base))
 
-    _report_rows(report, corpus, reader, sample)
+    _report_rows(report, corpus, reader, sample, trains=False)
     _adoption_rows(report, source.label, tokenizer, vocab_size, ids, figures)
     report.row("wrote", f"{output.final}/ (the base model's tokenizer, stats.json, config.yaml)")
     report.print()
@@ -99,10 +102,12 @@ def _adoption_rows(report: StageReport, label: str, tokenizer, vocab_size: int, 
     names = {key: tokenizer.convert_ids_to_tokens(value) for key, value in ids.items()}
     report.row("tokenizer", f"adopted from {label}: {type(tokenizer).__name__}, vocab {vocab_size:,}; documents end "
                             f"with {names['eos']}={ids['eos']}, pad {names['pad']}={ids['pad']}")
-    on = f"{figures['documents']:,} held-out document(s)"
-    unknown = tokenizer.unk_token if figures["unk_tokens"] or tokenizer.unk_token else "unknown"
-    report.row("quality", f"{figures['chars_per_token']:.2f} chars/token, {figures['unk_tokens']:,} {unknown} "
-                          f"({figures['unk_rate']:.3%} of tokens) on {on}")
+    on = f"{figures['documents']:,} {'held-out ' if figures['held_out'] else ''}document(s)"
+    if figures["unknown_token"] is None:  # byte-level BPE: every character has bytes to fall back on
+        unknown = "no unknown token (byte-level)"
+    else:
+        unknown = f"{figures['unk_tokens']:,} {figures['unknown_token']} ({figures['unk_rate']:.3%} of tokens)"
+    report.row("quality", f"{figures['chars_per_token']:.2f} chars/token, {unknown} on {on}")
     if figures["unk_tokens"]:
         log.warning("%s: %s cannot represent %s character occurrence(s) of this corpus (%.3f%% of tokens), e.g. %s: "
                     "the model reads and writes them as %s (PITFALLS.md BM3)", STAGE, label,

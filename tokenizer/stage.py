@@ -78,7 +78,7 @@ def _verification_lines(sample: _Sample, cfg: TokenizerConfig) -> list[str]:
     return lines
 
 
-def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample: _Sample) -> None:
+def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample: _Sample, trains: bool = True) -> None:
     stats = reader.stats
     bounded = "every block" if stats.blocks_read == stats.blocks_total else \
         f"{stats.blocks_read}/{stats.blocks_total} random 1 MiB blocks (bounded sample)"
@@ -91,8 +91,9 @@ def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample:
     if stats.detected_encodings or stats.empty_files:
         report.row("attention", f"{len(stats.detected_encodings)} file(s) decoded from a detected encoding, "
                                 f"{len(stats.empty_files)} empty file(s) skipped (see warnings above)")
-    report.row("sample", f"{len(sample.reservoir.items):,} sentences for training ({sample.reservoir.seen:,} seen, "
-                         f"{sample.sentences_cut:,} over-long sentences split)")
+    if trains:  # an adopted tokenizer is measured on the held-out documents, not trained
+        report.row("sample", f"{len(sample.reservoir.items):,} sentences for training ({sample.reservoir.seen:,} "
+                             f"seen, {sample.sentences_cut:,} over-long sentences split)")
 
 
 def train_tokenizer(request: StageRequest) -> dict:

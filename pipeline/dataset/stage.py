@@ -74,10 +74,13 @@ def output_folder(dataset_dir: Path, data) -> Path:
 class _Splits:
     """Dedupe, split, pack and write, in document order."""
 
-    def __init__(self, staging: Path, block_size: int, dtype: np.dtype, fingerprint_value: str, dedupe: bool):
+    def __init__(self, staging: Path, block_size: int, dtype: np.dtype, fingerprint_value: str, dedupe: bool,
+                 unk_id: int | None = None):
         self.writers = {s: SplitWriter(staging / s, s, block_size, dtype, fingerprint_value) for s in SPLITS}
         self.packers = {s: BlockPacker(block_size, self.writers[s].write) for s in SPLITS}
         self.deduplicator = Deduplicator() if dedupe else None
+        self.unk_id = unk_id  # an adopted vocabulary's unknown token (BM3), counted in what is packed
+        self.unknown = dict.fromkeys(SPLITS, 0)
 
     def add(self, result: BlockTokens, stats) -> None:
         keep = np.ones(len(result.doc_tokens), bool)
@@ -89,10 +92,12 @@ class _Splits:
             counts = getattr(stats, split)
             counts.documents += int(chosen.sum())
             counts.characters += int(result.doc_chars[chosen].sum())
-            if chosen.all():
-                self.packers[split].add(result.tokens)
-            elif chosen.any():
-                self.packers[split].add(result.tokens[np.repeat(chosen, result.doc_tokens)])
+            if not chosen.any():
+                continue
+            tokens = result.tokens if chosen.all() else result.tokens[np.repeat(chosen, result.doc_tokens)]
+            self.packers[split].add(tokens)
+            if self.unk_id is not None:
+                self.unknown[split] += int(np.count_nonzero(tokens == self.unk_id))
 
     def close(self) -> dict[str, dict]:
         figures = {}
@@ -100,7 +105,8 @@ class _Splits:
             packer, writer = self.packers[split], self.writers[split]
             tail = packer.close()
             writer.close()
-            figures[split] = {"tokens": packer.tokens_in, "blocks": packer.blocks_out, "dropped_tail_tokens": tail}
+            figures[split] = {"tokens": packer.tokens_in, "blocks": packer.blocks_out, "dropped_tail_tokens": tail,
+                              "unk_tokens": self.unknown[split]}
         return figures
 
 
@@ -145,7 +151,8 @@ def tokenize_dataset(request: StageRequest) -> dict:
     total_bytes = sum(reader.block_bytes(block) for block in blocks)
     worker_peak = 0.0
     with output.build() as staging:
-        splits = _Splits(staging, data.block_size, dtype, output.fingerprint, data.dedupe)
+        splits = _Splits(staging, data.block_size, dtype, output.fingerprint, data.dedupe,
+                         unknown_token_id(tokenizer) if adopted else None)
         with progress(total_bytes, "B", f"tokenizing ({workers} worker{'s' * (workers > 1)})", scale=True) as bar:
             for result in ordered_map(tokenize_block, work, workers, init_worker, (setup,)):
                 splits.add(result, stats)
@@ -164,6 +171,7 @@ def tokenize_dataset(request: StageRequest) -> dict:
             "corpus": corpus, "reading": stats.as_dict(), "splits": figures, "block_size": data.block_size,
             "dtype": dtype.name, "vocab_size": tokenizer["vocab_size"], "workers": workers,
             "separator": next(token for token, i in specials.items() if i == tokenizer["special_token_ids"]["eos"]),
+            "unknown_token": next((token for token, i in specials.items() if i == splits.unk_id), None),
             "shard": {"index": data.shard_index, "count": data.num_shards},
             "chars_per_token": _chars_per_token(stats, figures), "seconds": round(seconds, 2),
             "mb_per_second": round(stats.bytes_read / 1e6 / max(seconds, 1e-9), 2),
@@ -177,6 +185,13 @@ def tokenize_dataset(request: StageRequest) -> dict:
             shard={"index": data.shard_index, "count": data.num_shards})
     _report(report, corpus, stats, summary, output.final)
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def unknown_token_id(tokenizer_manifest: dict) -> int | None:
+    """The adopted tokenizer's unknown token; None where it is also the separator (GPT-2's BPE names
+    <|endoftext|> its unk, and never produces it for text)."""
+    ids = tokenizer_manifest["special_token_ids"]
+    return ids.get("unk") if ids.get("unk") not in (ids["eos"], ids["bos"]) else None
 
 
 def _chars_per_token(stats, figures) -> float:
@@ -213,6 +228,14 @@ def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path)
     report.row("tokens", f"{figures['train']['tokens']:,} training, {figures['validation']['tokens']:,} validation "
                          f"(one {summary['separator']} after each document); "
                          f"{summary['chars_per_token']:.2f} chars/token")
+    if summary["unknown_token"] is not None:
+        unknown = sum(figures[split]["unk_tokens"] for split in SPLITS)
+        tokens = sum(figures[split]["tokens"] for split in SPLITS)
+        report.row("unknown", f"{unknown:,} {summary['unknown_token']} ({unknown / max(tokens, 1):.3%} of tokens): "
+                              "characters the adopted vocabulary lacks")
+        if unknown:
+            log.warning("%s: %s character occurrence(s) of the corpus became %s, which the model can neither read "
+                        "nor write back (PITFALLS.md BM3)", STAGE, f"{unknown:,}", summary["unknown_token"])
     report.row("blocks", f"{figures['train']['blocks']:,} training + {figures['validation']['blocks']:,} validation "
                          f"× {block_size} tokens, {summary['dtype']} (vocab {summary['vocab_size']:,})")
     report.row("dropped", f"final tails only: {figures['train']['dropped_tail_tokens']:,} training + "

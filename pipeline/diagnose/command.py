@@ -67,7 +67,7 @@ def diagnose(run: RunDir, config) -> tuple[list[Finding], Path]:
     started = time.monotonic()
     blocks = data_checks.load_sample(run.stage("dataset"), block_size)
     pieces = AutoTokenizer.from_pretrained(str(run.stage("tokenizer"))).convert_ids_to_tokens(list(range(vocab_size)))
-    findings = data_checks.data_findings(blocks, vocab_size, ids["eos"], pieces)
+    findings = data_checks.data_findings(blocks, vocab_size, ids, pieces)
     log.info("diagnose: data checked in %s", human_duration(time.monotonic() - started))
     if worst(findings[:2]) == FAIL:  # out-of-vocabulary ids or ragged blocks would crash the model checks
         return findings, _write(run, findings, header, None)

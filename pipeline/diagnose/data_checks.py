@@ -68,23 +68,34 @@ def check_lengths(blocks: Blocks) -> Finding:
     return Finding("data", OK, "every block is full", f"{blocks.block_size} tokens each, no padding")
 
 
-def check_separators(blocks: Blocks, eos_id: int) -> Finding:
+def check_separators(blocks: Blocks, eos_id: int, separator: str = "<|endoftext|>") -> Finding:
     tokens = blocks.train.size
     share = float(np.count_nonzero(blocks.train == eos_id)) / tokens if tokens else 0.0
     per_document = f" (~{1 / share:,.0f} tokens per document)" if share else ""
-    evidence = f"<|endoftext|> is {share:.2%} of tokens{per_document}"
+    evidence = f"{separator} is {share:.2%} of tokens{per_document}"
     if share == 0:
-        return Finding("data", FAIL, "no end-of-text between documents", evidence,
+        return Finding("data", FAIL, f"no {separator} between documents", evidence,
                        "documents run into each other: rebuild with this pipeline's `gpt2zh tokenize`", "D3")
     if share > 0.2:
         return Finding("data", WARN, "documents are very short", evidence,
                        "check the corpus format: .txt is one document per line; many tiny lines mean split "
                        "documents (join them) or noise", "D3")
-    return Finding("data", OK, "documents separated by <|endoftext|>", evidence)
+    return Finding("data", OK, f"documents separated by {separator}", evidence)
 
 
-def check_byte_fallback(blocks: Blocks, pieces: list[str]) -> Finding:
-    byte_ids = np.array([i for i, piece in enumerate(pieces) if BYTE_PIECE.fullmatch(piece)], dtype=np.int64)
+def check_unknown(blocks: Blocks, unk_id: int, unk: str) -> Finding:
+    """A vocabulary without byte fallback (a base model's, PITFALLS.md BM3) turns unseen characters into unk."""
+    tokens = blocks.train.size
+    share = float(np.count_nonzero(blocks.train == unk_id)) / tokens if tokens else 0.0
+    evidence = f"{share:.3%} of tokens are {unk}"
+    if share > 0.01:
+        return Finding("data", WARN, f"characters the vocabulary lacks are {unk}", evidence,
+                       "the model can neither read nor write them: start from a model whose vocabulary covers the "
+                       "corpus, or train a tokenizer on it (a model from scratch)", "D3")
+    return Finding("data", OK, f"{unk} is rare", evidence)
+
+
+def check_byte_fallback(blocks: Blocks, byte_ids: np.ndarray) -> Finding:
     tokens = blocks.train.size
     share = float(np.isin(blocks.train, byte_ids).sum()) / tokens if tokens and byte_ids.size else 0.0
     evidence = f"{share:.2%} of tokens are byte-fallback pieces (<0x..>)"
@@ -144,9 +155,15 @@ def check_overlap(blocks: Blocks) -> Finding:
     return Finding("data", OK, "validation is held out", evidence)
 
 
-def data_findings(blocks: Blocks, vocab_size: int, eos_id: int, pieces: list[str]) -> list[Finding]:
+def data_findings(blocks: Blocks, vocab_size: int, ids: dict, pieces: list[str]) -> list[Finding]:
+    """ids: the tokenizer manifest's special_token_ids; pieces: the vocabulary, by id."""
     findings = [check_ids(blocks, vocab_size), check_lengths(blocks)]
-    if findings[1].status == OK:
-        findings += [check_separators(blocks, eos_id), check_byte_fallback(blocks, pieces),
-                     check_duplicates(blocks), check_overlap(blocks)]
-    return findings
+    if findings[1].status != OK:
+        return findings
+    byte_ids = np.array([i for i, piece in enumerate(pieces) if BYTE_PIECE.fullmatch(piece)], dtype=np.int64)
+    findings.append(check_separators(blocks, ids["eos"], pieces[ids["eos"]]))
+    if byte_ids.size:  # this pipeline's SentencePiece tokenizers
+        findings.append(check_byte_fallback(blocks, byte_ids))
+    elif ids.get("unk") is not None and ids["unk"] != ids["eos"]:  # GPT-2's BPE names <|endoftext|> its unk
+        findings.append(check_unknown(blocks, ids["unk"], pieces[ids["unk"]]))
+    return findings + [check_duplicates(blocks), check_overlap(blocks)]

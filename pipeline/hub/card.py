@@ -36,7 +36,7 @@ def _dataset_figures(run_dir: Path) -> dict:
     from pipeline.rundir import read_manifest
 
     splits = ("train", "validation")
-    figures = {"corpus": "", "sources": [], "complete": True,
+    figures = {"corpus": "", "sources": [], "complete": True, "separator": "<|endoftext|>",
                **{key: dict.fromkeys(splits, 0) for key in ("documents", "characters", "tokens", "blocks")}}
     try:
         parts = dataset_parts(run_dir / "dataset")
@@ -46,6 +46,7 @@ def _dataset_figures(run_dir: Path) -> dict:
     for folder, manifest in parts:
         stats = _json(folder / "stats.json")
         figures["corpus"] = stats.get("corpus", "")
+        figures["separator"] = stats.get("separator", figures["separator"])  # [SEP] for a UER model's tokenizer
         figures["sources"] = manifest.get("inputs", {}).get("sources", [])  # every shard read the same files
         for split in splits:
             for key in ("documents", "characters"):
@@ -90,24 +91,28 @@ def _training_data(data: dict, description: str, normalization: str, block_size:
                   for key in ("documents", "characters", "tokens", "blocks")]
         lines.append(f"| {split} | {' | '.join(counts)} |")
     lines += ["", f"Cleaning: {normalization}, control characters removed, exact duplicates removed where "
-                  f"configured. Each document is followed by `<|endoftext|>` and packed into blocks of {block_size} "
-                  "tokens; the validation documents are held out by a hash of their text."
+                  f"configured. Each document is followed by `{data['separator']}` and packed into blocks of "
+                  f"{block_size} tokens; the validation documents are held out by a hash of their text."
                   + ("" if data["complete"] else " (The dataset folder was removed since training: the counts are "
                                                  "of what stage 1 read, and the tokens are not known.)"), ""]
     return lines
 
 
 def _base_name(base: dict) -> str:
+    """A Hub model by its link and commit; a local folder by its last two path parts, never this machine's path."""
     if base.get("hub"):
         return f"[{base['hub']}](https://huggingface.co/{base['hub']}) (commit {base['commit']})"
-    return f"`{base['model']}`"
+    folder = Path(base["model"])
+    return f"`{folder.parent.name}/{folder.name}`" if folder.parent.name else f"`{folder.name}`"
 
 
 def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
     quality = tokenizer.get("quality", {})
     return (f"The tokenizer of {_base_name(base)}, unchanged ({tokenizer.get('tokenizer', {}).get('class', '?')}, "
             f"{vocab_size:,} entries). On held-out text: {quality.get('chars_per_token', 0):.2f} characters per "
-            f"token, {quality.get('unk_tokens', 0):,} `[UNK]` tokens ({quality.get('unk_rate', 0):.3%}).")
+            f"token, " + (f"{quality.get('unk_tokens', 0):,} `{quality['unknown_token']}` tokens "
+                          f"({quality.get('unk_rate', 0):.3%})." if quality.get("unknown_token") else
+                          "byte-level: no character is unknown."))
 
 
 def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str,
@@ -128,6 +133,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
                              pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1],
                              datasets=hub_datasets or None, base_model=base.get("hub"))
     quality = tokenizer.get("quality", {})
+    wordpiece = "Bert" in tokenizer.get("tokenizer", {}).get("class", "")  # UER's character vocabulary
     normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
     hardware = summary["hardware"]
     device = ", ".join(hardware["gpus"]) if hardware["gpus"] else f"CPU ({hardware['cpu_count']} cores)"
@@ -193,9 +199,12 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "",
         f'generate = pipeline("text-generation", model="{repo_id}")',
         f'print(generate({json.dumps(samples[0][0] if samples else "今天", ensure_ascii=False)}, '
-        'max_new_tokens=50)[0]["generated_text"])',
+        + ("add_special_tokens=False, " if wordpiece else "") + 'max_new_tokens=50)[0]["generated_text"])',
         "```",
         "",
+        *(["`add_special_tokens=False` keeps the WordPiece tokenizer from wrapping the prompt in `[CLS]` … `[SEP]` "
+           "(`[SEP]` ends a document); its decoding puts a space between Chinese characters, which "
+           "`gpt2zh generate --model <this repository>` removes.", ""] if wordpiece else []),
         "`training_history.csv` has the loss, learning rate, gradient norm, throughput and validation metrics of "
         "every logged step; `gpt2zh_config.yaml` is the complete configuration of the run.",
         "",

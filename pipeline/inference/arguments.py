@@ -28,7 +28,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "sampling (default: the model's generation_config.json, which stage 3 writes; else do_sample, "
         "temperature 0.8, top-k 50, 64 new tokens)")
     sampling.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens to generate at most")
-    sampling.add_argument("--temperature", type=float, metavar="T", help="> 0; lower is more conservative")
+    sampling.add_argument("--temperature", type=float, metavar="T",
+                          help=">= 0; lower is more conservative, 0 always takes the most likely token")
     sampling.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest tokens (0 = all)")
     sampling.add_argument("--top-p", type=float, metavar="P", help="sample among the likeliest tokens whose "
                                                                    "probabilities add up to P (0 < P <= 1)")

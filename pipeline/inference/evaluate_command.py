@@ -78,7 +78,10 @@ def _check_stride(stride: int | None, models: list[InferenceModel]) -> None:
 def run_evaluate(args, make_request) -> int:
     """make_request: pipeline/cli.py:_request, which resolves the run's saved data settings."""
     _check_numbers(args)
-    models = [open_model(reference) for reference in args.models]  # all found before the long read
+    references = list(dict.fromkeys(args.models))  # a model named twice is scored once
+    if len(references) < len(args.models):
+        log.info("evaluate: a --model named more than once is scored once")
+    models = [open_model(reference) for reference in references]  # all found before the long read
     _check_stride(args.stride, models)
     files_given = "data.files" in overrides_from(args)
     if args.run_dir is None and not files_given:

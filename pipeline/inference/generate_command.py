@@ -11,6 +11,7 @@ Sample i is drawn right after torch.manual_seed(seed + i): the same --seed gives
 machine and software (a GPU's kernels draw other numbers than the CPU's).
 """
 
+import json
 import logging
 import random
 import sys
@@ -29,7 +30,7 @@ def _check_arguments(args) -> None:
         raise UserError("generate: PROMPT (the text to continue) is empty",
                         'give the text to continue, e.g. gpt2zh generate --model runs/demo "今天"')
     bounds = {"max_new_tokens": (args.max_new_tokens, lambda v: v >= 1, ">= 1"),
-              "temperature": (args.temperature, lambda v: v > 0, "> 0 (lower is more conservative)"),
+              "temperature": (args.temperature, lambda v: v >= 0, ">= 0 (lower is more conservative, 0 greedy)"),
               "top_k": (args.top_k, lambda v: v >= 0, ">= 0 (0 = every token)"),
               "top_p": (args.top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
               "num_samples": (args.num_samples, lambda v: v >= 1, ">= 1")}
@@ -50,9 +51,14 @@ def generation_settings(model: InferenceModel, vocab_size: int, args):
 
     from pipeline.training.samples import TEMPERATURE, TOP_K
 
-    if (model.source.folder / "generation_config.json").is_file():
+    if (file := model.source.folder / "generation_config.json").is_file():
         config = GenerationConfig.from_pretrained(str(model.source.folder))
         origin = "the model's generation_config.json"
+        if "do_sample" not in json.loads(file.read_text(encoding="utf-8")):  # openai-community/gpt2's names ids only
+            config.do_sample = True
+            config.temperature = TEMPERATURE if config.temperature in (None, 1.0) else config.temperature
+            config.top_k = TOP_K if config.top_k in (None, 50) else config.top_k
+            origin += " (which sets no sampling: temperature and top-k by default)"
     else:
         config = GenerationConfig(do_sample=True, temperature=TEMPERATURE, top_k=TOP_K)
         origin = "defaults: the model has no generation_config.json"
@@ -64,6 +70,8 @@ def generation_settings(model: InferenceModel, vocab_size: int, args):
         config.do_sample = True
     for name, value in typed.items():
         setattr(config, name, value)
+    if typed.get("temperature") == 0:  # the most likely token each step
+        config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
     # UER's config.json keeps GPT-2's 50256 for eos, outside its 21,128-token vocabulary: its documents end at [SEP].
     if _outside(config.eos_token_id, vocab_size):
         config.eos_token_id = model.ids["eos"]

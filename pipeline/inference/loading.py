@@ -54,8 +54,9 @@ class InferenceModel:
     @cached_property
     def context(self) -> int:
         """n_positions: GPT-2's position table has no row beyond it."""
-        config = read_config(self.source, FLAG)
-        return config.get("n_positions", config.get("n_ctx", 1024))
+        from pipeline.models.architecture import gpt2_fields
+
+        return gpt2_fields(read_config(self.source, FLAG))["n_positions"]
 
     @property
     def special_strings(self) -> tuple[str, ...]:

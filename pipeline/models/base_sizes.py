@@ -12,16 +12,13 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.fingerprints import recorded_base_model
+from pipeline.models.architecture import gpt2_fields
 from pipeline.models.source import fetch_model, read_config
 from pipeline.resolution import COMMAND_LINE, Resolved
 from pipeline.rundir import RunDir, read_manifest
 
 FLAG = "--model-init-from"
 SIZES = ("n_layer", "n_head", "n_embd", "n_positions")
-
-
-def base_size(base: dict, field: str) -> int:
-    return base[field] if field in base else base["n_ctx"]  # configs older than transformers 4 say n_ctx
 
 
 def typed_on_a_command_line(origin: str) -> bool:
@@ -32,13 +29,19 @@ def with_base_sizes(resolved: Resolved, run_dir: Path) -> Resolved:
     """resolved with the model's sizes and vocabulary from the base model's config.json: of the commit stage 1
     pinned for run_dir when there is one (read from the HF cache), else as the reference names it."""
     reference = resolved.config.model.init_from
-    recorded = recorded_base_model(resolved.config, read_manifest(RunDir(run_dir).stage("tokenizer"))) or {}
-    source = fetch_model(reference, FLAG, commit=recorded.get("commit"), weights=False)
-    base = read_config(source, FLAG)
+    manifest = read_manifest(RunDir(run_dir).stage("tokenizer")) or {}
+    recorded = recorded_base_model(resolved.config, manifest) or {}
+    try:
+        source = fetch_model(reference, FLAG, commit=recorded.get("commit"), weights=False)
+        base, who = gpt2_fields(read_config(source, FLAG)), f"the base model {source.label}"
+    except UserError:
+        if not recorded or "base_sizes" not in manifest:
+            raise
+        # a folder moved or deleted after stage 1: show-config, evaluate and diagnose still work on the run
+        base, who = manifest["base_sizes"], f"the base model {manifest['base_model']['label']} (as stage 1 read it)"
     config, sources = copy.deepcopy(resolved.config), dict(resolved.sources)
-    who = f"the base model {source.label}"
     for field in SIZES:
-        dotted, value = f"model.{field}", base_size(base, field)
+        dotted, value = f"model.{field}", base[field]
         asked = getattr(config.model, field)
         if asked != value and typed_on_a_command_line(resolved.origin(dotted)):
             flag = f"--model-{field.replace('_', '-')}"
@@ -50,6 +53,11 @@ def with_base_sizes(resolved: Resolved, run_dir: Path) -> Resolved:
         raise UserError(f"data.block_size {config.data.block_size} ({resolved.origin('data.block_size')}) is longer "
                         f"than the context of {FLAG} {reference}: n_positions {config.model.n_positions}",
                         f"pass --data-block-size {config.model.n_positions} or less")
+    asked = config.tokenizer.vocab_size
+    if asked != base["vocab_size"] and typed_on_a_command_line(resolved.origin("tokenizer.vocab_size")):
+        raise UserError(f"--tokenizer-vocab-size {asked} conflicts with {FLAG} {reference}: its tokenizer and "
+                        f"embeddings have {base['vocab_size']} entries", "drop --tokenizer-vocab-size: a model you "
+                        "start from keeps its tokenizer (PITFALLS.md BM2)")
     config.tokenizer.vocab_size = base["vocab_size"]
     sources["tokenizer.vocab_size"] = who
     return replace(resolved, config=config, sources=sources)

@@ -10,6 +10,7 @@ has it, the pickle checkpoint otherwise), never a repository's Python code.
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,15 @@ def local_folder(reference: str) -> Path | None:
     return None
 
 
+def absolute_reference(reference: str) -> str:
+    """A folder reference made absolute, so the saved settings and the fingerprints mean the same folder from
+    any directory; a Hub id stays as typed. A folder that exists wins over a Hub id of the same name, as it does
+    for from_pretrained."""
+    if not reference or (local_folder(reference) is None and not reference.startswith((".", "/", "~"))):
+        return reference
+    return os.path.abspath(os.path.expanduser(reference))
+
+
 def fetch_model(reference: str, flag: str, commit: str | None = None, weights: bool = True) -> ModelSource:
     """The model's files on this machine; weights=False fetches only config and tokenizer files.
     commit: the revision pinned by an earlier stage (stage 3 loads what stage 1 adopted)."""
@@ -73,8 +83,13 @@ def fetch_model(reference: str, flag: str, commit: str | None = None, weights: b
     if (folder := local_folder(reference)) is not None:
         return ModelSource(reference, folder)
     match = HUB_ID.match(reference)
-    if match is None or Path(reference).expanduser().exists() or reference.startswith((".", "/", "~")):
-        raise UserError(f"{where}: no config.json there and not a Hub model id", f"pass {FORM}")
+    path = Path(reference).expanduser()
+    if (path / "settings.yaml").is_file() or (path / "tokenizer" / "manifest.json").is_file():
+        raise UserError(f"{where}: a run directory without a finished model/ (stage 3 has not ended there)",
+                        f"finish it (`gpt2zh run --run-dir {reference}`), or pass {FORM}")
+    if match is None or path.exists() or reference.startswith((".", "/", "~")):
+        problem = "no config.json there" if path.exists() else "no such folder"
+        raise UserError(f"{where}: {problem}, and not a Hub model id", f"pass {FORM}")
     repo_id, revision = match["repo"], commit or match["revision"] or "main"
     try:
         return _download(reference, repo_id, revision, weights)

@@ -68,7 +68,8 @@ def load_into(model, state: dict, where: str) -> None:
         detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
         raise UserError(f"{where}: the weights do not fit the model built from its config.json ({detail})",
                         "check that config.json and the weights belong together") from None
-    missing = [key for key in missing if key not in TIED]
+    if model.config.tie_word_embeddings:  # else lm_head.weight is a matrix of its own, and must be there (BM11)
+        missing = [key for key in missing if key not in TIED]
     if missing or unexpected:
         problems = (f"missing {', '.join(missing[:3])}" if missing else "") + \
                    ("; " if missing and unexpected else "") + \
@@ -99,11 +100,11 @@ def load_model(source, where: str, attention: str = "sdpa"):
     Built from config.json by the GPT-2 class itself: no repository code runs, whatever config.json names."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from pipeline.models.architecture import gpt2_fields
     from pipeline.models.source import read_config
 
-    read_config(source, where.split(" ")[0])  # GPT-2, or one line
-    config = GPT2Config.from_pretrained(str(source.folder), attn_implementation=attention)
-    model = GPT2LMHeadModel(config)
+    fields = gpt2_fields(read_config(source, where.split(" ")[0]))  # GPT-2, or one line
+    model = GPT2LMHeadModel(GPT2Config.from_dict(fields, attn_implementation=attention))
     state, weights_format = read_weights(source.folder, where)
     load_into(model, state, where)
     return model.eval(), weights_format

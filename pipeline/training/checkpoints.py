@@ -130,21 +130,32 @@ def is_model_not_checkpoint(folder: Path) -> bool:
     return (folder / "config.json").is_file() and not (folder / "trainer_state.json").is_file()
 
 
+def check_resume_folder(setting: str) -> Path:
+    """The checkpoint `--resume PATH` names, or one line; before stage 1 (preflight) and again in stage 3.
+    A model (a folder, or a Hub id) is what --model-init-from starts from (PITFALLS.md BM1)."""
+    from pipeline.models.source import HUB_ID
+
+    chosen = Path(setting).expanduser()
+    start_from = f"to start a run from its weights, pass --model-init-from {setting} (PITFALLS.md BM1); --resume " \
+                 "continues a run's own checkpoint"
+    if is_model_not_checkpoint(chosen) or (chosen / "model" / "config.json").is_file():
+        raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
+                        "state), not a checkpoint of a run", start_from)
+    if not chosen.exists() and HUB_ID.match(setting) and not setting.startswith((".", "/", "~")):
+        raise UserError(f"--resume {setting}: no such folder; a Hub model is not a checkpoint to resume", start_from)
+    if not chosen.is_dir() or (problem := problem_with(chosen)) is not None:
+        reason = "not a folder" if not chosen.is_dir() else problem
+        raise UserError(f"--resume {setting}: cannot resume from it: {reason}",
+                        "pass a complete checkpoint-N folder, or --resume auto")
+    return chosen
+
+
 def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict) -> tuple[Path | None, list]:
     """(checkpoint to resume from or None, [(torn newer checkpoint, why)]); reads only, on every rank."""
     if setting == "never":
         return None, []
     if setting != "auto":
-        chosen = Path(setting)
-        if is_model_not_checkpoint(chosen):
-            raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
-                            "state), not a checkpoint of a run", f"to start a run from its weights, pass "
-                            f"--model-init-from {setting} (PITFALLS.md BM1); --resume continues a run's own checkpoint")
-        if not chosen.is_dir() or (problem := problem_with(chosen)) is not None:
-            reason = "not a folder" if not chosen.is_dir() else problem
-            raise UserError(f"--resume {setting}: cannot resume from it: {reason}",
-                            "pass a complete checkpoint-N folder, or --resume auto")
-        passed_over = []
+        chosen, passed_over = check_resume_folder(setting), []
     else:
         chosen, passed_over = find_last_valid_checkpoint(directory)
     if chosen is not None:

@@ -4,6 +4,7 @@ its starting weights: random, or a base model's (`--model-init-from`)."""
 import logging
 
 from pipeline.config.schema import ModelConfig
+from pipeline.errors import UserError
 from pipeline.training.memory_model import FUSED_GELU
 
 log = logging.getLogger("gpt2zh")
@@ -13,16 +14,17 @@ COMPILE_PREFIX = "_orig_mod."
 def gpt2_config(model: ModelConfig, tokenizer_manifest: dict, attention: str):
     """GPT2Config whose ids are the tokenizer's; GPT-2's 50256 defaults never appear. The activation is GPT-2's
     tanh GELU as one fused kernel: gelu_new computes the same formula in separate ops that keep 12 more
-    values per hidden unit for backward (pipeline/training/memory_model.py)."""
+    values per hidden unit for backward (pipeline/training/memory_model.py). A model that receives a base
+    model's weights takes that model's architecture too (`base_architecture`, recorded by stage 1: BM11)."""
     from transformers import GPT2Config
 
     ids = tokenizer_manifest["special_token_ids"]
+    architecture = {"activation_function": FUSED_GELU, **tokenizer_manifest.get("base_architecture", {})}
     return GPT2Config(
         vocab_size=tokenizer_manifest["vocab_size"], n_positions=model.n_positions, n_embd=model.n_embd,
         n_layer=model.n_layer, n_head=model.n_head, resid_pdrop=model.dropout, embd_pdrop=model.dropout,
-        attn_pdrop=model.dropout, activation_function=FUSED_GELU, bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"],
-        attn_implementation=attention)
+        attn_pdrop=model.dropout, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        attn_implementation=attention, **architecture)
 
 
 def build_model(config):
@@ -39,6 +41,20 @@ def strip_compile_prefix(state_dict: dict) -> dict:
     """(G3) torch.compile saves keys as `_orig_mod.transformer.wte.weight`; load them without it."""
     return {key[len(COMPILE_PREFIX):] if key.startswith(COMPILE_PREFIX) else key: value
             for key, value in state_dict.items()}
+
+
+def adopted_base(init_from: str, tokenizer_manifest: dict, tokenizer_dir) -> dict | None:
+    """The base model stage 1 adopted, which must be the one this command names (PITFALLS.md BM12): the
+    tokenizer and the dataset's ids belong to it, and stage 3 loads its weights."""
+    base = tokenizer_manifest.get("base_model")
+    adopted = base["reference"] if base else ""
+    if init_from != adopted:
+        named = f"--model-init-from {init_from}" if init_from else "no --model-init-from (a model from scratch)"
+        left = f"the tokenizer of {base['label']}" if base else "a tokenizer trained on the corpus"
+        keep = f"pass --model-init-from {adopted}" if adopted else "drop --model-init-from"
+        raise UserError(f"this command names {named}, but stage 1 left {left} in {tokenizer_dir}",
+                        f"{keep}, or rebuild from stage 1 (`gpt2zh run --from-stage train-tokenizer --force`)")
+    return base
 
 
 def start_from_base(model, base: dict | None, resume) -> dict | None:

@@ -25,6 +25,8 @@ LEARNING_RATE_MARGIN = 1.5  # a rate more than this many times the reference ris
 # Corpus bytes per token, for a guess before stage 2 counts them: the upper bound on tokens that the check
 # before stage 1 uses (pipeline/preflight.py), and what the demo corpus measures with its 4,000 pieces.
 BYTES_PER_TOKEN_RANGE = (4.0, 6.7)
+# A base model's tokenizer: GPT-2's byte-level BPE (~1.7 bytes a token on Chinese) to a character vocabulary (~3)
+ADOPTED_BYTES_PER_TOKEN_RANGE = (1.5, 3.0)
 
 
 def reference_learning_rate(parameters: int) -> float | None:
@@ -146,10 +148,11 @@ def _corpus_guess(record: dict) -> str:
     size = record.get("corpus_bytes")
     if not size:
         return "stage 2 has not run: its training tokens give the epochs"
-    many, few = (size / bytes_per_token for bytes_per_token in BYTES_PER_TOKEN_RANGE)
+    ratio = ADOPTED_BYTES_PER_TOKEN_RANGE if record.get("adopted_tokenizer") else BYTES_PER_TOKEN_RANGE
+    many, few = (size / bytes_per_token for bytes_per_token in ratio)
     steps_tokens = record["max_steps"] * record["tokens_per_step"]
     return (f"stage 2 has not run; {human_bytes(size)} of corpus files are roughly {_tokens(few)} to "
-            f"{_tokens(many)} tokens ({BYTES_PER_TOKEN_RANGE[0]:g} to {BYTES_PER_TOKEN_RANGE[1]:g} bytes a token), "
+            f"{_tokens(many)} tokens ({ratio[0]:g} to {ratio[1]:g} bytes a token), "
             f"so {record['max_steps']:,} steps are about {steps_tokens / many:,.1f} to {steps_tokens / few:,.1f} "
             "epochs (stage 2 counts the tokens)")
 

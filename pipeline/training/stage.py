@@ -23,9 +23,11 @@ from pipeline.stages import StageRequest
 from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
 from pipeline.training.history import HistoryCallback
 from pipeline.training.mfu import flops_per_token
+from pipeline.training.model import adopted_base
 from pipeline.training.plan import Probe, TrainingPlan, model_shape, plan_training
 from pipeline.training.plan_report import plan_lines, plan_record
 from pipeline.training.ranks import barrier, is_main_process, local_world_size
+from pipeline.training.trackers import log_contents
 
 log = logging.getLogger("gpt2zh")
 STAGE = "pretrain"
@@ -113,6 +115,7 @@ def pretrain(request: StageRequest) -> dict:
     block_size = dataset_manifests[0]["block_size"]
 
     config, facts, preset = request.config, request.resolved.facts, request.resolved.preset
+    adopted_base(config.model.init_from, tokenizer_manifest, run.stage("tokenizer"))
     if block_size > config.model.n_positions:
         raise UserError(f"the dataset's blocks have {block_size} tokens but model.n_positions is "
                         f"{config.model.n_positions}",
@@ -180,7 +183,7 @@ def pretrain(request: StageRequest) -> dict:
         with output.build() as staging:
             _save_final(staging, trainer, run.stage("tokenizer"), logs_dir, config.model.n_positions, summary,
                         config)
-        _report(report, summary, output.final, logs_dir)
+        _report(report, summary, output.final, logs_dir, config.training.report_to)
     barrier()
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8")) if main else {}
 
@@ -294,7 +297,7 @@ def _summary(config, plan, record, facts, preset, trainer, history, unigram, blo
     }
 
 
-def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> None:
+def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path, report_to: list[str]) -> None:
     initial, last, unigram = summary["initial_eval_loss"], summary["final_eval_loss"], summary["unigram_entropy"]
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary["resumed_from_step"] else ""
     if base := summary.get("base_model"):
@@ -314,8 +317,10 @@ def _report(report: StageReport, summary: dict, final: Path, logs_dir: Path) -> 
         estimate = memory["estimate_gib"]
         report.row("memory", f"peak {memory['measured_peak_gib']:.1f} GiB measured (torch.cuda.max_memory_allocated); "
                              f"{estimate['total'] - estimate['reserve']:.1f} GiB estimated (PITFALLS.md PT12)")
-    report.row("logs", f"{logs_dir}/ (training_history.csv, loss.png, samples.md, tensorboard/)")
+    report.row("logs", f"{logs_dir}/ ({log_contents(report_to)})")
     report.row("wrote", f"{final}/ (model.safetensors, config.json, generation_config.json, tokenizer; "
                         "this run's history, loss plot and samples)")
-    report.row("load it", f"pipeline('text-generation', model={str(final)!r})")
+    report.row("try it", f'gpt2zh generate --model {final} "今天"')
+    if not summary.get("base_model"):  # a base model's tokenizer may add [CLS] ... [SEP] (the card says how)
+        report.row("load it", f"pipeline('text-generation', model={str(final)!r})")
     report.print()

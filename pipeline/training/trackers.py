@@ -47,3 +47,8 @@ def trainer_report_to(names: list[str]) -> list[str] | str:
 
 def wants_tensorboard(names: list[str]) -> bool:
     return TENSORBOARD in chosen(names)
+
+
+def log_contents(names: list[str]) -> str:
+    """What stage 3 writes into logs/, as the summaries list it."""
+    return "training_history.csv, loss.png, samples.md" + (", tensorboard/" if wants_tensorboard(names) else "")
