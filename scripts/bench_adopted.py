@@ -68,7 +68,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from pipeline.config import find_config, load_config
     from pipeline.corpus import CorpusReader, sources_for
+    from pipeline.models.source import hide_outside_vocabulary_ids
     from tests.tiny_models import uer_style_model
+
+    hide_outside_vocabulary_ids()  # the tiny model's config keeps UER's out-of-vocabulary 50256
 
     demo = load_config(find_config("demo"))
     text = "\n".join(doc.text for doc in CorpusReader(sources_for([])[0], demo.data).documents()) + "\n"
