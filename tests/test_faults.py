@@ -281,10 +281,12 @@ def _contains(dataset_dir: Path, ids: list[int]) -> bool:
 
     blocks = load_from_disk(str(dataset_dir))
     for split in ("train", "validation"):
-        flat = np.asarray(blocks[split].with_format("numpy")["input_ids"]).reshape(-1)
-        for start in np.flatnonzero(flat[: len(flat) - len(ids) + 1] == ids[0]):
-            if np.array_equal(flat[start: start + len(ids)], ids):
-                return True
+        flat = blocks[split].with_format("numpy")[:]["input_ids"].reshape(-1)  # rows first: a Column is per row
+        starts = np.flatnonzero(flat[: len(flat) - len(ids) + 1] == ids[0])
+        for offset, token in enumerate(ids[1:], start=1):  # narrowed a token at a time, in numpy
+            starts = starts[flat[starts + offset] == token]
+        if starts.size:
+            return True
     return False
 
 

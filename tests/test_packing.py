@@ -59,8 +59,8 @@ def test_written_splits_open_with_load_from_disk(tmp_path, dtype):
     write_dataset_dict(tmp_path, ["train", "validation"])
     loaded = load_from_disk(str(tmp_path))
     assert loaded["train"].features["input_ids"].feature.dtype == np.dtype(dtype).name
-    assert np.array_equal(np.asarray(loaded["train"].with_format("numpy")["input_ids"]), blocks[:30])
-    assert np.array_equal(np.asarray(loaded["validation"].with_format("numpy")["input_ids"]), blocks[30:])
+    assert np.array_equal(np.asarray(loaded["train"].with_format("numpy")[:]["input_ids"]), blocks[:30])
+    assert np.array_equal(np.asarray(loaded["validation"].with_format("numpy")[:]["input_ids"]), blocks[30:])
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.uint32])

@@ -29,7 +29,7 @@ def stage_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 def blocks_of(folder: Path, split: str) -> np.ndarray:
-    return np.asarray(load_from_disk(str(folder))[split].with_format("numpy")["input_ids"])
+    return np.asarray(load_from_disk(str(folder))[split].with_format("numpy")[:]["input_ids"])
 
 
 def expected_stream(corpus: Path, tokenizer_dir: Path, validation: bool, **data) -> list[int]:
