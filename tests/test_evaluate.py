@@ -69,11 +69,12 @@ def untrained(trained, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def comparison(trained, untrained) -> dict:
     """The untrained model (named first) and the trained one on the run's held-out documents: as JSON twice and
-    as the table; and the trained one alone with a stride of one block."""
+    as the table (the untrained one named twice there); and the trained one alone with a stride of one block."""
     run_dir, _ = trained
     args = ("--model", str(untrained), "--model", str(run_dir / "model"), "--run-dir", str(run_dir))
     first, second, table, blocks = in_pairs([
-        lambda: evaluate_json(*args), lambda: evaluate_json(*args), lambda: run_cli("evaluate", *args, "--quiet"),
+        lambda: evaluate_json(*args), lambda: evaluate_json(*args),
+        lambda: run_cli("evaluate", *args, "--model", str(untrained), "--quiet"),
         lambda: evaluate_json("--model", str(run_dir), "--stride", str(BLOCK))])
     assert table.returncode == 0, table.stderr
     return {"json": [first, second], "table": table.stdout, "trained": str(run_dir / "model"), "blocks": blocks}
@@ -119,6 +120,7 @@ def test_the_trained_model_ranks_above_an_untrained_one_of_the_same_shape_and_to
 
 
 def test_the_table_lists_models_best_first_by_bits_per_character_and_says_why(comparison):
+    """The table's command names the untrained model twice: it is scored and listed once."""
     rows = [line.split() for line in comparison["table"].splitlines() if re.match(r"^\s+\d+\s", line)]
     ordered = sorted(comparison["json"][0], key=lambda row: row["bits_per_char"])
     assert [row[1] for row in rows] == [row["model"] for row in ordered]

@@ -289,6 +289,27 @@ def test_a_relative_model_init_from_is_saved_absolute_and_a_moved_base_leaves_th
     assert "n_layer: 2" in shown.stdout and "(as stage 1 read it)" in shown.stdout
 
 
+def test_a_base_model_gone_since_stage_1_is_refused_before_earlier_checkpoints_are_moved(uer_run, tmp_path):
+    import shutil
+
+    run_dir = copy_run(uer_run[1], tmp_path)
+    gone = tmp_path / "gone-base"
+    manifest_path = run_dir / "tokenizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for record in (manifest["base_model"], manifest["inputs"]["base_model"]):  # stage 1 adopted it from `gone`
+        record.update(reference=str(gone), folder=str(gone))
+    manifest["base_model"]["label"] = str(gone)
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    checkpoints = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    result = run_cli("pretrain", "--run-dir", str(run_dir), "--model-init-from", str(gone), "--force",
+                     "--resume", "never")
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert f"--model-init-from {str(gone)!r}: no such folder" in result.stderr
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == checkpoints
+    assert not list(run_dir.glob("checkpoints.previous-*"))
+    shutil.rmtree(run_dir)
+
+
 def test_the_runs_own_checkpoint_comes_before_the_base_model(uer_run, tmp_path):
     run_dir = copy_run(uer_run[1], tmp_path)
     before = summary_of(run_dir)
@@ -377,6 +398,8 @@ def test_a_character_vocabulary_decodes_chinese_without_spaces_and_keeps_spaces_
     ids = tokenizer("你好，世界！hello world 中文", add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids).startswith("你 好 ， 世 界")  # what WordPiece itself gives back
     assert decode_text(tokenizer, ids) == "你好，世界！hello world中文"
+    inside = tokenizer("hello", add_special_tokens=False)["input_ids"][1:]  # a continuation that starts mid-word
+    assert tokenizer.convert_ids_to_tokens(inside[0]).startswith("##") and decode_text(tokenizer, inside) == "ello"
 
 
 def test_documents_end_with_eos_or_else_sep_and_start_with_bos_or_else_cls(corpus_text, demo_documents, tmp_path):

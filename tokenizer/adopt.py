@@ -109,10 +109,10 @@ def _adoption_rows(report: StageReport, label: str, tokenizer, vocab_size: int, 
         unknown = f"{figures['unk_tokens']:,} {figures['unknown_token']} ({figures['unk_rate']:.3%} of tokens)"
     report.row("quality", f"{figures['chars_per_token']:.2f} chars/token, {unknown} on {on}")
     if figures["unk_tokens"]:
-        log.warning("%s: %s cannot represent %s character occurrence(s) of this corpus (%.3f%% of tokens), e.g. %s: "
-                    "the model reads and writes them as %s (PITFALLS.md BM3)", STAGE, label,
-                    f"{figures['unk_tokens']:,}", 100 * figures["unk_rate"], " ".join(figures["unknown_characters"]),
-                    tokenizer.unk_token)
+        log.warning("%s: %s cannot represent %s character occurrence(s) of %s (%.3f%% of tokens), e.g. %s: the "
+                    "model reads and writes them as %s; stage 2 counts them in the whole corpus (PITFALLS.md BM3)",
+                    STAGE, label, f"{figures['unk_tokens']:,}", on, 100 * figures["unk_rate"],
+                    " ".join(figures["unknown_characters"]), tokenizer.unk_token)
     exact = figures["round_trip_exact"]
     report.row("round trip", f"decode(encode(x)) == x for {exact:,} of {figures['documents']:,} documents")
     if figures["round_trip_example"]:

@@ -78,10 +78,14 @@ def _check_stride(stride: int | None, models: list[InferenceModel]) -> None:
 def run_evaluate(args, make_request) -> int:
     """make_request: pipeline/cli.py:_request, which resolves the run's saved data settings."""
     _check_numbers(args)
-    references = list(dict.fromkeys(args.models))  # a model named twice is scored once
-    if len(references) < len(args.models):
-        log.info("evaluate: a --model named more than once is scored once")
-    models = [open_model(reference) for reference in references]  # all found before the long read
+    models = {}
+    for reference in args.models:  # all found before the long read; one model named twice is scored once
+        model = open_model(reference)
+        models.setdefault(model.label, model)  # a run and its model/ are one folder
+    if len(models) < len(args.models):
+        log.info("evaluate: a model named more than once (%d --model, %d models) is scored once",
+                 len(args.models), len(models))
+    models = list(models.values())
     _check_stride(args.stride, models)
     files_given = "data.files" in overrides_from(args)
     if args.run_dir is None and not files_given:

@@ -22,7 +22,13 @@ def is_wordpiece(tokenizer) -> bool:
 def decode_text(tokenizer, ids) -> str:
     if not is_wordpiece(tokenizer):
         return tokenizer.decode(ids, skip_special_tokens=True)
-    return WORDPIECE_SPACE.sub("", tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+    text = WORDPIECE_SPACE.sub("", tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+    # a continuation that starts inside a word ("##K" after the prompt's last piece): WordPiece strips "##"
+    # only where it joins a piece to the one before, which is not among these ids
+    ids = [int(i) for i in ids]
+    first = next((i for i in ids if i not in tokenizer.all_special_ids), None)
+    starts_inside = first is not None and tokenizer.convert_ids_to_tokens(first).startswith("##")
+    return text[2:] if starts_inside and text.startswith("##") else text
 
 
 def prompt_ids(tokenizer, prompt: str, bos: int) -> list[int]:

@@ -79,17 +79,23 @@ def load_into(model, state: dict, where: str) -> None:
     model.tie_weights()
 
 
-def load_base_weights(model, base: dict) -> str:
-    """The weights of the base model stage 1 adopted (its manifest's `base_model`), at the commit stage 1 pinned
-    or with the files stage 1 hashed; returns the format they were read from, for the summary."""
+def base_source(base: dict):
+    """The files of the base model stage 1 adopted (its manifest's `base_model`): at the commit stage 1 pinned,
+    or a folder with the files stage 1 hashed; one line otherwise. Stage 3 asks before it touches anything."""
     from pipeline.models.source import fetch_model
 
-    where = f"--model-init-from {base['reference']!r}"
     source = fetch_model(base["reference"], "--model-init-from", commit=base.get("commit"))
     if source.identity() != {key: value for key, value in base.items() if key != "label"}:
-        raise UserError(f"{where}: {source.folder} changed since stage 1 adopted its tokenizer",
-                        "rerun from stage 1 (`gpt2zh run --from-stage train-tokenizer --force`) to start from the "
-                        "model as it is now")
+        raise UserError(f"--model-init-from {base['reference']!r}: {source.folder} changed since stage 1 adopted "
+                        "its tokenizer", "rerun from stage 1 (`gpt2zh run --from-stage train-tokenizer --force`) "
+                        "to start from the model as it is now")
+    return source
+
+
+def load_base_weights(model, base: dict) -> str:
+    """The weights of the base model stage 1 adopted; returns the format they were read from, for the summary."""
+    where = f"--model-init-from {base['reference']!r}"
+    source = base_source(base)
     state, weights_format = read_weights(source.folder, where)
     load_into(model, state, where)
     return weights_format

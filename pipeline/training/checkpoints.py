@@ -138,6 +138,10 @@ def check_resume_folder(setting: str) -> Path:
     chosen = Path(setting).expanduser()
     start_from = f"to start a run from its weights, pass --model-init-from {setting} (PITFALLS.md BM1); --resume " \
                  "continues a run's own checkpoint"
+    if (chosen / "checkpoints").is_dir() or (chosen / "settings.yaml").is_file():
+        raise UserError(f"--resume {setting}: that is a run directory, not one of its checkpoints",
+                        f"to continue that run, pass --run-dir {setting} (it resumes its last checkpoint); "
+                        f"to start a new run from its model, pass --model-init-from {setting}")
     if is_model_not_checkpoint(chosen) or (chosen / "model" / "config.json").is_file():
         raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
                         "state), not a checkpoint of a run", start_from)

@@ -53,7 +53,8 @@ def adopted_base(init_from: str, tokenizer_manifest: dict, tokenizer_dir) -> dic
         left = f"the tokenizer of {base['label']}" if base else "a tokenizer trained on the corpus"
         keep = f"pass --model-init-from {adopted}" if adopted else "drop --model-init-from"
         raise UserError(f"this command names {named}, but stage 1 left {left} in {tokenizer_dir}",
-                        f"{keep}, or rebuild from stage 1 (`gpt2zh run --from-stage train-tokenizer --force`)")
+                        f"{keep}, or rebuild from stage 1 (`gpt2zh run --run-dir {tokenizer_dir.parent} "
+                        "--from-stage train-tokenizer --force`)")
     return base
 
 

@@ -145,6 +145,10 @@ def pretrain(request: StageRequest) -> dict:
     args.eval_on_start = resume is None  # a resumed run already has its initial evaluation
     if main:
         base = tokenizer_manifest.get("base_model")
+        if base and resume is None:  # a missing or changed base is found before earlier checkpoints are moved
+            from pipeline.models.weights import base_source
+
+            base_source(base)
         prepare_resume(config.checkpoint.resume, checkpoints, resume, torn,
                        f"from the weights of {base['label']}" if base else "from scratch")
         logs_dir.mkdir(parents=True, exist_ok=True)
