@@ -112,5 +112,5 @@ def test_the_summary_says_in_words_how_the_loss_compares_with_token_frequencies_
                "resumed_from_step": 0, "tokens_seen": 2_457_600, "parameters": 4_200_000,
                "train_seconds_this_run": 528.0, "final_perplexity": 282.5, "final_bits_per_char": 6.856,
                "skipped_steps": 0}
-    _report(StageReport("pretrain"), summary, Path("runs/demo/model"), Path("runs/demo/logs"))
+    _report(StageReport("pretrain"), summary, Path("runs/demo/model"), Path("runs/demo/logs"), ["tensorboard"])
     assert f"\n  context     {verdict}\n" in capsys.readouterr().out
