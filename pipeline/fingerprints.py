@@ -51,4 +51,18 @@ def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests:
     return {"format": MODEL_FORMAT,
             "config": fields,
             "tokenizer": tokenizer_manifest["fingerprint"],
+            # its files too: a tokenizer trained again from the same inputs need not give the same ids (RA5)
+            "tokenizer_sha256": tokenizer_manifest.get("tokenizer_sha256"),
             "dataset": [manifest["fingerprint"] for manifest in dataset_manifests]}
+
+
+# The plan for future steps, not what made the weights so far (PITFALLS.md RA2): a checkpoint stays this run's
+# when they change (a run trained longer), while model/ (the finished result) does not.
+PLAN_FIELDS = {"training": ("max_steps",)}
+
+
+def weights_inputs(inputs: dict) -> dict:
+    """training_inputs without the plan for future steps: what a checkpoint's weights depend on."""
+    config = {group: {key: value for key, value in fields.items() if key not in PLAN_FIELDS.get(group, ())}
+              for group, fields in inputs["config"].items()}
+    return {**inputs, "config": config}

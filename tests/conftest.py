@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from pipeline.corpus.sources import demo_sources
 from pipeline.hardware.facts import GpuFacts, HardwareFacts
 
 REPO = Path(__file__).resolve().parents[1]
+# Corpus digests (pipeline/corpus/digests.py) cached for this session only, never in the user's home.
+os.environ.setdefault("GPT2ZH_CACHE", tempfile.mkdtemp(prefix="gpt2zh-digests-"))
 # Small but real: 3,000 demo documents (~240 k characters) train a 4,000-piece tokenizer in ~0.1 s.
 TINY_TOKENIZER = ["--tokenizer-vocab-size", "4000", "--tokenizer-character-coverage", "0.995",
                   "--tokenizer-verify-lines", "400"]

@@ -54,3 +54,22 @@ def test_no_data_files_means_the_embedded_demo_corpus():
     assert [s.path.name for s in sources] == ["199801.txt", "pos.txt", "neg.txt"]
     assert sources == demo_sources() and "demo" in description
     assert sum(s.size for s in sources) > 15_000_000
+
+
+def test_the_same_corpus_in_another_folder_is_the_same_data_and_an_edit_in_place_is_not(tmp_path, monkeypatch):
+    """PITFALLS.md RA1: names below the corpus folder and contents, never paths or modification times."""
+    import os
+
+    monkeypatch.setenv("GPT2ZH_CACHE", str(tmp_path / "cache"))
+    for machine in ("a", "b"):
+        make(tmp_path / machine / "corpus", "news/part-1.txt", "今天天气很好。\n")
+        make(tmp_path / machine / "corpus", "web/part-1.txt", "我们去公园。\n")
+    os.utime(tmp_path / "b" / "corpus" / "news" / "part-1.txt", (1_000_000_000, 1_000_000_000))
+    a, b = ([s.fingerprint() for s in resolve_sources([str(tmp_path / m / "corpus")])] for m in ("a", "b"))
+    assert a == b and [entry[0] for entry in a] == ["news/part-1.txt", "web/part-1.txt"]
+    edited = tmp_path / "b" / "corpus" / "web" / "part-1.txt"
+    stat = edited.stat()
+    edited.write_text("我们去商店。\n", encoding="utf-8")  # the same size, its mtime put back
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = [s.fingerprint() for s in resolve_sources([str(tmp_path / "b" / "corpus")])]
+    assert changed[0] == a[0] and changed[1][:3] == a[1][:3] and changed[1][3] != a[1][3]

@@ -16,8 +16,9 @@ from pipeline.console import progress
 from pipeline.corpus import CorpusReader, sources_for
 from pipeline.errors import UserError
 from pipeline.fingerprints import tokenizer_inputs
+from pipeline.hub.checkpoints import wants_hub_checkpoint
 from pipeline.report import StageReport, human_bytes, human_duration
-from pipeline.rundir import StageOutput, file_sha256, fingerprint
+from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
 from pipeline.stages import StageRequest
 from tokenizer.hf_convert import SPM_FILE, convert, verify
 from tokenizer.quality import measure
@@ -96,6 +97,17 @@ def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample:
                              f"seen, {sample.sentences_cut:,} over-long sentences split)")
 
 
+def _report_adopted(report: StageReport, corpus: str, manifest: dict) -> dict:
+    pushed = manifest["pushed_with_checkpoint"]
+    report.row("corpus", corpus)
+    report.row("adopted", f"the tokenizer pushed with {pushed['repo_id']}'s checkpoint (step {pushed['step']}, commit "
+                          f"{pushed['commit'][:12]}): made from this corpus and these settings, so the checkpoint "
+                          "resumes with the same token ids")
+    report.row("tokenizer", f"vocab {manifest['vocab_size']:,}")
+    report.print()
+    return manifest
+
+
 def train_tokenizer(request: StageRequest) -> dict:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
@@ -110,6 +122,11 @@ def train_tokenizer(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
         return manifest
     output.refuse_replacing(request.replace)
+    if not request.force and read_manifest(output.final) is None and wants_hub_checkpoint(config):
+        from pipeline.hub.checkpoints import adopt_pushed_tokenizer
+
+        if (manifest := adopt_pushed_tokenizer(config, output)) is not None:  # a new machine (PITFALLS.md RA5)
+            return _report_adopted(report, corpus, manifest)
 
     reader = CorpusReader(sources, config.data, SPECIAL_TOKENS)
     sample = _read_sample(reader, cfg)

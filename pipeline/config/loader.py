@@ -174,6 +174,8 @@ def validate(config: Config) -> list[str]:
         problems.append("optimization.learning_rate must be > 0")
     if not 0.0 <= opt.min_lr_ratio <= 1.0:
         problems.append("optimization.min_lr_ratio must be within [0, 1]")
+    if not 0.0 < opt.decay_ratio <= 1.0:
+        problems.append("optimization.decay_ratio must be within (0, 1]")
     if opt.warmup_steps < 0 or opt.weight_decay < 0 or opt.max_grad_norm < 0:
         problems.append("optimization.warmup_steps, weight_decay and max_grad_norm must be >= 0")
     if opt.warmup_steps >= tr.max_steps >= 1:  # the rate would never reach its peak, and nothing would decay

@@ -28,7 +28,7 @@ class DataConfig:
     files: list[str] = setting(
         [], "corpus files, directories, globs or hf://datasets/<owner>/<name>[@<revision>]/<glob> "
             "(.txt, .jsonl, .json, .parquet; .gz/.bz2/.xz/.zst compressed too); empty = the embedded demo corpus",
-        in_fingerprint=False)  # the resolved files (paths, sizes, mtimes or Hub blob ids) are fingerprinted instead
+        in_fingerprint=False)  # the resolved files (names, content digests or Hub blob ids) are fingerprinted
     text_field: str = setting("text", "field holding the text in .jsonl/.json records and .parquet columns")
     title_field: str = setting(
         "", "field holding a title in .jsonl/.json records and .parquet columns; it becomes the document's first "
@@ -108,7 +108,8 @@ class ModelConfig:
 class TrainingConfig:
     """Stage 3: the pretraining run. Hardware-specific fields are what GPU presets set."""
 
-    max_steps: int = setting(20_000, "optimizer steps to train")
+    max_steps: int = setting(20_000, "optimizer steps to train; raising it on a run with checkpoints trains on from "
+                                     "the last one (the learning-rate schedule is re-planned, PITFALLS.md RA2)")
     global_batch_size: int = setting(
         480, "sequences per optimizer step over all devices: per-device batch x accumulation x processes")
     per_device_batch_size: int = setting(
@@ -154,12 +155,16 @@ class TrainingConfig:
 
 @dataclass
 class OptimizationConfig:
-    """Optimizer and learning-rate schedule: linear warmup, then cosine decay to min_lr_ratio."""
+    """Optimizer and learning-rate schedule: linear warmup, then cosine, wsd or constant."""
 
     optimizer: Literal["adamw", "adamw_8bit"] = setting(
         "adamw", "adamw (fused where supported) or adamw_8bit (bitsandbytes, probed for real, else adamw)")
     learning_rate: float = setting(6e-4, "peak learning rate")
+    lr_schedule: Literal["cosine", "wsd", "constant"] = setting(
+        "cosine", "after warmup: cosine decay to min_lr_ratio; wsd = stable at the peak, then a linear decay over "
+                  "the last decay_ratio of the steps (extends naturally when max_steps grows); constant")
     min_lr_ratio: float = setting(0.1, "final learning rate as a share of the peak")
+    decay_ratio: float = setting(0.2, "wsd: the share of max_steps spent decaying to min_lr_ratio")
     warmup_steps: int = setting(200, "linear warmup steps")
     weight_decay: float = setting(0.1, "AdamW weight decay")
     adam_beta1: float = setting(0.9, "AdamW beta1")
@@ -174,7 +179,9 @@ class CheckpointConfig:
     save_steps: int = setting(1000, "save a checkpoint every N optimizer steps", in_fingerprint=False)
     save_total_limit: int = setting(3, "checkpoints kept on disk (oldest deleted first)", in_fingerprint=False)
     resume: str = setting(
-        "auto", "auto = newest complete checkpoint (fresh start if none), never = start over, or a checkpoint path",
+        "auto", "auto = newest complete checkpoint, local or (with hub.push_checkpoints) the Hub repository's "
+                "last-checkpoint/, fresh start if none; hub = the same, but the Hub's must exist; never = start "
+                "over; or a checkpoint path",
         in_fingerprint=False, alias="--resume", once=True)
 
 
@@ -191,7 +198,8 @@ class HubConfig:
     max_retries: int = setting(4, "retries of an upload after a 5xx or a dropped connection", in_fingerprint=False)
     retry_wait_seconds: float = setting(2.0, "first wait before a retry; doubles each time", in_fingerprint=False)
     push_checkpoints: bool = setting(
-        False, "also push each checkpoint during training (the Trainer's hub strategy 'checkpoint')",
+        False, "also push each complete checkpoint during training to the repository's last-checkpoint/ (with the "
+               "tokenizer), so another machine can resume the run (--resume auto looks there)",
         in_fingerprint=False)
 
 

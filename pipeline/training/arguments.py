@@ -23,12 +23,6 @@ def argument_values(config: Config, plan: TrainingPlan, checkpoints_dir: Path) -
         extra.update(torch_compile=True, torch_compile_mode=plan.compile_mode)
     if plan.activation_checkpointing:
         extra["activation_checkpointing"] = True
-    if config.hub.push_checkpoints:  # the Trainer pushes each checkpoint (to last-checkpoint/) in the background
-        # hub_always_push: by default a save whose predecessor is still uploading is not pushed at all, so
-        # the newest checkpoint may never reach the Hub (and the older one being uploaded can be rotated
-        # away mid-upload); queued instead, the last save is always pushed, and train() waits for it.
-        extra.update(push_to_hub=True, hub_model_id=config.hub.repo_id, hub_strategy="checkpoint",
-                     hub_private_repo=config.hub.private, hub_always_push=True)
     return dict(
         output_dir=str(checkpoints_dir),
         max_steps=training.max_steps,

@@ -40,12 +40,12 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step, reverse=True)
 
 
-def write_marker(folder: Path, fingerprint: str, inputs: dict) -> None:
+def write_marker(folder: Path, fingerprint: str, inputs: dict, extra: dict | None = None) -> None:
     give_plain_modes(folder)  # the Trainer's model.safetensors comes 0600 (pipeline/rundir.py)
     files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
              if p.is_file() and p.name != MARKER}
     marker = {"step": checkpoint_step(folder), "fingerprint": fingerprint, "inputs": inputs, "files": files,
-              "written_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "written_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {})}
     _replace_marker(folder, marker)
 
 
@@ -158,7 +158,7 @@ def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict)
     """(checkpoint to resume from or None, [(torn newer checkpoint, why)]); reads only, on every rank."""
     if setting == "never":
         return None, []
-    if setting != "auto":
+    if setting not in ("auto", "hub"):  # hub: the local checkpoints first, then the Hub's (pipeline/hub/checkpoints.py)
         chosen, passed_over = check_resume_folder(setting), []
     else:
         chosen, passed_over = find_last_valid_checkpoint(directory)
@@ -190,14 +190,18 @@ def prepare_resume(setting: str, directory: Path, chosen: Path | None, passed_ov
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks checkpoint-N complete once every rank has finished writing it."""
+    """Marks checkpoint-N complete once every rank has finished writing it; `extra` (the schedule, the
+    process count) goes into the marker, and `after` (the Hub push) runs once the marker is written."""
 
-    def __init__(self, directory: Path, fingerprint: str, inputs: dict):
+    def __init__(self, directory: Path, fingerprint: str, inputs: dict, extra: dict | None = None, after=None):
         self.directory, self.fingerprint, self.inputs = directory, fingerprint, inputs
+        self.extra, self.after = extra or {}, after
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # each rank writes its own RNG state into the folder
         folder = self.directory / f"checkpoint-{state.global_step}"
         if is_main_process() and folder.is_dir():
-            write_marker(folder, self.fingerprint, self.inputs)
+            write_marker(folder, self.fingerprint, self.inputs, self.extra)
+            if self.after is not None:
+                self.after(folder)
         barrier()

@@ -15,12 +15,19 @@ from pathlib import Path
 from pipeline.config import dump_config
 from pipeline.dataset.loading import dataset_parts, train_blocks
 from pipeline.errors import UserError
-from pipeline.fingerprints import training_inputs
+from pipeline.fingerprints import training_inputs, weights_inputs
 from pipeline.hardware.decisions import training_device
+from pipeline.hub.checkpoints import checkpoint_pusher, resume_from_hub, wants_hub_checkpoint
 from pipeline.report import StageReport, context_verdict, human_duration
 from pipeline.rundir import StageOutput, fingerprint, read_manifest
 from pipeline.stages import StageRequest
 from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
+from pipeline.training.continuation import (
+    continued_schedule,
+    keep_previous_model,
+    only_the_plan_changed,
+    say_process_change,
+)
 from pipeline.training.history import HistoryCallback
 from pipeline.training.mfu import flops_per_token
 from pipeline.training.model import adopted_base
@@ -122,12 +129,15 @@ def pretrain(request: StageRequest) -> dict:
                         f"use --model-n-positions {block_size} or rebuild the dataset with a smaller --data-block-size")
     plan = _plan(request, tokenizer_manifest["vocab_size"], block_size)
     inputs = training_inputs(config, tokenizer_manifest, dataset_manifests, plan.precision)
+    weights = weights_inputs(inputs)  # what checkpoints must match; max_steps is only the plan (RA2)
     output = StageOutput(run.stage("model"), "model", fingerprint(inputs), inputs)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
                  "checkpoint, --force --resume never from scratch)", STAGE, output.final)
         return manifest
-    output.refuse_replacing(request.replace)
+    trains_on = only_the_plan_changed(output.final, read_manifest(output.final), weights)
+    if not trains_on:
+        output.refuse_replacing(request.replace)
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
                          request.resolved.preset_note, train_blocks(dataset_folders), request.resolved.origin)
     for line in plan_lines(record):  # the lines `gpt2zh plan` prints for the same command line
@@ -138,10 +148,15 @@ def pretrain(request: StageRequest) -> dict:
 
         check_push_access(config.hub.repo_id, config.hub.private)  # before training, not at the first checkpoint
     checkpoints, logs_dir = run.stage("checkpoints"), run.logs
-    resume, torn = select_resume(config.checkpoint.resume, checkpoints, output.fingerprint, inputs)
+    resume, torn = select_resume(config.checkpoint.resume, checkpoints, fingerprint(weights), weights)
     from pipeline.training.arguments import training_arguments
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
+    if resume is None and wants_hub_checkpoint(config):
+        resume = resume_from_hub(config, checkpoints, fingerprint(weights), weights, main)
+    schedule = continued_schedule(config, resume)
+    if main:
+        say_process_change(resume, plan.world_size, plan.global_batch_size)
     args.eval_on_start = resume is None  # a resumed run already has its initial evaluation
     if main:
         base = tokenizer_manifest.get("base_model")
@@ -155,8 +170,8 @@ def pretrain(request: StageRequest) -> dict:
         if resume is None:
             _fresh_logs(logs_dir)
     barrier()
-    trainer, history, reports, guard, marker = _build_trainer(
-        config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, output.fingerprint, facts)
+    trainer, history, reports, guard, pusher = _build_trainer(
+        config, plan, args, run, tokenizer_manifest, dataset_folders, resume, weights, schedule, facts)
     started = time.monotonic()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
@@ -167,6 +182,8 @@ def pretrain(request: StageRequest) -> dict:
     finally:
         guard.on_train_end(args, trainer.state, trainer.control)  # signal handlers back, even after an error
         trainer.shut_down_loader_workers()
+        if pusher is not None:
+            pusher.finish()  # the last checkpoint's upload completes (or is said to have failed) before exit
     train_seconds = time.monotonic() - started
     if (stop := guard.interruption()) is not None:
         raise stop
@@ -184,6 +201,8 @@ def pretrain(request: StageRequest) -> dict:
     if main:
         reports.refresh(trainer.model, trainer.processing_class, trainer.state.global_step,
                         f"final, step {trainer.state.global_step}")
+        if trains_on and (kept := keep_previous_model(output.final)) is not None:
+            log.info("%s: the %s model of the shorter run is kept as %s", STAGE, output.final.name, kept)
         with output.build() as staging:
             _save_final(staging, trainer, run.stage("tokenizer"), logs_dir, config.model.n_positions, summary,
                         config)
@@ -214,12 +233,15 @@ def _drop_false_alarms(record) -> bool:
     if message.startswith("There were missing keys in the checkpoint") and "'lm_head.weight'" in message \
             and message.count("'") == 2:
         return False
+    # Another per-device batch is how the same global batch is split over another number of processes (RA3);
+    # other logging, evaluation or save intervals are simply used from now on.
+    if message.startswith("Warning: The following arguments do not match the ones in the `trainer_state.json`"):
+        return False
     # A run resumed from its final checkpoint takes no step on purpose (PretrainTrainer.get_batch_samples).
     return not message.startswith("There seems not to be a single sample in your epoch_iterator")
 
 
-def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders, resume, inputs, fingerprint_value,
-                   facts):
+def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders, resume, weights, schedule, facts):
     from transformers import AutoTokenizer, set_seed
     from transformers.trainer_callback import ProgressCallback
     from transformers.trainer_utils import enable_full_determinism
@@ -243,7 +265,10 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     block_size = len(train[0]["input_ids"])
     n_params = sum(p.numel() for p in model.parameters())
     guard = GracefulStop(run.stage("checkpoints"))
-    marker = CheckpointMarker(run.stage("checkpoints"), fingerprint_value, inputs)
+    pusher = checkpoint_pusher(config, run) if config.hub.push_checkpoints and is_main_process() else None
+    marker = CheckpointMarker(run.stage("checkpoints"), fingerprint(weights), weights,
+                              {"schedule": schedule.as_dict(), "world_size": plan.world_size},
+                              after=pusher.push if pusher is not None else None)
     trainer_ref = {}
     history = HistoryCallback(
         run.logs / "training_history.csv", tokens_per_step=samples_per_step * block_size, train_blocks=len(train),
@@ -265,14 +290,15 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
         model=model, args=args, train_dataset=train, eval_dataset=validation, data_collator=BlockCollator(),
         processing_class=tokenizer, callbacks=callbacks, stream_seed=config.training.seed,
         samples_per_step=samples_per_step, resume_step=checkpoint_step(resume) if resume else 0,
-        max_nonfinite=config.training.max_nonfinite_steps)
+        max_nonfinite=config.training.max_nonfinite_steps, schedule=schedule)
     trainer.base_model = base
     trainer_ref["trainer"] = trainer
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(TrainingProgress())
     hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint; the training bar stays
-    hf_logging.get_logger("transformers.trainer").addFilter(_drop_false_alarms)
-    return trainer, history, reports, guard, marker
+    for name in ("transformers.trainer", "transformers.trainer_utils"):
+        hf_logging.get_logger(name).addFilter(_drop_false_alarms)
+    return trainer, history, reports, guard, pusher
 
 
 def _summary(config, plan, record, facts, preset, trainer, history, unigram, block_size, tokenizer_manifest,

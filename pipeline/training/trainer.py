@@ -23,22 +23,22 @@ from pipeline.training.loader_workers import shut_down_workers, workers_obey_onl
 from pipeline.training.plots import plot_losses
 from pipeline.training.ranks import is_main_process
 from pipeline.training.samples import append_samples, generate_samples
-from pipeline.training.schedule import warmup_cosine_scheduler
+from pipeline.training.schedule import Schedule, scheduler_for
 
 
 class PretrainTrainer(Trainer):
     def __init__(self, *args, stream_seed: int, samples_per_step: int, resume_step: int, max_nonfinite: int,
-                 **kwargs):
+                 schedule: Schedule, **kwargs):
         super().__init__(*args, **kwargs)
+        self.schedule = schedule
         self.stream_seed, self.samples_per_step, self.resume_step = stream_seed, samples_per_step, resume_step
         self.nonfinite = NonFiniteTally(limit=max_nonfinite)
 
     def create_scheduler(self, num_training_steps, optimizer=None):
-        # The schedule the config describes, with no step at learning rate 0 (pipeline/training/schedule.py).
+        # The schedule the config describes (re-planned for a new max_steps), with no step at learning rate 0
+        # (pipeline/training/schedule.py).
         if self.lr_scheduler is None:
-            self.lr_scheduler = warmup_cosine_scheduler(
-                optimizer if optimizer is not None else self.optimizer, self.args.warmup_steps, num_training_steps,
-                self.args.lr_scheduler_kwargs["min_lr_rate"])
+            self.lr_scheduler = scheduler_for(optimizer if optimizer is not None else self.optimizer, self.schedule)
             self._created_lr_scheduler = True  # the Trainer rebuilds it on a later train() call, as its own
         return self.lr_scheduler
 

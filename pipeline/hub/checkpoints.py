@@ -1,0 +1,228 @@
+"""Checkpoints on the Hub: pushed complete or not at all, and brought back on a new machine (PITFALLS.md RA4).
+
+A notebook runtime ends and takes its disk: with `--hub-push-checkpoints` each checkpoint goes to the
+repository's `last-checkpoint/` once our completion marker is in it, in one commit (a runtime killed
+mid-upload leaves the previous commit's checkpoint whole), with the run's tokenizer beside it in
+`last-checkpoint/gpt2zh-tokenizer/`, so that a new machine adopts it instead of training another one
+(RA5). Uploads run in one background thread; a save made while one is uploading waits for it and only
+the newest waiting save is uploaded; training's end waits for the last. The files are hard-linked into a
+staging folder first, so the Trainer rotating a checkpoint away cannot tear an upload.
+"""
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from pipeline.config.schema import Config
+from pipeline.errors import UserError
+from pipeline.training.checkpoints import MARKER, checkpoint_step, problem_with, read_marker
+
+log = logging.getLogger("gpt2zh")
+HUB_FOLDER = "last-checkpoint"
+TOKENIZER_FOLDER = "gpt2zh-tokenizer"
+STAGING = ".hub-upload"
+
+
+def wants_hub_checkpoint(config: Config) -> bool:
+    """`--resume hub`, or `--resume auto` with checkpoints pushed to a repository."""
+    resume = config.checkpoint.resume
+    return bool(config.hub.repo_id) and (resume == "hub" or (resume == "auto" and config.hub.push_checkpoints))
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and not path.name.endswith(".tmp"):
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, destination)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(path, destination)
+
+
+class CheckpointPusher:
+    def __init__(self, repo_id: str, tokenizer_dir: Path, checkpoints: Path, retries: int, wait: float):
+        from pipeline.hub.access import hub_api
+
+        self.api, self.repo_id, self.tokenizer_dir = hub_api(), repo_id, tokenizer_dir
+        self.staging_root, self.retries, self.wait = checkpoints / STAGING, retries, wait
+        self.lock, self.waiting, self.worker = threading.Lock(), None, None
+        self.pushed_step, self.failure = None, None
+
+    def push(self, folder: Path) -> None:
+        """Called on the main process once `folder`'s marker is written; returns at once."""
+        stage = self.staging_root / folder.name
+        shutil.rmtree(stage, ignore_errors=True)
+        _link_tree(folder, stage)
+        _link_tree(self.tokenizer_dir, stage / TOKENIZER_FOLDER)
+        with self.lock:
+            if self.waiting is not None:  # an older save nobody uploaded yet: the newer one replaces it
+                shutil.rmtree(self.waiting, ignore_errors=True)
+            self.waiting = stage
+            if self.worker is None or not self.worker.is_alive():
+                self.worker = threading.Thread(target=self._upload_waiting, name="gpt2zh-hub-push", daemon=True)
+                self.worker.start()
+
+    def _upload_waiting(self) -> None:
+        from pipeline.hub.upload import upload_with_retries
+
+        while True:
+            with self.lock:
+                stage, self.waiting = self.waiting, None
+            if stage is None:
+                return
+            try:
+                upload_with_retries(self.api, self.repo_id, stage, f"checkpoint {checkpoint_step(stage)} (gpt2zh)",
+                                    self.retries, self.wait, path_in_repo=HUB_FOLDER, replace_folder=True)
+                self.pushed_step, self.failure = checkpoint_step(stage), None
+            except UserError as err:
+                self.failure = err
+                log.warning("pretrain: pushing %s to %s failed (%s); the next checkpoint is pushed again",
+                            stage.name, self.repo_id, err.message)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+
+    def finish(self) -> None:
+        """Training is over (or stopping): wait for the uploads, then say where the last checkpoint is."""
+        worker = self.worker
+        if worker is not None and worker.is_alive():
+            log.info("pretrain: waiting for the checkpoint upload to %s to finish…", self.repo_id)
+            worker.join()
+        shutil.rmtree(self.staging_root, ignore_errors=True)
+        if self.pushed_step is not None:
+            log.info("pretrain: %s/%s/ holds checkpoint-%d", self.repo_id, HUB_FOLDER, self.pushed_step)
+
+
+def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
+    return CheckpointPusher(config.hub.repo_id, run.stage("tokenizer"), run.stage("checkpoints"),
+                            config.hub.max_retries, config.hub.retry_wait_seconds)
+
+
+def _explained(err: Exception, repo_id: str) -> UserError:
+    from pipeline.hub.download_errors import explain_hub_error
+
+    explained = explain_hub_error(err, f"--resume (the checkpoint pushed to --hub-repo-id {repo_id})", "model",
+                                  repo_id, "main")
+    if explained is None:
+        raise err
+    return UserError(explained.message, f"{explained.fix}; or pass --resume never to start over without it")
+
+
+def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
+    """(the marker of the repository's last-checkpoint/ or None, the commit it was read at)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
+
+    from pipeline.hub.access import hub_api
+
+    try:
+        commit = hub_api().repo_info(repo_id).sha
+        path = hf_hub_download(repo_id, f"{HUB_FOLDER}/{MARKER}", revision=commit, local_dir=into)
+    except (RepositoryNotFoundError, RemoteEntryNotFoundError):
+        return None, None
+    except Exception as err:  # the network or the Hub: one line, never a fresh start over pushed work
+        raise _explained(err, repo_id) from None
+    return read_marker(Path(path).parent), commit
+
+
+def resume_from_hub(config: Config, checkpoints: Path, fingerprint: str, weights: dict, main: bool) -> Path | None:
+    """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N (main process), or None."""
+    from pipeline.training.checkpoints import find_last_valid_checkpoint
+    from pipeline.training.ranks import barrier
+
+    if main:
+        _download_checkpoint(config, checkpoints, fingerprint, weights)
+    barrier()
+    return find_last_valid_checkpoint(checkpoints)[0]
+
+
+def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict) -> None:
+    from huggingface_hub import snapshot_download
+
+    from pipeline.input_changes import changed_inputs
+
+    repo_id, insist = config.hub.repo_id, config.checkpoint.resume == "hub"
+    staging = checkpoints / f".hub-download-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        marker, commit = hub_marker(repo_id, staging)
+        if marker is None:
+            if insist:
+                raise UserError(f"--resume hub: {repo_id} has no complete {HUB_FOLDER}/ (no {MARKER} in it)",
+                                "push checkpoints with --hub-push-checkpoints, or pass --resume auto")
+            log.info("pretrain: %s has no pushed checkpoint to resume from", repo_id)
+            return
+        if marker.get("fingerprint") != fingerprint:
+            changes = changed_inputs(marker.get("inputs", {}), weights) or ["the dataset or tokenizer"]
+            raise UserError(f"{repo_id}/{HUB_FOLDER} was made by a different run; changed: {', '.join(changes[:6])}",
+                            "restore those settings to resume, or pass --resume never to start over (its next "
+                            f"checkpoint then replaces {HUB_FOLDER}/ on the Hub)")
+        try:
+            snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/*"], local_dir=staging)
+        except Exception as err:
+            raise _explained(err, repo_id) from None
+        folder = checkpoints / f"checkpoint-{marker['step']}"
+        shutil.rmtree(staging / HUB_FOLDER / TOKENIZER_FOLDER, ignore_errors=True)
+        shutil.rmtree(staging / HUB_FOLDER / ".cache", ignore_errors=True)
+        if (problem := problem_with(staging / HUB_FOLDER)) is not None:
+            raise UserError(f"{repo_id}/{HUB_FOLDER} (step {marker['step']}) cannot be resumed from: {problem}",
+                            "pass --resume never to start over")
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        (staging / HUB_FOLDER).rename(folder)
+        log.info("pretrain: resuming from the Hub: %s/%s at commit %s (step %d), downloaded to %s", repo_id,
+                 HUB_FOLDER, commit[:12], marker["step"], folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+MANIFEST_OWN_KEYS = ("stage", "fingerprint", "created_utc", "gpt2zh_version", "inputs", "files")
+
+
+def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
+    """Stage 1 on a new machine (RA5): the tokenizer pushed beside this run's last checkpoint, when it was
+    made from the same corpus and settings (a retrained SentencePiece model need not be identical), else None."""
+    from huggingface_hub import snapshot_download
+
+    from pipeline.input_changes import setting_changes
+    from pipeline.rundir import read_manifest
+
+    repo_id, insist = config.hub.repo_id, config.checkpoint.resume == "hub"
+    download = output.final.parent / f".hub-tokenizer-{os.getpid()}"
+    shutil.rmtree(download, ignore_errors=True)
+    try:
+        marker, commit = hub_marker(repo_id, download)
+        if marker is None:
+            if insist:
+                raise UserError(f"--resume hub: {repo_id} has no complete {HUB_FOLDER}/ (no {MARKER} in it)",
+                                "push checkpoints with --hub-push-checkpoints, or pass --resume auto")
+            return None
+        try:
+            snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/{TOKENIZER_FOLDER}/*"],
+                              local_dir=download)
+        except Exception as err:
+            raise _explained(err, repo_id) from None
+        pushed = download / HUB_FOLDER / TOKENIZER_FOLDER
+        manifest = read_manifest(pushed)
+        if manifest is None or manifest.get("fingerprint") != output.fingerprint:
+            changes = setting_changes((manifest or {}).get("inputs", {}), output.fingerprint_parts)
+            why = ", ".join(changes[:4]) or "incomplete, or from an earlier format"
+            if insist:
+                raise UserError(f"--resume hub: the tokenizer pushed with {repo_id}'s checkpoint was made from other "
+                                f"inputs ({why})", "restore those settings, or pass --resume never to start over")
+            log.info("train-tokenizer: the tokenizer pushed with %s's checkpoint was made from other inputs (%s); "
+                     "training one", repo_id, why)
+            return None
+        with output.build() as staging:
+            for path in sorted(pushed.rglob("*")):
+                if path.is_file() and path.name != "manifest.json":
+                    (staging / path.relative_to(pushed)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, staging / path.relative_to(pushed))
+            output.manifest_extra.update({k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS})
+            output.manifest_extra["pushed_with_checkpoint"] = {"repo_id": repo_id, "commit": commit,
+                                                               "step": marker.get("step")}
+        return read_manifest(output.final)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""Training on: a higher max_steps continues from the last checkpoint with a re-planned schedule (RA2), and a
+checkpoint of one process continues on two (RA3). Real runs of the tiny model through the real command line."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.training.checkpoints import read_marker
+from pipeline.training.schedule import Schedule
+from tests.conftest import REPO, copy_run, one_error_line, pretrain_args, run_cli, weights
+from tests.test_stage_pretrain import read_history
+
+PEAK, FLOOR = 1e-3, 1e-4  # the demo config: learning rate 1e-3, min_lr_ratio 0.1
+
+
+# -- the schedule, as pure functions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd", "constant"])
+def test_a_re_plan_never_changes_the_factors_of_steps_already_taken(kind):
+    original = Schedule(kind, warmup_steps=10, max_steps=100, min_ratio=0.1, decay_ratio=0.2)
+    extended = original.extended(60, 300).extended(200, 400)
+    assert [extended.factor(s) for s in range(1, 61)] == [original.factor(s) for s in range(1, 61)]
+    assert extended.factor(400) == pytest.approx(1.0 if kind == "constant" else 0.1)
+
+
+def test_cosine_re_plans_its_decay_from_the_current_factor_without_a_jump():
+    original = Schedule("cosine", 10, 100, 0.1)
+    extended = original.extended(60, 200)
+    assert extended.factor(61) == pytest.approx(original.factor(60), rel=1e-3)  # continuous at the re-plan
+    factors = [extended.factor(s) for s in range(61, 201)]
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False)) and factors[-1] == pytest.approx(0.1)
+
+
+def test_wsd_still_stable_just_decays_later_and_a_decayed_one_re_warms_before_decaying_again():
+    original = Schedule("wsd", 10, 100, 0.1, decay_ratio=0.2)  # stable until 80, decays 81..100
+    later = original.extended(50, 200)  # in its stable phase: the same as a 200-step plan from the start
+    assert [later.factor(s) for s in range(1, 201)] == pytest.approx(
+        [Schedule("wsd", 10, 200, 0.1, 0.2).factor(s) for s in range(1, 201)])
+    decayed = original.extended(100, 200)  # finished at 0.1 x peak
+    assert decayed.factor(101) == pytest.approx(0.1 + 0.9 / 10) and decayed.factor(110) == pytest.approx(1.0)
+    assert decayed.factor(160) == 1.0 and decayed.factor(200) == pytest.approx(0.1)
+
+
+def test_the_schedule_round_trips_through_the_checkpoint_marker():
+    schedule = Schedule("wsd", 10, 100, 0.1, 0.2).extended(100, 200)
+    assert Schedule.from_dict(json.loads(json.dumps(schedule.as_dict()))) == schedule
+
+
+# -- training on --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_finished_run_with_a_higher_max_steps_trains_on_from_its_last_checkpoint(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(pretrain_args(run_dir, "--training-max-steps", "16")) == 0
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "(step 12)" in err
+    assert "training.max_steps 12 -> 16 at step 12: cosine decay re-planned" in err
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert (summary["steps"], summary["resumed_from_step"]) == (16, 12)
+    kept = run_dir / "model.step-12"  # the shorter run's finished model is kept, not replaced silently
+    assert torch.equal(weights(kept)["transformer.wte.weight"], weights(trained[0] / "model")["transformer.wte.weight"])
+    rows = {row["step"]: row for row in read_history(run_dir / "logs" / "training_history.csv")}
+    schedule = Schedule("cosine", 2, 12, 0.1).extended(12, 16)
+    for step in (14, 16):  # the re-planned rates (the steps before 12 trained at their own)
+        assert rows[step]["learning_rate"] == pytest.approx(PEAK * schedule.factor(step), rel=1e-6)
+    assert rows[16]["learning_rate"] == pytest.approx(FLOOR)
+    marker = read_marker(run_dir / "checkpoints" / "checkpoint-16")
+    assert Schedule.from_dict(marker["schedule"]) == schedule
+
+
+def test_a_max_steps_below_the_checkpoint_is_one_line_and_changes_nothing(tmp_path, capsys, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    before = (run_dir / "model" / "manifest.json").read_bytes()
+    assert main(pretrain_args(run_dir, "--training-max-steps", "8")) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err), err
+    assert "--training-max-steps 8 is below step 12, where checkpoint-12 of this run already is" in err
+    assert (run_dir / "model" / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-12", "checkpoint-8"]
+
+
+@pytest.mark.slow
+def test_a_wsd_run_trained_on_in_its_stable_phase_ends_bit_identical_to_the_longer_run(tmp_path, trainable_run):
+    """wsd over 12 steps decays in steps 11-12 (decay_ratio 0.2): from its step-8 checkpoint, a 16-step plan
+    is the same schedule as a 16-step run from the start, so the weights must be the same bits."""
+    wsd = ("--optimization-lr-schedule", "wsd")
+    straight = copy_run(trainable_run, tmp_path / "straight")
+    assert run_cli(*pretrain_args(straight, *wsd, "--training-max-steps", "16")).returncode == 0
+    extended = copy_run(trainable_run, tmp_path / "extended")
+    first = run_cli(*pretrain_args(extended, *wsd))
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(extended / "checkpoints" / "checkpoint-12")  # as if the 12-step run had stopped after step 8
+    second = run_cli(*pretrain_args(extended, *wsd, "--training-max-steps", "16"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "(step 8)" in second.stderr and "wsd stays at the peak and decays over the last 3 steps" in second.stderr
+    a, b = weights(straight / "model"), weights(extended / "model")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+# -- another number of processes ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_processes(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "pipeline", *args]
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own process group: a hang is killed whole
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        pytest.fail("two-process training hung")
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_continues_on_two_processes_with_the_same_global_batch(tmp_path, trained):
+    """1 process to step 8, 2 processes (gloo) from 8 to 12, against the uninterrupted 1-process run. Not bit-exact:
+    two ranks each sum half of the 4 sequences and all-reduce, so float additions happen in another order; the
+    difference stays at float32 rounding (~1e-7 relative per step, measured under 1e-6 after 4 steps).
+    Dropout is 0 (the default), so no rank's random numbers enter the result."""
+    run_dir = copy_run(trained[0], tmp_path)
+    shutil.rmtree(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-12")
+    result = _two_processes(*pretrain_args(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checkpoint-8 was trained by 1 process(es), this run has 2: the global batch (4)" in result.stderr
+    assert "batch 2 x 1 accumulation x 2 = 4" in result.stderr
+    assert "do not match the ones in the `trainer_state.json`" not in result.stderr  # the Trainer's false alarm
+    assert read_marker(run_dir / "checkpoints" / "checkpoint-12")["world_size"] == 2
+    resumed, uninterrupted = weights(run_dir / "model"), weights(trained[0] / "model")
+    for key in uninterrupted:
+        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6)
+    history = {row["step"]: row for row in read_history(run_dir / "logs" / "training_history.csv")}
+    original = {row["step"]: row for row in read_history(trained[0] / "logs" / "training_history.csv")}
+    assert math.isclose(history[12]["eval_loss"], original[12]["eval_loss"], rel_tol=1e-5)

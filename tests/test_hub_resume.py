@@ -1,0 +1,131 @@
+"""Resuming on a new machine from the checkpoints pushed to the Hub (PITFALLS.md RA4, RA5, RA1), against the
+local server that speaks the Hub's HTTP API, with the real client and the real command line."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.training import faults
+from pipeline.training.checkpoints import MARKER
+from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
+from tests.test_hub import USER, hub, hub_env  # noqa: F401 (hub is a fixture)
+
+REPO_ID = f"{USER}/resume-me"
+
+
+def _run_command(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
+    return ["run", "--run-dir", str(run_dir), "--data-files", str(corpus), *TINY_DATA, *TINY_TRAIN,
+            "--hub-repo-id", REPO_ID, "--hub-push-checkpoints", "--hub-retry-wait-seconds", "0.01", *extra]
+
+
+def _pushed_step(hub) -> int | None:
+    repo = hub.state.repos.get(REPO_ID)
+    marker = repo.files.get(f"last-checkpoint/{MARKER}") if repo else None
+    return json.loads(marker)["step"] if marker else None
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identical(hub, tmp_path, small_corpus, trained):
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
+    corpus_a = machine_a / "corpus.txt"
+    corpus_a.parent.mkdir()
+    shutil.copyfile(small_corpus, corpus_a)
+    flag = tmp_path / "paused"
+    env = {**os.environ, **hub_env(hub, machine_a / "hf-home"),
+           faults.ENV: json.dumps({"pause_after_step": [10, 120], "pause_flag": str(flag)})}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *_run_command(machine_a / "run", corpus_a)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(flag.exists, timeout=300)
+    wait_for(lambda: _pushed_step(hub) == 8)  # checkpoint-8's upload (in the background) has landed
+    process.send_signal(signal.SIGKILL)  # the runtime ends, and its disk with it
+    process.communicate()
+    assert not (machine_a / "run" / "model").exists()
+
+    corpus_b = machine_b / "data" / "corpus.txt"  # another folder, a new modification time
+    corpus_b.parent.mkdir(parents=True)
+    shutil.copyfile(small_corpus, corpus_b)
+    os.utime(corpus_b, (1_000_000_000, 1_000_000_000))
+    resumed = run_cli(*_run_command(machine_b / "run", corpus_b), env=hub_env(hub, machine_b / "hf-home"),
+                      timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    err = resumed.stderr
+    assert f"resuming from the Hub: {REPO_ID}/last-checkpoint at commit" in err and "(step 8)" in err
+    assert "adopted" in resumed.stdout and "the tokenizer pushed with" in resumed.stdout
+    run_b = machine_b / "run"
+    tokenizer = json.loads((run_b / "tokenizer" / "manifest.json").read_text())
+    assert tokenizer["pushed_with_checkpoint"]["step"] == 8
+    assert tokenizer["fingerprint"] == json.loads((machine_a / "run" / "tokenizer" / "manifest.json").read_text())[
+        "fingerprint"]
+    summary = json.loads((run_b / "model" / "training_summary.json").read_text())
+    assert (summary["steps"], summary["resumed_from_step"]) == (12, 8)
+    # the same corpus and settings as the `trained` fixture, uninterrupted on one machine: the same bits
+    assert (run_b / "tokenizer" / "tokenizer.json").read_bytes() == \
+        (trained[0] / "tokenizer" / "tokenizer.json").read_bytes()
+    assert_same_weights(run_b / "model", trained[0] / "model")
+    assert _pushed_step(hub) == 12
+
+
+def _seed_checkpoint(hub, repo_id: str, run_dir: Path, change=None) -> None:
+    folder = run_dir / "checkpoints" / "checkpoint-12"
+    files = {f"last-checkpoint/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    tokenizer = run_dir / "tokenizer"
+    files |= {f"last-checkpoint/gpt2zh-tokenizer/{p.relative_to(tokenizer)}": p.read_bytes()
+              for p in tokenizer.rglob("*") if p.is_file()}
+    if change is not None:
+        change(files)
+    hub.add_model(repo_id, files)
+
+
+def _pretrain_from_hub(hub, run_dir: Path, home: Path, repo_id: str) -> subprocess.CompletedProcess:
+    return run_cli("pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--hub-repo-id", repo_id,
+                   "--resume", "hub", env=hub_env(hub, home))
+
+
+def test_a_pushed_checkpoint_whose_files_are_incomplete_or_of_another_run_is_refused_in_one_line(
+        hub, tmp_path, trained):
+    def truncate(files):
+        files["last-checkpoint/optimizer.pt"] = files["last-checkpoint/optimizer.pt"][:1000]
+
+    def other_run(files):
+        marker = json.loads(files[f"last-checkpoint/{MARKER}"])
+        marker["fingerprint"] = "0" * 64
+        marker["inputs"]["config"]["optimization"]["learning_rate"] = 0.5
+        files[f"last-checkpoint/{MARKER}"] = json.dumps(marker).encode()
+
+    _seed_checkpoint(hub, f"{USER}/torn", trained[0], truncate)
+    _seed_checkpoint(hub, f"{USER}/other", trained[0], other_run)
+    for repo_id, expected in ((f"{USER}/torn", "cannot be resumed from: optimizer.pt has 1000 bytes"),
+                              (f"{USER}/other", "was made by a different run; changed: optimization.learning_rate"),
+                              (f"{USER}/missing", "--resume hub: tester/missing has no complete last-checkpoint/")):
+        run_dir = copy_run(trained[0], tmp_path / repo_id.split("/")[1])
+        shutil.rmtree(run_dir / "checkpoints")
+        shutil.rmtree(run_dir / "model")
+        result = _pretrain_from_hub(hub, run_dir, tmp_path / "hf-home", repo_id)
+        assert result.returncode == 2 and one_error_line(result.stderr), result.stderr[-2000:]
+        assert expected in result.stderr.splitlines()[-1], result.stderr.splitlines()[-1]
+        assert not any((run_dir / "checkpoints").glob("checkpoint-*"))  # nothing half-downloaded is left to resume
+
+
+def test_a_checkpoint_is_refused_with_a_tokenizer_trained_again_into_other_ids(tmp_path, capsys, trained):
+    """Stage 1 run again from the same inputs (a new machine without the pushed tokenizer) may give other pieces;
+    the checkpoint's marker holds the tokenizer's own hash, so it never trains on with other token ids."""
+    from pipeline.cli import main
+    from pipeline.rundir import file_sha256
+
+    run_dir = copy_run(trained[0], tmp_path)
+    tokenizer = run_dir / "tokenizer"
+    (tokenizer / "tokenizer.json").write_text((tokenizer / "tokenizer.json").read_text() + "\n")
+    manifest = json.loads((tokenizer / "manifest.json").read_text())
+    manifest["files"]["tokenizer.json"] = (tokenizer / "tokenizer.json").stat().st_size
+    manifest["tokenizer_sha256"] = file_sha256(tokenizer / "tokenizer.json")
+    (tokenizer / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(run_dir / "model")
+    assert main(["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "checkpoint-12 was made by a different run; changed: tokenizer_sha256" in err, err
