@@ -14,9 +14,16 @@ import pytest
 from pipeline.training import faults
 from pipeline.training.checkpoints import MARKER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
-from tests.test_hub import USER, hub, hub_env  # noqa: F401 (hub is a fixture)
+from tests.hub_server import LocalHub
+from tests.test_hub import TOKEN, USER, hub_env
 
 REPO_ID = f"{USER}/resume-me"
+
+
+@pytest.fixture
+def hub():
+    with LocalHub(tokens={TOKEN: USER}) as server:
+        yield server
 
 
 def _run_command(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
@@ -31,7 +38,8 @@ def _pushed_step(hub) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identical(hub, tmp_path, small_corpus, trained):
+def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identical(hub, tmp_path, small_corpus,
+                                                                                   trained):
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"
     corpus_a = machine_a / "corpus.txt"
     corpus_a.parent.mkdir()
