@@ -274,6 +274,7 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     """torch.cuda answers by hand (no CUDA here); the summary is built by stage 3's own _summary."""
     from types import SimpleNamespace
 
+    from pipeline.training.continuation import planned_schedule
     from pipeline.training.history import HistoryCallback, read_history
     from pipeline.training.stage import _summary
 
@@ -292,7 +293,7 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     model = torch.nn.Linear(2, 2)
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=2), nonfinite=SimpleNamespace(skipped=0),
                               accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model,
-                              base_model=None)
+                              base_model=None, schedule=planned_schedule(config))
     summary = _summary(config, plan, {}, fabricate("a100-80g"), None, trainer, history, 7.0, 1024,
                        {"vocab_size": 32000}, [], 1.0, None)
     assert summary["memory"]["measured_peak_gib"] == 38.5

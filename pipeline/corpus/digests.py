@@ -17,7 +17,7 @@ from pipeline.console import progress
 CHUNK = 8 << 20
 CACHE_NAME = "file-digests.json"
 CACHE_LIMIT = 20_000  # entries; the oldest go first
-SHOW_PROGRESS_BYTES = 1 << 30
+SHOW_PROGRESS_BYTES = 256 << 20
 _memo: dict[str, str] = {}
 
 
@@ -53,27 +53,36 @@ def _write_cache(entries: dict[str, str]) -> None:
         pass
 
 
-def hash_file(path: Path) -> str:
+def _hash(path: Path, bar) -> str:
     digest = hashlib.sha256()
-    size = path.stat().st_size
-    bar = progress(size, "B", f"hashing {path.name}", scale=True) if size >= SHOW_PROGRESS_BYTES else None
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
             if bar is not None:
                 bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
     return "sha256:" + digest.hexdigest()
 
 
 def content_digest(path: Path) -> str:
-    key = _key(path)
-    if key in _memo:
-        return _memo[key]
-    cached = _read_cache()
-    if key not in cached:
-        cached[key] = hash_file(path)
-        _write_cache(cached)
-    _memo[key] = cached[key]
-    return cached[key]
+    return content_digests([path])[0]
+
+
+def content_digests(paths: list[Path]) -> list[str]:
+    """The digests of `paths`, hashing only those this machine has not hashed as they are now, under one
+    progress bar when that is more than a few hundred MB (a new machine's first command)."""
+    keys = [_key(path) for path in paths]
+    missing = [(path, key) for path, key in zip(paths, keys, strict=True) if key not in _memo]
+    if missing:
+        cached = _read_cache()
+        to_hash = [(path, key) for path, key in missing if key not in cached]
+        total = sum(path.stat().st_size for path, _ in to_hash)
+        bar = progress(total, "B", f"hashing {len(to_hash)} corpus file(s)", scale=True) \
+            if total >= SHOW_PROGRESS_BYTES else None
+        for path, key in to_hash:
+            cached[key] = _hash(path, bar)
+        if bar is not None:
+            bar.close()
+        if to_hash:
+            _write_cache(cached)
+        _memo.update({key: cached[key] for _, key in missing})
+    return [_memo[key] for key in keys]

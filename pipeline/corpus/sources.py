@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
 from pipeline.corpus.compression import compression_of, inner_suffix
-from pipeline.corpus.digests import content_digest
+from pipeline.corpus.digests import content_digest, content_digests
 from pipeline.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
 from pipeline.errors import UserError
 
@@ -132,7 +132,9 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
     if not paths:
         raise UserError(f"--data-files: {' '.join(patterns)} matched no {SUPPORTED} files", "check the patterns")
     unique = list(dict.fromkeys(p if p in origins else p.resolve() for p in paths))
-    names = _names([p for p in unique if p not in origins])
+    local = [p for p in unique if p not in origins]
+    content_digests(local)  # hashed now, under one progress bar, if this machine has not seen them (RA1)
+    names = _names(local)
     return [_source(p, _format_of(p), origins.get(p), names.get(p, "")) for p in unique]
 
 

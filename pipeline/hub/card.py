@@ -56,6 +56,13 @@ def _dataset_figures(run_dir: Path) -> dict:
     return figures
 
 
+def _schedule_words(summary: dict) -> str:
+    from pipeline.training.schedule import Schedule
+
+    saved = summary.get("schedule")  # models trained before the schedule was recorded had the cosine one
+    return Schedule.from_dict(saved).in_words() if saved else "linear warmup then cosine decay"
+
+
 def _file_rows(sources: list[list], limit: int = 20) -> list[str]:
     """The corpus files as table rows: a Hub file by its path in the dataset and its hf:// url (with the
     commit), a local one by its path below the folder the files share (never this machine's full path)."""
@@ -169,7 +176,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "",
         f"{summary['steps']:,} optimizer steps, {summary['tokens_seen']:,} tokens, global batch "
         f"{plan['per_device_batch_size'] * plan['gradient_accumulation_steps'] * plan['world_size']} sequences; "
-        f"{plan['precision']}, {plan['attention']} attention, {plan['optimizer']}, linear warmup then cosine decay. "
+        f"{plan['precision']}, {plan['attention']} attention, {plan['optimizer']}, {_schedule_words(summary)}. "
         f"Hardware: {device}, {hardware['world_size']} process(es), preset `{summary.get('preset') or 'none'}`. "
         f"Training time: {human_duration(summary['train_seconds_this_run'])}"
         + (f" (the session that finished the run, resumed at step {summary['resumed_from_step']:,})."

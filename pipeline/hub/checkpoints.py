@@ -91,8 +91,12 @@ class CheckpointPusher:
             log.info("pretrain: waiting for the checkpoint upload to %s to finish…", self.repo_id)
             worker.join()
         shutil.rmtree(self.staging_root, ignore_errors=True)
-        if self.pushed_step is not None:
-            log.info("pretrain: %s/%s/ holds checkpoint-%d", self.repo_id, HUB_FOLDER, self.pushed_step)
+        held = f"checkpoint-{self.pushed_step}" if self.pushed_step is not None else "no checkpoint of this run"
+        if self.failure is not None:
+            log.warning("pretrain: the last checkpoint upload failed (%s); %s/%s/ holds %s", self.failure.message,
+                        self.repo_id, HUB_FOLDER, held)
+        elif self.pushed_step is not None:
+            log.info("pretrain: %s/%s/ holds %s", self.repo_id, HUB_FOLDER, held)
 
 
 def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
@@ -127,15 +131,14 @@ def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
     return read_marker(Path(path).parent), commit
 
 
-def resume_from_hub(config: Config, checkpoints: Path, fingerprint: str, weights: dict, main: bool) -> Path | None:
-    """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N (main process), or None."""
-    from pipeline.training.checkpoints import find_last_valid_checkpoint
+def resume_from_hub(config: Config, checkpoints: Path, fingerprint: str, weights: dict, main: bool) -> None:
+    """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N by the main process
+    (which replaces a torn local one of the same step); every rank then selects again."""
     from pipeline.training.ranks import barrier
 
     if main:
         _download_checkpoint(config, checkpoints, fingerprint, weights)
     barrier()
-    return find_last_valid_checkpoint(checkpoints)[0]
 
 
 def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict) -> None:

@@ -62,6 +62,17 @@ class Schedule:
         return head + (f"wsd had begun its decay ({self.start_factor:.3g} x peak): re-warms to the peak over "
                        f"{self.warmup_steps:,} steps, then decays over the last {_decay_steps(self):,}")
 
+    def in_words(self) -> str:
+        """For the model card: `linear warmup then cosine decay`, and where it was re-planned."""
+        shape = {"cosine": "cosine decay", "constant": "a constant rate",
+                 "wsd": f"a stable rate and a linear decay over the last {_decay_steps(self):,} steps (wsd)"}[self.kind]
+        replans, schedule = [], self
+        while schedule.previous is not None:
+            replans.append(f"{schedule.replanned_at:,}")
+            schedule = schedule.previous
+        again = f", re-planned at step {', '.join(reversed(replans))} for a longer run" if replans else ""
+        return f"linear warmup then {shape}{again}"
+
     def as_dict(self) -> dict:
         return asdict(self)
 

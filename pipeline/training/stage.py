@@ -152,8 +152,9 @@ def pretrain(request: StageRequest) -> dict:
     from pipeline.training.arguments import training_arguments
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
-    if resume is None and wants_hub_checkpoint(config):
-        resume = resume_from_hub(config, checkpoints, fingerprint(weights), weights, main)
+    if resume is None and wants_hub_checkpoint(config):  # a new machine: the checkpoint pushed to the Hub (RA4)
+        resume_from_hub(config, checkpoints, fingerprint(weights), weights, main)
+        resume, torn = select_resume(config.checkpoint.resume, checkpoints, fingerprint(weights), weights)
     schedule = continued_schedule(config, resume)
     if main:
         say_process_change(resume, plan.world_size, plan.global_batch_size)
@@ -324,6 +325,7 @@ def _summary(config, plan, record, facts, preset, trainer, history, unigram, blo
                    "measured_by": "torch.cuda.max_memory_allocated" if facts.gpus else None},
         "dataset": [str(folder) for folder in dataset_folders],
         "base_model": trainer.base_model,
+        "schedule": trainer.schedule.as_dict(),
     }
 
 
