@@ -38,7 +38,7 @@ def corpus_change(saved: list, current: list) -> str | None:
         return f"corpus ({_corpus_label(saved)} -> {_corpus_label(current)})"
     changed = [PurePath(_source_name(new)).name for old, new in zip(saved, current, strict=True) if old != new]
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return (f"corpus files changed since ({', '.join(changed[:3])}{more}: their content; "
+    return (f"corpus files changed since ({', '.join(changed[:3])}{more}: other content; "
             "only --force rebuilds from them)")
 
 

@@ -97,6 +97,16 @@ def check_plan(request: StageRequest, vocab_size: int | None) -> None:
         log.warning("%s", warning)
 
 
+def _check_pushed_checkpoint(config: Config, run) -> None:
+    """A new machine's run (no checkpoint here) whose Hub checkpoint has other settings: refused before stage 1."""
+    from pipeline.hub.checkpoints import refuse_other_settings, wants_hub_checkpoint
+    from pipeline.training.checkpoints import find_last_valid_checkpoint
+
+    if wants_hub_checkpoint(config) and find_last_valid_checkpoint(run.stage("checkpoints"))[0] is None:
+        refuse_other_settings(config, training_inputs(config, {"fingerprint": ""}, []),
+                              lambda inputs: weights_inputs(_without_hardware(inputs)))
+
+
 def check_token_present(config: Config, commands: set[str], dry_run: bool) -> None:
     """Without a network request: whether the token is accepted is checked by the stage, before any upload."""
     pushes = ("push" in commands and not dry_run) or ("pretrain" in commands and config.hub.push_checkpoints)
@@ -148,3 +158,4 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
             # a higher max_steps trains on (PITFALLS.md RA2): only what made the weights must match
             refuse_replacing(run.stage("model"), model, current,
                              lambda inputs: weights_inputs(_without_hardware(inputs)))
+        _check_pushed_checkpoint(config, run)

@@ -16,6 +16,7 @@ from pipeline.training.checkpoints import MARKER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
 from tests.hub_server import LocalHub
 from tests.test_hub import TOKEN, USER, hub_env
+from tests.test_stage_pretrain import read_history
 
 REPO_ID = f"{USER}/resume-me"
 
@@ -72,6 +73,10 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
         "fingerprint"]
     summary = json.loads((run_b / "model" / "training_summary.json").read_text())
     assert (summary["steps"], summary["resumed_from_step"]) == (12, 8)
+    # the history up to step 8 came with the checkpoint: the model's history starts at step 0, as one run's
+    history, original = (read_history(run / "model" / "training_history.csv") for run in (run_b, trained[0]))
+    assert [row["step"] for row in history] == [row["step"] for row in original]
+    assert history[0]["eval_loss"] == original[0]["eval_loss"]
     # the same corpus and settings as the `trained` fixture, uninterrupted on one machine: the same bits
     assert (run_b / "tokenizer" / "tokenizer.json").read_bytes() == \
         (trained[0] / "tokenizer" / "tokenizer.json").read_bytes()
@@ -100,16 +105,16 @@ def test_a_pushed_checkpoint_whose_files_are_incomplete_or_of_another_run_is_ref
     def truncate(files):
         files["last-checkpoint/optimizer.pt"] = files["last-checkpoint/optimizer.pt"][:1000]
 
-    def other_run(files):
+    def other_data(files):  # the same settings, other data: found by stage 3, once the dataset is known
         marker = json.loads(files[f"last-checkpoint/{MARKER}"])
-        marker["fingerprint"] = "0" * 64
-        marker["inputs"]["config"]["optimization"]["learning_rate"] = 0.5
+        marker["fingerprint"], marker["inputs"]["dataset"] = "0" * 64, ["f" * 64]
         files[f"last-checkpoint/{MARKER}"] = json.dumps(marker).encode()
 
     _seed_checkpoint(hub, f"{USER}/torn", trained[0], truncate)
-    _seed_checkpoint(hub, f"{USER}/other", trained[0], other_run)
+    _seed_checkpoint(hub, f"{USER}/other", trained[0], other_data)
     for repo_id, expected in ((f"{USER}/torn", "cannot be resumed from: optimizer.pt has 1000 bytes"),
-                              (f"{USER}/other", "was made by a different run; changed: optimization.learning_rate"),
+                              (f"{USER}/other", "tester/other/last-checkpoint was made by a different run; changed: "
+                                                "dataset"),
                               (f"{USER}/missing", "--resume hub: tester/missing has no complete last-checkpoint/")):
         run_dir = copy_run(trained[0], tmp_path / repo_id.split("/")[1])
         shutil.rmtree(run_dir / "checkpoints")
@@ -137,3 +142,25 @@ def test_a_checkpoint_is_refused_with_a_tokenizer_trained_again_into_other_ids(t
     assert main(["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]) == 2
     err = capsys.readouterr().err
     assert one_error_line(err) and "checkpoint-12 was made by a different run; changed: tokenizer_sha256" in err, err
+
+
+def test_a_pushed_checkpoint_with_other_settings_is_refused_before_stage_1(hub, tmp_path, small_corpus, trained):
+    """A new machine's `gpt2zh run`: other optimisation settings are found from the pushed marker before stage 1,
+    another tokenizer setting by stage 1 from the pushed tokenizer, never after an hour of stage 2."""
+    def other_learning_rate(files):
+        marker = json.loads(files[f"last-checkpoint/{MARKER}"])
+        marker["inputs"]["config"]["optimization"]["learning_rate"] = 0.5
+        files[f"last-checkpoint/{MARKER}"] = json.dumps(marker).encode()
+
+    _seed_checkpoint(hub, f"{USER}/other-lr", trained[0], other_learning_rate)
+    _seed_checkpoint(hub, f"{USER}/same", trained[0])
+    for repo_id, extra, expected in (
+            (f"{USER}/other-lr", [], "changed: optimization.learning_rate (0.5 -> 0.001)"),
+            (f"{USER}/same", ["--tokenizer-vocab-size", "3000"], "changed: tokenizer.vocab_size (4000 -> 3000)")):
+        run_dir = tmp_path / repo_id.split("/")[1]
+        result = run_cli("run", "--run-dir", str(run_dir), "--data-files", str(small_corpus), *TINY_DATA, *TINY_TRAIN,
+                         *extra, "--hub-repo-id", repo_id, "--resume", "hub", env=hub_env(hub, tmp_path / "hf-home"))
+        assert result.returncode == 2 and one_error_line(result.stderr), result.stderr[-2000:]
+        assert f"{repo_id}/last-checkpoint was made by a different run; {expected}" in result.stderr
+        assert not (run_dir / "dataset").exists()
+    assert not (tmp_path / "other-lr" / "tokenizer").exists()  # found before stage 1

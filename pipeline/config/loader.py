@@ -191,7 +191,8 @@ def validate(config: Config) -> list[str]:
     if config.hub.push_checkpoints and not config.hub.repo_id:
         problems.append("hub.push_checkpoints needs hub.repo_id")
     if config.checkpoint.resume == "hub" and not config.hub.repo_id:
-        problems.append("checkpoint.resume hub needs hub.repo_id (the repository the checkpoints were pushed to)")
+        problems.append("checkpoint.resume hub needs hub.repo_id: pass --hub-repo-id, the repository the checkpoints "
+                        "were pushed to")
     if not 0.0 <= m.dropout < 1.0:
         problems.append("model.dropout must be within [0, 1)")
     return problems

@@ -162,7 +162,8 @@ class OptimizationConfig:
     learning_rate: float = setting(6e-4, "peak learning rate")
     lr_schedule: Literal["cosine", "wsd", "constant"] = setting(
         "cosine", "after warmup: cosine decay to min_lr_ratio; wsd = stable at the peak, then a linear decay over "
-                  "the last decay_ratio of the steps (extends naturally when max_steps grows); constant")
+                  "the last decay_ratio of the steps (a larger max_steps before the decay only moves it later); "
+                  "constant")
     min_lr_ratio: float = setting(0.1, "final learning rate as a share of the peak")
     decay_ratio: float = setting(0.2, "wsd: the share of max_steps spent decaying to min_lr_ratio")
     warmup_steps: int = setting(200, "linear warmup steps")
@@ -180,8 +181,8 @@ class CheckpointConfig:
     save_total_limit: int = setting(3, "checkpoints kept on disk (oldest deleted first)", in_fingerprint=False)
     resume: str = setting(
         "auto", "auto = newest complete checkpoint, local or (with hub.push_checkpoints) the Hub repository's "
-                "last-checkpoint/, fresh start if none; hub = the same, but the Hub's must exist; never = start "
-                "over; or a checkpoint path",
+                "last-checkpoint/, fresh start if none; hub = a local checkpoint first, else the Hub's, which must "
+                "exist; never = start over; or a checkpoint path",
         in_fingerprint=False, alias="--resume", once=True)
 
 

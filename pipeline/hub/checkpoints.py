@@ -4,9 +4,11 @@ A notebook runtime ends and takes its disk: with `--hub-push-checkpoints` each c
 repository's `last-checkpoint/` once our completion marker is in it, in one commit (a runtime killed
 mid-upload leaves the previous commit's checkpoint whole), with the run's tokenizer beside it in
 `last-checkpoint/gpt2zh-tokenizer/`, so that a new machine adopts it instead of training another one
-(RA5). Uploads run in one background thread; a save made while one is uploading waits for it and only
-the newest waiting save is uploaded; training's end waits for the last. The files are hard-linked into a
-staging folder first, so the Trainer rotating a checkpoint away cannot tear an upload.
+(RA5), and the run's history and samples in `last-checkpoint/gpt2zh-logs/`, so that the finished model's
+history starts at step 0 wherever the run ended. Uploads run in one background thread; a save made while
+one is uploading waits for it and only the newest waiting save is uploaded; training's end waits for the
+last. The files are hard-linked into a staging folder first, so the Trainer rotating a checkpoint away
+cannot tear an upload.
 """
 
 import logging
@@ -22,6 +24,8 @@ from pipeline.training.checkpoints import MARKER, checkpoint_step, problem_with,
 log = logging.getLogger("gpt2zh")
 HUB_FOLDER = "last-checkpoint"
 TOKENIZER_FOLDER = "gpt2zh-tokenizer"
+LOGS_FOLDER = "gpt2zh-logs"
+LOG_FILES = ("training_history.csv", "samples.md")
 STAGING = ".hub-upload"
 
 
@@ -43,10 +47,11 @@ def _link_tree(source: Path, target: Path) -> None:
 
 
 class CheckpointPusher:
-    def __init__(self, repo_id: str, tokenizer_dir: Path, checkpoints: Path, retries: int, wait: float):
+    def __init__(self, repo_id: str, tokenizer_dir: Path, logs_dir: Path, checkpoints: Path, retries: int,
+                 wait: float):
         from pipeline.hub.access import hub_api
 
-        self.api, self.repo_id, self.tokenizer_dir = hub_api(), repo_id, tokenizer_dir
+        self.api, self.repo_id, self.tokenizer_dir, self.logs_dir = hub_api(), repo_id, tokenizer_dir, logs_dir
         self.staging_root, self.retries, self.wait = checkpoints / STAGING, retries, wait
         self.lock, self.waiting, self.worker = threading.Lock(), None, None
         self.pushed_step, self.failure = None, None
@@ -57,6 +62,10 @@ class CheckpointPusher:
         shutil.rmtree(stage, ignore_errors=True)
         _link_tree(folder, stage)
         _link_tree(self.tokenizer_dir, stage / TOKENIZER_FOLDER)
+        (stage / LOGS_FOLDER).mkdir()
+        for name in LOG_FILES:  # copied, not linked: the history grows in place while the upload reads it
+            if (self.logs_dir / name).is_file():
+                shutil.copyfile(self.logs_dir / name, stage / LOGS_FOLDER / name)
         with self.lock:
             if self.waiting is not None:  # an older save nobody uploaded yet: the newer one replaces it
                 shutil.rmtree(self.waiting, ignore_errors=True)
@@ -100,7 +109,7 @@ class CheckpointPusher:
 
 
 def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
-    return CheckpointPusher(config.hub.repo_id, run.stage("tokenizer"), run.stage("checkpoints"),
+    return CheckpointPusher(config.hub.repo_id, run.stage("tokenizer"), run.logs, run.stage("checkpoints"),
                             config.hub.max_retries, config.hub.retry_wait_seconds)
 
 
@@ -131,17 +140,55 @@ def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
     return read_marker(Path(path).parent), commit
 
 
-def resume_from_hub(config: Config, checkpoints: Path, fingerprint: str, weights: dict, main: bool) -> None:
+def resume_from_hub(config: Config, run, fingerprint: str, weights: dict, main: bool) -> None:
     """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N by the main process
     (which replaces a torn local one of the same step); every rank then selects again."""
     from pipeline.training.ranks import barrier
 
     if main:
-        _download_checkpoint(config, checkpoints, fingerprint, weights)
+        _download_checkpoint(config, run.stage("checkpoints"), fingerprint, weights, run.logs)
     barrier()
 
 
-def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict) -> None:
+def _other_run(repo_id: str, changes: list[str]) -> UserError:
+    return UserError(f"{repo_id}/{HUB_FOLDER} was made by a different run; changed: {', '.join(changes[:6])}",
+                     "restore those settings to resume, or pass --resume never to start over (its next checkpoint "
+                     f"then replaces {HUB_FOLDER}/ on the Hub)")
+
+
+def _no_checkpoint(repo_id: str) -> UserError:
+    return UserError(f"--resume hub: {repo_id} has no complete {HUB_FOLDER}/ (no {MARKER} in it)",
+                     "check --hub-repo-id (the repository a run pushed its checkpoints to), or pass --resume auto "
+                     "to start fresh when it has none")
+
+
+def refuse_other_settings(config: Config, current: dict, view) -> None:
+    """Before stage 1 (preflight): a pushed checkpoint made with other model, training or optimisation settings
+    is refused now, not after stages 1-2 (an hour on a large corpus). `view` narrows both sides to settings."""
+    import tempfile
+
+    from pipeline.input_changes import setting_changes
+
+    with tempfile.TemporaryDirectory(prefix="gpt2zh-marker-") as scratch:
+        marker, _ = hub_marker(config.hub.repo_id, Path(scratch))
+    if marker is None:
+        if config.checkpoint.resume == "hub":
+            raise _no_checkpoint(config.hub.repo_id)
+        return
+    if changes := setting_changes(view(marker.get("inputs", {})), view(current)):
+        raise _other_run(config.hub.repo_id, changes)
+
+
+def _restore_logs(pushed: Path, logs_dir: Path) -> None:
+    """The history and samples up to the checkpoint, where this machine has none (HistoryCallback keeps the
+    rows up to the resumed step)."""
+    for name in LOG_FILES:
+        if (pushed / name).is_file() and not (logs_dir / name).exists():
+            logs_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pushed / name, logs_dir / name)
+
+
+def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict, logs_dir: Path) -> None:
     from huggingface_hub import snapshot_download
 
     from pipeline.input_changes import changed_inputs
@@ -153,21 +200,19 @@ def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, we
         marker, commit = hub_marker(repo_id, staging)
         if marker is None:
             if insist:
-                raise UserError(f"--resume hub: {repo_id} has no complete {HUB_FOLDER}/ (no {MARKER} in it)",
-                                "push checkpoints with --hub-push-checkpoints, or pass --resume auto")
+                raise _no_checkpoint(repo_id)
             log.info("pretrain: %s has no pushed checkpoint to resume from", repo_id)
             return
         if marker.get("fingerprint") != fingerprint:
-            changes = changed_inputs(marker.get("inputs", {}), weights) or ["the dataset or tokenizer"]
-            raise UserError(f"{repo_id}/{HUB_FOLDER} was made by a different run; changed: {', '.join(changes[:6])}",
-                            "restore those settings to resume, or pass --resume never to start over (its next "
-                            f"checkpoint then replaces {HUB_FOLDER}/ on the Hub)")
+            raise _other_run(repo_id, changed_inputs(marker.get("inputs", {}), weights) or ["the dataset or tokenizer"])
         try:
             snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/*"], local_dir=staging)
         except Exception as err:
             raise _explained(err, repo_id) from None
         folder = checkpoints / f"checkpoint-{marker['step']}"
         shutil.rmtree(staging / HUB_FOLDER / TOKENIZER_FOLDER, ignore_errors=True)
+        _restore_logs(staging / HUB_FOLDER / LOGS_FOLDER, logs_dir)
+        shutil.rmtree(staging / HUB_FOLDER / LOGS_FOLDER, ignore_errors=True)
         shutil.rmtree(staging / HUB_FOLDER / ".cache", ignore_errors=True)
         if (problem := problem_with(staging / HUB_FOLDER)) is not None:
             raise UserError(f"{repo_id}/{HUB_FOLDER} (step {marker['step']}) cannot be resumed from: {problem}",
@@ -199,8 +244,7 @@ def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
         marker, commit = hub_marker(repo_id, download)
         if marker is None:
             if insist:
-                raise UserError(f"--resume hub: {repo_id} has no complete {HUB_FOLDER}/ (no {MARKER} in it)",
-                                "push checkpoints with --hub-push-checkpoints, or pass --resume auto")
+                raise _no_checkpoint(repo_id)
             return None
         try:
             snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/{TOKENIZER_FOLDER}/*"],
@@ -209,15 +253,13 @@ def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
             raise _explained(err, repo_id) from None
         pushed = download / HUB_FOLDER / TOKENIZER_FOLDER
         manifest = read_manifest(pushed)
-        if manifest is None or manifest.get("fingerprint") != output.fingerprint:
-            changes = setting_changes((manifest or {}).get("inputs", {}), output.fingerprint_parts)
-            why = ", ".join(changes[:4]) or "incomplete, or from an earlier format"
-            if insist:
-                raise UserError(f"--resume hub: the tokenizer pushed with {repo_id}'s checkpoint was made from other "
-                                f"inputs ({why})", "restore those settings, or pass --resume never to start over")
-            log.info("train-tokenizer: the tokenizer pushed with %s's checkpoint was made from other inputs (%s); "
-                     "training one", repo_id, why)
+        if manifest is None and not insist:  # torn by hand, or an earlier format: stage 3 decides on the checkpoint
+            log.info("train-tokenizer: the tokenizer pushed with %s's checkpoint is incomplete; training one", repo_id)
             return None
+        if manifest is None or manifest.get("fingerprint") != output.fingerprint:
+            # that checkpoint cannot be this run's: refused now, not after stage 2 (as stage 3 would)
+            changes = setting_changes((manifest or {}).get("inputs", {}), output.fingerprint_parts)
+            raise _other_run(repo_id, changes or ["the tokenizer pushed with it is incomplete"])
         with output.build() as staging:
             for path in sorted(pushed.rglob("*")):
                 if path.is_file() and path.name != "manifest.json":

@@ -153,9 +153,11 @@ def pretrain(request: StageRequest) -> dict:
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
     if resume is None and wants_hub_checkpoint(config):  # a new machine: the checkpoint pushed to the Hub (RA4)
-        resume_from_hub(config, checkpoints, fingerprint(weights), weights, main)
+        resume_from_hub(config, run, fingerprint(weights), weights, main)
         resume, torn = select_resume(config.checkpoint.resume, checkpoints, fingerprint(weights), weights)
     schedule = continued_schedule(config, resume)
+    if resume is None:
+        log.info("%s: learning rate: %s, peak %g", STAGE, schedule.in_words(), config.optimization.learning_rate)
     if main:
         say_process_change(resume, plan.world_size, plan.global_batch_size)
     args.eval_on_start = resume is None  # a resumed run already has its initial evaluation
@@ -203,7 +205,7 @@ def pretrain(request: StageRequest) -> dict:
         reports.refresh(trainer.model, trainer.processing_class, trainer.state.global_step,
                         f"final, step {trainer.state.global_step}")
         if trains_on and (kept := keep_previous_model(output.final)) is not None:
-            log.info("%s: the %s model of the shorter run is kept as %s", STAGE, output.final.name, kept)
+            log.info("%s: the finished model of the shorter run is kept as %s", STAGE, kept)
         with output.build() as staging:
             _save_final(staging, trainer, run.stage("tokenizer"), logs_dir, config.model.n_positions, summary,
                         config)
