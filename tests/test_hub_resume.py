@@ -84,6 +84,12 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
     assert _pushed_step(hub) == 12
 
 
+def test_the_hub_module_names_the_marker_as_the_checkpoints_module_does():
+    from pipeline.hub import checkpoints as hub_checkpoints
+
+    assert hub_checkpoints.MARKER == MARKER  # kept apart so that stage 1 imports no Hugging Face library
+
+
 def _seed_checkpoint(hub, repo_id: str, run_dir: Path, change=None) -> None:
     folder = run_dir / "checkpoints" / "checkpoint-12"
     files = {f"last-checkpoint/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}

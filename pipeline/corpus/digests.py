@@ -8,14 +8,13 @@ set it back, so a file edited in place with its size and mtime restored is still
 """
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from pipeline.console import progress
 
 CHUNK = 8 << 20
-CACHE_NAME = "file-digests.json"
+CACHE_NAME = "file-digests.tsv"
 CACHE_LIMIT = 20_000  # entries; the oldest go first
 SHOW_PROGRESS_BYTES = 256 << 20
 _memo: dict[str, str] = {}
@@ -33,11 +32,13 @@ def _key(path: Path) -> str:
 
 
 def _read_cache() -> dict[str, str]:
+    """One `key<TAB>digest` line per file: plain lines, so a torn write loses only its last line."""
     try:
-        saved = json.loads(cache_file().read_text(encoding="utf-8"))
-        return saved if isinstance(saved, dict) else {}
-    except (OSError, ValueError):
+        lines = cache_file().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
         return {}
+    pairs = (line.rsplit("\t", 1) for line in lines if "\t" in line)
+    return {key: digest for key, digest in pairs if digest.startswith("sha256:") and len(digest) == 71}
 
 
 def _write_cache(entries: dict[str, str]) -> None:
@@ -45,9 +46,9 @@ def _write_cache(entries: dict[str, str]) -> None:
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        kept = dict(list(entries.items())[-CACHE_LIMIT:])
+        kept = list(entries.items())[-CACHE_LIMIT:]
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(kept), encoding="utf-8")
+        temporary.write_text("".join(f"{key}\t{digest}\n" for key, digest in kept), encoding="utf-8")
         temporary.replace(path)
     except OSError:
         pass

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from pipeline.config.schema import Config
 from pipeline.errors import UserError
-from pipeline.training.checkpoints import MARKER, checkpoint_step, problem_with, read_marker
+
+# pipeline.training.checkpoints imports transformers: imported where used, so that stage 1 and the CLI's
+# import of this module stay free of Hugging Face libraries (G13)
 
 log = logging.getLogger("gpt2zh")
 HUB_FOLDER = "last-checkpoint"
+MARKER = "gpt2zh-complete.json"  # pipeline/training/checkpoints.py:MARKER
 TOKENIZER_FOLDER = "gpt2zh-tokenizer"
 LOGS_FOLDER = "gpt2zh-logs"
 LOG_FILES = ("training_history.csv", "samples.md")
@@ -76,6 +79,7 @@ class CheckpointPusher:
 
     def _upload_waiting(self) -> None:
         from pipeline.hub.upload import upload_with_retries
+        from pipeline.training.checkpoints import checkpoint_step
 
         while True:
             with self.lock:
@@ -129,6 +133,7 @@ def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
     from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
     from pipeline.hub.access import hub_api
+    from pipeline.training.checkpoints import read_marker
 
     try:
         commit = hub_api().repo_info(repo_id).sha
@@ -192,6 +197,7 @@ def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, we
     from huggingface_hub import snapshot_download
 
     from pipeline.input_changes import changed_inputs
+    from pipeline.training.checkpoints import problem_with
 
     repo_id, insist = config.hub.repo_id, config.checkpoint.resume == "hub"
     staging = checkpoints / f".hub-download-{os.getpid()}"
