@@ -16,7 +16,7 @@ import torch
 from pipeline.cli import main
 from pipeline.training.checkpoints import read_marker
 from pipeline.training.schedule import Schedule
-from tests.conftest import REPO, copy_run, one_error_line, pretrain_args, run_cli, weights
+from tests.conftest import REPO, copy_run, one_error_line, pretrain_args, weights
 from tests.test_stage_pretrain import read_history
 
 PEAK, FLOOR = 1e-3, 1e-4  # the demo config: learning rate 1e-3, min_lr_ratio 0.1
@@ -91,19 +91,20 @@ def test_a_max_steps_below_the_checkpoint_is_one_line_and_changes_nothing(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_wsd_run_trained_on_in_its_stable_phase_ends_bit_identical_to_the_longer_run(tmp_path, trainable_run):
+def test_a_wsd_run_trained_on_in_its_stable_phase_ends_bit_identical_to_the_longer_run(tmp_path, capsys,
+                                                                                      trainable_run):
     """wsd over 12 steps decays in steps 11-12 (decay_ratio 0.2): from its step-8 checkpoint, a 16-step plan
     is the same schedule as a 16-step run from the start, so the weights must be the same bits."""
-    wsd = ("--optimization-lr-schedule", "wsd")
+    wsd = ("--optimization-lr-schedule", "wsd", "--training-sample-max-new-tokens", "0")
     straight = copy_run(trainable_run, tmp_path / "straight")
-    assert run_cli(*pretrain_args(straight, *wsd, "--training-max-steps", "16")).returncode == 0
+    assert main(pretrain_args(straight, *wsd, "--training-max-steps", "16")) == 0
     extended = copy_run(trainable_run, tmp_path / "extended")
-    first = run_cli(*pretrain_args(extended, *wsd))
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert main(pretrain_args(extended, *wsd)) == 0
     shutil.rmtree(extended / "checkpoints" / "checkpoint-12")  # as if the 12-step run had stopped after step 8
-    second = run_cli(*pretrain_args(extended, *wsd, "--training-max-steps", "16"))
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "(step 8)" in second.stderr and "wsd stays at the peak and decays over the last 3 steps" in second.stderr
+    capsys.readouterr()
+    assert main(pretrain_args(extended, *wsd, "--training-max-steps", "16")) == 0
+    err = capsys.readouterr().err
+    assert "(step 8)" in err and "wsd stays at the peak and decays over the last 3 steps" in err
     a, b = weights(straight / "model"), weights(extended / "model")
     assert all(torch.equal(a[key], b[key]) for key in a)
 
