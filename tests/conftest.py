@@ -159,3 +159,25 @@ def assert_same_weights(first: Path, second: Path) -> None:
     a, b = weights(first), weights(second)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[key], b[key]) for key in a), "weights differ"
+
+
+def run_two_processes(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m pipeline ...` (gloo on CPU) in its own process group, so that a hang (a rank
+    waiting for a collective the other never joins) is killed whole and fails the test."""
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "pipeline", *args]
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        pytest.fail("two-process training hung (a rank waited for a collective the other never joined)")
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)

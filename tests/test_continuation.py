@@ -3,12 +3,7 @@ checkpoint of one process continues on two (RA3). Real runs of the tiny model th
 
 import json
 import math
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +11,7 @@ import torch
 from pipeline.cli import main
 from pipeline.training.checkpoints import read_marker
 from pipeline.training.schedule import Schedule
-from tests.conftest import REPO, copy_run, one_error_line, pretrain_args, weights
+from tests.conftest import copy_run, one_error_line, pretrain_args, run_two_processes, weights
 from tests.test_stage_pretrain import read_history
 
 PEAK, FLOOR = 1e-3, 1e-4  # the demo config: learning rate 1e-3, min_lr_ratio 0.1
@@ -112,26 +107,6 @@ def test_a_wsd_run_trained_on_in_its_stable_phase_ends_bit_identical_to_the_long
 # -- another number of processes ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _two_processes(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "pipeline", *args]
-    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its own process group: a hang is killed whole
-    try:
-        stdout, stderr = launcher.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.communicate()
-        pytest.fail("two-process training hung")
-    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
-
-
 @pytest.mark.slow
 def test_a_one_process_checkpoint_continues_on_two_processes_with_the_same_global_batch(tmp_path, trained):
     """1 process to step 8, 2 processes (gloo) from 8 to 12, against the uninterrupted 1-process run. Not bit-exact:
@@ -141,7 +116,7 @@ def test_a_one_process_checkpoint_continues_on_two_processes_with_the_same_globa
     run_dir = copy_run(trained[0], tmp_path)
     shutil.rmtree(run_dir / "model")
     shutil.rmtree(run_dir / "checkpoints" / "checkpoint-12")
-    result = _two_processes(*pretrain_args(run_dir))
+    result = run_two_processes(*pretrain_args(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "checkpoint-8 was trained by 1 process(es), this run has 2: the global batch (4)" in result.stderr
     assert "batch 2 x 1 accumulation x 2 = 4" in result.stderr

@@ -3,12 +3,7 @@
 import csv
 import json
 import math
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +14,15 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.training.checkpoints import MARKER, problem_with, read_marker
 from pipeline.training.history import read_history
-from tests.conftest import REPO, assert_same_weights, copy_run, one_error_line, pretrain_args, run_cli, weights
+from tests.conftest import (
+    assert_same_weights,
+    copy_run,
+    one_error_line,
+    pretrain_args,
+    run_cli,
+    run_two_processes,
+    weights,
+)
 
 STEPS = 12  # TINY_TRAIN: 12 steps, evaluation every 6, checkpoints every 4 (2 kept)
 
@@ -200,27 +203,10 @@ def test_a_compiled_run_checkpoints_resumes_and_saves_a_model_without_the_compil
     assert (generation["do_sample"], generation["temperature"], generation["top_k"]) == (True, 0.8, 50)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_trains_writes_once_and_does_not_hang(tmp_path, trainable_run):
     run_dir = copy_run(trainable_run, tmp_path)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "pipeline", *pretrain_args(run_dir, "--training-max-steps", "5",
-                                                               "--checkpoint-save-steps", "2")]
-    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its own process group: a hang is killed whole
-    try:
-        stdout, stderr = launcher.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.communicate()
-        pytest.fail("two-process training hung (a rank waited for a collective the other never joined)")
-    result = subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+    result = run_two_processes(*pretrain_args(run_dir, "--training-max-steps", "5", "--checkpoint-save-steps", "2"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 2 x 1 accumulation x 2 = 4" in result.stderr
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-5"]

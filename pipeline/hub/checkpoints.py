@@ -145,6 +145,24 @@ def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
     return read_marker(Path(path).parent), commit
 
 
+def _pushed_marker(repo_id: str, insist: bool, into: Path) -> tuple[dict | None, str | None]:
+    """hub_marker, refusing a missing one when the user insists (`--resume hub`)."""
+    marker, commit = hub_marker(repo_id, into)
+    if marker is None and insist:
+        raise _no_checkpoint(repo_id)
+    return marker, commit
+
+
+def _fetch(repo_id: str, commit: str, pattern: str, into: Path) -> None:
+    """The files of `pattern` at exactly the commit the marker was read at (all from one push)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, revision=commit, allow_patterns=[pattern], local_dir=into)
+    except Exception as err:
+        raise _explained(err, repo_id) from None
+
+
 def resume_from_hub(config: Config, run, fingerprint: str, weights: dict, main: bool) -> None:
     """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N by the main process
     (which replaces a torn local one of the same step); every rank then selects again."""
@@ -175,10 +193,8 @@ def refuse_other_settings(config: Config, current: dict, view) -> None:
     from pipeline.input_changes import setting_changes
 
     with tempfile.TemporaryDirectory(prefix="gpt2zh-marker-") as scratch:
-        marker, _ = hub_marker(config.hub.repo_id, Path(scratch))
+        marker, _ = _pushed_marker(config.hub.repo_id, config.checkpoint.resume == "hub", Path(scratch))
     if marker is None:
-        if config.checkpoint.resume == "hub":
-            raise _no_checkpoint(config.hub.repo_id)
         return
     if changes := setting_changes(view(marker.get("inputs", {})), view(current)):
         raise _other_run(config.hub.repo_id, changes)
@@ -194,8 +210,6 @@ def _restore_logs(pushed: Path, logs_dir: Path) -> None:
 
 
 def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict, logs_dir: Path) -> None:
-    from huggingface_hub import snapshot_download
-
     from pipeline.input_changes import changed_inputs
     from pipeline.training.checkpoints import problem_with
 
@@ -203,18 +217,13 @@ def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, we
     staging = checkpoints / f".hub-download-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        marker, commit = hub_marker(repo_id, staging)
+        marker, commit = _pushed_marker(repo_id, insist, staging)
         if marker is None:
-            if insist:
-                raise _no_checkpoint(repo_id)
             log.info("pretrain: %s has no pushed checkpoint to resume from", repo_id)
             return
         if marker.get("fingerprint") != fingerprint:
             raise _other_run(repo_id, changed_inputs(marker.get("inputs", {}), weights) or ["the dataset or tokenizer"])
-        try:
-            snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/*"], local_dir=staging)
-        except Exception as err:
-            raise _explained(err, repo_id) from None
+        _fetch(repo_id, commit, f"{HUB_FOLDER}/*", staging)
         folder = checkpoints / f"checkpoint-{marker['step']}"
         shutil.rmtree(staging / HUB_FOLDER / TOKENIZER_FOLDER, ignore_errors=True)
         _restore_logs(staging / HUB_FOLDER / LOGS_FOLDER, logs_dir)
@@ -238,8 +247,6 @@ MANIFEST_OWN_KEYS = ("stage", "fingerprint", "created_utc", "gpt2zh_version", "i
 def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
     """Stage 1 on a new machine (RA5): the tokenizer pushed beside this run's last checkpoint, when it was
     made from the same corpus and settings (a retrained SentencePiece model need not be identical), else None."""
-    from huggingface_hub import snapshot_download
-
     from pipeline.input_changes import setting_changes
     from pipeline.rundir import read_manifest
 
@@ -247,16 +254,10 @@ def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
     download = output.final.parent / f".hub-tokenizer-{os.getpid()}"
     shutil.rmtree(download, ignore_errors=True)
     try:
-        marker, commit = hub_marker(repo_id, download)
+        marker, commit = _pushed_marker(repo_id, insist, download)
         if marker is None:
-            if insist:
-                raise _no_checkpoint(repo_id)
             return None
-        try:
-            snapshot_download(repo_id, revision=commit, allow_patterns=[f"{HUB_FOLDER}/{TOKENIZER_FOLDER}/*"],
-                              local_dir=download)
-        except Exception as err:
-            raise _explained(err, repo_id) from None
+        _fetch(repo_id, commit, f"{HUB_FOLDER}/{TOKENIZER_FOLDER}/*", download)
         pushed = download / HUB_FOLDER / TOKENIZER_FOLDER
         manifest = read_manifest(pushed)
         if manifest is None and not insist:  # torn by hand, or an earlier format: stage 3 decides on the checkpoint
