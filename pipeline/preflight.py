@@ -97,12 +97,17 @@ def check_plan(request: StageRequest, vocab_size: int | None) -> None:
         log.warning("%s", warning)
 
 
-def _check_pushed_checkpoint(config: Config, run) -> None:
-    """A new machine's run (no checkpoint here) whose Hub checkpoint has other settings: refused before stage 1."""
+def _check_resumed_checkpoint(config: Config, run) -> None:
+    """A max_steps the last checkpoint is past, or (a new machine's run, no checkpoint here) a Hub checkpoint of
+    other settings: refused before stage 1 (PITFALLS.md RA2, RA4)."""
     from pipeline.hub.checkpoints import refuse_other_settings, wants_hub_checkpoint
     from pipeline.training.checkpoints import find_last_valid_checkpoint
+    from pipeline.training.continuation import refuse_fewer_steps
 
-    if wants_hub_checkpoint(config) and find_last_valid_checkpoint(run.stage("checkpoints"))[0] is None:
+    last = find_last_valid_checkpoint(run.stage("checkpoints"))[0] if config.checkpoint.resume != "never" else None
+    if last is not None and config.checkpoint.resume in ("auto", "hub"):
+        refuse_fewer_steps(last, config.training.max_steps)
+    if last is None and wants_hub_checkpoint(config):
         refuse_other_settings(config, training_inputs(config, {"fingerprint": ""}, []),
                               lambda inputs: weights_inputs(_without_hardware(inputs)))
 
@@ -158,4 +163,4 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
             # a higher max_steps trains on (PITFALLS.md RA2): only what made the weights must match
             refuse_replacing(run.stage("model"), model, current,
                              lambda inputs: weights_inputs(_without_hardware(inputs)))
-        _check_pushed_checkpoint(config, run)
+        _check_resumed_checkpoint(config, run)

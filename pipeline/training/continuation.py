@@ -33,15 +33,21 @@ def _schedule_so_far(marker: dict, config: Config, step: int) -> Schedule:
     return Schedule("cosine", config.optimization.warmup_steps, max_steps, config.optimization.min_lr_ratio)
 
 
+def refuse_fewer_steps(resume: Path, wanted: int) -> None:
+    """Stage 3, and before stage 1 (pipeline/preflight.py): a max_steps the checkpoint is already past."""
+    step = checkpoint_step(resume)
+    if wanted < step:
+        raise UserError(f"--training-max-steps {wanted:,} is below step {step:,}, where {resume.name} of this run "
+                        "already is", f"pass --training-max-steps {step:,} or more to train on (or --resume never "
+                        f"to start over with {wanted:,} steps)")
+
+
 def continued_schedule(config: Config, resume: Path | None) -> Schedule:
     """The schedule for this run: the planned one, or the checkpoint's re-planned for the new max_steps."""
     if resume is None:
         return planned_schedule(config)
     step, wanted = checkpoint_step(resume), config.training.max_steps
-    if wanted < step:
-        raise UserError(f"--training-max-steps {wanted:,} is below step {step:,}, where {resume.name} of this run "
-                        "already is", f"pass --training-max-steps {step:,} or more to train on (or --resume never "
-                        f"to start over with {wanted:,} steps)")
+    refuse_fewer_steps(resume, wanted)
     schedule = _schedule_so_far(read_marker(resume) or {}, config, step)
     extended = schedule.extended(step, wanted)
     if extended is not schedule:
