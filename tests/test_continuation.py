@@ -28,6 +28,11 @@ def test_a_re_plan_never_changes_the_factors_of_steps_already_taken(kind):
     assert extended.factor(400) == pytest.approx(1.0 if kind == "constant" else 0.1)
 
 
+def test_a_constant_schedule_stays_at_the_peak_however_often_it_is_extended():
+    extended = Schedule("constant", 10, 100, 0.1).extended(100, 110).extended(110, 130)
+    assert [extended.factor(s) for s in range(11, 131)] == [1.0] * 120
+
+
 def test_cosine_re_plans_its_decay_from_the_current_factor_without_a_jump():
     original = Schedule("cosine", 10, 100, 0.1)
     extended = original.extended(60, 200)
@@ -69,7 +74,8 @@ def test_a_finished_run_with_a_higher_max_steps_trains_on_from_its_last_checkpoi
     schedule = Schedule("cosine", 2, 12, 0.1).extended(12, 16)
     for step in (14, 16):  # the re-planned rates (the steps before 12 trained at their own)
         assert rows[step]["learning_rate"] == pytest.approx(PEAK * schedule.factor(step), rel=1e-6)
-    assert rows[16]["learning_rate"] == pytest.approx(FLOOR)
+    assert rows[14]["learning_rate"] == rows[16]["learning_rate"] == pytest.approx(FLOOR)  # a finished cosine
+    # run goes on at its minimum: it neither restarts at the peak nor decays below the floor
     marker = read_marker(run_dir / "checkpoints" / "checkpoint-16")
     assert Schedule.from_dict(marker["schedule"]) == schedule
 

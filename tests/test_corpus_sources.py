@@ -73,3 +73,15 @@ def test_the_same_corpus_in_another_folder_is_the_same_data_and_an_edit_in_place
     os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     changed = [s.fingerprint() for s in resolve_sources([str(tmp_path / "b" / "corpus")])]
     assert changed[0] == a[0] and changed[1][:3] == a[1][:3] and changed[1][3] != a[1][3]
+
+
+def test_every_byte_of_a_file_counts_in_its_digest_not_only_the_first_chunk(tmp_path, monkeypatch):
+    from pipeline.corpus import digests
+
+    monkeypatch.setenv("GPT2ZH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(digests, "CHUNK", 16)  # a 14 GB corpus is read in chunks: the last ones count too
+    path = tmp_path / "corpus.txt"
+    path.write_text("一" * 100 + "\n", encoding="utf-8")
+    before = resolve_sources([str(path)])[0].fingerprint()[3]
+    path.write_text("一" * 99 + "二\n", encoding="utf-8")  # the same size, a change near the end
+    assert resolve_sources([str(path)])[0].fingerprint()[3] != before

@@ -14,7 +14,7 @@ import pytest
 from pipeline.training import faults
 from pipeline.training.checkpoints import MARKER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
-from tests.hub_server import LocalHub
+from tests.hub_server import LocalHub, Repo
 from tests.test_hub import TOKEN, USER, hub_env
 from tests.test_stage_pretrain import read_history
 
@@ -46,6 +46,8 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
     corpus_a.parent.mkdir()
     shutil.copyfile(small_corpus, corpus_a)
     flag = tmp_path / "paused"
+    # a file an earlier push left in last-checkpoint/: each checkpoint's commit replaces the whole folder
+    hub.state.repos[REPO_ID] = Repo(REPO_ID, private=False, files={"last-checkpoint/stale.bin": b"old"})
     env = {**os.environ, **hub_env(hub, machine_a / "hf-home"),
            faults.ENV: json.dumps({"pause_after_step": [10, 120], "pause_flag": str(flag)})}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *_run_command(machine_a / "run", corpus_a)],
@@ -82,6 +84,7 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
         (trained[0] / "tokenizer" / "tokenizer.json").read_bytes()
     assert_same_weights(run_b / "model", trained[0] / "model")
     assert _pushed_step(hub) == 12
+    assert "last-checkpoint/stale.bin" not in hub.state.repos[REPO_ID].files
 
 
 def test_the_hub_module_names_the_marker_as_the_checkpoints_module_does():
@@ -128,7 +131,8 @@ def test_a_pushed_checkpoint_whose_files_are_incomplete_or_of_another_run_is_ref
         result = _pretrain_from_hub(hub, run_dir, tmp_path / "hf-home", repo_id)
         assert result.returncode == 2 and one_error_line(result.stderr), result.stderr[-2000:]
         assert expected in result.stderr.splitlines()[-1], result.stderr.splitlines()[-1]
-        assert not any((run_dir / "checkpoints").glob("checkpoint-*"))  # nothing half-downloaded is left to resume
+        leftovers = list((run_dir / "checkpoints").iterdir()) if (run_dir / "checkpoints").exists() else []
+        assert leftovers == []  # no checkpoint-N, and no half-downloaded staging folder either
 
 
 def test_a_checkpoint_is_refused_with_a_tokenizer_trained_again_into_other_ids(tmp_path, capsys, trained):
