@@ -73,7 +73,7 @@ class CheckpointPusher:
             if self.waiting is not None:  # an older save nobody uploaded yet: the newer one replaces it
                 shutil.rmtree(self.waiting, ignore_errors=True)
             self.waiting = stage
-            if self.worker is None or not self.worker.is_alive():
+            if self.worker is None:  # the worker clears it under this lock when it has nothing left
                 self.worker = threading.Thread(target=self._upload_waiting, name="gpt2zh-hub-push", daemon=True)
                 self.worker.start()
 
@@ -84,23 +84,25 @@ class CheckpointPusher:
         while True:
             with self.lock:
                 stage, self.waiting = self.waiting, None
-            if stage is None:
-                return
+                if stage is None:
+                    self.worker = None
+                    return
             try:
                 upload_with_retries(self.api, self.repo_id, stage, f"checkpoint {checkpoint_step(stage)} (gpt2zh)",
                                     self.retries, self.wait, path_in_repo=HUB_FOLDER, replace_folder=True)
                 self.pushed_step, self.failure = checkpoint_step(stage), None
-            except UserError as err:
-                self.failure = err
+            except Exception as err:  # never ends training: the next checkpoint is pushed again
+                self.failure = err if isinstance(err, UserError) else UserError(f"{type(err).__name__}: {err}")
                 log.warning("pretrain: pushing %s to %s failed (%s); the next checkpoint is pushed again",
-                            stage.name, self.repo_id, err.message)
+                            stage.name, self.repo_id, self.failure.message)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
 
     def finish(self) -> None:
         """Training is over (or stopping): wait for the uploads, then say where the last checkpoint is."""
-        worker = self.worker
-        if worker is not None and worker.is_alive():
+        with self.lock:
+            worker = self.worker
+        if worker is not None:
             log.info("pretrain: waiting for the checkpoint upload to %s to finish…", self.repo_id)
             worker.join()
         shutil.rmtree(self.staging_root, ignore_errors=True)
