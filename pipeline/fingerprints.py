@@ -2,6 +2,7 @@
 stage's output on disk belongs to the current corpus and config (a tokenizer "from another run")."""
 
 from pipeline.config import Config, fingerprint_fields
+from pipeline.corpus.digests import content_digests
 from pipeline.corpus.sources import Source
 from pipeline.rundir import fingerprint
 
@@ -11,12 +12,19 @@ DATASET_FORMAT = 1
 MODEL_FORMAT = 1
 
 
+def _source_fingerprints(sources: list[Source]) -> list[list]:
+    """Every source's fingerprint; the local files this machine has not hashed yet are hashed first, together
+    under one progress bar (a new machine's first command, PITFALLS.md RA1)."""
+    content_digests([source.path for source in sources if source.origin is None])
+    return [source.fingerprint() for source in sources]
+
+
 def tokenizer_inputs(config: Config, sources: list[Source], base_model: dict | None = None) -> dict:
     """base_model: the identity of the model whose tokenizer is adopted (`--model-init-from`,
     pipeline/models/source.py:ModelSource.identity); the weights stage 3 starts from inherit it."""
     parts = {"format": TOKENIZER_FORMAT,
              "config": fingerprint_fields(config, ("data", "tokenizer"), "tokenizer"),
-             "sources": [source.fingerprint() for source in sources]}
+             "sources": _source_fingerprints(sources)}
     if config.model.init_from:
         parts["base_model"] = base_model or {"reference": config.model.init_from}
     return parts
@@ -32,7 +40,7 @@ def recorded_base_model(config: Config, tokenizer_manifest: dict | None) -> dict
 def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: dict) -> dict:
     return {"format": DATASET_FORMAT,
             "config": fingerprint_fields(config, ("data",), "dataset"),
-            "sources": [source.fingerprint() for source in sources],
+            "sources": _source_fingerprints(sources),
             "tokenizer": tokenizer_manifest["fingerprint"]}
 
 

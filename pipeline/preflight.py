@@ -97,6 +97,12 @@ def check_plan(request: StageRequest, vocab_size: int | None) -> None:
         log.warning("%s", warning)
 
 
+def _settings_of_the_weights(inputs: dict) -> dict:
+    """Stage 3's inputs narrowed to the settings its weights depend on: no preset fields, no plan for future
+    steps (a higher max_steps trains on, PITFALLS.md RA2)."""
+    return weights_inputs(_without_hardware(inputs))
+
+
 def _check_resumed_checkpoint(config: Config, run) -> None:
     """A max_steps the last checkpoint is past, or (a new machine's run, no checkpoint here) a Hub checkpoint of
     other settings: refused before stage 1 (PITFALLS.md RA2, RA4)."""
@@ -104,12 +110,12 @@ def _check_resumed_checkpoint(config: Config, run) -> None:
     from pipeline.training.checkpoints import find_last_valid_checkpoint
     from pipeline.training.continuation import refuse_fewer_steps
 
-    last = find_last_valid_checkpoint(run.stage("checkpoints"))[0] if config.checkpoint.resume != "never" else None
-    if last is not None and config.checkpoint.resume in ("auto", "hub"):
+    if config.checkpoint.resume not in ("auto", "hub"):
+        return
+    if (last := find_last_valid_checkpoint(run.stage("checkpoints"))[0]) is not None:
         refuse_fewer_steps(last, config.training.max_steps)
-    if last is None and wants_hub_checkpoint(config):
-        refuse_other_settings(config, training_inputs(config, {"fingerprint": ""}, []),
-                              lambda inputs: weights_inputs(_without_hardware(inputs)))
+    elif wants_hub_checkpoint(config):
+        refuse_other_settings(config, training_inputs(config, {"fingerprint": ""}, []), _settings_of_the_weights)
 
 
 def check_token_present(config: Config, commands: set[str], dry_run: bool) -> None:
@@ -159,8 +165,6 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         check_plan(request, tokenizer["vocab_size"] if tokenizer and "train-tokenizer" not in forced else None)
         model = read_manifest(run.stage("model"))
         if model is not None and not replacing:
-            current = training_inputs(config, {"fingerprint": ""}, [])
-            # a higher max_steps trains on (PITFALLS.md RA2): only what made the weights must match
-            refuse_replacing(run.stage("model"), model, current,
-                             lambda inputs: weights_inputs(_without_hardware(inputs)))
+            refuse_replacing(run.stage("model"), model, training_inputs(config, {"fingerprint": ""}, []),
+                             _settings_of_the_weights)
         _check_resumed_checkpoint(config, run)

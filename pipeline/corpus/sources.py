@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
 from pipeline.corpus.compression import compression_of, inner_suffix
-from pipeline.corpus.digests import content_digest, content_digests
+from pipeline.corpus.digests import content_digest
 from pipeline.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
 from pipeline.errors import UserError
 
@@ -64,8 +64,7 @@ def _source(path: Path, fmt: str, origin: tuple[str, str] | None = None, name: s
                         "check the path and permissions") from None
     if not os.access(path, os.R_OK):
         raise UserError(f"--data-files: {path} is not readable", "fix its permissions")
-    return Source(path=path, format=fmt, size=size, compression=compression_of(path), origin=origin,
-                  name=name or path.name)
+    return Source(path=path, format=fmt, size=size, compression=compression_of(path), origin=origin, name=name)
 
 
 def _names(paths: list[Path]) -> dict[Path, str]:
@@ -132,9 +131,7 @@ def resolve_sources(patterns: list[str]) -> list[Source]:
     if not paths:
         raise UserError(f"--data-files: {' '.join(patterns)} matched no {SUPPORTED} files", "check the patterns")
     unique = list(dict.fromkeys(p if p in origins else p.resolve() for p in paths))
-    local = [p for p in unique if p not in origins]
-    content_digests(local)  # hashed now, under one progress bar, if this machine has not seen them (RA1)
-    names = _names(local)
+    names = _names([p for p in unique if p not in origins])
     return [_source(p, _format_of(p), origins.get(p), names.get(p, "")) for p in unique]
 
 

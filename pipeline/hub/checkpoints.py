@@ -89,7 +89,8 @@ class CheckpointPusher:
                     return
             try:
                 upload_with_retries(self.api, self.repo_id, stage, f"checkpoint {checkpoint_step(stage)} (gpt2zh)",
-                                    self.retries, self.wait, path_in_repo=HUB_FOLDER, replace_folder=True)
+                                    self.retries, self.wait, path_in_repo=HUB_FOLDER, replace_folder=True,
+                                    failure=_checkpoint_push_failure)
                 self.pushed_step, self.failure = checkpoint_step(stage), None
             except Exception as err:  # never ends training: the next checkpoint is pushed again
                 self.failure = err if isinstance(err, UserError) else UserError(f"{type(err).__name__}: {err}")
@@ -114,6 +115,14 @@ class CheckpointPusher:
             log.info("pretrain: %s/%s/ holds %s", self.repo_id, HUB_FOLDER, held)
 
 
+def _checkpoint_push_failure(api, repo_id: str, folder: Path, err: Exception, attempts: int) -> UserError:
+    """One commit is all or nothing: the Hub keeps the previous checkpoint, and the next one is pushed again."""
+    from pipeline.hub.upload import describe
+
+    return UserError(f"push to {repo_id}/{HUB_FOLDER} failed after {attempts} attempt(s): {describe(err)}",
+                     "the next checkpoint is pushed again")
+
+
 def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
     return CheckpointPusher(config.hub.repo_id, run.stage("tokenizer"), run.logs, run.stage("checkpoints"),
                             config.hub.max_retries, config.hub.retry_wait_seconds)
@@ -129,8 +138,9 @@ def _explained(err: Exception, repo_id: str) -> UserError:
     return UserError(explained.message, f"{explained.fix}; or pass --resume never to start over without it")
 
 
-def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
-    """(the marker of the repository's last-checkpoint/ or None, the commit it was read at)."""
+def _pushed_marker(repo_id: str, insist: bool, into: Path) -> tuple[dict | None, str | None]:
+    """(the marker of the repository's last-checkpoint/ or None, the commit it was read at); a missing one is
+    refused when the user insists (`--resume hub`)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
@@ -141,16 +151,13 @@ def hub_marker(repo_id: str, into: Path) -> tuple[dict | None, str | None]:
         commit = hub_api().repo_info(repo_id).sha
         path = hf_hub_download(repo_id, f"{HUB_FOLDER}/{MARKER}", revision=commit, local_dir=into)
     except (RepositoryNotFoundError, RemoteEntryNotFoundError):
+        if insist:
+            raise _no_checkpoint(repo_id) from None
         return None, None
     except Exception as err:  # the network or the Hub: one line, never a fresh start over pushed work
         raise _explained(err, repo_id) from None
-    return read_marker(Path(path).parent), commit
-
-
-def _pushed_marker(repo_id: str, insist: bool, into: Path) -> tuple[dict | None, str | None]:
-    """hub_marker, refusing a missing one when the user insists (`--resume hub`)."""
-    marker, commit = hub_marker(repo_id, into)
-    if marker is None and insist:
+    marker = read_marker(Path(path).parent)
+    if marker is None and insist:  # there, but unreadable
         raise _no_checkpoint(repo_id)
     return marker, commit
 

@@ -19,7 +19,7 @@ def _transient(err: Exception) -> bool:
     return isinstance(err, httpx2.TransportError)  # connection reset, refused, timed out
 
 
-def _describe(err: Exception) -> str:
+def describe(err: Exception) -> str:
     response = getattr(err, "response", None)
     if response is not None:
         return f"HTTP {response.status_code}"
@@ -54,10 +54,20 @@ def remote_state(api, repo_id: str, folder: Path) -> tuple[list[str], list[str]]
     return uploaded, missing
 
 
+def push_failure(api, repo_id: str, folder: Path, err: Exception, attempts: int) -> UserError:
+    """Stage 4's report: which files are on the Hub and which are not, and how to retry."""
+    uploaded, missing = remote_state(api, repo_id, folder)
+    done = f"{len(uploaded)} of {len(uploaded) + len(missing)} files are on the Hub"
+    not_done = f" (not uploaded: {', '.join(missing)})" if missing else ""
+    return UserError(f"push to {repo_id} failed after {attempts} attempt(s): {describe(err)}; {done}{not_done}",
+                     _fix(err))
+
+
 def upload_with_retries(api, repo_id: str, folder: Path, message: str, retries: int, wait: float,
-                        path_in_repo: str | None = None, replace_folder: bool = False):
-    """api.upload_folder with exponential backoff on 5xx / 429 / dropped connections. replace_folder: files under
-    path_in_repo that the folder lacks are deleted in the same commit (a checkpoint replaces the previous one)."""
+                        path_in_repo: str | None = None, replace_folder: bool = False, failure=push_failure):
+    """api.upload_folder with exponential backoff on 5xx / 429 / dropped connections; `failure(api, repo_id,
+    folder, err, attempts)` makes the error when it still fails. replace_folder: files under path_in_repo
+    that the folder lacks are deleted in the same commit (a checkpoint replaces the previous one)."""
     attempt = 0
     while True:
         try:
@@ -65,16 +75,8 @@ def upload_with_retries(api, repo_id: str, folder: Path, message: str, retries: 
                                      path_in_repo=path_in_repo, delete_patterns="*" if replace_folder else None)
         except Exception as err:
             if not _transient(err) or attempt >= retries:
-                if path_in_repo is not None:  # a checkpoint: the commit is all or nothing, the caller says so
-                    raise UserError(f"push to {repo_id}/{path_in_repo} failed after {attempt + 1} attempt(s): "
-                                    f"{_describe(err)}", "the next checkpoint is pushed again") from None
-                uploaded, missing = remote_state(api, repo_id, folder)
-                cause = _describe(err)
-                done = f"{len(uploaded)} of {len(uploaded) + len(missing)} files are on the Hub"
-                not_done = f" (not uploaded: {', '.join(missing)})" if missing else ""
-                raise UserError(f"push to {repo_id} failed after {attempt + 1} attempt(s): {cause}; {done}{not_done}",
-                                _fix(err)) from None
+                raise failure(api, repo_id, folder, err, attempt + 1) from None
             delay = wait * 2**attempt
             attempt += 1
-            log.warning("push: %s from the Hub; retry %d of %d in %.1f s", _describe(err), attempt, retries, delay)
+            log.warning("push: %s from the Hub; retry %d of %d in %.1f s", describe(err), attempt, retries, delay)
             time.sleep(delay)

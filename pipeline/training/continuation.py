@@ -62,7 +62,7 @@ def say_process_change(resume: Path | None, world_size: int, global_batch: int) 
                  "order are unchanged (PITFALLS.md RA3)", resume.name, recorded, world_size, global_batch)
 
 
-def only_the_plan_changed(final: Path, manifest: dict | None, weights: dict) -> bool:
+def only_the_plan_changed(manifest: dict | None, weights: dict) -> bool:
     """model/ was made by this run with another max_steps: training on replaces it, after keep_previous_model."""
     from pipeline.fingerprints import weights_inputs
     from pipeline.input_changes import setting_changes

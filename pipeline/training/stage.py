@@ -135,7 +135,7 @@ def pretrain(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
                  "checkpoint, --force --resume never from scratch)", STAGE, output.final)
         return manifest
-    trains_on = only_the_plan_changed(output.final, read_manifest(output.final), weights)
+    trains_on = only_the_plan_changed(read_manifest(output.final), weights)
     if not trains_on:
         output.refuse_replacing(request.replace)
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
@@ -148,13 +148,14 @@ def pretrain(request: StageRequest) -> dict:
 
         check_push_access(config.hub.repo_id, config.hub.private)  # before training, not at the first checkpoint
     checkpoints, logs_dir = run.stage("checkpoints"), run.logs
-    resume, torn = select_resume(config.checkpoint.resume, checkpoints, fingerprint(weights), weights)
+    weights_fingerprint = fingerprint(weights)
+    resume, torn = select_resume(config.checkpoint.resume, checkpoints, weights_fingerprint, weights)
     from pipeline.training.arguments import training_arguments
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
     if resume is None and wants_hub_checkpoint(config):  # a new machine: the checkpoint pushed to the Hub (RA4)
-        resume_from_hub(config, run, fingerprint(weights), weights, main)
-        resume, torn = select_resume(config.checkpoint.resume, checkpoints, fingerprint(weights), weights)
+        resume_from_hub(config, run, weights_fingerprint, weights, main)
+        resume, torn = select_resume(config.checkpoint.resume, checkpoints, weights_fingerprint, weights)
     schedule = continued_schedule(config, resume)
     if resume is None:
         log.info("%s: learning rate: %s, peak %g", STAGE, schedule.in_words(), config.optimization.learning_rate)
