@@ -124,7 +124,7 @@ def check_token_present(config: Config, commands: set[str], dry_run: bool) -> No
     if pushes and config.hub.repo_id:
         from pipeline.hub.access import require_token
 
-        require_token(config.hub.repo_id)
+        require_token(config.hub.repo_id, config.hub.provider)
 
 
 def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> None:

@@ -37,7 +37,8 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
     if hub.repo_id and not request.dry_run:
         from pipeline.hub.access import check_push_access
 
-        access = check_push_access(hub.repo_id, hub.private)  # before stage 1, not after hours of training
+        # before stage 1, not after hours of training
+        access = check_push_access(hub.repo_id, hub.private, hub.provider)
         log.info("run: will push to %s as %s at the end", hub.repo_id, access.user)
     elif not hub.repo_id:
         log.info("run: no --hub-repo-id, so stage 4 (push) is skipped")

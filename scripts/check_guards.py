@@ -51,7 +51,7 @@ PITFALLS = REPO / "PITFALLS.md"
 SABOTAGES = Path(__file__).resolve().with_name("guard_sabotages.toml")
 # Never copied: the environment (the copy runs with this interpreter), history and build outputs.
 NOT_COPIED = {".venv", ".git", "runs", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "dist"}
-GUARD = re.compile(r"[\w./-]+\.py:[A-Za-z_][\w.]*")
+GUARD = re.compile(r"[\w./-]+\.(?:py|sh):[A-Za-z_][\w.]*")  # a Python definition or a shell function
 TEST_REF = re.compile(r"(tests/[\w/]+\.py)(?:::([\w\[\]\-.]+))?|::([\w\[\]\-]+)")
 SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
 ROW_ID = re.compile(r"[A-Z]{1,2}[1-9][0-9]*")  # the ID cell of a PITFALLS.md row: G10, TK3, D12
@@ -195,8 +195,8 @@ def missing_guards(row: Row, repo: Path) -> list[str]:
     for ref in GUARD.findall(row.guard):
         path, _, name = ref.partition(":")
         file = repo / path
-        if not file.is_file() or (file.suffix == ".py"
-                                  and definition_lines(file.read_text(encoding="utf-8"), name.rstrip(".")) is None):
+        if not file.is_file() or (file.suffix in (".py", ".sh")
+                                  and function_lines(file, file.read_text(encoding="utf-8"), name.rstrip(".")) is None):
             missing.append(ref)
     return missing
 
@@ -271,6 +271,25 @@ def definition_lines(source: str, dotted: str) -> tuple[int, int] | None:
     return first, node.end_lineno
 
 
+def shell_function_lines(source: str, name: str) -> tuple[int, int] | None:
+    """First and last line of the shell function `name() {` (or `function name {`): the line that starts
+    it, to the first `}` alone on a line, or that line alone when its braces close on it."""
+    lines = source.splitlines()
+    start = re.compile(rf"\s*(?:function\s+)?{re.escape(name)}\s*(?:\(\s*\))?\s*\{{")
+    first = next((number for number, line in enumerate(lines) if start.match(line)), None)
+    if first is None:
+        return None
+    if lines[first].count("{") <= lines[first].count("}"):
+        return first + 1, first + 1
+    last = next((number for number in range(first + 1, len(lines)) if lines[number].rstrip() == "}"), None)
+    return None if last is None else (first + 1, last + 1)
+
+
+def function_lines(file: Path, source: str, name: str) -> tuple[int, int] | None:
+    """First and last line of the definition `name` in a Python file or a shell script."""
+    return shell_function_lines(source, name) if file.suffix == ".sh" else definition_lines(source, name)
+
+
 def applies(sabotage: Sabotage, repo: Path) -> str:
     """'' when the sabotage applies to repo as it is now, else why not."""
     file = repo / sabotage.file
@@ -282,8 +301,8 @@ def applies(sabotage: Sabotage, repo: Path) -> str:
         return f"{sabotage.key}: no longer applies: the old text occurs {count} times in {sabotage.file} (needs 1)"
     if sabotage.old == sabotage.new:
         return f"{sabotage.key}: old and new text are the same"
-    if sabotage.function and file.suffix == ".py":
-        span = definition_lines(source, sabotage.function)
+    if sabotage.function and file.suffix in (".py", ".sh"):
+        span = function_lines(file, source, sabotage.function)
         if span is None:
             return f"{sabotage.key}: no longer applies: {sabotage.function} is not defined in {sabotage.file}"
         start = source[:source.index(sabotage.old)].count("\n") + 1

@@ -11,6 +11,10 @@ and are then read the way `dataset_info` / `model_info`, `list_repo_tree`, `hf_h
 private repositories answering as the Hub does (401 without a token, 404 with a token that cannot read),
 gated ones refusing downloads (GatedRepo), unknown revisions answering RevisionNotFound and missing files
 EntryNotFound. A seeded model repository is read in preference to an uploaded one of the same id.
+
+`LocalHub(..., xet=True)` answers downloads of LFS files as the Hub does for Xet-stored ones: the resolve answer
+carries `X-Xet-Hash` and a token route, whose answer names a CAS server (`/xet-cas` here, which answers 404) that
+huggingface_hub then downloads from instead of the endpoint, unless HF_HUB_DISABLE_XET=1.
 """
 
 import base64
@@ -118,6 +122,7 @@ class HubState:
         self.failures: list[Failure] = []
         self.latency: list[tuple[str, str, float]] = []  # (method, path pattern, seconds): a slow network
         self.requests: list[tuple[str, str]] = []
+        self.xet = False  # LocalHub(xet=True): LFS downloads advertise Xet storage
         self.lock = threading.Lock()
 
     def fail(self, method: str, pattern: str, status: int = 503, times: int = 1) -> None:
@@ -166,6 +171,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _repo(self, repo_id: str) -> Repo | None:
         return self.state.repos.get(repo_id)
+
+    def _xet_headers(self, kind: str, repo_id: str, commit: str, entry: dict) -> dict:
+        """What the Hub adds to the resolve answer of a Xet-stored file (LocalHub(xet=True) only)."""
+        if not self.state.xet or "lfs" not in entry:
+            return {}
+        return {"X-Xet-Hash": entry["lfs"]["oid"],
+                "X-Xet-Refresh-Route": f"{self.state.base_url}/api/{kind}s/{repo_id}/xet-read-token/{commit}"}
+
+    def xet_read_token(self, body, query, kind, repo_id, revision):
+        self._send(200, {}, {"X-Xet-Cas-Url": f"{self.state.base_url}/xet-cas", "X-Xet-Access-Token": "xet-token",
+                             "X-Xet-Token-Expiration": int(time.time()) + 3600})
 
     def _dispatch(self) -> None:
         body = self._body()
@@ -325,7 +341,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "Repository not found", "RepoNotFound")
         if path not in repo.files:
             return self._error(404, "Entry not found", "EntryNotFound")
-        self._send(200, raw=repo.files[path], headers=download_headers(repo.entry(path), repo.head))
+        entry = repo.entry(path)
+        self._send(200, raw=repo.files[path], headers={**download_headers(entry, repo.head),
+                                                       **self._xet_headers("model", repo_id, repo.head, entry)})
 
     # -- seeded dataset and model repositories (read only) --------------------------------------------
     def _readable(self, repos: dict[str, SeededRepo], repo_id: str,
@@ -394,7 +412,9 @@ class Handler(BaseHTTPRequestHandler):
                                "GatedRepo")
         if path not in repo.trees[commit]:
             return self._error(404, "Entry not found", "EntryNotFound")
-        self._send(200, raw=repo.trees[commit][path], headers=download_headers(repo.entry(commit, path), commit))
+        entry = repo.entry(commit, path)
+        self._send(200, raw=repo.trees[commit][path], headers={**download_headers(entry, commit),
+                                                               **self._xet_headers(repo.kind, repo_id, commit, entry)})
 
     def dataset_info(self, body, query, repo_id, revision=None):
         self._seeded_info(self.state.datasets, query, repo_id, revision)
@@ -422,6 +442,7 @@ ROUTES = [
     ("GET", rf"/api/models/{REPO}/revision/([^/]+)", Handler.repo_info),
     ("GET", rf"/api/models/{REPO}", Handler.repo_info),
     ("GET", rf"/api/models/{REPO}/tree/([^/]+)/?(.*)", Handler.tree),
+    ("GET", rf"/api/(model|dataset)s/{REPO}/xet-read-token/([^/]+)", Handler.xet_read_token),
     ("GET", rf"/{REPO}/resolve/([^/]+)/(.+)", Handler.resolve),
 ]
 
@@ -429,8 +450,9 @@ ROUTES = [
 class LocalHub:
     """`with LocalHub(tokens={"hf_x": "tester"}) as hub:` then HF_ENDPOINT=hub.url."""
 
-    def __init__(self, tokens: dict[str, str]):
+    def __init__(self, tokens: dict[str, str], xet: bool = False):
         self.state = HubState(tokens)
+        self.state.xet = xet
         handler = type("BoundHandler", (Handler,), {"state": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

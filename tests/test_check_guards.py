@@ -36,11 +36,14 @@ fast = true
 """
 
 
-def check_list(tmp_path: Path, sabotages: str, pitfalls: str = PITFALLS) -> subprocess.CompletedProcess:
+def check_list(tmp_path: Path, sabotages: str, pitfalls: str = PITFALLS,
+               files: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     repo = tmp_path / "repo"
     (repo / "pkg").mkdir(parents=True, exist_ok=True)
     (repo / "tests").mkdir(exist_ok=True)
     (repo / "pkg" / "guarded.py").write_text(GUARDED, encoding="utf-8")
+    for name, text in (files or {}).items():
+        (repo / name).write_text(text, encoding="utf-8")
     (repo / "tests" / "test_guarded.py").write_text(TESTS, encoding="utf-8")
     (tmp_path / "PITFALLS.md").write_text(pitfalls, encoding="utf-8")
     (tmp_path / "sabotages.toml").write_text(sabotages, encoding="utf-8")
@@ -94,6 +97,23 @@ def test_row_ids_must_be_well_formed_unique_and_in_every_table(tmp_path):
     assert result.returncode == 1 and "row id 'k-2' is not one or two capital letters" in result.stdout
     result = check_list(tmp_path, applying, PITFALLS.replace("| ID | Symptom", "| § | Symptom"))
     assert result.returncode == 1 and "a table whose first column is not ID" in result.stdout + result.stderr
+
+
+def test_a_guard_in_a_shell_script_is_located_by_its_function(tmp_path):
+    script = ('say() { echo "setup: $*"; }\ncheck() {  # refuses an empty value\n  if [ -z "$1" ]; then\n'
+              '    exit 1\n  fi\n}\nlater() {\n  if [ -n "$2" ]; then\n    exit 2\n  fi\n}\n')
+    pitfalls = PITFALLS.replace("`pkg/guarded.py:check`", "`pkg/setup.sh:check`")
+    shell = sabotage('  if [ -z "$1" ]; then').replace("pkg/guarded.py", "pkg/setup.sh")
+    result = check_list(tmp_path, shell, pitfalls, files={"pkg/setup.sh": script})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "applies  K1-checker-row" in result.stdout
+    outside = shell.replace('  if [ -z "$1" ]; then', '  if [ -n "$2" ]; then')
+    result = check_list(tmp_path, outside, pitfalls, files={"pkg/setup.sh": script})
+    assert result.returncode == 1
+    assert "the old text (lines 8-8) is outside check (lines 2-6) in pkg/setup.sh" in result.stdout
+    result = check_list(tmp_path, shell, pitfalls.replace("setup.sh:check", "setup.sh:refuse"),
+                        files={"pkg/setup.sh": script})
+    assert result.returncode == 1 and "names guards that do not exist: pkg/setup.sh:refuse" in result.stdout
 
 
 def check_for_real(tmp_path: Path, tests: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,16 @@
 """`doctor` and the hardware decisions, fed fabricated A100/4090/5090/T4/H100/CPU facts."""
 
 import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
+from pipeline import network_checks
 from pipeline.doctor import Check, doctor_checks, render
 from pipeline.hardware import facts as facts_module
 from pipeline.hardware.decisions import (
@@ -22,6 +27,7 @@ from pipeline.hardware.facts import (
     StorageFacts,
     probe_8bit_adam,
 )
+from pipeline.network_checks import Endpoint, Reachability, collect_reachability, endpoints_in_force
 from tests.conftest import fabricate, run_cli
 
 STORAGE = StorageFacts(cache_dir="/cache", cache_writable=True, run_dir="runs", free_gib=100.0)
@@ -167,13 +173,115 @@ def test_missing_bitsandbytes_is_a_false_probe(monkeypatch):
     assert probe_8bit_adam("cpu") == (False, "bitsandbytes is not installed")
 
 
-def test_doctor_command_reports_this_machine(tmp_path):
-    result = run_cli("doctor", "--json", "--run-dir", str(tmp_path))
+def test_doctor_command_reports_this_machine(tmp_path, answering_server, closed_port):
+    hubs = {"HF_ENDPOINT": answering_server, "MODELSCOPE_ENDPOINT": closed_port}  # never the internet
+    result = run_cli("doctor", "--json", "--run-dir", str(tmp_path), env=hubs)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert all(type(check["ok"]) is bool for check in report["checks"])
     checks = {check["name"]: check for check in report["checks"]}
     assert checks["python >= 3.10"]["ok"] and checks["CUDA available"]["ok"] is False
     assert checks["bitsandbytes 8-bit Adam on cpu"]["ok"] is True
-    text = run_cli("doctor", "--run-dir", str(tmp_path))
+    assert checks["Hugging Face reachable"]["ok"] is True and checks["ModelScope reachable"]["ok"] is False
+    assert checks["ModelScope reachable"]["fix"] == "check the network or MODELSCOPE_ENDPOINT"
+    assert [found["url"] for found in report["network"]] == [answering_server, closed_port]
+    text = run_cli("doctor", "--run-dir", str(tmp_path), env=hubs)
     assert text.returncode == 0 and "environment report" in text.stdout and "kernels" not in text.stderr
+    assert "fix: check the network or MODELSCOPE_ENDPOINT" in text.stdout
+
+
+# -- CN4, CN5: can this machine reach the hubs? ---------------------------------------------------------------
+
+@pytest.fixture
+def answering_server():
+    """A local HTTP server that answers 401 to everything, like a hub's "who am I" without a token."""
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port() -> str:
+    with socket.socket() as probe:  # bound, never listening: connecting is refused
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture
+def silent_socket():
+    """Accepts connections (the kernel's backlog) and never answers: a network that swallows the request."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def endpoint(name: str, url: str) -> Endpoint:
+    return Endpoint(name, "HF_ENDPOINT" if name == "Hugging Face" else "MODELSCOPE_ENDPOINT", url, "/api/whoami-v2")
+
+
+def test_any_http_answer_is_reachable_and_refused_or_silent_is_not(answering_server, closed_port, silent_socket):
+    found = collect_reachability([endpoint("answers", answering_server), endpoint("refused", closed_port),
+                                  endpoint("silent", silent_socket)], timeout=1.0)
+    assert [(f.name, f.reachable) for f in found] == [("answers", True), ("refused", False), ("silent", False)]
+    assert found[0].detail.startswith("HTTP 401 in ")
+    assert found[1].detail == "connection refused" and found[2].detail == "no answer within 1 s"
+
+
+def test_hanging_hubs_are_probed_at_once_so_doctor_waits_one_timeout_not_their_sum(silent_socket):
+    started = time.monotonic()
+    found = collect_reachability([endpoint("Hugging Face", silent_socket), endpoint("ModelScope", silent_socket)],
+                                 timeout=1.5)
+    elapsed = time.monotonic() - started
+    assert [f.reachable for f in found] == [False, False]
+    assert 1.4 < elapsed < 2.5, elapsed  # two probes one after the other would take 3 s
+
+
+def test_the_endpoints_in_force_follow_hf_endpoint_and_modelscope_endpoint():
+    assert [(e.name, e.url) for e in endpoints_in_force({})] == [("Hugging Face", "https://huggingface.co"),
+                                                                 ("ModelScope", "https://www.modelscope.cn")]
+    moved = endpoints_in_force({"HF_ENDPOINT": "https://hf-mirror.com/", "MODELSCOPE_ENDPOINT": "http://ms.local/"})
+    assert [e.url for e in moved] == ["https://hf-mirror.com", "http://ms.local"]
+
+
+def test_an_unreachable_hub_gets_its_one_line_fix_and_is_never_required():
+    network = [Reachability("Hugging Face", "HF_ENDPOINT", "https://huggingface.co", False, "no answer within 3 s"),
+               Reachability("ModelScope", "MODELSCOPE_ENDPOINT", "https://www.modelscope.cn", False,
+                            "connection refused")]
+    checks = doctor_checks(fabricate("cpu"), STORAGE, (True, "ok"), network)
+    hf, modelscope = checks[-2:]
+    assert (hf.name, hf.ok, hf.required) == ("Hugging Face reachable", False, False)
+    assert (modelscope.name, modelscope.ok, modelscope.required) == ("ModelScope reachable", False, False)
+    assert not any(c.required and not c.ok for c in checks)  # doctor's exit code stays 0
+    text = render(checks, fabricate("cpu"))
+    assert ("fix: set HF_ENDPOINT=https://hf-mirror.com for downloads (uploads need huggingface.co: publish with "
+            "--hub-provider modelscope)") in text
+    assert "fix: check the network or MODELSCOPE_ENDPOINT" in text
+    assert "https://huggingface.co: no answer within 3 s" in text
+
+    through_mirror = Reachability("Hugging Face", "HF_ENDPOINT", "https://hf-mirror.com", False, "connection refused")
+    (mirror,) = doctor_checks(fabricate("cpu"), STORAGE, (True, "ok"), [through_mirror])[-1:]
+    assert mirror.fix == "check the network or HF_ENDPOINT"
+    reached = Reachability("Hugging Face", "HF_ENDPOINT", "https://huggingface.co", True, "HTTP 401 in 0.2 s")
+    (ok,) = doctor_checks(fabricate("cpu"), STORAGE, (True, "ok"), [reached])[-1:]
+    assert ok.ok and "fix:" not in render([ok], fabricate("cpu"))
+
+
+def test_a_probe_stuck_past_its_timeout_counts_as_no_answer(monkeypatch):
+    """A DNS lookup is not bounded by the socket timeout: a probe still running at the deadline is left behind."""
+    monkeypatch.setattr(network_checks, "probe", lambda url, timeout: time.sleep(5) or (True, "too late"))
+    started = time.monotonic()
+    (found,) = collect_reachability([endpoint("Hugging Face", "https://huggingface.co")], timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert (found.reachable, found.detail) == (False, "no answer within 0.5 s")

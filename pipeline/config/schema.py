@@ -188,9 +188,13 @@ class CheckpointConfig:
 
 @dataclass
 class HubConfig:
-    """Stage 4: upload to the Hugging Face Hub. The token comes from HF_TOKEN or `hf auth login`, never from config."""
+    """Stage 4 and checkpoint pushing: the Hugging Face Hub or ModelScope. The token comes from HF_TOKEN or
+    `hf auth login` (MODELSCOPE_API_TOKEN or `modelscope login` for ModelScope), never from config."""
 
     repo_id: str = setting("", "model repository, e.g. user/gpt2-zh-demo; empty = do not push")
+    provider: Literal["huggingface", "modelscope"] = setting(
+        "huggingface", "where --hub-repo-id lives: the push, --hub-push-checkpoints and resuming from them on a new "
+                       "machine (modelscope: token from MODELSCOPE_API_TOKEN)", in_fingerprint=False)
     private: bool = setting(False, "create the repository as private")
     license: str = setting("mit", "license written into the model card")
     dataset_description: str = setting(

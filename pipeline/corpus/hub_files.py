@@ -1,40 +1,43 @@
-"""Corpus paths on the Hub, `hf://datasets/<owner>/<name>[@<revision>]/<glob>`, resolved to files in the HF cache.
+"""Corpus paths on a hub, `hf://datasets/<owner>/<name>[@<revision>]/<glob>` (the Hugging Face Hub) or
+`ms://datasets/<owner>/<name>[@<revision>]/<glob>` (ModelScope), resolved to files in that hub's cache.
 
 The revision is pinned to one commit first, so the listing, every download and the urls handed back all
 name the same immutable tree: a push to the branch between two runs shows up as new urls, never as data
-changing silently under an unchanged name. The token is huggingface_hub's own (HF_TOKEN or `hf auth
-login`); nothing here reads, passes or prints it. huggingface_hub is imported inside the functions
+changing silently under an unchanged name. The token is the hub SDK's own (HF_TOKEN or `hf auth login`,
+MODELSCOPE_API_TOKEN); nothing here reads, passes or prints it. The SDKs are imported inside the hub's methods
 because the CLI imports this module before it sets HF_HOME, which HF libraries read once, at import.
 """
 
 import glob
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.hub.download_errors import explain_hub_error
+from pipeline.remote import Hub, open_hub, provider_of_path
 from pipeline.report import human_bytes
 
 log = logging.getLogger("gpt2zh")
-HUB_PREFIX = "hf://"
-PATH_FORM = "hf://datasets/<owner>/<name>[@<revision>]/<file, folder or glob>"
+PATH_FORM = "{scheme}datasets/<owner>/<name>[@<revision>]/<file, folder or glob>"
+MS_PATH = re.compile(r"ms://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^/\s]+))?(?:/(?P<path>.*))?")
 EXAMPLES_SHOWN = 3
 
 
 @dataclass(frozen=True)
 class HubFile:
-    local_path: Path  # the file in the HF cache (hf_hub_download's return value)
-    url: str  # hf://datasets/<owner>/<name>@<commit sha>/<path in repo>
-    blob_id: str  # the LFS sha256 if the file is in LFS, else the git blob oid: the content's identity
+    local_path: Path  # the file in the hub's cache, under its name in the repository
+    url: str  # hf://datasets/<owner>/<name>@<commit sha>/<path in repo> (ms:// for ModelScope)
+    blob_id: str  # the hub's id of the content (an LFS or ModelScope sha256, or a git blob oid)
     size: int
 
 
 @dataclass(frozen=True)
 class _Location:
     pattern: str  # as the user wrote it, for messages
+    hub: Hub
     repo_id: str
     revision: str
     glob: str  # inside the repository; "" is all of it
@@ -45,7 +48,7 @@ class _Location:
 
 
 def is_hub_path(pattern: str) -> bool:
-    return pattern.startswith(HUB_PREFIX)
+    return provider_of_path(pattern) is not None
 
 
 def resolve_hub_files(pattern: str, accepts: Callable[[str], bool]) -> list[HubFile]:
@@ -60,13 +63,20 @@ def resolve_hub_files(pattern: str, accepts: Callable[[str], bool]) -> list[HubF
     except UserError:
         raise
     except Exception as err:
-        problem = explain_hub_error(err, location.where, "dataset", location.repo_id, location.revision)
+        problem = location.hub.explain(err, location.where, "dataset", location.repo_id, location.revision)
         if problem is None:
             raise
         raise problem from None
 
 
 def _parse(pattern: str) -> _Location:
+    hub = open_hub(provider_of_path(pattern) or "huggingface")
+    form = PATH_FORM.format(scheme=hub.scheme)
+    if hub.scheme == "ms://":
+        if (match := MS_PATH.fullmatch(pattern)) is None:
+            raise UserError(f"--data-files {pattern!r} is not a valid ms:// path", f"write {form}")
+        return _Location(pattern, hub, match["repo"], match["revision"] or hub.default_revision, match["path"] or "")
+
     from huggingface_hub import parse_hf_uri
     from huggingface_hub.errors import HfUriError
 
@@ -74,37 +84,30 @@ def _parse(pattern: str) -> _Location:
         uri = parse_hf_uri(pattern)  # HfFileSystem's grammar: '@' revisions, %2F-encoded and refs/... ones
     except HfUriError as err:
         raise UserError(f"--data-files {pattern!r} is not a valid hf:// path ({err.msg.strip()})",
-                        f"write {PATH_FORM}") from None
+                        f"write {form}") from None
     if uri.type != "dataset":
         raise UserError(f"--data-files {pattern!r} names a {uri.type} repository, but hf:// corpora come from "
-                        "dataset repositories", f"write {PATH_FORM}")
-    return _Location(pattern, uri.id, uri.revision or "main", uri.path_in_repo)
+                        "dataset repositories", f"write {form}")
+    return _Location(pattern, hub, uri.id, uri.revision or hub.default_revision, uri.path_in_repo)
 
 
 def _resolve(location: _Location, accepts: Callable[[str], bool]) -> list[HubFile]:
-    from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.file_download import repo_folder_name
-
-    api = HfApi()
-    commit = api.dataset_info(location.repo_id, revision=location.revision, expand=["sha"]).sha
-    listing = _list_files(api, location, commit, _listing_root(location.glob))
+    hub = location.hub
+    commit = hub.resolve(location.repo_id, "dataset", location.revision)
+    listing = _list_files(location, commit, _listing_root(location.glob))
     chosen = [entry for entry in listing if _matches(location.glob, entry.path) and accepts(entry.path)]
     if not chosen:
-        raise _nothing_matches(api, location, commit, listing, accepts)
-    # For the summary line only. The cache keeps each content once, as blobs/<blob id>, so a file whose content
-    # an earlier commit already brought is linked, not downloaded again.
-    blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=location.repo_id, repo_type="dataset") / "blobs"
+        raise _nothing_matches(location, commit, listing, accepts)
     files, cached = [], 0
     for entry in chosen:
-        blob_id = entry.lfs.sha256 if entry.lfs else entry.blob_id
-        cached += (blobs / blob_id).is_file() or isinstance(
-            try_to_load_from_cache(location.repo_id, entry.path, revision=commit, repo_type="dataset"), str)
-        local = hf_hub_download(location.repo_id, entry.path, repo_type="dataset", revision=commit)
-        files.append(HubFile(local_path=Path(local), url=f"hf://datasets/{location.repo_id}@{commit}/{entry.path}",
-                             blob_id=blob_id, size=entry.size))
-    log.info("hf://datasets/%s@%s/%s: %d file(s), %s, %d downloaded, %d already in the HF cache",
+        # For the summary line only: a file whose content an earlier commit already brought is not downloaded again.
+        cached += hub.is_cached(location.repo_id, "dataset", commit, entry)
+        local = hub.download_file(location.repo_id, "dataset", commit, entry.path)
+        files.append(HubFile(local_path=local, url=f"{hub.scheme}datasets/{location.repo_id}@{commit}/{entry.path}",
+                             blob_id=entry.content_id, size=entry.size))
+    log.info("%sdatasets/%s@%s/%s: %d file(s), %s, %d downloaded, %d already in the %s", hub.scheme,
              location.repo_id, commit, location.glob, len(files), human_bytes(sum(f.size for f in files)),
-             len(files) - cached, cached)
+             len(files) - cached, cached, hub.cache_name)
     return files
 
 
@@ -119,16 +122,8 @@ def _listing_root(pattern: str) -> str:
     return "/".join(literal)
 
 
-def _list_files(api, location: _Location, commit: str, root: str) -> list:
-    from huggingface_hub import RepoFile
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    try:
-        entries = list(api.list_repo_tree(location.repo_id, root or None, recursive=True, revision=commit,
-                                          repo_type="dataset"))
-    except RemoteEntryNotFoundError:  # no such folder: nothing can match
-        return []
-    return sorted((entry for entry in entries if isinstance(entry, RepoFile)), key=lambda entry: entry.path)
+def _list_files(location: _Location, commit: str, root: str) -> list:
+    return location.hub.list_files(location.repo_id, "dataset", commit, root)
 
 
 def _matches(pattern: str, path: str) -> bool:
@@ -149,14 +144,13 @@ def _parts_match(pattern: list[str], parts: list[str]) -> bool:
     return fnmatchcase(parts[0], head) and _parts_match(rest, parts[1:])
 
 
-def _nothing_matches(api, location: _Location, commit: str, listing: list,
-                     accepts: Callable[[str], bool]) -> UserError:
+def _nothing_matches(location: _Location, commit: str, listing: list, accepts: Callable[[str], bool]) -> UserError:
     matching = [entry.path for entry in listing if _matches(location.glob, entry.path)]
     if matching:
         found = f"{len(matching)} file(s) match but none is a corpus file ({_examples(matching)})"
     else:
         if _listing_root(location.glob):  # only one folder was listed; the message describes the repository
-            listing = _list_files(api, location, commit, "")
+            listing = _list_files(location, commit, "")
         corpus = [entry.path for entry in listing if accepts(entry.path) and _matches("", entry.path)]
         found = (f"no file matches; the repository has {len(listing)} file(s), "
                  f"{len(corpus)} of them corpus files ({_examples(corpus)})")

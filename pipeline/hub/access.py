@@ -1,14 +1,13 @@
 """The token and the repository, checked before any upload work (and, in `gpt2zh run`, before training).
 
-The token comes from HF_TOKEN or `hf auth login` (huggingface_hub.get_token), never from a config
-file, and is never printed, logged or written anywhere.
+The token comes from the hub's own place (HF_TOKEN or `hf auth login`; MODELSCOPE_API_TOKEN or the ModelScope
+SDK's login), never from a config file, and is never printed, logged or written anywhere (HB2).
 """
 
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-
-TOKEN_FIX = "create a write token at https://huggingface.co/settings/tokens, then set HF_TOKEN or run `hf auth login`"
+from pipeline.remote import Hub, open_hub
 
 
 @dataclass(frozen=True)
@@ -17,56 +16,48 @@ class Access:
     endpoint: str
 
 
-def hub_api():
-    from huggingface_hub import HfApi
-
-    return HfApi()
-
-
-def _unreachable(api, err) -> UserError:
-    return UserError(f"cannot reach the Hub at {api.endpoint} ({type(err).__name__})",
-                     "check the network (or HF_ENDPOINT), then retry")
+def _unreachable(hub: Hub, err) -> UserError:
+    variable = "HF_ENDPOINT" if hub.name == "huggingface" else "MODELSCOPE_ENDPOINT"
+    return UserError(f"cannot reach {hub.label} at {hub.endpoint} ({type(err).__name__})",
+                     f"check the network (or {variable}), then retry")
 
 
-def require_token(repo_id: str) -> None:
+def require_token(repo_id: str, provider: str = "huggingface") -> None:
     """The token's presence only, without a request (checked before stage 1)."""
-    from huggingface_hub import get_token
+    hub = open_hub(provider)
+    if not hub.has_token():
+        raise UserError(f"no {hub.brand} token found for --hub-repo-id {repo_id}", hub.token_fix)
 
-    if not get_token():
-        raise UserError("no Hugging Face token found for --hub-repo-id " + repo_id, TOKEN_FIX)
+
+def _refusal(hub: Hub, err: Exception) -> UserError:
+    """What the hub answered (a rejected token), or that it could not be reached, as one line."""
+    status = hub.status_of(err)
+    if status in (401, 403):
+        return UserError(f"the {hub.brand} token was rejected ({status})", hub.token_fix)
+    if status is None and not hub.transient(err) and hub.explain(err, "", "model", "", "") is None:
+        raise err  # our own bug: keep its traceback
+    return _unreachable(hub, err)
 
 
-def check_push_access(repo_id: str, private: bool) -> Access:
+def check_push_access(repo_id: str, private: bool, provider: str = "huggingface") -> Access:
     """Token present and accepted, allowed to write into the namespace, repository created if missing."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
-    require_token(repo_id)
-    api = hub_api()
+    require_token(repo_id, provider)
+    hub = open_hub(provider)
     try:
-        identity = api.whoami()
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        if status in (401, 403):
-            raise UserError(f"the Hugging Face token was rejected ({status})", TOKEN_FIX) from None
-        raise _unreachable(api, err) from None
-    except httpx2.TransportError as err:
-        raise _unreachable(api, err) from None
-    role = identity.get("auth", {}).get("accessToken", {}).get("role")
-    if role == "read":
-        raise UserError("the Hugging Face token is read-only", TOKEN_FIX)
+        identity = hub.whoami()
+    except Exception as err:
+        raise _refusal(hub, err) from None
+    if identity.read_only:
+        raise UserError(f"the {hub.brand} token is read-only", hub.token_fix)
     namespace = repo_id.split("/")[0]
-    allowed = {identity.get("name")} | {org.get("name") for org in identity.get("orgs", [])}
-    if namespace not in allowed:
-        raise UserError(f"the token's user {identity.get('name')!r} cannot write to the namespace {namespace!r}",
-                        f"use --hub-repo-id {identity.get('name')}/<name>, or a token of {namespace!r}")
+    if identity.namespaces is not None and namespace not in identity.namespaces:
+        raise UserError(f"the token's user {identity.name!r} cannot write to the namespace {namespace!r}",
+                        f"use --hub-repo-id {identity.name}/<name>, or a token of {namespace!r}")
     try:
-        # (G8) create first, so the upload never meets RepositoryNotFoundError
-        api.create_repo(repo_id, private=private, exist_ok=True)
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
+        hub.create_repo(repo_id, private)  # (G8) create first, so the upload never meets a missing repository
+    except Exception as err:
+        if (status := hub.status_of(err)) is None:
+            raise _refusal(hub, err) from None
         raise UserError(f"cannot create or use the repository {repo_id} ({status})",
                         "check the name and the token's permissions") from None
-    except httpx2.TransportError as err:
-        raise _unreachable(api, err) from None
-    return Access(user=identity.get("name", "?"), endpoint=api.endpoint)
+    return Access(user=identity.name, endpoint=hub.endpoint)

@@ -12,6 +12,30 @@ from pathlib import Path
 from pipeline.report import context_verdict, human_bytes, human_duration
 
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
+HUB_SCHEMES = ("hf://", "ms://")  # corpus files read from a hub, named by their url with its commit
+# ModelScope reads the framework and task of a model from configuration.json beside the weights (its pipelines and
+# the site's model page); allow_remote lets `modelscope.pipeline` load a transformers model it does not know.
+MODELSCOPE_CONFIGURATION = {"framework": "pytorch", "task": "text-generation", "allow_remote": True}
+
+
+def hub_files(provider: str) -> dict[str, str]:
+    """Files the hub needs beside the weights and the card, by name."""
+    if provider == "modelscope":
+        return {"configuration.json": json.dumps(MODELSCOPE_CONFIGURATION, indent=2) + "\n"}
+    return {}
+
+
+def load_snippet(provider: str, repo_id: str) -> str:
+    """One line of Python that loads the pushed model with transformers."""
+    if provider == "modelscope":  # transformers reads a folder: ModelScope's SDK downloads one
+        return f"pipeline('text-generation', model=modelscope.snapshot_download({repo_id!r}))"
+    return f"pipeline('text-generation', model={repo_id!r})"
+
+
+def base_model_page(base: dict) -> str:
+    if base.get("provider") == "modelscope":
+        return f"https://modelscope.cn/models/{base['hub']}"
+    return f"https://huggingface.co/{base['hub']}"
 
 
 def _json(path: Path) -> dict:
@@ -66,18 +90,18 @@ def _schedule_words(summary: dict) -> str:
 def _file_rows(sources: list[list], limit: int = 20) -> list[str]:
     """The corpus files as table rows: a Hub file by its path in the dataset and its hf:// url (with the
     commit), a local one by its path below the folder the files share (never this machine's full path)."""
-    local = [Path(entry[0]) for entry in sources if not str(entry[0]).startswith("hf://")]
+    local = [Path(entry[0]) for entry in sources if not str(entry[0]).startswith(HUB_SCHEMES)]
     common = Path(os.path.commonpath(local)) if len(local) > 1 else None
     rows = []
     for entry in sources[:limit]:
-        if str(entry[0]).startswith("hf://"):  # [url, blob id, format, size]
+        if str(entry[0]).startswith(HUB_SCHEMES):  # [url, content id, format, size]
             url, size = entry[0], entry[3]
             rows.append(f"| `{url.split('/', 5)[-1]}` | {human_bytes(size)} | `{url}` |")
         else:  # [name below the corpus folder, format, size, digest]
             path = Path(entry[0])
             rows.append(f"| `{path.relative_to(common) if common else path.name}` | {human_bytes(entry[2])} | |")
     if len(sources) > limit:
-        rest = sum(entry[3] if str(entry[0]).startswith("hf://") else entry[2] for entry in sources[limit:])
+        rest = sum(entry[3] if str(entry[0]).startswith(HUB_SCHEMES) else entry[2] for entry in sources[limit:])
         rows.append(f"| … and {len(sources) - limit:,} more files | {human_bytes(rest)} | |")
     return rows
 
@@ -108,7 +132,7 @@ def _training_data(data: dict, description: str, normalization: str, block_size:
 def _base_name(base: dict) -> str:
     """A Hub model by its link and commit; a local folder by its last two path parts, never this machine's path."""
     if base.get("hub"):
-        return f"[{base['hub']}](https://huggingface.co/{base['hub']}) (commit {base['commit']})"
+        return f"[{base['hub']}]({base_model_page(base)}) (commit {base['commit']})"
     folder = Path(base["model"])
     return f"`{folder.parent.name}/{folder.name}`" if folder.parent.name else f"`{folder.name}`"
 
@@ -123,7 +147,7 @@ def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
 
 
 def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str,
-                      dataset_description: str = "") -> str:
+                      dataset_description: str = "", provider: str = "huggingface") -> str:
     """summary: model/training_summary.json, already read by the caller; dataset_description: the user's words
     (hub.dataset_description), written as is."""
     from huggingface_hub import ModelCardData
@@ -136,9 +160,12 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     base = summary.get("base_model") or {}
     hub_datasets = sorted({"/".join(str(entry[0]).split("/")[3:5]).split("@")[0] for entry in data["sources"]
                            if str(entry[0]).startswith("hf://")})  # the Hub links the model to its corpus
+    hf_base = base.get("hub") if not base.get("provider") else None  # a ModelScope id means nothing to the Hub
     metadata = ModelCardData(language="zh", license=license_id, library_name="transformers",
                              pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1],
-                             datasets=hub_datasets or None, base_model=base.get("hub"))
+                             datasets=hub_datasets or None, base_model=hf_base)
+    if provider == "modelscope":  # the fields ModelScope's model page reads from the same front matter
+        metadata.frameworks, metadata.tasks = ["PyTorch"], ["text-generation"]
     quality = tokenizer.get("quality", {})
     wordpiece = "Bert" in tokenizer.get("tokenizer", {}).get("class", "")  # UER's character vocabulary
     normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
@@ -202,9 +229,11 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "## How to use",
         "",
         "```python",
+        *(["from modelscope import snapshot_download"] if provider == "modelscope" else []),
         "from transformers import pipeline",
         "",
-        f'generate = pipeline("text-generation", model="{repo_id}")',
+        f'generate = pipeline("text-generation", model=snapshot_download("{repo_id}"))' if provider == "modelscope"
+        else f'generate = pipeline("text-generation", model="{repo_id}")',
         f'print(generate({json.dumps(samples[0][0] if samples else "今天", ensure_ascii=False)}, '
         + ("add_special_tokens=False, " if wordpiece else "") + 'max_new_tokens=50)[0]["generated_text"])',
         "```",

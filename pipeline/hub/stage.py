@@ -35,8 +35,9 @@ def upload_sources(run_dir: Path) -> dict[str, Path]:
     return {name: path for name, path in sources.items() if path.is_file()}
 
 
-def stage_upload(sources: dict[str, Path], card: str, target: Path) -> list[tuple[str, int]]:
-    """The upload folder: hard links to the run's files (no second copy of the weights), plus the card.
+def stage_upload(sources: dict[str, Path], written: dict[str, str], target: Path) -> list[tuple[str, int]]:
+    """The upload folder: hard links to the run's files (no second copy of the weights), plus the files written
+    for the push (the card, and what the hub needs beside it).
 
     Stages replace files (write aside, then rename) and never rewrite them in place, so the links keep
     exactly what was pushed."""
@@ -46,7 +47,8 @@ def stage_upload(sources: dict[str, Path], card: str, target: Path) -> list[tupl
             os.link(source, target / name)
         except OSError:  # another file system, or one without hard links
             shutil.copyfile(source, target / name)
-    (target / "README.md").write_text(card, encoding="utf-8")
+    for name, text in written.items():
+        (target / name).write_text(text, encoding="utf-8")
     return [(str(p.relative_to(target)), p.stat().st_size) for p in sorted(target.rglob("*")) if p.is_file()]
 
 
@@ -74,17 +76,17 @@ def _listing(files: list[tuple[str, int]]) -> str:
     return ", ".join(f"{name} ({human_bytes(size)})" for name, size in files)
 
 
-def _dry_run(run, hub, sources: dict[str, Path], card: str, report: StageReport) -> dict:
+def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report: StageReport) -> dict:
     """List, print and save what would be sent; send nothing, lock nothing, need no token.
 
     The preview goes beside a real push's record (push/manifest.json lists only upload/, so the record stays
     valid) and is written aside then renamed, so a reader never sees half of it."""
-    from huggingface_hub import get_token
+    from pipeline.remote import open_hub
 
-    from pipeline.hub.access import TOKEN_FIX
-
+    remote = open_hub(hub.provider)
     files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
-                   + [("README.md", len(card.encode("utf-8")))])
+                   + [(name, len(text.encode("utf-8"))) for name, text in written.items()])
+    card = written["README.md"]
     preview = run.stage("push") / PREVIEW
     temporary = preview.with_name(f".{PREVIEW}.{os.getpid()}.tmp")
     try:
@@ -96,13 +98,15 @@ def _dry_run(run, hub, sources: dict[str, Path], card: str, report: StageReport)
         temporary.unlink(missing_ok=True)
         saved = f"printed below; not saved to {preview} ({err.strerror or type(err).__name__})"
     report.row("dry run", f"would push {len(files)} files, {human_bytes(sum(s for _, s in files))}, to "
-                          f"{hub.repo_id} ({'private' if hub.private else 'public'}); nothing was sent")
+                          f"{hub.repo_id} on {remote.label} ({'private' if hub.private else 'public'}); nothing "
+                          "was sent")
     report.row("files", _listing(files))
     report.row("card", saved)
     report.print("dry run")
     print(card, flush=True)
-    if not get_token():
-        log.warning("%s: no Hugging Face token found; the dry run needs none, the push does: %s", STAGE, TOKEN_FIX)
+    if not remote.has_token():
+        log.warning("%s: no %s token found; the dry run needs none, the push does: %s", STAGE, remote.brand,
+                    remote.token_fix)
     return {}
 
 
@@ -117,18 +121,20 @@ def push_to_hub(request: StageRequest) -> dict:
 
     _check_model_matches_its_inputs(run, model)
 
-    from pipeline.hub.card import render_model_card
+    from pipeline.hub.card import hub_files, load_snippet, render_model_card
 
     summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
     sources = upload_sources(run.root)
-    card = render_model_card(run.root, summary, hub.repo_id, hub.license, hub.dataset_description)
+    card = render_model_card(run.root, summary, hub.repo_id, hub.license, hub.dataset_description, hub.provider)
+    written = {"README.md": card, **hub_files(hub.provider)}
     if request.dry_run:
-        return _dry_run(run, hub, sources, card, report)
+        return _dry_run(run, hub, sources, written, report)
 
-    from pipeline.hub.access import check_push_access, hub_api
+    from pipeline.hub.access import check_push_access
     from pipeline.hub.upload import upload_with_retries
+    from pipeline.remote import open_hub
 
-    access = check_push_access(hub.repo_id, hub.private)  # before any upload work
+    access = check_push_access(hub.repo_id, hub.private, hub.provider)  # before any upload work
     # The card's digest: a new description (or card layout) is pushed, an identical card is skipped.
     inputs = {"model": model["fingerprint"], "repo_id": hub.repo_id, "private": hub.private, "license": hub.license,
               "endpoint": access.endpoint, "card": hashlib.sha256(card.encode("utf-8")).hexdigest()}
@@ -141,15 +147,15 @@ def push_to_hub(request: StageRequest) -> dict:
     message = (f"gpt2zh {run.root.name}: {summary['steps']:,} steps"
                + (f", validation loss {loss:.3f}" if loss is not None else ""))
     with output.build() as staging:
-        files = stage_upload(sources, card, staging / "upload")
-        api = hub_api()
-        commit = upload_with_retries(api, hub.repo_id, staging / "upload", message, hub.max_retries,
+        files = stage_upload(sources, written, staging / "upload")
+        remote = open_hub(hub.provider)
+        commit = upload_with_retries(remote, hub.repo_id, staging / "upload", message, hub.max_retries,
                                      hub.retry_wait_seconds)
-        output.manifest_extra.update(repo_id=hub.repo_id, commit=commit.oid, commit_url=commit.commit_url,
+        output.manifest_extra.update(repo_id=hub.repo_id, commit=commit.oid, commit_url=commit.url,
                                      card_sha256=file_sha256(staging / "upload" / "README.md"))
     report.row("pushed", f"{len(files)} files, {human_bytes(sum(s for _, s in files))}, as {access.user}")
     report.row("commit", f"{commit.oid} \"{message}\"")
-    report.row("repository", f"{access.endpoint}/{hub.repo_id}")
-    report.row("load it", f"pipeline('text-generation', model={hub.repo_id!r})")
+    report.row("repository", remote.page(hub.repo_id))
+    report.row("load it", load_snippet(hub.provider, hub.repo_id))
     report.print()
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))

@@ -1,5 +1,6 @@
-"""A model reference as users type it — a folder, a run directory, or `<owner>/<name>[@<revision>]` on the
-Hub — turned into a local folder and an identity that fingerprints can hold.
+"""A model reference as users type it — a folder, a run directory, `<owner>/<name>[@<revision>]` on the
+Hugging Face Hub or `ms://<owner>/<name>[@<revision>]` on ModelScope — turned into a local folder and an identity
+that fingerprints can hold.
 
 A Hub revision is pinned to one commit first (as corpora are, pipeline/corpus/hub_files.py), so the
 tokenizer stage 1 adopts and the weights stage 3 loads come from the same immutable tree. Only the files a
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.remote import Hub, open_hub
 
 log = logging.getLogger("gpt2zh")
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
@@ -26,15 +28,18 @@ PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model")
 SMALL_FILES = (CONFIG, "generation_config.json", *TOKENIZER_FILES)
-FORM = "a folder holding config.json (a run's model/ or run directory) or a Hub model id <owner>/<name>[@<revision>]"
+FORM = ("a folder holding config.json (a run's model/ or run directory), a Hub model id <owner>/<name>[@<revision>] "
+        "or a ModelScope one ms://<owner>/<name>[@<revision>]")
+MODELSCOPE = "ms://"
 
 
 @dataclass(frozen=True)
 class ModelSource:
     reference: str              # as typed
     folder: Path                # the files, on this machine (a folder, or a snapshot in the HF cache)
-    repo_id: str | None = None  # on the Hub
+    repo_id: str | None = None  # on the hub
     commit: str | None = None   # the revision, pinned
+    provider: str = "huggingface"
 
     @property
     def label(self) -> str:
@@ -43,7 +48,8 @@ class ModelSource:
     def identity(self) -> dict:
         """What fingerprints hold: a Hub commit names its files for good; a folder is named by its content."""
         if self.repo_id:
-            return {"reference": self.reference, "hub": self.repo_id, "commit": self.commit}
+            where = {"provider": self.provider} if self.provider != "huggingface" else {}  # HF: as before the choice
+            return {"reference": self.reference, "hub": self.repo_id, "commit": self.commit, **where}
         files = sorted(p.name for p in self.folder.iterdir() if p.name in (*SMALL_FILES, *SAFETENSORS, *PICKLE)
                        or p.name.endswith((".safetensors", ".bin")))
         return {"reference": self.reference, "folder": str(self.folder),
@@ -82,62 +88,56 @@ def fetch_model(reference: str, flag: str, commit: str | None = None, weights: b
     where = f"{flag} {reference!r}"
     if (folder := local_folder(reference)) is not None:
         return ModelSource(reference, folder)
-    match = HUB_ID.match(reference)
+    provider = "modelscope" if reference.startswith(MODELSCOPE) else "huggingface"
+    match = HUB_ID.match(reference.removeprefix(MODELSCOPE))
     path = Path(reference).expanduser()
     if (path / "settings.yaml").is_file() or (path / "tokenizer" / "manifest.json").is_file():
         raise UserError(f"{where}: a run directory without a finished model/ (stage 3 has not ended there)",
                         f"finish it (`gpt2zh run --run-dir {reference}`), or pass {FORM}")
-    if match is None or path.exists() or reference.startswith((".", "/", "~")):
+    if match is None or (provider == "huggingface" and (path.exists() or reference.startswith((".", "/", "~")))):
         problem = "no config.json there" if path.exists() else "no such folder"
         raise UserError(f"{where}: {problem}, and not a Hub model id", f"pass {FORM}")
-    repo_id, revision = match["repo"], commit or match["revision"] or "main"
+    hub = open_hub(provider)
+    repo_id, revision = match["repo"], commit or match["revision"] or hub.default_revision
     try:
-        return _download(reference, repo_id, revision, weights)
+        return _download(hub, reference, repo_id, revision, weights)
     except UserError:
         raise
     except Exception as err:
-        from pipeline.hub.download_errors import explain_hub_error
-
-        problem = explain_hub_error(err, where, "model", repo_id, revision)
+        problem = hub.explain(err, where, "model", repo_id, revision)
         if problem is None:
             raise
         raise problem from None
 
 
-def _cached(reference: str, repo_id: str, commit: str, weights: bool) -> ModelSource | None:
-    """A commit pinned by an earlier stage whose files are all in the HF cache: no request to the Hub."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(repo_id, revision=commit, local_files_only=True))
-    except LocalEntryNotFoundError:
+def _cached(hub: Hub, reference: str, repo_id: str, commit: str, weights: bool) -> ModelSource | None:
+    """A commit pinned by an earlier stage whose files are all in the hub's cache: no request to the hub."""
+    if (folder := hub.cached_snapshot(repo_id, "model", commit)) is None:
         return None
     complete = (folder / CONFIG).is_file() and (not weights or any((folder / name).is_file()
                                                                    for name in (*SAFETENSORS, *PICKLE)))
-    return ModelSource(reference, folder, repo_id, commit) if complete else None
+    return ModelSource(reference, folder, repo_id, commit, hub.name) if complete else None
 
 
-def _download(reference: str, repo_id: str, revision: str, weights: bool) -> ModelSource:
-    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
-
-    if COMMIT.fullmatch(revision) and (cached := _cached(reference, repo_id, revision, weights)) is not None:
+def _download(hub: Hub, reference: str, repo_id: str, revision: str, weights: bool) -> ModelSource:
+    if COMMIT.fullmatch(revision) and (cached := _cached(hub, reference, repo_id, revision, weights)) is not None:
         return cached
 
-    info = HfApi().model_info(repo_id, revision=revision)
-    names = {sibling.rfilename for sibling in info.siblings or ()}
+    commit = hub.resolve(repo_id, "model", revision)
+    files = {entry.path: entry for entry in hub.list_files(repo_id, "model", commit)}
+    names = set(files)
     if CONFIG not in names:
         raise UserError(f"{reference!r}: model {repo_id}@{revision} has no config.json (files: "
                         f"{', '.join(sorted(names)[:5]) or 'none'})", "name a transformers model repository")
     wanted = [name for name in SMALL_FILES if name in names]
     if weights:
         wanted += _weight_files(names, repo_id)
-    missing = [name for name in wanted if not isinstance(try_to_load_from_cache(repo_id, name, revision=info.sha), str)]
-    if missing:  # snapshot_download shows each file's progress
-        log.info("model %s@%s (commit %s): downloading %d of %d file(s) into the HF cache", repo_id, revision,
-                 info.sha[:12], len(missing), len(wanted))
-    folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted)
-    return ModelSource(reference, Path(folder), repo_id, info.sha)
+    missing = [name for name in wanted if not hub.is_cached(repo_id, "model", commit, files[name])]
+    if missing:  # the download shows each file's progress
+        log.info("model %s@%s (commit %s): downloading %d of %d file(s) into the %s", repo_id, revision,
+                 commit[:12], len(missing), len(wanted), hub.cache_name)
+    folder = hub.download(repo_id, "model", commit, wanted)
+    return ModelSource(reference, folder, repo_id, commit, hub.name)
 
 
 def _weight_files(names: set[str], repo_id: str) -> list[str]:

@@ -63,7 +63,8 @@ def start_from_base(model, base: dict | None, resume) -> dict | None:
     own checkpoint, which comes first (PITFALLS.md BM1); returns what the summary says about it."""
     if base is None:
         return None
-    about = {"model": base["label"], "hub": base.get("hub"), "commit": base.get("commit")}
+    about = {"model": base["label"], "hub": base.get("hub"), "commit": base.get("commit"),
+             **({"provider": base["provider"]} if base.get("provider") else {})}
     if resume is not None:
         log.info("pretrain: resuming %s; --model-init-from only decides where a run without a checkpoint starts",
                  resume.name)

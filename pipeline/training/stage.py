@@ -146,7 +146,8 @@ def pretrain(request: StageRequest) -> dict:
     if config.hub.push_checkpoints and main:
         from pipeline.hub.access import check_push_access
 
-        check_push_access(config.hub.repo_id, config.hub.private)  # before training, not at the first checkpoint
+        # before training, not at the first checkpoint
+        check_push_access(config.hub.repo_id, config.hub.private, config.hub.provider)
     checkpoints, logs_dir = run.stage("checkpoints"), run.logs
     weights_fingerprint = fingerprint(weights)
     resume, torn = select_resume(config.checkpoint.resume, checkpoints, weights_fingerprint, weights)

@@ -1,0 +1,28 @@
+"""Model hubs behind one interface (contract.py): which one a setting or a path names."""
+
+from pipeline.errors import UserError
+from pipeline.remote.contract import Commit, Hub, Identity, Kind, MissingOnHub, RemoteFile
+
+PROVIDERS = ("huggingface", "modelscope")
+SCHEMES = {"hf://": "huggingface", "ms://": "modelscope"}
+
+__all__ = ["PROVIDERS", "SCHEMES", "Commit", "Hub", "Identity", "Kind", "MissingOnHub", "RemoteFile", "open_hub",
+           "provider_of_path"]
+
+
+def open_hub(provider: str) -> Hub:
+    """The hub a --hub-provider value names (the SDK itself is imported only when a method needs it)."""
+    if provider == "huggingface":
+        from pipeline.remote.huggingface import HuggingFaceHub
+
+        return HuggingFaceHub()
+    if provider == "modelscope":
+        from pipeline.remote.modelscope import ModelScopeHub
+
+        return ModelScopeHub()
+    raise UserError(f"--hub-provider {provider!r} is not a hub gpt2zh knows", f"use one of {', '.join(PROVIDERS)}")
+
+
+def provider_of_path(path: str) -> str | None:
+    """`hf://…` and `ms://…` paths name their hub; anything else is a local path (None)."""
+    return next((provider for scheme, provider in SCHEMES.items() if path.startswith(scheme)), None)
