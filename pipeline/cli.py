@@ -79,7 +79,8 @@ def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
     common.add_argument("--run-dir", metavar="DIR", help=run_dir_help)
     if "--cache-dir" in wanted:
         common.add_argument("--cache-dir", metavar="DIR",
-                            help="Hugging Face cache (HF_HOME), set before any HF library is imported")
+                            help="cache folder for downloads: Hugging Face's (HF_HOME, set before any HF library is "
+                                 "imported) and ModelScope's (MODELSCOPE_CACHE=DIR/modelscope)")
     if "--quiet" in wanted:
         common.add_argument("--quiet", action="store_true", help="warnings and the final summary only")
 

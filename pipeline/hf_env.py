@@ -73,6 +73,8 @@ def prepare_hf_environment(cache_dir: str | os.PathLike | None = None) -> dict[s
         # cannot split the cache across two disks.
         put("HF_HUB_CACHE", str(home / "hub"), override=True)
         put("HF_DATASETS_CACHE", str(home / "datasets"), override=True)
+        # ModelScope's SDK reads its cache folder when a client is made: the same disk, its own folder
+        put("MODELSCOPE_CACHE", str(home / "modelscope"), override=True)
     # The Rust tokenizer's thread pool deadlocks after fork (datasets num_proc, DataLoader workers).
     put("TOKENIZERS_PARALLELISM", "false", override=False)
     put("HF_HUB_DISABLE_TELEMETRY", "1", override=False)

@@ -36,16 +36,19 @@ def test_building_the_parser_imports_no_hf_library():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def test_cache_dir_reaches_every_hf_library(tmp_path):
+def test_cache_dir_reaches_every_hf_library_and_modelscope(tmp_path):
     cache = tmp_path / "hf-cache"
     result = python(
         "import json\nfrom pipeline.hf_env import prepare_hf_environment\n"
         f"prepare_hf_environment({str(cache)!r})\n"
         "import huggingface_hub.constants as hub, datasets.config as ds\n"
-        "print(json.dumps([hub.HF_HOME, hub.HF_HUB_CACHE, str(ds.HF_DATASETS_CACHE)]))")
+        "from pipeline.remote import open_hub\n"
+        "print(json.dumps([hub.HF_HOME, hub.HF_HUB_CACHE, str(ds.HF_DATASETS_CACHE), "
+        "str(open_hub('modelscope')._settings.cache_dir)]))")
     assert result.returncode == 0, result.stderr
-    home, hub_cache, datasets_cache = json.loads(result.stdout)
+    home, hub_cache, datasets_cache, modelscope_cache = json.loads(result.stdout)
     assert home == str(cache) and hub_cache == str(cache / "hub") and datasets_cache == str(cache / "datasets")
+    assert modelscope_cache == str(cache / "modelscope")  # the data disk too, not ~/.cache/modelscope
 
 
 def test_setting_the_cache_after_an_hf_import_is_refused():
