@@ -235,7 +235,7 @@ def test_any_http_answer_is_reachable_and_refused_or_silent_is_not(answering_ser
     found = collect_reachability([endpoint("answers", answering_server), endpoint("refused", closed_port),
                                   endpoint("silent", silent_socket)], timeout=1.0)
     assert [(f.name, f.reachable) for f in found] == [("answers", True), ("refused", False), ("silent", False)]
-    assert found[0].detail.startswith("HTTP 401 in ")
+    assert found[0].detail.startswith("answered in ") and "HTTP 401 to a request without a token" in found[0].detail
     assert found[1].detail == "connection refused" and found[2].detail == "no answer within 1 s"
 
 

@@ -80,8 +80,8 @@ def test_a_run_reads_an_ms_corpus_pushes_to_modelscope_and_a_second_run_starts_f
     assert "frameworks:\n- PyTorch" in front and "tasks:\n- text-generation" in front and "language: zh" in front
     assert f'model=snapshot_download("{MODEL}")' in card and "from modelscope import snapshot_download" in card
     assert f"ms://datasets/{USER}/zh-corpus@{corpus_commit}/data/part-0.jsonl.gz" in card
-    assert json.loads((download / "configuration.json").read_text()) == {
-        "framework": "pytorch", "task": "text-generation", "allow_remote": True}
+    assert json.loads((download / "configuration.json").read_text()) == {"framework": "pytorch",
+                                                                         "task": "text-generation"}
     AutoTokenizer.from_pretrained(download)
     AutoModelForCausalLM.from_pretrained(download)
     text = pipeline("text-generation", model=str(download))("今天", max_new_tokens=4)[0]["generated_text"]

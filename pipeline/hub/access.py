@@ -59,5 +59,5 @@ def check_push_access(repo_id: str, private: bool, provider: str = "huggingface"
         if (status := hub.status_of(err)) is None:
             raise _refusal(hub, err) from None
         raise UserError(f"cannot create or use the repository {repo_id} ({status})",
-                        "check the name and the token's permissions") from None
+                        f"check the name, and that the token of {identity.name!r} may write to {namespace!r}") from None
     return Access(user=identity.name, endpoint=hub.endpoint)

@@ -14,8 +14,8 @@ from pipeline.report import context_verdict, human_bytes, human_duration
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
 HUB_SCHEMES = ("hf://", "ms://")  # corpus files read from a hub, named by their url with its commit
 # ModelScope reads the framework and task of a model from configuration.json beside the weights (its pipelines and
-# the site's model page); allow_remote lets `modelscope.pipeline` load a transformers model it does not know.
-MODELSCOPE_CONFIGURATION = {"framework": "pytorch", "task": "text-generation", "allow_remote": True}
+# the site's model page). Nothing that lets its pipelines run code from the repository.
+MODELSCOPE_CONFIGURATION = {"framework": "pytorch", "task": "text-generation"}
 
 
 def hub_files(provider: str) -> dict[str, str]:

@@ -1,26 +1,20 @@
-"""Checkpoints on the Hub: pushed complete or not at all, and brought back on a new machine (PITFALLS.md RA4).
+"""Checkpoints on a hub, as a new machine reads them back (PITFALLS.md RA4, RA5, CN7); pushing them while
+training is pipeline/hub/checkpoint_push.py.
 
-A notebook runtime ends and takes its disk: with `--hub-push-checkpoints` each checkpoint goes to the
-repository's `last-checkpoint/` once our completion marker is in it, in one commit (a runtime killed
-mid-upload leaves the previous commit's checkpoint whole), with the run's tokenizer beside it in
-`last-checkpoint/gpt2zh-tokenizer/`, so that a new machine adopts it instead of training another one
-(RA5), and the run's history and samples in `last-checkpoint/gpt2zh-logs/`, so that the finished model's
-history starts at step 0 wherever the run ended. Uploads run in one background thread; a save made while
-one is uploading waits for it and only the newest waiting save is uploaded; training's end waits for the
-last. The files are hard-linked into a staging folder first, so the Trainer rotating a checkpoint away
-cannot tear an upload.
-
-A hub that writes a folder in several commits (ModelScope, `atomic_folder_commits` False) gets each checkpoint
-in its own folder, `checkpoints/checkpoint-N/`, the marker uploaded after every other file of it, then
-`last-checkpoint.json` naming that folder, then the older folders deleted: a reader follows the pointer at one
-commit and finds a whole checkpoint there, whenever the pushing machine died.
+A notebook runtime or a rented instance ends and takes its disk: with `--hub-push-checkpoints` each complete
+checkpoint is on the hub, with the run's tokenizer beside it in `gpt2zh-tokenizer/`, so that a new machine
+adopts it instead of training another one (RA5), and the run's history and samples in `gpt2zh-logs/`, so that
+the finished model's history starts at step 0 wherever the run ended. On the Hugging Face Hub the checkpoint
+is `last-checkpoint/`, replaced in one commit. A hub that writes a folder in several commits (ModelScope,
+`atomic_folder_commits` False) gets each checkpoint in its own folder, `checkpoints/checkpoint-N/`, and
+`last-checkpoint.json` naming the newest complete one: a reader follows the pointer at one commit and finds a
+whole checkpoint there, whenever the pushing machine died.
 """
 
 import json
 import logging
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +31,6 @@ MARKER = "gpt2zh-complete.json"  # pipeline/training/checkpoints.py:MARKER
 TOKENIZER_FOLDER = "gpt2zh-tokenizer"
 LOGS_FOLDER = "gpt2zh-logs"
 LOG_FILES = ("training_history.csv", "samples.md")
-STAGING = ".hub-upload"
 POINTER = "last-checkpoint.json"  # on a hub without atomic folder commits: {"folder": ..., "step": N}
 STEP_FOLDERS = "checkpoints"
 
@@ -48,137 +41,9 @@ def wants_hub_checkpoint(config: Config) -> bool:
     return bool(config.hub.repo_id) and (resume == "hub" or (resume == "auto" and config.hub.push_checkpoints))
 
 
-def _link_tree(source: Path, target: Path) -> None:
-    for path in sorted(source.rglob("*")):
-        if path.is_file() and not path.name.endswith(".tmp"):
-            destination = target / path.relative_to(source)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, destination)
-            except OSError:  # another file system, or links not allowed
-                shutil.copy2(path, destination)
-
-
-class CheckpointPusher:
-    def __init__(self, hub: Hub, repo_id: str, tokenizer_dir: Path, logs_dir: Path, checkpoints: Path,
-                 retries: int, wait: float):
-        self.hub, self.repo_id, self.tokenizer_dir, self.logs_dir = hub, repo_id, tokenizer_dir, logs_dir
-        self.staging_root, self.retries, self.wait = checkpoints / STAGING, retries, wait
-        self.lock, self.waiting, self.worker = threading.Lock(), None, None
-        self.pushed_step, self.failure = None, None
-
-    def push(self, folder: Path) -> None:
-        """Called on the main process once `folder`'s marker is written; returns at once."""
-        stage = self.staging_root / folder.name
-        shutil.rmtree(stage, ignore_errors=True)
-        _link_tree(folder, stage)
-        _link_tree(self.tokenizer_dir, stage / TOKENIZER_FOLDER)
-        (stage / LOGS_FOLDER).mkdir()
-        for name in LOG_FILES:  # copied, not linked: the history grows in place while the upload reads it
-            if (self.logs_dir / name).is_file():
-                shutil.copyfile(self.logs_dir / name, stage / LOGS_FOLDER / name)
-        with self.lock:
-            if self.waiting is not None:  # an older save nobody uploaded yet: the newer one replaces it
-                shutil.rmtree(self.waiting, ignore_errors=True)
-            self.waiting = stage
-            if self.worker is None:  # the worker clears it under this lock when it has nothing left
-                self.worker = threading.Thread(target=self._upload_waiting, name="gpt2zh-hub-push", daemon=True)
-                self.worker.start()
-
-    def _upload_waiting(self) -> None:
-        from pipeline.training.checkpoints import checkpoint_step
-
-        while True:
-            with self.lock:
-                stage, self.waiting = self.waiting, None
-                if stage is None:
-                    self.worker = None
-                    return
-            try:
-                if self.hub.atomic_folder_commits:
-                    self._upload(stage, HUB_FOLDER, replace_folder=True)
-                else:
-                    self._upload_in_steps(stage)
-                self.pushed_step, self.failure = checkpoint_step(stage), None
-            except Exception as err:  # never ends training: the next checkpoint is pushed again
-                self.failure = err if isinstance(err, UserError) else UserError(f"{type(err).__name__}: {err}")
-                log.warning("pretrain: pushing %s to %s failed (%s); the next checkpoint is pushed again",
-                            stage.name, self.repo_id, self.failure.message)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-
-    def _upload(self, folder: Path, path_in_repo: str, replace_folder: bool = False) -> None:
-        from pipeline.hub.upload import upload_with_retries
-        from pipeline.training.checkpoints import checkpoint_step
-
-        upload_with_retries(self.hub, self.repo_id, folder, f"checkpoint {checkpoint_step(folder)} (gpt2zh)",
-                            self.retries, self.wait, path_in_repo=path_in_repo, replace_folder=replace_folder,
-                            failure=_checkpoint_push_failure)
-
-    def _upload_in_steps(self, stage: Path) -> None:
-        """Files, then the marker, then the pointer, each landing after the one before: the pointer always
-        names a folder whose marker, and so every file, is there (RA4 on a hub without atomic commits)."""
-        from pipeline.training.checkpoints import checkpoint_step
-
-        folder = f"{STEP_FOLDERS}/{stage.name}"
-        marker, pointer = (stage.parent / f"{stage.name}.{part}" / stage.name for part in ("marker", "pointer"))
-        try:
-            marker.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / MARKER, marker / MARKER)
-            pointer.mkdir(parents=True, exist_ok=True)
-            (pointer / POINTER).write_text(json.dumps({"folder": folder, "step": checkpoint_step(stage)}) + "\n",
-                                           encoding="utf-8")
-            self._upload(stage, folder, replace_folder=True)
-            self._upload(marker, folder)
-            self._upload(pointer, "")
-        finally:
-            shutil.rmtree(marker.parent, ignore_errors=True)
-            shutil.rmtree(pointer.parent, ignore_errors=True)
-        try:  # space only: the pointer no longer names them
-            for older in _other_step_folders(self.hub, self.repo_id, folder):
-                self.hub.delete_folder(self.repo_id, older, f"remove {older} (gpt2zh: replaced by {folder})")
-        except Exception as err:
-            log.warning("pretrain: could not remove older checkpoints from %s (%s); the next checkpoint tries again",
-                        self.repo_id, type(err).__name__)
-
-    def finish(self) -> None:
-        """Training is over (or stopping): wait for the uploads, then say where the last checkpoint is."""
-        with self.lock:
-            worker = self.worker
-        if worker is not None:
-            log.info("pretrain: waiting for the checkpoint upload to %s to finish…", self.repo_id)
-            worker.join()
-        shutil.rmtree(self.staging_root, ignore_errors=True)
-        held = f"checkpoint-{self.pushed_step}" if self.pushed_step is not None else "no checkpoint of this run"
-        where = f"{self.repo_id}/{_folder_words(self.hub)}"
-        if self.failure is not None:
-            log.warning("pretrain: the last checkpoint upload failed (%s); %s holds %s", self.failure.message, where,
-                        held)
-        elif self.pushed_step is not None:
-            log.info("pretrain: %s holds %s", where, held)
-
-
-def _other_step_folders(hub: Hub, repo_id: str, keep: str) -> list[str]:
-    commit = hub.resolve(repo_id, "model", hub.default_revision)
-    folders = {"/".join(entry.path.split("/")[:2]) for entry in hub.list_files(repo_id, "model", commit, STEP_FOLDERS)}
-    return sorted(folder for folder in folders if folder != keep)
-
-
-def _checkpoint_push_failure(hub: Hub, repo_id: str, folder: Path, err: Exception, attempts: int) -> UserError:
-    """One commit is all or nothing: the Hub keeps the previous checkpoint, and the next one is pushed again."""
-    from pipeline.hub.upload import describe
-
-    return UserError(f"push to {repo_id}/{_folder_words(hub)} failed after {attempts} attempt(s): {describe(err, hub)}",
-                     "the next checkpoint is pushed again")
-
-
-def _folder_words(hub: Hub) -> str:
+def folder_words(hub: Hub) -> str:
+    """Where a hub keeps the pushed checkpoint, for messages."""
     return f"{HUB_FOLDER}/" if hub.atomic_folder_commits else f"{STEP_FOLDERS}/ ({POINTER})"
-
-
-def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
-    return CheckpointPusher(open_hub(config.hub.provider), config.hub.repo_id, run.stage("tokenizer"), run.logs,
-                            run.stage("checkpoints"), config.hub.max_retries, config.hub.retry_wait_seconds)
 
 
 def _explained(hub: Hub, err: Exception, repo_id: str) -> UserError:
@@ -249,7 +114,7 @@ def _other_run(repo_id: str, folder: str, changes: list[str]) -> UserError:
 
 
 def _no_checkpoint(hub: Hub, repo_id: str) -> UserError:
-    return UserError(f"--resume hub: {repo_id} has no complete {_folder_words(hub)} (no {MARKER} in it)",
+    return UserError(f"--resume hub: {repo_id} has no complete {folder_words(hub)} (no {MARKER} in it)",
                      "check --hub-repo-id (the repository a run pushed its checkpoints to), or pass --resume auto "
                      "to start fresh when it has none")
 

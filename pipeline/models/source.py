@@ -43,7 +43,8 @@ class ModelSource:
 
     @property
     def label(self) -> str:
-        return f"{self.repo_id}@{self.commit[:12]}" if self.repo_id else str(self.folder)
+        scheme = MODELSCOPE if self.provider == "modelscope" else ""  # as typed: never mistaken for a Hub id
+        return f"{scheme}{self.repo_id}@{self.commit[:12]}" if self.repo_id else str(self.folder)
 
     def identity(self) -> dict:
         """What fingerprints hold: a Hub commit names its files for good; a folder is named by its content."""

@@ -10,9 +10,12 @@ ModelScope writes a folder in several commits (batches of files, then deletions)
 False and pipeline/hub/checkpoints.py never lets a reader see a half-written checkpoint (PITFALLS.md CN7).
 """
 
+import contextlib
 import logging
 import os
 import re
+import sys
+import threading
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -37,6 +40,32 @@ class _LastSdkError(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.last = " ".join(record.getMessage().split())[:300]
+
+
+class _MutedThreads:
+    """sys.stdout, minus what the threads in `muted` print: the SDK prints a 12-line "Upload Report" for every
+    commit, into our summaries and, from the checkpoint thread, into training's progress."""
+
+    def __init__(self, real):
+        self.real, self.muted = real, set()
+
+    def write(self, text: str) -> int:
+        return len(text) if threading.get_ident() in self.muted else self.real.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@contextlib.contextmanager
+def _sdk_prints_muted():
+    if not isinstance(sys.stdout, _MutedThreads):
+        sys.stdout = _MutedThreads(sys.stdout)
+    stdout, me = sys.stdout, threading.get_ident()
+    stdout.muted.add(me)
+    try:
+        yield
+    finally:
+        stdout.muted.discard(me)
 
 
 def _quiet_sdk_logger() -> _LastSdkError:
@@ -110,9 +139,13 @@ class ModelScopeHub:
                       replace_folder: bool = False) -> Commit:
         from pipeline.console import quiet
 
-        # use_cache=False: the SDK's resumable cache skips files it remembers sending, whatever the hub holds now
-        result = self.api.upload_folder(repo_id, "model", folder, path_in_repo=path_in_repo, commit_message=message,
-                                        use_cache=False, sync_remote_repo=replace_folder, disable_tqdm=quiet())
+        # use_cache=False: the SDK's resumable cache skips files it remembers sending, whatever the hub holds now.
+        # No bars from the checkpoint thread: they would cut through training's progress bar.
+        background = threading.current_thread() is not threading.main_thread()
+        with _sdk_prints_muted():
+            result = self.api.upload_folder(repo_id, "model", folder, path_in_repo=path_in_repo,
+                                            commit_message=message, use_cache=False, sync_remote_repo=replace_folder,
+                                            disable_tqdm=quiet() or background)
         commits = result if isinstance(result, list) else [result] if result else []
         oid = next((c.get("oid") for c in reversed(commits) if isinstance(c, dict) and c.get("oid")), None)
         oid = oid or self.resolve(repo_id, "model", self.default_revision)  # nothing new to commit
@@ -122,7 +155,8 @@ class ModelScopeHub:
         commit = self.resolve(repo_id, "model", self.default_revision)
         paths = [f.path for f in self.list_files(repo_id, "model", commit, path_in_repo)]
         if paths:
-            self.api.delete_files(repo_id, "model", paths, commit_message=message)
+            with _sdk_prints_muted():
+                self.api.delete_files(repo_id, "model", paths, commit_message=message)
 
     def resolve(self, repo_id: str, kind: Kind, revision: str) -> str:
         from modelscope_hub.errors import NotExistError
@@ -215,11 +249,9 @@ class ModelScopeHub:
         if isinstance(err, PermissionDeniedError):
             return UserError(f"{where}: your ModelScope token may not use {repo} (HTTP 403)",
                              "use a token of an account with access to it")
-        if isinstance(err, NotExistError):
-            said = str(err).splitlines()[0][:200] if str(err) else "not found"
+        if isinstance(err, NotExistError):  # the SDK's words add an error code and a request id, nothing more
             return UserError(f"{where}: {repo}@{revision} not found on ModelScope, or private and your token cannot "
-                             f"read it ({said})", f"check the name at {page}; for a private {kind} set "
-                                                  "MODELSCOPE_API_TOKEN")
+                             "read it", f"check the name at {page}; for a private {kind} set MODELSCOPE_API_TOKEN")
         if isinstance(err, RateLimitError):
             return UserError(f"{where}: ModelScope is rate-limiting requests (HTTP 429)",
                              "wait a few minutes and rerun")

@@ -17,7 +17,8 @@ from pipeline.dataset.loading import dataset_parts, train_blocks
 from pipeline.errors import UserError
 from pipeline.fingerprints import training_inputs, weights_inputs
 from pipeline.hardware.decisions import training_device
-from pipeline.hub.checkpoints import checkpoint_pusher, resume_from_hub, wants_hub_checkpoint
+from pipeline.hub.checkpoint_push import checkpoint_pusher
+from pipeline.hub.checkpoints import resume_from_hub, wants_hub_checkpoint
 from pipeline.report import StageReport, context_verdict, human_duration
 from pipeline.rundir import StageOutput, fingerprint, read_manifest
 from pipeline.stages import StageRequest
