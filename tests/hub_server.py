@@ -26,10 +26,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
 
 import yaml
+
+from tests.local_http import JsonHandler, LocalServer
 
 DROP = 0  # a scheduled "status" that closes the connection without answering
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".png", ".gz")
@@ -137,30 +138,10 @@ class HubState:
         return None
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    state: HubState  # set by serve()
-
-    def log_message(self, format, *args):  # quiet test output
-        return
+class Handler(JsonHandler):
+    state: HubState  # set by LocalHub
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""  # always read it: keep-alive depends on it
-
-    def _send(self, status: int, payload=None, headers: dict | None = None, raw: bytes | None = None) -> None:
-        body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
-        self.send_response(status)
-        if raw is None:
-            self.send_header("Content-Type", "application/json")
-        for key, value in (headers or {}).items():
-            self.send_header(key, str(value))
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
     def _error(self, status: int, message: str, code: str | None = None) -> None:
         self._send(status, {"error": message}, {"X-Error-Code": code} if code else None)
 
@@ -447,17 +428,13 @@ ROUTES = [
 ]
 
 
-class LocalHub:
+class LocalHub(LocalServer):
     """`with LocalHub(tokens={"hf_x": "tester"}) as hub:` then HF_ENDPOINT=hub.url."""
 
     def __init__(self, tokens: dict[str, str], xet: bool = False):
-        self.state = HubState(tokens)
-        self.state.xet = xet
-        handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.state.base_url = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        state = HubState(tokens)
+        state.xet = xet
+        super().__init__(Handler, state)
 
     def _seed(self, repos: dict[str, SeededRepo], kind: str, repo_id: str, files: dict[str, bytes], private: bool,
               revision: str, gated: bool) -> str:
@@ -481,11 +458,3 @@ class LocalHub:
                   gated: bool = False) -> str:
         """As `add_dataset`, for a model repository: what `from_pretrained` and `snapshot_download` read."""
         return self._seed(self.state.models, "model", repo_id, files, private, revision, gated)
-
-    def __enter__(self) -> "LocalHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -30,19 +30,18 @@ that changes nothing still makes a commit; the LFS upload URL is on this server,
 """
 
 import base64
-import contextlib
 import email.parser
 import email.policy
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.local_http import JsonHandler, LocalServer
 
 DROP = 0  # a scheduled "status" that closes the connection without answering
 PRIVATE, INTERNAL, PUBLIC = 1, 3, 5  # the Hub's visibility codes
@@ -191,22 +190,10 @@ class _Answered(Exception):
     """Raised after an error answer to unwind the handler."""
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JsonHandler):
     state: MsState  # set by LocalModelScope
 
-    def log_message(self, format, *args):  # quiet test output
-        return
-
     # -- plumbing ---------------------------------------------------------------------------------
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""  # always read it: keep-alive depends on it
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send(self, status: int, payload=None, headers: dict | None = None, raw: bytes | None = None) -> None:
         late = getattr(self, "_late_failure", None)
@@ -215,16 +202,7 @@ class Handler(BaseHTTPRequestHandler):
             if late.status == DROP:
                 return self._drop()
             status, payload, headers, raw = late.status, _legacy_error(late.status, "scheduled failure"), None, None
-        body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
-        self.send_response(status)
-        if raw is None:
-            self.send_header("Content-Type", "application/json")
-        for key, value in (headers or {}).items():
-            self.send_header(key, str(value))
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        super()._send(status, payload, headers, raw)
 
     def _ok(self, data) -> None:
         self._send(200, {"Code": 200, "Data": data, "Message": "success", "RequestId": uuid.uuid4().hex,
@@ -569,7 +547,7 @@ ROUTES = [
 ]
 
 
-class LocalModelScope:
+class LocalModelScope(LocalServer):
     """`with LocalModelScope(tokens={"ms-x": "tester"}) as hub:` then MODELSCOPE_ENDPOINT=hub.url.
 
     A token maps to a user name, or to a TokenInfo / dict(user=..., read_only=..., namespaces=(...)).
@@ -579,15 +557,9 @@ class LocalModelScope:
                  commit_ids_in_revisions: bool = True):
         """commit_ids_in_revisions=False: branches and tags are listed by name only, as the real hub may list
         them, so a client must read a branch's head from the commits endpoint."""
-        self.state = MsState(tokens, initial_files)
-        self.state.commit_ids_in_revisions = commit_ids_in_revisions
-        handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.state.base_url = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        state = MsState(tokens, initial_files)
+        state.commit_ids_in_revisions = commit_ids_in_revisions
+        super().__init__(Handler, state)
 
     # -- seeding and inspection ---------------------------------------------------------------------
     def _seed(self, kind: str, repo_id: str, files: dict[str, bytes], branch: str, private: bool,
@@ -643,11 +615,3 @@ class LocalModelScope:
     @property
     def requests(self) -> list[tuple[str, str, dict]]:
         return list(self.state.requests)
-
-    def __enter__(self) -> "LocalModelScope":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
