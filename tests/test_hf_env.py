@@ -39,7 +39,8 @@ def test_building_the_parser_imports_no_hf_library():
 def test_cache_dir_reaches_every_hf_library_and_modelscope(tmp_path):
     cache = tmp_path / "hf-cache"
     result = python(
-        "import json\nfrom pipeline.hf_env import prepare_hf_environment\n"
+        "import json, os\nfrom pipeline.hf_env import prepare_hf_environment\n"
+        "os.environ['MODELSCOPE_CACHE'] = '/a/shell/export/on/the/small/disk'\n"  # --cache-dir wins over it
         f"prepare_hf_environment({str(cache)!r})\n"
         "import huggingface_hub.constants as hub, datasets.config as ds\n"
         "from pipeline.remote import open_hub\n"
@@ -102,9 +103,13 @@ def test_the_cli_downloads_a_hub_corpus_through_the_mirror_even_where_the_hub_ad
                                      {"HF_ENDPOINT": "https://hf-mirror.com", "HF_HUB_DISABLE_XET": "0"}])
 def test_huggingface_hub_keeps_xet_on_the_official_endpoint_and_where_the_user_turned_it_on(environ):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE"))}
-    code = ("from pipeline.hf_env import prepare_hf_environment\nprepare_hf_environment()\n"
+    code = ("import logging\nlogging.basicConfig()\n"
+            "from pipeline.hf_env import prepare_hf_environment\nprepare_hf_environment()\n"
             "import huggingface_hub.constants as hub\nprint(hub.HF_HUB_DISABLE_XET)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, **environ}, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+    # a mirror the user's own setting defeats is said; the official endpoint needs no word
+    through_a_mirror = environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") != "https://huggingface.co"
+    assert ("Xet-stored files bypass the mirror" in result.stderr) is through_a_mirror, result.stderr

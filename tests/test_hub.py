@@ -96,6 +96,7 @@ def test_model_card_has_valid_metadata_and_figures_from_the_run(hub, tmp_path, t
     assert metadata["language"] == "zh" and metadata["license"] == "apache-2.0"
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-generation"
     assert "gpt2" in metadata["tags"] and "chinese" in metadata["tags"]
+    assert "frameworks" not in metadata and "tasks" not in metadata  # ModelScope's fields, on ModelScope only
     summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
     assert f"{summary['final_eval_loss']:.3f}" in card
     assert f"{summary['final_perplexity']:.1f}" in card and "bits per character" in card

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.hub.checkpoints import MARKER, POINTER
 from pipeline.training import faults
@@ -195,17 +196,33 @@ def test_a_missing_or_wrong_modelscope_token_or_namespace_is_one_line_and_pushes
 
 def test_a_missing_modelscope_dataset_model_or_revision_is_one_line_and_writes_nothing(ms, tmp_path, small_corpus):
     seed_corpus(ms, small_corpus)
-    env = ms_env(ms, tmp_path / "machine")
-    for reference, expected in (
-            (["--data-files", f"ms://datasets/{USER}/no-such-corpus/*.jsonl.gz"],
+    corpus = f"ms://datasets/{USER}/zh-corpus/data/*.jsonl.gz"
+    for reference, token, expected in (
+            (["--data-files", f"ms://datasets/{USER}/no-such-corpus/*.jsonl.gz"], TOKEN,
              f"dataset {USER}/no-such-corpus@master not found on ModelScope"),
-            (["--data-files", f"ms://datasets/{USER}/zh-corpus@v9/data/*.jsonl.gz"],
+            (["--data-files", f"ms://datasets/{USER}/zh-corpus@v9/data/*.jsonl.gz"], TOKEN,
              f"dataset {USER}/zh-corpus on ModelScope has no branch, tag or commit 'v9'"),
-            (["--data-files", f"ms://datasets/{USER}/zh-corpus/data/*.parquet"], "no file matches"),
-            (["--data-files", str(small_corpus), "--model-init-from", f"ms://{USER}/no-such-model"],
+            (["--data-files", f"ms://datasets/{USER}/zh-corpus/data/*.parquet"], TOKEN, "no file matches"),
+            (["--data-files", corpus], "ms-wrong", "ModelScope rejected your token (HTTP 401) — the token in "
+                                                   "MODELSCOPE_API_TOKEN is invalid or expired"),
+            (["--data-files", str(small_corpus), "--model-init-from", f"ms://{USER}/no-such-model"], TOKEN,
              f"model {USER}/no-such-model@master not found on ModelScope")):
         run_dir = tmp_path / "run"
-        result = run_cli("train-tokenizer", "--run-dir", str(run_dir), *reference, *TINY_DATA, env=env)
+        result = run_cli("train-tokenizer", "--run-dir", str(run_dir), *reference, *TINY_DATA,
+                         env=ms_env(ms, tmp_path / "machine", token))
         assert result.returncode == 2 and one_error_line(result.stderr), result.stderr[-2000:]
         assert expected in result.stderr, result.stderr
         assert not (run_dir / "tokenizer").exists()
+
+
+def test_a_modelscope_base_is_linked_on_modelscope_and_kept_out_of_the_hubs_base_model_field(trained):
+    from pipeline.hub.card import render_model_card
+
+    summary = json.loads((trained[0] / "model" / "training_summary.json").read_text())
+    base = {"model": f"ms://{USER}/base@" + "a" * 12, "hub": f"{USER}/base", "commit": "a" * 40,
+            "provider": "modelscope", "weights": "safetensors"}
+    for provider in ("huggingface", "modelscope"):
+        card = render_model_card(trained[0], {**summary, "base_model": base}, f"{USER}/continued", "mit", "",
+                                 provider)
+        assert "base_model" not in yaml.safe_load(card.split("---")[1])  # the Hub knows no ModelScope id
+        assert f"continued from [{USER}/base](https://modelscope.cn/models/{USER}/base)" in card
