@@ -87,8 +87,9 @@ choose_cuda_build() {  # $1: the driver's CUDA version -> cuda_build (cu126) and
     driver_version=$(tr ' ' '\n' <<<"$MINIMUM_DRIVERS" | sed -n "s/^$needed://p")
     echo "setup: the NVIDIA driver supports CUDA $1, older than every CUDA build of $TORCH_SPEC" \
          "($(sed 's/:[0-9.]*//g' <<<"$CUDA_BUILDS" | tr ' ' '/')); update the NVIDIA driver to" \
-         "$driver_version or newer (CUDA $needed), or set TORCH_SPEC and TORCH_INDEX_URL to a torch" \
-         "build for CUDA $1" >&2
+         "$driver_version or newer (CUDA $needed), or set TORCH_SPEC and TORCH_INDEX_URL to an older torch" \
+         "built for CUDA ${1%%.*} (for CUDA 11.8: TORCH_SPEC=torch==2.7.1" \
+         "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118)" >&2
     return 1
   fi
 }
