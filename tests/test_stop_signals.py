@@ -127,9 +127,10 @@ def test_a_group_signal_during_stage_2_leaves_the_previous_dataset_and_no_proces
     before = read_manifest(run_dir / "dataset")
     args = ["tokenize", "--data-files", str(large_corpus), "--run-dir", str(run_dir), *TINY_DATA,
             "--data-num-proc", "2", "--force"]
-    process = _start_in_own_group(args, {"pause_in_block": [3, 10]})
-    wait_for(lambda: any(run_dir.glob(".dataset.partial-*")))  # the rebuild has started
-    time.sleep(1.0)
+    flag = tmp_path / "paused"
+    process = _start_in_own_group(args, {"pause_in_block": [3, 10], "pause_flag": str(flag)})
+    wait_for(flag.exists, timeout=300)  # a worker sleeps in its 3rd block: the signal lands inside the rebuild
+    assert any(run_dir.glob(".dataset.partial-*"))
     os.killpg(process.pid, signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, err

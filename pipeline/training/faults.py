@@ -7,7 +7,7 @@ Driven by the GPT2ZH_FAULTS environment variable (JSON); without it nothing here
   {"pause_after_step": [7, 30]}     sleep 30 s in step 7, before the optimizer applies it (a window to signal)
   {"pause_in_micro_batch": [7, 30]} sleep 30 s in the first micro-batch of step 7 (accumulation > 1)
   {"pause_in_block": [3, 30]}       stage 2: each worker sleeps 30 s on the 3rd block it tokenizes
-  {"pause_flag": "/tmp/x"}          with either pause: write the step into this file when the pause begins
+  {"pause_flag": "/tmp/x"}          with any pause: write the step (or block) into this file when it begins
   {"disk_full_at_checkpoint": 8}    the checkpoint of step 8 fails with ENOSPC after writing part of a file
 """
 
@@ -66,7 +66,7 @@ def pause_in_block() -> None:
     if pause:
         _blocks_seen += 1
         if _blocks_seen == pause[0]:
-            time.sleep(pause[1])
+            _pause(_blocks_seen, pause[1])
 
 
 def disk_full_at_checkpoint(step: int, folder: Path) -> None:
