@@ -34,10 +34,15 @@ from tests.conftest import (
 ACCUMULATE = ["--training-per-device-batch-size", "1", "--training-dataloader-workers", "2"]
 
 
+def _default_interrupt() -> None:
+    # as from a terminal: a test run started in the background by a script (`cmd &`) inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_in_own_group(args: list[str], fault: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, **({faults.ENV: json.dumps(fault)} if fault else {})}
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_interrupt)
 
 
 
