@@ -6,17 +6,15 @@ import re
 
 import pytest
 import requests
-
-from tests.modelscope_server import DROP, LocalModelScope
-
-modelscope_hub = pytest.importorskip("modelscope_hub")
-from modelscope_hub import HubApi, set_default_config  # noqa: E402
-from modelscope_hub.errors import (  # noqa: E402
+from modelscope_hub import HubApi, set_default_config
+from modelscope_hub.errors import (
     AlreadyExistsError,
     AuthenticationError,
     NotExistError,
     PermissionDeniedError,
 )
+
+from tests.modelscope_server import DROP, LocalModelScope
 
 TOKENS = {"ms-alice": "alice", "ms-alice-read": {"user": "alice", "read_only": True}, "ms-bob": "bob"}
 
