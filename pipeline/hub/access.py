@@ -17,9 +17,8 @@ class Access:
 
 
 def _unreachable(hub: Hub, err) -> UserError:
-    variable = "HF_ENDPOINT" if hub.name == "huggingface" else "MODELSCOPE_ENDPOINT"
     return UserError(f"cannot reach {hub.label} at {hub.endpoint} ({type(err).__name__})",
-                     f"check the network (or {variable}), then retry")
+                     f"check the network (or {hub.endpoint_variable}), then retry")
 
 
 def require_token(repo_id: str, provider: str = "huggingface") -> None:

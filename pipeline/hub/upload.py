@@ -16,7 +16,7 @@ def describe(err: Exception, hub: Hub | None = None) -> str:
         return f"HTTP {status}"
     text = " ".join(str(err).split())  # the Hub's own words, e.g. why it refused the card's metadata
     said = f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
-    detail = getattr(hub, "sdk_detail", lambda: "")()  # the file's own failure, which the SDK only logged
+    detail = hub.sdk_detail() if hub else ""  # the file's own failure, which ModelScope's SDK only logs
     return f"{said} ({detail})" if detail else said
 
 

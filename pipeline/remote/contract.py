@@ -47,6 +47,7 @@ class Hub(Protocol):
     scheme: str  # "hf://" | "ms://", for corpus paths
     default_revision: str  # "main" | "master"
     token_variable: str  # HF_TOKEN | MODELSCOPE_API_TOKEN
+    endpoint_variable: str  # HF_ENDPOINT | MODELSCOPE_ENDPOINT
     token_fix: str  # how to get and set a write token, in one line
     # True when upload_folder lands as one commit, files and deletions together; else a folder is written in
     # several commits and readers must never see it before it is whole (pipeline/hub/checkpoints.py)
@@ -93,6 +94,9 @@ class Hub(Protocol):
 
     def status_of(self, err: Exception) -> int | None:
         """The HTTP status of a refusal the hub answered with; None when it never answered."""
+
+    def sdk_detail(self) -> str:
+        """Why the last request failed, where the SDK only logged it ('' when it says so in the error)."""
 
     def transient(self, err: Exception) -> bool:
         """A failure worth retrying: 5xx, 429, a dropped or refused connection."""

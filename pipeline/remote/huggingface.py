@@ -22,6 +22,7 @@ class HuggingFaceHub:
     scheme = "hf://"
     default_revision = "main"
     token_variable = "HF_TOKEN"
+    endpoint_variable = "HF_ENDPOINT"
     token_fix = "create a write token at https://huggingface.co/settings/tokens, then set HF_TOKEN or run " \
                 "`hf auth login`"
     atomic_folder_commits = True  # one commit: additions and delete_patterns together
@@ -126,6 +127,9 @@ class HuggingFaceHub:
     def status_of(self, err: Exception) -> int | None:
         response = getattr(err, "response", None)
         return getattr(response, "status_code", None)
+
+    def sdk_detail(self) -> str:
+        return ""  # huggingface_hub puts the Hub's reason into the error itself
 
     def transient(self, err: Exception) -> bool:
         import httpx2

@@ -88,6 +88,7 @@ class ModelScopeHub:
     scheme = "ms://"
     default_revision = "master"
     token_variable = "MODELSCOPE_API_TOKEN"
+    endpoint_variable = "MODELSCOPE_ENDPOINT"
     token_fix = f"create a token at {TOKEN_PAGE}, then set MODELSCOPE_API_TOKEN (or run `modelscope login`)"
     atomic_folder_commits = False
 
@@ -116,7 +117,7 @@ class ModelScopeHub:
 
     @property
     def endpoint(self) -> str:
-        return (os.environ.get("MODELSCOPE_ENDPOINT") or "https://modelscope.cn").rstrip("/")
+        return (os.environ.get(self.endpoint_variable) or "https://modelscope.cn").rstrip("/")
 
     def has_token(self) -> bool:
         return bool(self._settings.token)
