@@ -34,7 +34,14 @@ from pipeline.run_settings import (
 )
 from pipeline.rundir import RunDir
 from pipeline.runlock import is_main_process_by_environment, run_dir_lock
-from pipeline.stages import STAGES, StageRequest, built_at, load_entry, stage_by_reference
+from pipeline.stages import (
+    STAGES,
+    StageRequest,
+    built_at,
+    load_entry,
+    refuse_earlier_stages_settings,
+    stage_by_reference,
+)
 from pipeline.stop_signals import Terminated, terminate_by_exception
 
 log = logging.getLogger("gpt2zh")
@@ -106,8 +113,12 @@ class _HelpAll(argparse.Action):
         parser.exit()
 
 
-def _add_command(commands, name: str, base, origin, show_all: bool, **kwargs) -> argparse.ArgumentParser:
+def _add_command(commands, name: str, base, origin, show_all: bool, own_options=None,
+                 **kwargs) -> argparse.ArgumentParser:
+    """own_options(parser): the command's own options, listed first in its help (PITFALLS.md NU16)."""
     command = commands.add_parser(name, **kwargs)
+    if own_options is not None:
+        own_options(command)
     _add_common(command, name)
     shown = ALL_GROUPS if show_all else GROUPS_SHOWN[name]
     add_config_options(command, base, origin, shown)
@@ -133,6 +144,19 @@ def _help_values(layers: "_Layers"):
         else who
 
 
+def _show_config_options(show: argparse.ArgumentParser) -> None:
+    show.add_argument("--get", metavar="KEY", help="print one value (hub.repo_id) or a whole group (data)")
+    show.add_argument("--sources", action="store_true",
+                      help="say for each field which layer set it: the default, the config file or saved settings, "
+                           "the GPU preset, or the command line")
+
+
+def _plan_options(plan: argparse.ArgumentParser) -> None:
+    plan.add_argument("--json", action="store_true", help="one JSON object (a list with --all-presets)")
+    plan.add_argument("--all-presets", action="store_true", help="one row per preset in configs/presets/")
+    plan.add_argument("--processes", type=int, metavar="N", help="plan for N processes (torchrun), one GPU each")
+
+
 def build_parser(argv: list[str]) -> Parser:
     layers = _layers(*_early_flags(argv), {})
     base, source = _help_values(layers) if {"-h", "--help", HELP_ALL} & set(argv) else \
@@ -148,42 +172,34 @@ def build_parser(argv: list[str]) -> Parser:
     _add_command(commands, RUN_ALL, base, source, show_all, help="run every stage in order in one run directory",
                  description="Run all stages in order; up-to-date stages are skipped. Stage 4 runs when "
                              "--hub-repo-id is set; the token and repository are checked before stage 1.")
-    show = _add_command(commands, "show-config", base, source, show_all,
-                        help="print the settings a command would use (defaults < --config or the run's saved "
-                             "settings < GPU preset < command line)",
-                        description="Print the config a command would use, as YAML: a run directory's saved "
-                                    "settings with --run-dir, one value or a whole group with --get.")
-    show.add_argument("--get", metavar="KEY", help="print one value (hub.repo_id) or a whole group (data)")
-    show.add_argument("--sources", action="store_true",
-                      help="say for each field which layer set it: the default, the config file or saved settings, "
-                           "the GPU preset, or the command line")
+    _add_command(commands, "show-config", base, source, show_all, own_options=_show_config_options,
+                 help="print the settings a command would use (defaults < --config or the run's saved settings < "
+                      "GPU preset < command line)",
+                 description="Print the config a command would use, as YAML: a run directory's saved settings with "
+                             "--run-dir, one value or a whole group with --get.")
     _add_command(commands, "diagnose", base, source, show_all,
                  help="check data, initial loss, gradients, one-batch overfit and the loss history of a run",
                  description="Write <run-dir>/logs/diagnosis.md (and diagnosis.png): each finding with evidence, a "
                              "fix and its PITFALLS.md row. Exit status 1 when a check fails.")
-    plan = _add_command(commands, "plan", base, source, show_all,
-                        help="the training plan for this machine or a preset's GPU: batch split, memory, time",
-                        description="Print what stage 3 would do: per-device batch x accumulation x processes, "
-                                    "precision, attention, optimizer, compile and checkpointing with their reasons, "
-                                    "the memory estimate, an expected time, epochs and compute-optimal tokens. "
-                                    "--preset NAME plans for that preset's GPU on any machine.")
-    plan.add_argument("--json", action="store_true", help="one JSON object (a list with --all-presets)")
-    plan.add_argument("--all-presets", action="store_true", help="one row per preset in configs/presets/")
-    plan.add_argument("--processes", type=int, metavar="N", help="plan for N processes (torchrun), one GPU each")
-    evaluate = _add_command(commands, "evaluate", base, source, show_all,
-                            help="compare models on the same held-out documents by bits per character",
-                            description="Score each --model on a run's held-out documents (or --data-files) with "
-                                        "a sliding window; print a table sorted by bits per character, the figure "
-                                        "that compares models with different tokenizers.")
-    add_evaluate_arguments(evaluate)
+    _add_command(commands, "plan", base, source, show_all, own_options=_plan_options,
+                 help="the training plan for this machine or a preset's GPU: batch split, memory, time",
+                 description="Print what stage 3 would do: per-device batch x accumulation x processes, precision, "
+                             "attention, optimizer, compile and checkpointing with their reasons, the memory "
+                             "estimate, an expected time, epochs and compute-optimal tokens. --preset NAME plans "
+                             "for that preset's GPU on any machine.")
+    _add_command(commands, "evaluate", base, source, show_all, own_options=add_evaluate_arguments,
+                 help="compare models on the same held-out documents by bits per character",
+                 description="Score each --model on a run's held-out documents (or --data-files) with a sliding "
+                             "window; print a table sorted by bits per character, the figure that compares models "
+                             "with different tokenizers.")
     generate = commands.add_parser("generate", help="continue a prompt with a model, streamed to the terminal",
                                    description="Sample continuations of PROMPT; defaults from the model's "
                                                "generation_config.json, flags override.")
     add_generate_arguments(generate)
     doctor = commands.add_parser("doctor", help="environment report: versions, GPU, bf16/TF32, flash-attn, 8-bit Adam",
                                  description="Check the environment; every check prints True or False.")
-    _add_common(doctor, "doctor")
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    _add_common(doctor, "doctor")
     return parser
 
 
@@ -244,6 +260,8 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
     for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
         config.data.files = absolute_corpus_paths(config.data.files)
         config.model.init_from = absolute_reference(config.model.init_from)
+    for note in resolved.notes:
+        log.info("settings: %s", note)
     if resolved.config.model.init_from:
         from pipeline.models.base_sizes import with_base_sizes
 
@@ -281,6 +299,10 @@ def _check_run_dir(root: Path, create: bool) -> None:
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
     request = _request(args)
+    if args.command != RUN_ALL:
+        before = _layers(args.config, args.run_dir, {})
+        refuse_earlier_stages_settings(stage_by_reference(args.command), _typed_overrides(args),
+                                       load_layers(before.base, before.command_line))
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
     _check_run_dir(request.run_dir.root, create=not read_only)
     with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):

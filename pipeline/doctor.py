@@ -122,7 +122,7 @@ def run_doctor(run_dir: Path, as_json: bool) -> int:
     probes = threading.Thread(target=lambda: network.extend(collect_reachability(endpoints_in_force(os.environ))),
                               name="hub probes", daemon=True)
     probes.start()
-    facts = collect_facts()
+    facts = collect_facts(import_torch=True)  # the CUDA build and flash-attn, whatever the machine
     storage = collect_storage(run_dir)
     adam8bit = probe_8bit_adam(training_device(facts))
     probes.join()  # collect_reachability returns within its timeout

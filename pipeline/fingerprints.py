@@ -38,10 +38,15 @@ def recorded_base_model(config: Config, tokenizer_manifest: dict | None) -> dict
 
 
 def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: dict) -> dict:
-    return {"format": DATASET_FORMAT,
-            "config": fingerprint_fields(config, ("data",), "dataset"),
-            "sources": _source_fingerprints(sources),
-            "tokenizer": tokenizer_manifest["fingerprint"]}
+    parts = {"format": DATASET_FORMAT,
+             "config": fingerprint_fields(config, ("data",), "dataset"),
+             "sources": _source_fingerprints(sources),
+             "tokenizer": tokenizer_manifest["fingerprint"]}
+    if "text_format" in tokenizer_manifest:
+        # Its file too (PITFALLS.md NU17): an older tokenizer retrained with --force in the newer text format
+        # has the same inputs and other ids. Tokenizers without the field keep their datasets' fingerprints.
+        parts["tokenizer_sha256"] = tokenizer_manifest.get("tokenizer_sha256")
+    return parts
 
 
 def expected_tokenizer_fingerprint(config: Config, sources: list[Source], tokenizer_manifest: dict | None) -> str:

@@ -57,7 +57,7 @@ def plan_for(request) -> dict:
     block = block or config.data.block_size
     plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, shape, block)
     record = plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks,
-                         request.resolved.origin)
+                         request.resolved.origin, request.resolved.what_if)
     if blocks is None:
         record["corpus_bytes"] = corpus_bytes(config.data.files)
         record["adopted_tokenizer"] = bool(config.model.init_from)

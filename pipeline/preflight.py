@@ -10,6 +10,7 @@ from pipeline.config.schema import Config, DataConfig
 from pipeline.corpus.sources import Source, sources_for
 from pipeline.errors import UserError
 from pipeline.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs, weights_inputs
+from pipeline.input_changes import setting_changes
 from pipeline.report import human_bytes
 from pipeline.rundir import fingerprint, read_manifest, refuse_replacing
 from pipeline.stages import StageInfo, StageRequest
@@ -69,6 +70,23 @@ def check_split_sizes(sources: list[Source], data: DataConfig, adopted_tokenizer
                     "--data-block-size", what, int(blocks), data.block_size, raise_to)
 
 
+def check_training_size(sources: list[Source], config: Config, adopted_tokenizer: bool = False) -> None:
+    """Before stage 1: a corpus too small for one optimizer step of this configuration is refused, and one that
+    max_steps repeats more than a few times is warned about (PITFALLS.md NU7, NU8). Estimated as check_split_sizes
+    estimates: an upper bound on the tokens, so a refusal is sure and the epochs are at least those said."""
+    from pipeline.training.data_size import many_epochs_warning, refuse_less_than_one_step
+
+    tokens = _estimated_tokens(sources, ADOPTED_BYTES_PER_TOKEN if adopted_tokenizer else BYTES_PER_TOKEN)
+    if tokens is None:
+        return
+    data, training = config.data, config.training
+    train_blocks = tokens * (1 - data.validation_fraction) / data.block_size
+    what = f"the corpus ({human_bytes(sum(source.size for source in sources))}) at --data-block-size {data.block_size}"
+    refuse_less_than_one_step(train_blocks, training.global_batch_size, what)
+    if (warning := many_epochs_warning(training.max_steps, training.global_batch_size, train_blocks, True)):
+        log.warning("%s", warning)
+
+
 def check_schedule(config: Config) -> None:
     training = config.training
     for name, effect in (("eval_steps", "only the final evaluation (and sample) will run"),
@@ -103,16 +121,21 @@ def _settings_of_the_weights(inputs: dict) -> dict:
     return weights_inputs(_without_hardware(inputs))
 
 
-def _check_resumed_checkpoint(config: Config, run) -> None:
+def _check_resumed_checkpoint(config: Config, run, replaced_upstream: bool) -> None:
     """A max_steps the last checkpoint is past, or (a new machine's run, no checkpoint here) a Hub checkpoint of
-    other settings: refused before stage 1 (PITFALLS.md RA2, RA4)."""
+    other settings: refused before stage 1 (PITFALLS.md RA2, RA4). replaced_upstream: --force with stage 1 or 2
+    in the command, after which the checkpoints may be another run's that stage 3 moves aside (NU3)."""
     from pipeline.hub.checkpoints import refuse_other_settings, wants_hub_checkpoint
-    from pipeline.training.checkpoints import find_last_valid_checkpoint
+    from pipeline.training.checkpoints import find_last_valid_checkpoint, read_marker
     from pipeline.training.continuation import refuse_fewer_steps
 
     if config.checkpoint.resume not in ("auto", "hub"):
         return
     if (last := find_last_valid_checkpoint(run.stage("checkpoints"))[0]) is not None:
+        recorded = (read_marker(last) or {}).get("inputs", {})
+        if replaced_upstream or setting_changes(_settings_of_the_weights(recorded), _settings_of_the_weights(
+                training_inputs(config, {"fingerprint": ""}, []))):
+            return
         refuse_fewer_steps(last, config.training.max_steps)
     elif wants_hub_checkpoint(config):
         refuse_other_settings(config, training_inputs(config, {"fingerprint": ""}, []), _settings_of_the_weights)
@@ -151,6 +174,8 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         if dataset is not None and not replacing:
             refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
+            if "pretrain" in forced:  # first: its fix (another configuration) changes the split's too
+                check_training_size(sources, config, adopted_tokenizer=bool(config.model.init_from))
             check_split_sizes(sources, config.data, adopted_tokenizer=bool(config.model.init_from))
     if "pretrain" in forced:
         from pipeline.training.checkpoints import check_resume_folder
@@ -167,4 +192,4 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         if model is not None and not replacing:
             refuse_replacing(run.stage("model"), model, training_inputs(config, {"fingerprint": ""}, []),
                              _settings_of_the_weights)
-        _check_resumed_checkpoint(config, run)
+        _check_resumed_checkpoint(config, run, replacing and bool({"train-tokenizer", "tokenize"} & set(forced)))

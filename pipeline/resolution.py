@@ -25,6 +25,7 @@ class Resolved:
     preset_note: str           # which preset and why, in a line
     facts: HardwareFacts
     what_if: bool = False      # facts are a preset's card, not this machine's (`gpt2zh plan --preset`)
+    notes: tuple[str, ...] = ()  # what loading adapted and the command says once (a warmup scaled to the run)
 
     def origin(self, dotted: str) -> str:
         """Who set a value; a preset's value names the config value it replaced."""
@@ -75,7 +76,8 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
             processes: int | None = None, earlier: frozenset = frozenset()) -> Resolved:
     """training.preset is resolved against facts: a preset named for other hardware is refused unless forced
     or, with what_if (`gpt2zh plan`), planned on that preset's card instead of this machine."""
-    settings = load_layers(base, command_line)
+    notes: list[str] = []
+    settings = load_layers(base, command_line, notes=notes)
     name = settings.training.preset
     if processes is not None:
         facts = with_processes(facts, processes)
@@ -92,7 +94,7 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
     layer = preset_layer(preset)
     config = load_layers(base, command_line, layer) if layer else settings
     sources = field_sources(base, preset, command_line, earlier)
-    return Resolved(config, settings, sources, base, preset, preset_note, facts, what_if)
+    return Resolved(config, settings, sources, base, preset, preset_note, facts, what_if, tuple(notes))
 
 
 def resolve_file(path, command_line: dict | None = None) -> Resolved:

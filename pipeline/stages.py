@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config.schema import Config
+from pipeline.errors import UserError
 from pipeline.resolution import Resolved
 from pipeline.rundir import RunDir, read_manifest
 
@@ -60,6 +61,29 @@ def stage_by_reference(reference: str) -> StageInfo:
         if reference in (str(info.number), info.command):
             return info
     raise KeyError(reference)
+
+
+def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config) -> None:
+    """A stage command acts on its own groups and saves a later stage's settings for it; a changed setting that
+    only an earlier stage reads (`pretrain --tokenizer-vocab-size 8000`) would be accepted and ignored
+    (PITFALLS.md NU4). before: the settings without this command line (the same value typed again is fine)."""
+    from pipeline.config.options import flag_name
+
+    later = {group for stage in STAGES if stage.number >= info.number for group in stage.groups}
+    for dotted, value in typed.items():
+        group, field_name = dotted.split(".", 1)
+        if group in later or getattr(getattr(before, group), field_name) == value:
+            continue
+        flag = flag_name(group, field_name)
+        if isinstance(value, bool):
+            flag = flag if value else f"--no-{flag[2:]}"
+        typed_again = flag if isinstance(value, bool) else \
+            f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        first = next(stage for stage in STAGES if group in stage.groups)
+        raise UserError(f"{flag} is a setting of stage {first.number} ({first.command}), which `gpt2zh "
+                        f"{info.command}` does not run: nothing would use it",
+                        f"to rebuild from stage {first.number} with it, use `gpt2zh run {typed_again} --force`; "
+                        "else leave it out")
 
 
 def built_at(run_dir: RunDir, info: StageInfo) -> str | None:

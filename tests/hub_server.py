@@ -285,7 +285,7 @@ class Handler(JsonHandler):
         if not isinstance(metadata, dict):
             return self._send(200, {"warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
         errors = []
-        if metadata.get("license") not in LICENSES:
+        if "license" in metadata and metadata["license"] not in LICENSES:  # optional, as on the Hub
             errors.append(f"\"license\" must be one of {sorted(LICENSES)}")
         if metadata.get("pipeline_tag") not in PIPELINE_TAGS:
             errors.append("\"pipeline_tag\" must be a valid pipeline tag")

@@ -13,6 +13,7 @@ from pipeline.cli import main
 from pipeline.diagnose import data_checks, history_checks
 from pipeline.diagnose.findings import FAIL, OK, WARN
 from tests.conftest import TINY_DATA, run_cli
+from tokenizer.quality import byte_values
 
 # Big enough to learn visibly in 60 steps on CPU (a few seconds), small enough for the suite.
 LEARNING = ["--model-n-layer", "2", "--model-n-head", "2", "--model-n-embd", "64",
@@ -211,3 +212,39 @@ def test_a_run_stopped_by_the_nan_guard_is_diagnosed_from_its_last_checkpoint(tm
     assert "3 step(s) skipped by the NaN guard (in the windows logged at steps 6, 8)" in report
     assert "training was stopped by the guard" in report
     assert "learning rate looks too high" not in report  # the Trainer's stand-in losses are not read as data
+
+
+def _spelled_in_bytes(per_block: list[str], blocks: int = 1000) -> np.ndarray:
+    """Blocks of 64 ordinary pieces (ids 259-399) in which block i spells per_block[i % len] in byte pieces
+    (id 3 + byte, as SentencePiece numbers them)."""
+    rows = np.random.default_rng(0).integers(259, 400, size=(blocks, 64)).astype(np.uint16)
+    for index, row in enumerate(rows):
+        position = 1
+        for char in per_block[index % len(per_block)]:
+            ids = [3 + byte for byte in char.encode("utf-8")]
+            row[position: position + len(ids)] = ids
+            position += len(ids) + 1
+    return rows
+
+
+def test_byte_fallback_names_its_characters_and_line_breaks_in_bytes_are_a_warning():
+    # (NU2) 7.34 % of tokens in bytes, most of them line breaks, was called "rare"
+    pieces = ["<unk>", "<|endoftext|>", "<|pad|>", *(f"<0x{byte:02X}>" for byte in range(256)), *["x"] * 141]
+    values = byte_values(pieces)
+
+    def check(rows: np.ndarray):
+        return data_checks.check_byte_fallback(_blocks(rows, rows[:10], 64), values)
+
+    line_breaks = check(_spelled_in_bytes(["\n\n\n\n\n"]))  # 5 of 64 tokens: 7.8 %
+    assert line_breaks.status == WARN and line_breaks.title == "line breaks fall back to bytes"
+    assert "7.81% of tokens" in line_breaks.evidence and "most often '\\n' ×5,000" in line_breaks.evidence
+    assert "--from-stage train-tokenizer --force" in line_breaks.fix and line_breaks.pitfall == "NU2"
+
+    rare = _spelled_in_bytes(["𠀀犇", "𠀀", "𠀀", "𠀀"])  # 4.75 of 64 tokens: 7.4 %
+    rare[5, -3:], rare[6, 0] = [3 + 0xF0, 3 + 0xA0, 3 + 0x80], 3 + 0x80  # 𠀀 cut by blocks' edges is not guessed
+    many = check(rare)
+    assert many.status == WARN and many.title == "many characters fall back to bytes"
+    assert "most often '𠀀' ×1,000, '犇' ×250" in many.evidence and "vocab-size" in many.fix
+
+    few = check(_spelled_in_bytes(["犇", ""]))  # 1.5 of 64 tokens: 2.3 %
+    assert few.status == OK and few.title == "byte fallback is rare" and "'犇' ×500" in few.evidence

@@ -17,15 +17,15 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from pipeline.config import load_config
 from pipeline.dataset.loading import load_blocks
 from pipeline.errors import UserError
-from pipeline.inference.documents import held_out_text, run_specials
-from pipeline.inference.evaluate_command import document_stream
-from pipeline.inference.figures import COMPARISON_NOTE, ModelFigures, ranked, table_lines
+from pipeline.inference.documents import EvaluationText, held_out_text, run_specials
+from pipeline.inference.evaluate_command import document_stream, evaluate_model
+from pipeline.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
 from pipeline.inference.loading import open_model
 from pipeline.inference.scoring import windows
 from pipeline.rundir import RunDir
 from tests.conftest import one_error_line, run_cli
 from tests.hub_server import LocalHub
-from tests.tiny_models import gpt2_bpe_model, model_files, uer_style_model
+from tests.tiny_models import gpt2_bpe_model, model_files, script_model, uer_style_model
 
 HUB_ID = "o/tiny-uer"
 BLOCK = 64  # the `trained` run's blocks and context (tests/conftest.py: TINY_DATA)
@@ -35,6 +35,7 @@ BLOCK = 64  # the `trained` run's blocks and context (tests/conftest.py: TINY_DA
 # tokens / 1,524 characters / ln 2); 0.02 is about three of those. A figure per token instead of per
 # character, or separators left out, would be off by 2% or more (0.2 bits/char).
 STAGE_3_TOLERANCE = 0.02
+TRADITIONAL, SIMPLIFIED = "今天天氣很好，我們去公園散步吧。", "今天天气很好，我们去公园散步吧。"
 
 
 def evaluate_json(*args: str, env: dict | None = None) -> list[dict]:
@@ -221,3 +222,61 @@ def test_a_model_path_that_does_not_exist_is_a_one_line_error(tmp_path):
     assert result.returncode != 0
     assert one_error_line(result.stderr) and "Traceback" not in result.stderr
     assert f"--model '{tmp_path / 'nowhere'}'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def lossy_comparison(tmp_path_factory, demo_documents) -> dict:
+    """Two UER-style models on the same 100 documents: one whose vocabulary has every character of them, one whose
+    vocabulary has none of their Chinese characters (only punctuation and ASCII): as JSON and as the table."""
+    folder = tmp_path_factory.mktemp("lossy")
+    documents = demo_documents[:100]
+    full = uer_style_model(folder / "full", "\n".join(documents))
+    lossy = uer_style_model(folder / "lossy", "")
+    args = ("--model", str(lossy), "--model", str(full), "--data-files", str(written_corpus(folder, documents)))
+    rows, table = in_pairs([lambda: evaluate_json(*args), lambda: run_cli("evaluate", *args, "--quiet")])
+    assert table.returncode == 0, table.stderr
+    return {"json": rows, "table": table, "full": str(full), "lossy": str(lossy)}
+
+
+def test_a_model_whose_tokenizer_reads_most_of_the_text_as_unk_is_listed_apart_never_above_one_that_loses_none(
+        lossy_comparison):
+    first, second = lossy_comparison["json"]
+    assert (first["model"], first["rank"], first["lost_share"], first["listed_apart"]) == \
+        (lossy_comparison["full"], 1, 0.0, None)
+    assert second["model"] == lossy_comparison["lossy"] and second["rank"] is None
+    assert second["lost_share"] > 0.9 and "[UNK]" in second["listed_apart"]
+    # What the listing keeps from it: predicting [UNK] is easy, so its bits per character look better.
+    assert second["bits_per_char"] < first["bits_per_char"]
+    table = lossy_comparison["table"]
+    ranked_rows = [line.split() for line in table.stdout.splitlines() if re.match(r"^\s+\d+\s", line)]
+    assert [row[1] for row in ranked_rows] == [lossy_comparison["full"]]
+    apart = [line for line in table.stdout.splitlines() if line.strip().startswith("listed apart")]
+    assert len(apart) == 1 and lossy_comparison["lossy"] in apart[0] and "[UNK]" in apart[0]
+    assert LOST_NOTE in " ".join(table.stdout.split())  # how bits per character treat what was lost
+
+
+def test_a_tokenizer_losing_at_most_the_stated_share_is_ranked_and_one_losing_more_is_listed_apart():
+    def model(name: str, nats: float, lost: int) -> ModelFigures:
+        return ModelFigures(name, name, documents=1, characters=10_000, tokens=10_000, nats=nats, context=64,
+                            stride=32, lost=lost, unknown_token="[UNK]")
+
+    whole, few_lost, many_lost = model("whole", 60_000.0, 0), model("few", 59_000.0, 10), model("many", 500.0, 11)
+    assert (few_lost.listed_apart, many_lost.listed_apart is not None) == (None, True)  # 0.10 % and 0.11 %
+    assert [f.model for f in ranked([many_lost, whole, few_lost])] == ["few", "whole", "many"]
+    lines = table_lines([many_lost, whole, few_lost])
+    assert [line.split()[:2] for line in lines[1:4]] == [["1", "few"], ["2", "whole"], ["-", "many"]]
+
+
+def test_evaluate_converts_the_documents_to_the_script_the_model_was_trained_on(tmp_path, caplog):
+    # a character vocabulary of the simplified text only: a traditional character would be [UNK]
+    base = uer_style_model(tmp_path / "uer", SIMPLIFIED)
+    model = open_model(str(script_model(tmp_path / "model", base, "simplified")))
+    device = torch.device("cpu")
+    traditional = evaluate_model(model, EvaluationText([TRADITIONAL], "traditional"), None, device)
+    simplified = evaluate_model(model, EvaluationText([SIMPLIFIED], "simplified"), None, device)
+    assert (traditional.nats, traditional.tokens, traditional.converted) == (simplified.nats, simplified.tokens, 1)
+    said = [r.getMessage() for r in caplog.records if "converted to it" in r.getMessage()]
+    assert len(said) == 2 and "simplified Chinese" in said[0] and said[0].endswith("1 of 1 changed")  # a line each
+    # Documents the run's own cleaning already converted (its data.chinese_script) are not converted again.
+    again = evaluate_model(model, EvaluationText([SIMPLIFIED], "simplified"), None, device, "simplified")
+    assert (again.nats, again.converted) == (simplified.nats, 0)

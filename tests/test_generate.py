@@ -15,11 +15,12 @@ from transformers import AutoTokenizer
 
 from pipeline.inference.streaming import TerminalStreamer
 from tests.conftest import one_error_line, run_cli
-from tests.tiny_models import gpt2_bpe_model, uer_style_model
+from tests.tiny_models import gpt2_bpe_model, script_model, uer_style_model
 
 PROMPT = "今天"
 FILE_MAX_NEW_TOKENS = 3
 HAN = "[\u4e00-\u9fff]"
+TRADITIONAL, SIMPLIFIED = "今天天氣很好，我們去公園散步吧。", "今天天气很好，我们去公园散步吧。"
 
 
 def generate(*args: str):
@@ -153,3 +154,45 @@ def test_ctrl_c_while_generating_says_it_stopped_and_nothing_about_stages(monkey
     monkeypatch.setattr(generate_command, "run_generate", interrupted)
     assert main(["generate", "--model", "runs/demo", PROMPT]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "stopped by Ctrl-C"
+
+
+@pytest.fixture(scope="module")
+def simplified_model(trained_run, tmp_path_factory) -> Path:
+    """The model/ of a run whose saved settings say its corpus was converted to simplified (--data-chinese-script
+    simplified), with the tiny run's tokenizer (byte fallback, trained on the simplified demo corpus)."""
+    return script_model(tmp_path_factory.mktemp("simplified") / "run" / "model", trained_run / "tokenizer",
+                        "simplified")
+
+
+def test_a_traditional_prompt_gets_the_ids_of_the_simplified_one_on_a_model_trained_on_simplified(simplified_model):
+    from pipeline.inference.generate_command import prompt_in_model_script
+    from pipeline.inference.loading import open_model
+    from pipeline.models.text import prompt_ids
+
+    model = open_model(str(simplified_model))
+    bos = model.ids["bos"]
+    simplified = prompt_ids(model.tokenizer, SIMPLIFIED, bos)
+    as_typed = prompt_ids(model.tokenizer, TRADITIONAL, bos)
+    assert len(as_typed) > len(simplified)  # 21 against 14 tokens: traditional characters fall back to bytes
+    assert prompt_ids(model.tokenizer, prompt_in_model_script(model, TRADITIONAL), bos) == simplified
+    model.script = "keep"  # a model whose corpus kept its script reads the prompt as typed
+    assert prompt_in_model_script(model, TRADITIONAL) == TRADITIONAL
+
+
+def test_generate_converts_a_prompt_to_the_script_of_a_pushed_model_and_says_so_in_one_line(simplified_model,
+                                                                                          tmp_path):
+    from pipeline.hub.stage import upload_sources
+    from tests.hub_server import LocalHub
+
+    pushed = {name: path.read_bytes() for name, path in upload_sources(simplified_model.parent).items()}
+    assert "gpt2zh_config.yaml" in pushed  # the run's settings, under the name stage 4 pushes them as
+    with LocalHub(tokens={}) as hub:
+        hub.add_model("o/simplified", pushed)
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home"),
+               "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        result = run_cli("generate", "--model", "o/simplified", TRADITIONAL, "--max-new-tokens", "2", "--seed", "1",
+                         env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(SIMPLIFIED)  # the text the continuation follows
+    said = [line for line in result.stderr.splitlines() if "converted to simplified Chinese" in line]
+    assert len(said) == 1 and SIMPLIFIED in said[0], result.stderr

@@ -221,6 +221,24 @@ def test_dry_run_lists_files_shows_and_saves_the_card_and_sends_nothing(hub, tmp
     assert hub.state.repos[f"{USER}/gpt2-zh-tiny"].files["README.md"].decode() == preview
 
 
+def test_the_card_states_a_licence_only_when_given_and_says_what_the_model_cannot_do(hub, tmp_path, trained):
+    run_dir = copy_run(trained[0], tmp_path)
+    result = push(hub, run_dir, tmp_path, "--dry-run", token=None)
+    assert result.returncode == 0, result.stderr
+    card = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")
+    assert "license" not in yaml.safe_load(card.split("---")[1])  # no licence chosen for the user
+    assert "Licence: none was stated (`--hub-license` was not given)" in card
+    limitations = card.split("## Limitations")[1].split("\n## ")[0]
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert f"{summary['parameters'] / 1e6:.1f} M parameters, {summary['tokens_seen']:,} training tokens" in limitations
+    assert "not instruction-tuned" in limitations and "no benchmark was run" in limitations
+    given = push(hub, run_dir, tmp_path, "--dry-run", "--hub-license", "cc-by-4.0", token=None)
+    assert given.returncode == 0, given.stderr
+    card = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")
+    assert yaml.safe_load(card.split("---")[1])["license"] == "cc-by-4.0"
+    assert "Licence: `cc-by-4.0`, as stated by the author" in card
+
+
 def test_a_dry_run_after_a_push_keeps_the_record_of_that_push(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)
     assert push(hub, run_dir, tmp_path).returncode == 0

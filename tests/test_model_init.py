@@ -4,6 +4,7 @@ tests/hub_server.py), through the real command line."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,9 @@ def test_the_card_of_a_run_continued_from_a_folder_names_its_separator_and_not_t
 def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_training(small_corpus, corpus_text,
                                                                                        tmp_path):
     base = uer_style_model(tmp_path / "uer", corpus_text[:3000])  # most of the corpus' characters are unseen
-    result = init_run(tmp_path / "run", small_corpus, str(base), command="train-tokenizer")
+    result = init_run(tmp_path / "run", small_corpus, str(base), "--tokenizer-allow-lossy", command="train-tokenizer")
     assert result.returncode == 0, result.stderr
+    assert "adopted anyway (--tokenizer-allow-lossy)" in result.stderr
     stats = json.loads((tmp_path / "run" / "tokenizer" / "stats.json").read_text(encoding="utf-8"))["quality"]
     assert stats["unk_tokens"] > 0 and stats["unknown_characters"]
     warning = next(line for line in result.stderr.splitlines() if "cannot represent" in line)
@@ -173,6 +175,19 @@ def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_tr
     assert packed <= counted <= packed + tails and counted > stats["unk_tokens"]
     assert f"{counted:,} [UNK]" in tokenized.stdout
     assert any("became [UNK]" in line and "PITFALLS.md BM3" in line for line in tokenized.stderr.splitlines())
+
+
+def test_a_base_whose_vocabulary_loses_too_much_of_the_corpus_is_refused_before_stage_2_naming_the_characters(
+        small_corpus, corpus_text, tmp_path):
+    base = uer_style_model(tmp_path / "uer", corpus_text[:3000])  # most of the corpus' characters are unseen
+    result = init_run(tmp_path / "run", small_corpus, str(base))
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "cannot represent" in error and "of the corpus's characters" in error and "most often" in error
+    lost = re.search(r"most often (\S+) ×", error)[1]
+    assert lost in corpus_text and lost not in corpus_text[:3000]  # a character the corpus has and the vocabulary lacks
+    assert "--tokenizer-allow-lossy" in error and "PITFALLS.md NU11" in error
+    assert not (tmp_path / "run" / "tokenizer").exists() and not (tmp_path / "run" / "dataset").exists()
 
 
 @pytest.fixture

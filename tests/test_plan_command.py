@@ -42,13 +42,17 @@ def test_show_config_prints_the_config_stage_3_trained_with_its_preset_applied(t
     assert used["training"]["precision"] == "fp32" and used["training"]["tf32"] is False  # from the preset
 
 
-def test_stage_3_logs_the_lines_gpt2zh_plan_prints_for_the_same_command_line(trained):
+def test_stage_3_prints_the_lines_gpt2zh_plan_prints_on_stdout_beside_its_summary(trained):
+    """One stream for the plan and the summary (PITFALLS.md NU13): a log of stdout has both, in order."""
     run_dir, result = trained
     planned = run_cli("plan", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN)
     assert planned.returncode == 0, planned.stderr
-    logged = [line.split("pretrain: ", 1)[1] for line in result.stderr.splitlines() if "pretrain: " in line]
+    printed = [line.split("pretrain: ", 1)[1] for line in result.stdout.splitlines() if line.startswith("pretrain: ")]
     lines = planned.stdout.strip().splitlines()
-    assert len(lines) > 10 and all(line in logged for line in lines), set(lines) - set(logged)
+    lines = [line for line in lines if not line.startswith("warning: ")]  # stage 3's go to stderr with the others
+    assert len(lines) > 10 and printed == lines, set(lines) ^ set(printed)
+    assert result.stdout.index(f"pretrain: {lines[0]}") < result.stdout.index("── pretrain: done")
+    assert lines[1] not in result.stderr
     summary = json.loads((run_dir / "model" / "training_summary.json").read_text(encoding="utf-8"))
     assert summary["memory"]["estimate_gib"]["total"] > 0 and summary["memory"]["measured_peak_gib"] is None
 
@@ -147,7 +151,8 @@ def test_the_learning_rate_warning_is_given_before_stage_1(caplog, tmp_path):
     path = REPO / "configs" / "gpt2-large.yaml"
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("今天天气很好，我们去公园散步。\n" * 20000, encoding="utf-8")
-    command_line = {"data.files": [str(corpus)], "optimization.learning_rate": 6e-4}
+    # a global batch this small corpus can fill (PITFALLS.md NU7 refuses gpt2-large's 480 blocks before stage 1)
+    command_line = {"data.files": [str(corpus)], "optimization.learning_rate": 6e-4, "training.global_batch_size": 8}
     request = StageRequest(resolve((str(path), read_yaml_mapping(path)), command_line, fabricate("a100-80g")),
                            RunDir(tmp_path / "run"), overrides=command_line)
     preflight(request, [(info, False) for info in STAGES[:3]])
@@ -241,3 +246,33 @@ def test_output_cut_short_by_the_reader_ends_without_a_traceback():
     stderr = process.stderr.read()
     process.wait(timeout=60)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_plan_for_a_short_run_on_a_preset_card_skips_compiling_and_names_loader_workers_as_this_machines(capsys):
+    """PITFALLS.md NU15: a 60-step demo on an RTX 4090, planned on this 2-core machine."""
+    code, out, _ = _run(capsys, "plan", "--preset", "rtx4090", "--training-max-steps", "60",
+                        "--run-dir", "/nonexistent")
+    lines = out.splitlines()
+    assert code == 0 and lines[1].startswith("1 x NVIDIA GeForce RTX 4090") and "workers" not in lines[1]
+    assert "loader workers: min(8, CPU count) of the machine that trains: a setting of the machine, not of the card " \
+           "or preset (2 on this machine's 2 CPUs)" in lines
+    assert "compile: off (asked for, but see the notes)" in out and "no mode pays back (PITFALLS.md NU15)" in out
+    here = _run(capsys, "plan", "--run-dir", "/nonexistent")[1]
+    assert "loader workers: 2 = min(8, this machine's 2 CPUs): a setting of the machine, not of the card or preset" \
+        in here.splitlines()
+    record = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "rtx4090", "--json",
+                             "--run-dir", "/nonexistent")[1])  # 4,500 steps of GPT-2 small: autotuning pays back
+    assert record["dataloader_workers"] == 2 and "machine that trains" in record["reasons"]["loader_workers"]
+    assert record["compile_mode"] == "max-autotune" and "4,500-step run" in record["reasons"]["compile"]
+
+
+def test_the_plan_warns_when_max_steps_repeat_the_datasets_training_blocks_more_than_four_times(capsys, trained):
+    """(NU8) On the dataset's real blocks, in `gpt2zh plan` and so in stage 3's plan lines."""
+    run_dir = trained[0]
+    assert main(["plan", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--training-max-steps", "100000"]) == 0
+    out = capsys.readouterr().out
+    epochs = re.search(r"training tokens: 100,000 steps = ([\d.]+) epochs", out)
+    assert epochs and float(epochs.group(1)) > 4
+    assert f"warning: 100,000 steps are {float(epochs.group(1)):,.0f} epochs of the training split" in out
+    assert main(["plan", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]) == 0  # 12 steps: well under one epoch
+    assert "epochs of the training split" not in capsys.readouterr().out

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import TINY_DATA, TINY_TRAIN, run_cli
 
-PROGRESS_BAR = re.compile(r"\d%\||\[\d+:\d\d<|\r")  # tqdm's "100%|", "[00:01<00:00" or carriage return
+# tqdm's "100%|", "[00:01<00:00" or carriage return; in a log file, "training: 25 % (3 of 12 steps), 00:05 elapsed"
+PROGRESS_BAR = re.compile(r"\d%\||\[\d+:\d\d<|\r|\d+ % \([^)]+ of [^)]+\), \d\d:\d\d elapsed")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 --force, and what can be known before stage 1 is checked before stage 1."""
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,10 @@ from pipeline.config import Config
 from pipeline.config.schema import DataConfig
 from pipeline.corpus.sources import resolve_sources
 from pipeline.errors import UserError
-from pipeline.preflight import check_schedule, check_split_sizes, preflight
+from pipeline.preflight import check_schedule, check_split_sizes, check_training_size, preflight
 from pipeline.run_all import selected_stages
 from pipeline.run_settings import read_settings, write_settings
-from tests.conftest import TINY_TOKENIZER, copy_run, run_cli, tree_checksums
+from tests.conftest import TINY_TOKENIZER, copy_run, one_error_line, run_cli, tree_checksums
 
 SETTINGS_WRITTEN = {"settings.yaml", ".gpt2zh.lock", ".gpt2zh.lock.json"}
 
@@ -55,6 +56,26 @@ def test_a_config_that_would_rebuild_a_finished_run_from_another_corpus_is_refus
     assert "corpus (small.txt -> the embedded demo corpus)" in error and "tokenizer.verify_lines (400 -> 2000)" in error
     assert "add --force" in error and "another --run-dir" in error
     assert tree_checksums(run_dir) == before  # the settings too: a refused command changes nothing
+
+
+def test_a_changed_setting_of_an_earlier_stage_given_to_a_later_stage_is_one_line_naming_the_command_that_can(
+        tmp_path, capsys, trained):
+    """(NU4) pretrain cannot rebuild the tokenizer: a new vocabulary size given to it would be ignored."""
+    run_dir = copy_run(trained[0], tmp_path)
+    before = tree_checksums(run_dir)
+    assert main(["pretrain", "--run-dir", str(run_dir), "--tokenizer-vocab-size", "8000"]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "Traceback" not in err
+    assert "--tokenizer-vocab-size is a setting of stage 1 (train-tokenizer), which `gpt2zh pretrain` does not " \
+           "run" in err and "use `gpt2zh run --tokenizer-vocab-size 8000 --force`" in err
+    assert main(["push", "--run-dir", str(run_dir), "--dry-run", "--no-data-dedupe"]) == 2
+    assert "--no-data-dedupe is a setting of stage 1 (train-tokenizer), which `gpt2zh push` does not run" in \
+           capsys.readouterr().err
+    assert tree_checksums(run_dir) == before
+    # the value the run already has, typed again, and a later stage's setting are what they always were
+    assert main(["pretrain", "--run-dir", str(run_dir), "--tokenizer-vocab-size", "4000"]) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert main(["tokenize", "--run-dir", str(run_dir), "--training-max-steps", "12"]) == 0
 
 
 def test_changed_training_settings_on_a_finished_model_are_refused_unless_forced(tmp_path, capsys, trained):
@@ -156,6 +177,50 @@ def test_warmup_that_does_not_end_before_max_steps_is_refused_with_the_flag_to_c
     error = capsys.readouterr().err
     assert "optimization.warmup_steps (30) must be below training.max_steps (10)" in error
     assert "--optimization-warmup-steps 1 or a larger --training-max-steps" in error
+
+
+def test_a_configuration_too_large_for_the_corpus_is_refused_before_stage_1_without_training_a_tokenizer(
+        tmp_path, capsys, demo_documents):
+    """(NU7, NU8) gpt2-small's 480 x 1,024-token step on 300 lines: said before a tokenizer is trained."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("\n".join(demo_documents[:300]) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", "--config", "gpt2-small", "--data-files", str(corpus), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "fewer than one optimizer step of training.global_batch_size 480" in err
+    assert "--config demo" in err and "--training-global-batch-size of at most" in err
+    assert not (run_dir / "tokenizer").exists()
+
+
+def test_steps_that_repeat_the_corpus_more_than_four_times_are_warned_about_before_stage_1(
+        tmp_path, demo_documents, caplog):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("\n".join(demo_documents[:300]) + "\n", encoding="utf-8")
+    config = Config()  # the demo's step (8 x 256) fits; its 1,200 steps repeat 300 lines many times
+    config.data.block_size, config.training.global_batch_size, config.training.max_steps = 256, 8, 1200
+    with caplog.at_level(logging.WARNING, logger="gpt2zh"):
+        check_training_size(resolve_sources([str(corpus)]), config)
+    assert re.search(r"1,200 steps are at least [\d,]+ epochs of the training split: beyond about 4", caplog.text)
+    assert "use --training-max-steps" in caplog.text and "(--config demo), or more text" in caplog.text
+    caplog.clear()
+    config.training.max_steps = 10
+    with caplog.at_level(logging.WARNING, logger="gpt2zh"):
+        check_training_size(resolve_sources([str(corpus)]), config)
+    assert caplog.text == ""
+
+
+def test_a_max_steps_below_the_configs_warmup_scales_the_warmup_to_a_tenth_of_the_run_and_says_so(capsys):
+    assert main(["show-config", "--config", "demo", "--training-max-steps", "10",
+                 "--get", "optimization.warmup_steps"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "1"
+    assert "optimization.warmup_steps 30 is not below training.max_steps 10: warmup scaled to 1 step(s), 10% of " \
+           "the run" in captured.err
+    # a run long enough for the config's warmup keeps it, unsaid
+    assert main(["show-config", "--config", "demo", "--training-max-steps", "31",
+                 "--get", "optimization.warmup_steps"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "30" and "scaled" not in captured.err
 
 
 def test_eval_and_logging_intervals_beyond_max_steps_are_warned_about_and_no_validation_is_refused(caplog):

@@ -381,3 +381,19 @@ def test_peak_memory_is_this_process_s_own_not_that_of_the_process_it_was_exec_e
     result = subprocess.run([sys.executable, "-c", parent], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 300, f"peak {result.stdout.strip()} MB includes the parent's 600 MB"
+
+
+def test_a_validation_split_of_a_few_documents_is_warned_about_with_the_fraction_that_gives_enough(
+        tmp_path, capsys, demo_documents):
+    """(NU9) The held-out blocks were enough (one 32-token block fills), the documents were not."""
+    corpus = tmp_path / "few.txt"
+    corpus.write_text("\n".join(demo_documents[:600]) + "\n", encoding="utf-8")
+    args = ["--data-files", str(corpus), "--run-dir", str(tmp_path / "run"), "--tokenizer-vocab-size", "3000",
+            "--tokenizer-character-coverage", "0.995", "--data-validation-fraction", "0.01",
+            "--data-block-size", "32", "--model-n-positions", "32"]
+    assert main(["train-tokenizer", *args]) == 0 and main(["tokenize", *args]) == 0
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "the validation split has" in line)
+    documents = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text())["reading"]["validation"]
+    assert f"the validation split has {documents['documents']} document(s)" in warning and documents["documents"] < 20
+    assert "its loss measures these few texts" in warning and "use --data-validation-fraction 0.04" in warning

@@ -15,12 +15,15 @@ from pipeline.config import load_config
 from pipeline.training.checkpoints import MARKER, problem_with, read_marker
 from pipeline.training.history import read_history
 from tests.conftest import (
+    TINY_DATA,
+    TINY_TRAIN,
     assert_same_weights,
     copy_run,
     one_error_line,
     pretrain_args,
     run_cli,
     run_two_processes,
+    tree_checksums,
     weights,
 )
 
@@ -158,10 +161,53 @@ def test_resume_from_a_named_checkpoint_that_does_not_load_is_a_one_line_error(t
 
 def test_resuming_with_a_changed_config_is_refused_with_the_changes(tmp_path, capsys, trained):
     run_dir = copy_run(trained[0], tmp_path)
-    assert main(pretrain_args(run_dir, "--force", "--optimization-learning-rate", "0.01")) == 2
+    shutil.rmtree(run_dir / "model")  # stopped before its model: the checkpoints are all the run has
+    before = tree_checksums(run_dir / "checkpoints")
+    assert main(pretrain_args(run_dir, "--optimization-learning-rate", "0.01")) == 2
     err = capsys.readouterr().err
     assert "was made by a different run; changed: optimization.learning_rate (0.001 -> 0.01)" in err
     assert "--resume never" in err
+    assert tree_checksums(run_dir / "checkpoints") == before
+
+
+def test_a_dataset_made_with_another_tokenizer_file_is_refused_by_stage_3(tmp_path, capsys, trainable_run):
+    """(NU17) Same tokenizer inputs, another file (retrained with --force, stage 2 not rerun): other ids."""
+    run_dir = copy_run(trainable_run, tmp_path)
+    manifest_path = run_dir / "tokenizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest_path.write_text(json.dumps({**manifest, "tokenizer_sha256": "0" * 64}), encoding="utf-8")
+    assert main(pretrain_args(run_dir)) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "was built with another tokenizer than" in err and "gpt2zh tokenize" in err
+    assert not (run_dir / "model").exists()
+
+
+def test_a_run_shorter_than_the_configs_warmup_trains_with_the_warmup_scaled_to_a_tenth(tmp_path, capsys,
+                                                                                       trainable_run):
+    """(NU5) The demo config's 30 warmup steps on a 3-step run: trained, not refused, and said."""
+    run_dir = copy_run(trainable_run, tmp_path)
+    at = TINY_TRAIN.index("--optimization-warmup-steps")
+    args = [*TINY_TRAIN[:at], *TINY_TRAIN[at + 2:], "--training-max-steps", "3"]
+    assert main(["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *args]) == 0
+    assert "optimization.warmup_steps 30 is not below training.max_steps 3: warmup scaled to 0 step(s)" in \
+        capsys.readouterr().err
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["schedule"]["warmup_steps"] == 0
+
+
+def test_force_with_another_vocabulary_on_a_finished_run_retrains_in_one_command_keeping_the_old_model_aside(
+        tmp_path, capsys, trained):
+    """(NU3) --force replaces a stage and everything built from it: no second refusal, nothing deleted."""
+    run_dir = copy_run(trained[0], tmp_path)
+    assert main(["run", "--run-dir", str(run_dir), "--tokenizer-vocab-size", "3000", "--force"]) == 0
+    err = capsys.readouterr().err
+    assert "starting over, as with --resume never" in err and "the model of the replaced run is kept as" in err
+    assert json.loads((run_dir / "model" / "config.json").read_text())["vocab_size"] == 3000
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 12
+    kept = list(run_dir.glob("model.previous-*"))
+    assert len(kept) == 1 and json.loads((kept[0] / "config.json").read_text())["vocab_size"] == 4000
+    assert_same_weights(kept[0], trained[0] / "model")
+    assert len(list(run_dir.glob("checkpoints.previous-*/checkpoint-*"))) == 2
 
 
 def test_resume_never_keeps_old_checkpoints_aside_and_starts_over(tmp_path, capsys, trained):

@@ -1,6 +1,8 @@
-"""Stage 1 through the real command line: reuse and rebuild, interruption, bad input, entry points."""
+"""Stage 1 through the real command line: reuse and rebuild, interruption, bad input, entry points; line breaks
+learnt as text, and tokenizers of the older format (trained on lines) kept until retrained."""
 
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -8,10 +10,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import sentencepiece as spm
 
 from pipeline.cli import main
-from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, run_cli, tree_checksums
+from pipeline.config.schema import Config, DataConfig, TokenizerConfig
+from pipeline.corpus import CorpusReader, sources_for
+from pipeline.dataset.chunks import TextChunk
+from pipeline.dataset.worker import WorkerSetup, init_worker, tokenize_block
+from pipeline.fingerprints import dataset_inputs
+from pipeline.rundir import fingerprint
+from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, copy_run, run_cli, tree_checksums
+from tokenizer.encoding import document_encoder
+from tokenizer.quality import measure
+from tokenizer.sampling import split_sentences
+from tokenizer.specials import END_OF_TEXT_ID, SPECIAL_TOKENS
+from tokenizer.spm_train import train_sentencepiece
 
 
 def stage(capsys, run_dir: Path, corpus: Path, *extra: str) -> tuple[int, str]:
@@ -210,3 +225,89 @@ def test_run_command_runs_the_stages_in_order(tmp_path, capsys, small_corpus):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
     out = capsys.readouterr().out
     assert out.index("train-tokenizer: done") < out.index("tokenize: done") < out.index("pretrain: done")
+
+
+def _train_as_stage_1(documents: list[str], model: Path) -> list[str]:
+    """Stage 1's sample (every sentence of the documents) and training, at the tiny tokenizer's settings."""
+    cfg = TokenizerConfig(vocab_size=4000, character_coverage=0.995)
+    sentences = [piece for document in documents for piece in split_sentences(document, cfg.max_sentence_bytes)[0]]
+    train_sentencepiece(sentences, model, cfg)
+    return sentences
+
+
+def _stage_2_tokens(model: Path, documents: list[str]) -> np.ndarray:
+    """Stage 2's worker on these documents: every document's ids, each followed by <|endoftext|>."""
+    init_worker(WorkerSetup(spm_model=str(model), data=DataConfig(), reserved_strings=SPECIAL_TOKENS,
+                            end_of_text_id=END_OF_TEXT_ID, dtype="uint16", keep_digests=False), False)
+    return tokenize_block(TextChunk(tuple(documents))).tokens
+
+
+def test_a_clue_style_corpus_encodes_line_breaks_as_pieces_with_the_byte_fallback_of_its_lines(tmp_path,
+                                                                                               demo_documents):
+    # (NU1) Documents of 4 paragraphs (single line breaks), separated by blank lines as CLUECorpusSmall is.
+    paragraphs = list(demo_documents)
+    random.Random(1).shuffle(paragraphs)
+    training, held_out = paragraphs[:3000], paragraphs[3000:4200]
+    corpus = tmp_path / "clue.txt"
+    corpus.write_text("\n\n".join("\n".join(training[i: i + 4]) for i in range(0, 3000, 4)) + "\n", encoding="utf-8")
+    documents = [document.text for document in CorpusReader(sources_for([str(corpus)])[0], DataConfig()).documents()]
+    assert len(documents) == 750 and all(document.count("\n") == 3 for document in documents)
+
+    sample = _train_as_stage_1(documents, tmp_path / "clue.model")
+    assert "".join(sample) == "".join(documents), "the sample keeps every line break and indentation"
+    _train_as_stage_1(training, tmp_path / "lines.model")  # the same text, one paragraph a line: no '\n' seen
+
+    held_out_documents = ["\n".join(held_out[i: i + 4]) for i in range(0, len(held_out), 4)]
+    for model in ("clue.model", "lines.model"):
+        newline_byte = spm.SentencePieceProcessor(model_file=str(tmp_path / model)).piece_to_id("<0x0A>")
+        encoded = document_encoder(str(tmp_path / model))(held_out_documents)
+        assert not any(newline_byte in ids for ids in encoded), model
+    clue = measure(tmp_path / "clue.model", held_out_documents, True)
+    lines = measure(tmp_path / "lines.model", held_out, True)
+    assert "\n" not in clue.byte_fallback_characters
+    assert abs(clue.byte_fallback_rate - lines.byte_fallback_rate) <= 0.003, (clue, lines)
+
+    # Stage 1's figures are stage 2's: whole documents, encoded by stage 2's own worker.
+    tokens = _stage_2_tokens(tmp_path / "clue.model", held_out_documents)
+    assert clue.tokens == len(tokens) - len(held_out_documents)
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "clue.model"))
+    byte_tokens = sum(processor.is_byte(int(i)) for i in tokens)
+    assert clue.byte_fallback_rate == pytest.approx(byte_tokens / clue.tokens)
+
+
+def _make_older_format(run_dir: Path) -> None:
+    """What a run directory of an earlier gpt2zh holds: no text_format, a dataset fingerprint without the file."""
+    tokenizer = json.loads((run_dir / "tokenizer" / "manifest.json").read_text())
+    del tokenizer["text_format"]
+    (run_dir / "tokenizer" / "manifest.json").write_text(json.dumps(tokenizer, indent=2))
+    dataset = json.loads((run_dir / "dataset" / "manifest.json").read_text())
+    del dataset["inputs"]["tokenizer_sha256"]
+    assert dataset_inputs(Config(), [], tokenizer).keys() == dataset["inputs"].keys()
+    dataset["fingerprint"] = fingerprint(dataset["inputs"])
+    (run_dir / "dataset" / "manifest.json").write_text(json.dumps(dataset, indent=2))
+
+
+def test_an_older_format_tokenizer_keeps_its_run_until_retrained_and_retraining_rebuilds_the_dataset(
+        tmp_path, capsys, small_corpus, trainable_run):
+    # (NU17) format 1 learnt from lines: its runs go on as they are, with one line saying how to retrain
+    run_dir = copy_run(trainable_run, tmp_path)
+    _make_older_format(run_dir)
+    before = tree_checksums(run_dir)
+
+    def command(name: str, *extra: str) -> str:
+        code = main([name, "--data-files", str(small_corpus), "--run-dir", str(run_dir), *TINY_DATA, *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return captured.err + captured.out
+
+    out = command("train-tokenizer")
+    assert "up to date" in out and "trained on lines (an older format)" in out and "PITFALLS.md NU17" in out
+    assert "up to date" in command("tokenize")
+    assert tree_checksums(run_dir) == before, "nothing rebuilt unasked"
+
+    out = command("train-tokenizer", "--force")
+    tokenizer = json.loads((run_dir / "tokenizer" / "manifest.json").read_text())
+    assert tokenizer["text_format"] == 2 and "older format" not in out
+    assert "up to date" not in command("tokenize"), "a dataset of the old ids is never taken for this tokenizer's"
+    dataset = json.loads((run_dir / "dataset" / "manifest.json").read_text())
+    assert dataset["inputs"]["tokenizer_sha256"] == tokenizer["tokenizer_sha256"]

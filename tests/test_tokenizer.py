@@ -171,3 +171,17 @@ def test_a_corpus_without_any_space_still_learns_the_space_piece_and_round_trips
     text = "今天 天气很好, 我们 去公园"
     ids = processor.encode(text)
     assert space in ids and processor.decode(ids) == text
+
+
+def test_line_breaks_and_tabs_are_pieces_that_round_trip_through_the_saved_tokenizer(tokenizer_dir, held_out_lines):
+    # (NU1) trained on one document per line, so no '\n' in its sample: required as a piece all the same
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_dir / "tokenizer.model"))
+    documents = ["\n".join(held_out_lines[i: i + 3]) for i in range(0, 300, 3)]
+    documents += ["标题\n\n　　第一段。\n\t第二段！\n", "第一段\n第二段"]
+    hf_ids = tok(documents)["input_ids"]
+    assert hf_ids == processor.encode(documents)
+    assert [tok.decode(ids) for ids in hf_ids] == documents
+    pieces = {piece for ids in hf_ids for piece in tok.convert_ids_to_tokens(ids)}
+    assert {"\n", "\t"} <= pieces and not {"<0x0A>", "<0x09>"} & pieces
+    assert json.loads((tokenizer_dir / "manifest.json").read_text())["text_format"] == 2

@@ -156,10 +156,10 @@ def test_8bit_adam_is_used_only_after_a_successful_probe():
 @pytest.mark.parametrize("world", [1, 2])
 def test_compile_wins_over_activation_checkpointing_also_under_ddp(world):
     facts = with_world(fabricate("a100-80g"), world)
-    compile_on, mode, checkpointing, notes = choose_compile(
+    choice = choose_compile(
         config(torch_compile=True, compile_mode="reduce-overhead", activation_checkpointing=True), facts)
-    assert (compile_on, mode, checkpointing) == (True, "reduce-overhead", False)
-    assert "marked as ready twice" in notes[0]
+    assert (choice.on, choice.mode, choice.activation_checkpointing) == (True, "reduce-overhead", False)
+    assert "marked as ready twice" in choice.notes[0]
     assert choose_compile(config(activation_checkpointing=True), facts)[2] is True  # alone, it stays
 
 
@@ -176,8 +176,8 @@ def test_trainer_arguments_follow_the_plan_when_compile_turns_activation_checkpo
 
 def test_compile_without_a_toolchain_is_turned_off_with_a_reason():
     facts = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.13.0", cxx_compiler=False)
-    compile_on, _, _, notes = choose_compile(config(torch_compile=True), facts)
-    assert compile_on is False and "C++ compiler" in notes[0]
+    choice = choose_compile(config(torch_compile=True), facts)
+    assert choice.on is False and "C++ compiler" in choice.notes[0]
 
 
 def test_dataloader_has_min_8_cpus_workers_persistent_and_pinned_with_cuda():
@@ -282,3 +282,45 @@ def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(de
     request = StageRequest(resolve(layer, command_line, fabricate(device)), RunDir(Path(".")), overrides=command_line)
     plan = _plan(request)
     assert note in plan.notes
+
+
+def _plan_on(model: str, device: str, **command_line):
+    """The plan stage 3 makes for configs/<model>.yaml on a fabricated card, its preset applied."""
+    from pipeline.config.loader import read_yaml_mapping
+    from pipeline.resolution import resolve
+    from pipeline.training.plan import model_shape
+
+    path = Path(__file__).parents[1] / "configs" / f"{model}.yaml"
+    facts = fabricate(device)
+    resolved = resolve((str(path), read_yaml_mapping(path)), command_line, facts)
+    return plan_training(resolved.config, facts, 1, None, resolved.origin, model_shape(resolved.config))
+
+
+def test_compile_is_chosen_by_whether_it_pays_back_over_the_run():
+    """PITFALLS.md NU15: the RTX 4090 preset asks for max-autotune (~5 min of autotuning)."""
+    demo = _plan_on("demo", "rtx4090", **{"training.max_steps": 60})  # well under a second of compute
+    assert (demo.torch_compile, demo.compile_mode) == (False, None)
+    assert any(note.startswith("torch.compile off: a 60-step run") and "no mode pays back" in note
+               for note in demo.notes), demo.notes
+    short = _plan_on("gpt2-small", "rtx4090", **{"training.max_steps": 60})  # ~8 min: plain compile pays back
+    assert (short.torch_compile, short.compile_mode) == (True, "default")
+    assert short.compile_reason.startswith("a 60-step run, ~8 min at the reference speed, saves ~2 min for ~1 min")
+    assert any("mode default instead of max-autotune" in note and "PITFALLS.md NU15" in note for note in short.notes)
+    full = _plan_on("gpt2-small", "rtx4090")  # 4,500 steps, ~10 h: autotuning pays back many times over
+    assert (full.torch_compile, full.compile_mode) == (True, "max-autotune") and "saves ~3.5 h" in full.compile_reason
+    a100 = _plan_on("gpt2-small", "a100-80g", **{"training.max_steps": 100})  # reduce-overhead steps down too
+    assert a100.compile_mode == "default"
+
+
+def test_compile_typed_on_the_command_line_stays_even_where_it_does_not_pay_back():
+    typed = _plan_on("gpt2-small", "rtx4090", **{"training.max_steps": 60, "training.compile_mode": "max-autotune"})
+    assert (typed.torch_compile, typed.compile_mode) == (True, "max-autotune")
+    assert any(note.startswith("torch.compile mode max-autotune kept as the command line asks") for note in typed.notes)
+
+
+def test_compile_without_a_speed_estimate_stays_as_asked():
+    """No peak figure for an L4 (or a CPU): nothing to weigh the cost against."""
+    l4 = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0", cuda_available=True,
+                       gpus=(GpuFacts("NVIDIA L4", 22.0, (8, 9)),), triton_available=True)
+    plan = plan_training(config(torch_compile=True, compile_mode="max-autotune", max_steps=10), l4, 1, None)
+    assert (plan.torch_compile, plan.compile_mode, plan.compile_reason) == (True, "max-autotune", "")

@@ -122,3 +122,19 @@ def malicious_pickle_model(folder: Path, marker: Path) -> Path:
     payload = {"transformer.wte.weight": TouchOnUnpickle(marker)}
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(payload, protocol=2))  # torch.save's protocol
     return folder
+
+
+def script_model(folder: Path, tokenizer_source: Path, script: str, seed: int = 0) -> Path:
+    """A tiny GPT-2 with the tokenizer of `tokenizer_source` and, beside them as stage 3 saves them, the run
+    settings (run_config.yaml) of a run whose corpus was converted to `script` (data.chinese_script)."""
+    from transformers import AutoTokenizer
+
+    from pipeline.config import dump_config
+    from pipeline.config.schema import Config, DataConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    tokenizer.save_pretrained(folder)
+    end = tokenizer.eos_token_id
+    tiny_gpt2(len(tokenizer), seed, n_positions=64, bos_token_id=end, eos_token_id=end).save_pretrained(folder)
+    dump_config(Config(data=DataConfig(chinese_script=script)), folder / "run_config.yaml")
+    return folder

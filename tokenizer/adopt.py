@@ -9,13 +9,13 @@ unseen characters; decoding here removes the spaces WordPiece puts between Chine
 
 import json
 import logging
-from collections import Counter
 
 from pipeline.config import dump_config
 from pipeline.corpus import CorpusReader
 from pipeline.errors import UserError
 from pipeline.fingerprints import tokenizer_inputs
 from pipeline.models.architecture import base_architecture, base_sizes
+from pipeline.models.coverage import LOSSY_SHARE, lost_characters, unknown_id
 from pipeline.models.source import fetch_model, read_config
 from pipeline.models.text import decode_text, load_tokenizer, special_token_ids
 from pipeline.report import StageReport
@@ -25,22 +25,20 @@ from pipeline.stages import StageRequest
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
 FLAG = "--model-init-from"
-EXAMPLES = 8
 
 
 def _figures(tokenizer, texts: list[str], unk_id: int | None) -> dict:
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     tokens = sum(len(ids) for ids in encoded["input_ids"])
-    unknown: Counter = Counter()
-    for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-        unknown.update(text[start:end] for token, (start, end) in zip(ids, offsets, strict=True) if token == unk_id)
+    loss = lost_characters(tokenizer, texts, unk_id, encoded)
     inexact = [(text, decode_text(tokenizer, ids)) for text, ids in zip(texts, encoded["input_ids"], strict=True)]
     inexact = [(text, back) for text, back in inexact if back != text]
     characters = sum(map(len, texts))
     return {"documents": len(texts), "characters": characters, "tokens": tokens,
             "chars_per_token": round(characters / tokens, 4) if tokens else 0.0,
-            "unk_tokens": sum(unknown.values()), "unk_rate": round(sum(unknown.values()) / tokens, 6) if tokens else 0,
-            "unknown_characters": [char for char, _ in unknown.most_common(EXAMPLES)],
+            "unk_tokens": loss.unknown_tokens, "unk_rate": round(loss.unknown_tokens / tokens, 6) if tokens else 0,
+            "unknown_characters": loss.most_frequent(), "lost_characters": loss.lost,
+            "lost_share": round(loss.share, 6), "lost_examples": loss.examples(),
             "round_trip_exact": len(texts) - len(inexact),
             "round_trip_example": [inexact[0][0][:60], inexact[0][1][:60]] if inexact else None}
 
@@ -73,10 +71,10 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     texts = sample.held_out or sample.reservoir.items[:2000]
     if not texts:
         raise UserError(f"the corpus has no text after cleaning ({reader.stats.files} file(s))", "check --data-files")
-    # GPT-2's byte-level BPE names <|endoftext|> its unk token, but never produces it for text
-    unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (ids["eos"], ids["bos"]) else None
+    unk_id = unknown_id(tokenizer, ids)
     figures = {**_figures(tokenizer, texts, unk_id), "held_out": bool(sample.held_out),
                "unknown_token": tokenizer.unk_token if unk_id is not None else None}
+    _refuse_lossy(where, figures, config.tokenizer.allow_lossy)  # before anything is written: stage 2 never starts
     with output.build() as staging:
         tokenizer.save_pretrained(staging)
         stats = {"corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
@@ -98,6 +96,20 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
 
 
+def _refuse_lossy(where: str, figures: dict, allowed: bool) -> None:
+    """A vocabulary that loses more than LOSSY_SHARE of the corpus's characters trains a model on [UNK] in their
+    place, which evaluate would then rank first (PITFALLS.md NU11): refused unless the user insists."""
+    if figures["lost_share"] <= LOSSY_SHARE or allowed:
+        return
+    on = f"{figures['documents']:,} {'held-out ' if figures['held_out'] else ''}document(s)"
+    raise UserError(f"{where}: its vocabulary cannot represent {figures['lost_share']:.2%} of the corpus's characters "
+                    f"(on {on}; more than {LOSSY_SHARE:.1%}: they would become {figures['unknown_token']} and be lost "
+                    f"to the model), most often {figures['lost_examples']}",
+                    "train this corpus's own tokenizer (leave out --model-init-from), start from a model whose "
+                    "vocabulary covers these characters, or pass --tokenizer-allow-lossy to adopt it anyway "
+                    "(PITFALLS.md NU11)")
+
+
 def _adoption_rows(report: StageReport, label: str, tokenizer, vocab_size: int, ids: dict, figures: dict) -> None:
     names = {key: tokenizer.convert_ids_to_tokens(value) for key, value in ids.items()}
     report.row("tokenizer", f"adopted from {label}: {type(tokenizer).__name__}, vocab {vocab_size:,}; documents end "
@@ -106,13 +118,18 @@ def _adoption_rows(report: StageReport, label: str, tokenizer, vocab_size: int, 
     if figures["unknown_token"] is None:  # byte-level BPE: every character has bytes to fall back on
         unknown = "no unknown token (byte-level)"
     else:
-        unknown = f"{figures['unk_tokens']:,} {figures['unknown_token']} ({figures['unk_rate']:.3%} of tokens)"
+        unknown = (f"{figures['unk_tokens']:,} {figures['unknown_token']} ({figures['unk_rate']:.3%} of tokens, "
+                   f"{figures['lost_share']:.3%} of characters lost)")
     report.row("quality", f"{figures['chars_per_token']:.2f} chars/token, {unknown} on {on}")
     if figures["unk_tokens"]:
         log.warning("%s: %s cannot represent %s character occurrence(s) of %s (%.3f%% of tokens), e.g. %s: the "
                     "model reads and writes them as %s; stage 2 counts them in the whole corpus (PITFALLS.md BM3)",
                     STAGE, label, f"{figures['unk_tokens']:,}", on, 100 * figures["unk_rate"],
                     " ".join(figures["unknown_characters"]), tokenizer.unk_token)
+    if figures["lost_share"] > LOSSY_SHARE:  # only with --tokenizer-allow-lossy (_refuse_lossy)
+        log.warning("%s: adopted anyway (--tokenizer-allow-lossy): %.2f%% of the characters are lost, more than "
+                    "%.1f%%; `gpt2zh evaluate` lists such a model apart, unranked (PITFALLS.md NU11)", STAGE,
+                    100 * figures["lost_share"], 100 * LOSSY_SHARE)
     exact = figures["round_trip_exact"]
     report.row("round trip", f"decode(encode(x)) == x for {exact:,} of {figures['documents']:,} documents")
     if figures["round_trip_example"]:

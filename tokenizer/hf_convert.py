@@ -27,10 +27,12 @@ from tokenizer.specials import END_OF_TEXT, PAD, UNK
 SPM_FILE = "tokenizer.model"
 GENERIC_CLASS = "PreTrainedTokenizerFast"  # known to AutoTokenizer in transformers 4.x and 5.x
 # Strings that stress the conversion beyond corpus lines: runs of spaces, tabs, Latin text, digits,
-# rare CJK (byte fallback), emoji, a newline inside a document, full-width punctuation and the
-# ideographic space. Like corpus text they are normalised by the run's rule before the comparison.
+# rare CJK (byte fallback), emoji, line breaks inside a document (newline pieces, PITFALLS.md NU1),
+# full-width punctuation and the ideographic space. Like corpus text they are normalised by the run's
+# rule before the comparison.
 PROBES = ("  两个空格  开头和结尾  ", "中文 English 混排 123 4567", "制表\t符", "罕见字:𠀀𪚥龘 emoji 😀👍",
-          "第一段\n第二段", "全角已归一: ABC 123", "你好，世界！（测试）：；？……“引号”《书名》【注】",
+          "第一段\n第二段", "标题\n\n　　缩进的段落。\n\t第三段！\n", "全角已归一: ABC 123",
+          "你好，世界！（测试）：；？……“引号”《书名》【注】",
           "新华社北京１月１日电　（记者）１９９８年ＡＢＣ")
 
 

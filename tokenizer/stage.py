@@ -21,7 +21,7 @@ from pipeline.report import StageReport, human_bytes, human_duration
 from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
 from pipeline.stages import StageRequest
 from tokenizer.hf_convert import SPM_FILE, convert, verify
-from tokenizer.quality import measure
+from tokenizer.quality import describe_characters, measure
 from tokenizer.sampling import SentenceReservoir, split_sentences
 from tokenizer.specials import (
     END_OF_TEXT,
@@ -32,10 +32,13 @@ from tokenizer.specials import (
     UNK,
     UNK_ID,
 )
+from tokenizer.spm_train import TEXT_FORMAT
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
 HELD_OUT_CHARS = 2_000_000  # held-out text kept for the quality figures and the verification
+# Whole training documents kept for the quality figures when the corpus has no held-out documents.
+SPARE_DOCUMENT_CHARS = 200_000
 
 
 class _Sample:
@@ -43,6 +46,8 @@ class _Sample:
         self.reservoir = SentenceReservoir(cfg.input_sentence_size, cfg.seed)
         self.held_out: list[str] = []
         self.held_out_chars = 0
+        self.training_documents: list[str] = []
+        self.training_chars = 0
         self.sentences_cut = 0
         self.target = int(cfg.read_factor * cfg.input_sentence_size)
 
@@ -59,6 +64,9 @@ def _read_sample(reader: CorpusReader, cfg: TokenizerConfig) -> _Sample:
                         sample.held_out.append(document.text)
                         sample.held_out_chars += len(document.text)
                     continue
+                if sample.training_chars < SPARE_DOCUMENT_CHARS:
+                    sample.training_documents.append(document.text)
+                    sample.training_chars += len(document.text)
                 sentences, cut = split_sentences(document.text, cfg.max_sentence_bytes)
                 sample.sentences_cut += cut
                 for sentence in sentences:
@@ -108,6 +116,15 @@ def _report_adopted(report: StageReport, corpus: str, manifest: dict) -> dict:
     return manifest
 
 
+def _mention_older_format(manifest: dict, folder) -> None:
+    """An older tokenizer is kept as it is (its run goes on with the same ids); retraining is the user's call."""
+    if "pushed_with_checkpoint" not in manifest and manifest.get("text_format", 1) < TEXT_FORMAT:
+        log.info("%s: %s was trained on lines (an older format): each line break of a document is the byte piece "
+                 "<0x0A>; kept as it is. To learn line breaks as pieces, retrain it: `gpt2zh run --from-stage "
+                 "train-tokenizer --force` (the dataset and model are rebuilt from it; PITFALLS.md NU17)",
+                 STAGE, folder)
+
+
 def train_tokenizer(request: StageRequest) -> dict:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
@@ -120,6 +137,7 @@ def train_tokenizer(request: StageRequest) -> dict:
     output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
+        _mention_older_format(manifest, output.final)
         return manifest
     output.refuse_replacing(request.replace)
     if not request.force and read_manifest(output.final) is None and wants_hub_checkpoint(config):
@@ -146,12 +164,12 @@ def train_tokenizer(request: StageRequest) -> dict:
         convert(model, staging, config.data.normalization)
         checked = verify(staging, model, _verification_lines(sample, cfg), config.data.normalization)
         held_out = bool(sample.held_out)
-        quality = measure(model, sample.held_out if held_out else sample.reservoir.items[:2000], held_out)
+        quality = measure(model, sample.held_out if held_out else sample.training_documents, held_out)
         stats = {
             "corpus": corpus, "normalization": config.data.normalization, "reading": reader.stats.as_dict(),
             "sample": {"sentences_used": len(sample.reservoir.items), "sentences_seen": sample.reservoir.seen,
                        "sentences_cut": sample.sentences_cut, "read_target": sample.target},
-            "tokenizer": {"model_type": cfg.model_type, "vocab_size": checked.vocab_size,
+            "tokenizer": {"model_type": cfg.model_type, "vocab_size": checked.vocab_size, "text_format": TEXT_FORMAT,
                           "special_tokens": {UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID}},
             "quality": quality.as_dict(), "verified_lines": checked.lines,
             "seconds": {"training": round(train_seconds, 2), "total": round(report.elapsed, 2)},
@@ -160,17 +178,20 @@ def train_tokenizer(request: StageRequest) -> dict:
         dump_config(config, staging / "config.yaml")
         output.manifest_extra.update(
             tokenizer_sha256=file_sha256(staging / "tokenizer.json"), spm_sha256=file_sha256(model),
-            vocab_size=checked.vocab_size, special_tokens={UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID},
+            vocab_size=checked.vocab_size, text_format=TEXT_FORMAT,
+            special_tokens={UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID},
             special_token_ids={"unk": UNK_ID, "bos": END_OF_TEXT_ID, "eos": END_OF_TEXT_ID, "pad": PAD_ID})
 
     _report_rows(report, corpus, reader, sample)
     report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, "
                             f"trained in {human_duration(train_seconds)}; "
                             f"{END_OF_TEXT}={END_OF_TEXT_ID} (bos/eos), {PAD}={PAD_ID}, {UNK}={UNK_ID}")
-    measured_on = (f"{quality.documents:,} held-out document(s)" if held_out
-                   else f"{quality.documents:,} training sentences (no held-out documents)")
+    measured_on = (f"{quality.documents:,} whole held-out document(s)" if held_out  # as stage 2 encodes them
+                   else f"{quality.documents:,} whole training document(s) (no held-out documents)")
+    spelled = (f" (most often {describe_characters(quality.byte_fallback_characters, 3)})"
+               if quality.byte_fallback_characters else "")
     report.row("quality", f"{quality.chars_per_token:.2f} chars/token, byte fallback {quality.byte_fallback_rate:.2%} "
-                          f"of tokens, <unk> {quality.unk_tokens} on {measured_on}")
+                          f"of tokens{spelled}, <unk> {quality.unk_tokens} on {measured_on}")
     report.row("verified", f"{checked.lines:,} lines: same ids as SentencePiece, decode(encode(x)) == x for all")
     report.row("wrote", f"{output.final}/ (tokenizer.json, tokenizer_config.json, {SPM_FILE}, stats.json, config.yaml)")
     report.row("load it", f"AutoTokenizer.from_pretrained({str(output.final)!r})")

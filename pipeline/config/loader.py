@@ -20,6 +20,7 @@ from pipeline.config.values import BadValue, check_value
 from pipeline.errors import UserError
 
 DEFAULT_CONFIG_NAME = "demo"
+WARMUP_SHARE = 0.1  # of the run, when a short run scales a config's warmup (GPT-3's warmups are at most this)
 
 
 def configs_dir() -> Path:
@@ -180,7 +181,7 @@ def validate(config: Config) -> list[str]:
         problems.append("optimization.warmup_steps, weight_decay and max_grad_norm must be >= 0")
     if opt.warmup_steps >= tr.max_steps >= 1:  # the rate would never reach its peak, and nothing would decay
         problems.append(f"optimization.warmup_steps ({opt.warmup_steps}) must be below training.max_steps "
-                        f"({tr.max_steps}): use --optimization-warmup-steps {tr.max_steps // 10} "
+                        f"({tr.max_steps}): use --optimization-warmup-steps {int(tr.max_steps * WARMUP_SHARE)} "
                         "or a larger --training-max-steps")
     if not (0.0 <= opt.adam_beta1 < 1.0 and 0.0 <= opt.adam_beta2 < 1.0):
         problems.append("optimization.adam_beta1 and adam_beta2 must be within [0, 1)")
@@ -210,9 +211,24 @@ def raise_problems(problems: list[str]) -> None:
 Layer = tuple[str, dict[str, Any]]  # (where it came from, {group: {field: value}})
 
 
-def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, preset: Layer | None = None) -> Config:
+def fit_warmup(config: Config, typed: Iterable[str]) -> str | None:
+    """A max_steps at or below a warmup that nobody typed (the config file's, sized for its full run) scales the
+    warmup to WARMUP_SHARE of the run: a quick `--training-max-steps 10` trains instead of being refused
+    (PITFALLS.md NU5). A warmup typed on a command line is the user's choice and is checked as given."""
+    opt, steps = config.optimization, config.training.max_steps
+    if "optimization.warmup_steps" in typed or not opt.warmup_steps >= steps >= 1:
+        return None
+    scaled = int(steps * WARMUP_SHARE)
+    note = (f"optimization.warmup_steps {opt.warmup_steps} is not below training.max_steps {steps}: warmup scaled "
+            f"to {scaled} step(s), {WARMUP_SHARE:.0%} of the run (--optimization-warmup-steps sets it)")
+    opt.warmup_steps = scaled
+    return note
+
+
+def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, preset: Layer | None = None,
+                notes: list[str] | None = None) -> Config:
     """Defaults, then a config mapping (a YAML file or a run's saved settings), then a hardware preset,
-    then already-typed command-line overrides {'group.field': value}."""
+    then already-typed command-line overrides {'group.field': value}. `notes` receives what was adapted."""
     config = Config()
     problems = []
     if base is not None:
@@ -222,6 +238,8 @@ def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, pre
     for dotted, value in (overrides or {}).items():
         group, key = dotted.split(".", 1)
         problems += apply_mapping(config, {group: {key: value}}, "command line")
+    if (note := fit_warmup(config, overrides or {})) is not None and notes is not None:
+        notes.append(note)
     problems += validate(config)
     raise_problems(problems)
     return config

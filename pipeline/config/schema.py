@@ -82,6 +82,9 @@ class TokenizerConfig:
              "(read in random 1 MiB blocks, so time stays bounded on huge corpora)")
     seed: int = setting(1234, "seed of the block order and the sentence sample")
     verify_lines: int = setting(2000, "lines compared between SentencePiece and the converted HF tokenizer")
+    allow_lossy: bool = setting(
+        False, "adopt the base model's tokenizer (model.init_from) even when it reads more than 0.1% of the corpus's "
+               "characters as its unknown token (lost to the model; PITFALLS.md NU11)", in_fingerprint=False)
 
 
 @dataclass
@@ -196,7 +199,9 @@ class HubConfig:
         "huggingface", "where --hub-repo-id lives: the push, --hub-push-checkpoints and resuming from them on a new "
                        "machine (modelscope: token from MODELSCOPE_API_TOKEN)", in_fingerprint=False)
     private: bool = setting(False, "create the repository as private")
-    license: str = setting("mit", "license written into the model card")
+    license: str = setting(
+        "", "licence id for the model card (apache-2.0, mit, cc-by-4.0, ...); empty = the card says none was stated: "
+            "the weights carry the terms of the corpus they learned from, which only you know (PITFALLS.md NU6)")
     dataset_description: str = setting(
         "", "what the corpus is (source, licence, how it was collected), written as is into the model card's "
             "Training data section above the file list", in_fingerprint=False)

@@ -59,7 +59,7 @@ class Steps(NamedTuple):
 ALL_STEPS = Steps()
 
 
-def _script_converter(script: str):
+def script_converter(script: str):
     if script == "keep":
         return None
     import opencc  # imported on first use: most runs keep the script
@@ -78,7 +78,7 @@ class TextCleaner:
         self.reserved_strings = tuple(s for s in reserved_strings if s)
         self.normalize = normalizer_for(normalization)
         self.is_stable = stability_check_for(normalization)
-        self.convert_script = _script_converter(chinese_script)
+        self.convert_script = script_converter(chinese_script)
         self.min_chars = min_chars
         self.counts = CleaningCounts()
 

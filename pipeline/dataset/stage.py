@@ -7,6 +7,7 @@ streaming them to disk. Memory stays flat whatever the corpus size (G10).
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ from pipeline.stages import StageRequest
 log = logging.getLogger("gpt2zh")
 STAGE = "tokenize"
 SPLITS = ("train", "validation")
+# Fewer held-out documents than this, or characters, and the validation loss follows a handful of texts' topics.
+FEW_VALIDATION_DOCUMENTS, FEW_VALIDATION_CHARACTERS = 20, 10_000
 TOKENIZER_FIX = "run `gpt2zh train-tokenizer` (or `gpt2zh run`) with the same --run-dir, corpus and config first"
 
 
@@ -212,6 +215,15 @@ def _check_sizes(figures: dict, stats, data) -> None:
     if data.validation_fraction > 0 and figures["validation"]["blocks"] == 0:
         raise UserError(f"the validation split has {figures['validation']['tokens']:,} tokens, fewer than one block "
                         f"of {data.block_size}", "raise --data-validation-fraction or lower --data-block-size")
+    documents, characters = stats.validation.documents, stats.validation.characters
+    if data.validation_fraction > 0 and (documents < FEW_VALIDATION_DOCUMENTS
+                                         or characters < FEW_VALIDATION_CHARACTERS):
+        total = stats.train.documents + documents
+        wanted = min(0.5, math.ceil(100 * FEW_VALIDATION_DOCUMENTS / max(1, total)) / 100)
+        fix = (f"use --data-validation-fraction {wanted:g} (about {FEW_VALIDATION_DOCUMENTS} documents)"
+               if wanted > data.validation_fraction else "add text")
+        log.warning("%s: the validation split has %d document(s), %s characters: its loss measures these few texts, "
+                    "not the corpus (PITFALLS.md NU9); %s", STAGE, documents, f"{characters:,}", fix)
 
 
 def _report(report: StageReport, corpus: str, stats, summary: dict, final: Path) -> None:

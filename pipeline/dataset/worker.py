@@ -22,6 +22,7 @@ from pipeline.corpus.reader import clean_batches, raw_block_texts
 from pipeline.dataset.chunks import TextChunk
 from pipeline.memory import peak_rss_mb
 from pipeline.training import faults
+from tokenizer.encoding import document_encoder
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,6 @@ _worker: "_BlockTokenizer | None" = None
 MAX_BATCH_CHARS = 2_000_000
 
 
-def _spm_encoder(model_file: str):
-    import sentencepiece as spm
-
-    return spm.SentencePieceProcessor(model_file=model_file).encode
-
-
 def _hf_encoder(folder: str):
     """An adopted tokenizer, whole batches at a time in Rust. The worker processes are the parallelism:
     the tokenizers library's own threads would compete with them for the same cores."""
@@ -77,7 +72,8 @@ def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
 class _BlockTokenizer:
     def __init__(self, setup: WorkerSetup):
         self.setup = setup
-        self.encode_batch = _spm_encoder(setup.spm_model) if setup.spm_model else _hf_encoder(setup.hf_tokenizer)
+        self.encode_batch = (document_encoder(setup.spm_model) if setup.spm_model
+                             else _hf_encoder(setup.hf_tokenizer))
         self.policy = LinePolicy(setup.data.decode_errors, setup.data.max_line_chars, setup.data.long_lines)
         self.dtype = np.dtype(setup.dtype)
 

@@ -1,18 +1,26 @@
-"""Checks on stage 2's blocks: ids, lengths, separators, byte fallback, duplicates, train/validation overlap.
+"""Checks on stage 2's blocks: ids, lengths, separators, byte fallback (and the characters that cause it),
+duplicates, train/validation overlap.
 
 Large datasets are sampled (a fixed, seeded sample), so the checks take seconds on any size.
 """
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.diagnose.findings import FAIL, OK, WARN, Finding
+from tokenizer.quality import byte_fallback_characters, byte_values, describe_characters
 
 SAMPLE_BLOCKS = 20_000
 OVERLAP_WINDOW = 32  # tokens: a validation span this long found verbatim in training counts as overlap
-BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+# Byte fallback (PITFALLS.md NU2): the demo's 4,000 pieces at coverage 0.995 leave 1.6 % of tokens to bytes;
+# coverage 0.9995 spells the rarest 0.05 % of characters in bytes (3 each: ~0.2 % of tokens); above 5 %,
+# one token in twenty is a raw byte of a character the vocabulary lacks. Line breaks and tabs are pieces of
+# their own since stage 1's text format 2 (NU1): spelled in bytes they are a tokenizer of the older format,
+# worth retraining at any vocabulary (the demo text in 4-paragraph documents: 1.1 % of tokens).
+BYTE_FALLBACK_WARN, BYTE_FALLBACK_FAIL = 0.05, 0.25
+WHITESPACE_IN_BYTES_WARN = 0.01
+LEARNED_WHITESPACE = "\n\t"
 
 
 @dataclass
@@ -95,14 +103,26 @@ def check_unknown(blocks: Blocks, unk_id: int, unk: str) -> Finding:
     return Finding("data", OK, f"{unk} is rare", evidence)
 
 
-def check_byte_fallback(blocks: Blocks, byte_ids: np.ndarray) -> Finding:
+def check_byte_fallback(blocks: Blocks, values: np.ndarray) -> Finding:
+    """values: per id, the byte a byte-fallback piece stands for, -1 for other pieces (tokenizer/quality.py)."""
     tokens = blocks.train.size
-    share = float(np.isin(blocks.train, byte_ids).sum()) / tokens if tokens and byte_ids.size else 0.0
+    share = float(np.count_nonzero(values[blocks.train] >= 0)) / tokens if tokens else 0.0
+    characters = byte_fallback_characters(blocks.train, values)
     evidence = f"{share:.2%} of tokens are byte-fallback pieces (<0x..>)"
-    if share > 0.10:
-        return Finding("data", WARN if share < 0.25 else FAIL, "many characters fall back to bytes", evidence,
-                       "the vocabulary misses common characters: raise --tokenizer-vocab-size or "
-                       "--tokenizer-character-coverage, retrain the tokenizer", "D3")
+    if characters:
+        evidence += f"; most often {describe_characters(dict(characters.most_common(5)))}"
+    whitespace = sum(characters[char] for char in LEARNED_WHITESPACE) / tokens if tokens else 0.0  # 1 byte each
+    retrain = (f"{whitespace:.2%} of tokens are line breaks or tabs spelled in bytes by a tokenizer of the older "
+               "format, which learnt from lines: retrain it (`gpt2zh run --from-stage train-tokenizer --force`, which "
+               "rebuilds the dataset and model from it) to give them pieces")
+    status = FAIL if share >= BYTE_FALLBACK_FAIL else WARN
+    if share - whitespace > BYTE_FALLBACK_WARN:
+        fix = ("the vocabulary misses characters the corpus uses often (named in the evidence): raise "
+               "--tokenizer-vocab-size or --tokenizer-character-coverage, retrain the tokenizer")
+        return Finding("data", status, "many characters fall back to bytes", evidence,
+                       fix + (f"; {retrain}" if whitespace > WHITESPACE_IN_BYTES_WARN else ""), "D3")
+    if whitespace > WHITESPACE_IN_BYTES_WARN:
+        return Finding("data", status, "line breaks fall back to bytes", evidence, retrain, "NU2")
     return Finding("data", OK, "byte fallback is rare", evidence)
 
 
@@ -160,10 +180,10 @@ def data_findings(blocks: Blocks, vocab_size: int, ids: dict, pieces: list[str])
     findings = [check_ids(blocks, vocab_size), check_lengths(blocks)]
     if findings[1].status != OK:
         return findings
-    byte_ids = np.array([i for i, piece in enumerate(pieces) if BYTE_PIECE.fullmatch(piece)], dtype=np.int64)
+    values = byte_values(pieces)
     findings.append(check_separators(blocks, ids["eos"], pieces[ids["eos"]]))
-    if byte_ids.size:  # this pipeline's SentencePiece tokenizers
-        findings.append(check_byte_fallback(blocks, byte_ids))
+    if (values >= 0).any():  # this pipeline's SentencePiece tokenizers
+        findings.append(check_byte_fallback(blocks, values))
     elif ids.get("unk") is not None and ids["unk"] != ids["eos"]:  # GPT-2's BPE names <|endoftext|> its unk
         findings.append(check_unknown(blocks, ids["unk"], pieces[ids["unk"]]))
     return findings + [check_duplicates(blocks), check_overlap(blocks)]

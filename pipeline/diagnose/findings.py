@@ -22,13 +22,18 @@ def worst(findings: list[Finding]) -> str:
     return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
 
 
+def _cell(text: str) -> str:
+    """Evidence may quote characters ('|' spelled in byte pieces): a bare '|' would end its table cell."""
+    return text.replace("|", r"\|")
+
+
 def render_markdown(findings: list[Finding], header: list[str]) -> str:
     lines = ["# Diagnosis", "", *header, ""]
     counts = {status: sum(f.status == status for f in findings) for status in (FAIL, WARN, OK)}
     lines += [f"**{counts[FAIL]} problem(s), {counts[WARN]} warning(s), {counts[OK]} check(s) passed.** "
               "Each finding names its row in PITFALLS.md by its id (D1, D2, ...).", ""]
     lines += ["| | area | finding | evidence |", "|---|---|---|---|"]
-    lines += [f"| {MARKS[f.status].strip()} | {f.area} | {f.title} | {f.evidence} |" for f in findings]
+    lines += [f"| {MARKS[f.status].strip()} | {f.area} | {f.title} | {_cell(f.evidence)} |" for f in findings]
     for finding in findings:
         if finding.status == OK and not finding.details:
             continue

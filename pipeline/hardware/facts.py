@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,28 @@ def _flash_attn_version() -> str | None:
         return None
 
 
-def collect_facts() -> HardwareFacts:
+# What a CUDA, ROCm or WSL2 GPU driver leaves on Linux (its files, or the tools that load it on first use).
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+GPU_DRIVER_TOOLS = ("nvidia-smi", "nvidia-modprobe", "rocm-smi")
+
+
+def no_gpu_possible() -> bool:
+    """True only where torch cannot see a GPU: no device allowed, macOS, or Linux without any trace of a GPU
+    driver. Elsewhere torch is asked (its import costs 1.5 s on a CPU build, more with CUDA)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return True
+    if sys.platform == "darwin":
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    return not any(os.path.exists(path) for path in GPU_DRIVER_PATHS) and \
+        not any(shutil.which(tool) for tool in GPU_DRIVER_TOOLS)
+
+
+def collect_facts(import_torch: bool = False) -> HardwareFacts:
+    """Without a GPU torch is not imported (PITFALLS.md NU14: `gpt2zh --help` and `plan` start in well under a
+    second): its version comes from the package metadata, and cuda_version and flash_attn_version, which only
+    a GPU needs, stay None. import_torch: ask torch anyway (`gpt2zh doctor` reports the CUDA build)."""
     libraries = ("transformers", "datasets", "huggingface_hub", "tokenizers", "sentencepiece", "accelerate", "protobuf")
     versions = {name: package_version(name) for name in libraries}
     common = dict(
@@ -80,6 +102,9 @@ def collect_facts() -> HardwareFacts:
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         versions=versions,
     )
+    if not import_torch and no_gpu_possible():
+        installed = package_version("torch")
+        return HardwareFacts(torch_version=installed.split("+")[0] if installed else None, **common)
     try:
         import torch
     except ImportError:

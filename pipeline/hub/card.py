@@ -146,6 +146,31 @@ def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
                           "byte-level: no character is unknown."))
 
 
+def _limitations(summary: dict, data: dict, license_id: str) -> list[str]:
+    """What the model is not, said by the card itself: a user deciding whether to use it reads this first."""
+    validation = data["documents"]["validation"]
+    licence = (f"Licence: `{license_id}`, as stated by the author; the training corpus's own terms apply as well."
+               if license_id else
+               "Licence: none was stated (`--hub-license` was not given). The weights carry the terms of the corpus "
+               "they learned from; ask the author before reusing them.")
+    return [
+        "## Limitations",
+        "",
+        f"- A small model ({summary['parameters'] / 1e6:.1f} M parameters, {summary['tokens_seen']:,} training "
+        "tokens): its text reads fluently for a sentence or two and is often wrong, repetitive or incoherent beyond.",
+        "- It knows only its training data (above) and repeats its topics, style, errors and biases; it has no "
+        "knowledge of anything outside that corpus or after it was collected.",
+        "- It is a pretrained language model, not instruction-tuned or aligned: it continues text, it does not "
+        "follow instructions or answer questions, and it may produce offensive or false statements.",
+        "- The evaluation covers only the held-out split of the same corpus"
+        + (f" ({validation:,} documents)" if validation else "")
+        + ": how well it predicts text like its training data, not its quality on other text or on any task; "
+          "no benchmark was run.",
+        f"- {licence}",
+        "",
+    ]
+
+
 def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: str,
                       dataset_description: str = "", provider: str = "huggingface") -> str:
     """summary: model/training_summary.json, already read by the caller; dataset_description: the user's words
@@ -161,7 +186,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     hub_datasets = sorted({"/".join(str(entry[0]).split("/")[3:5]).split("@")[0] for entry in data["sources"]
                            if str(entry[0]).startswith("hf://")})  # the Hub links the model to its corpus
     hf_base = base.get("hub") if not base.get("provider") else None  # a ModelScope id means nothing to the Hub
-    metadata = ModelCardData(language="zh", license=license_id, library_name="transformers",
+    metadata = ModelCardData(language="zh", license=license_id or None, library_name="transformers",
                              pipeline_tag="text-generation", tags=TAGS, model_name=repo_id.split("/")[-1],
                              datasets=hub_datasets or None, base_model=hf_base)
     if provider == "modelscope":  # the fields ModelScope's model page reads from the same front matter
@@ -225,6 +250,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         lines += ["## Samples", "", "Temperature 0.8, top-k 50, at the end of training:", ""]
         lines += [f"- **{prompt}**{continuation}" for prompt, continuation in samples]
         lines.append("")
+    lines += _limitations(summary, data, license_id)
     lines += [
         "## How to use",
         "",

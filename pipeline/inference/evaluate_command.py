@@ -5,7 +5,10 @@ Each model is evaluated on its own: the documents are tokenized by its tokenizer
 each followed by its document separator (eos; [SEP] for a UER model), after one start-of-document marker
 (bos; [CLS]) so that the first document's first token is predicted as every later one's is, after a marker —
 the stream stage 2 packs. The stream is scored through a sliding window over the model's context
-(pipeline/inference/scoring.py); the figures are in pipeline/inference/figures.py.
+(pipeline/inference/scoring.py); the figures are in pipeline/inference/figures.py. A model trained on a corpus
+converted to one Chinese script reads the documents converted to it (pipeline/inference/script.py), and the
+characters its tokenizer cannot represent are counted (pipeline/models/coverage.py): a model that loses more than
+a small share of them is listed apart, never ranked above one that loses none.
 
 Against stage 3's figure (training_summary.json final_bits_per_char): stage 3 scores fixed blocks (the first
 token of each block unscored, no context carried across a block start), only the first
@@ -28,9 +31,11 @@ from pipeline.config.options import overrides_from
 from pipeline.console import progress
 from pipeline.errors import UserError
 from pipeline.inference.documents import CHOOSE, EvaluationText, file_text, held_out_text, run_of, run_specials
-from pipeline.inference.figures import COMPARISON_NOTE, ModelFigures, ranked, table_lines
+from pipeline.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, json_rows, table_lines
 from pipeline.inference.loading import InferenceModel, inference_device, open_model, precision_name
 from pipeline.inference.scoring import default_stride, stream_nats
+from pipeline.inference.script import NAMES, in_script
+from pipeline.models.coverage import lost_characters, unknown_id
 from pipeline.report import StageReport
 
 log = logging.getLogger("gpt2zh")
@@ -48,16 +53,35 @@ def document_stream(tokenizer, texts: list[str], ids: dict[str, int]) -> np.ndar
     return np.concatenate(parts)
 
 
-def evaluate_model(model: InferenceModel, text: EvaluationText, stride: int | None, device) -> ModelFigures:
+def model_texts(model: InferenceModel, text: EvaluationText, cleaned_script: str) -> tuple[list[str], int]:
+    """The documents in the Chinese script the model was trained on (PITFALLS.md NU12), and how many changed;
+    documents cleaned to that script already (the run's own data.chinese_script) are left as they are."""
+    if model.script in ("keep", cleaned_script):
+        return text.texts, 0
+    texts, changed = in_script(model.script, text.texts)
+    log.info("evaluate: %s was trained on %s (data.chinese_script %s): the documents converted to it for this "
+             "model, %d of %d changed", model.label, NAMES[model.script], model.script, changed, len(texts))
+    return texts, changed
+
+
+def evaluate_model(model: InferenceModel, text: EvaluationText, stride: int | None, device,
+                   cleaned_script: str = "keep") -> ModelFigures:
+    """cleaned_script: the data.chinese_script the documents were cleaned with."""
     import torch
 
-    stream = document_stream(model.tokenizer, text.texts, model.ids)
+    texts, converted = model_texts(model, text, cleaned_script)
+    stream = document_stream(model.tokenizer, texts, model.ids)
+    unk_id = unknown_id(model.tokenizer, model.ids)
+    # offsets only where the stream holds an unknown token: most tokenizers never produce one
+    loss = lost_characters(model.tokenizer, texts, unk_id if unk_id is not None and (stream == unk_id).any() else None)
     stride = stride or default_stride(model.context)
     network = model.weights(device)
     with progress(len(stream) - 1, "tok", f"scoring {model.label}", scale=True) as bar:
         nats, tokens = stream_nats(network, torch.from_numpy(stream), model.context, stride, device, bar.update)
-    return ModelFigures(model=model.label, reference=model.source.reference, documents=len(text.texts),
-                        characters=text.characters, tokens=tokens, nats=nats, context=model.context, stride=stride)
+    return ModelFigures(model=model.label, reference=model.source.reference, documents=len(texts),
+                        characters=loss.characters, tokens=tokens, nats=nats, context=model.context, stride=stride,
+                        lost=loss.lost, unknown_token=model.tokenizer.unk_token if unk_id is not None else None,
+                        converted=converted)
 
 
 def _check_numbers(args) -> None:
@@ -106,11 +130,14 @@ def run_evaluate(args, make_request) -> int:
     text = file_text(data, reserved, args.max_documents) if files_given else \
         held_out_text(request.run_dir, data, reserved, args.max_documents)
     device = inference_device()
-    figures = ranked([evaluate_model(model, text, args.stride, device) for model in models])
+    figures = [evaluate_model(model, text, args.stride, device, data.chinese_script) for model in models]
     if args.json:
-        print(json.dumps([f.as_dict() for f in figures], ensure_ascii=False, indent=2), flush=True)
+        for f in figures:  # the table says it below the ranked rows; the JSON, on stdout, in a field
+            if f.listed_apart:
+                log.warning("evaluate: %s is listed apart, unranked: %s (PITFALLS.md NU10)", f.model, f.listed_apart)
+        print(json.dumps(json_rows(figures), ensure_ascii=False, indent=2), flush=True)
         return 0
     report.row("documents", f"{text.described} ({text.characters:,} characters)")
     report.row("device", f"{device.type} ({precision_name(device)})")
-    print(report.render(), *table_lines(figures), f"  {COMPARISON_NOTE}", sep="\n", flush=True)
+    print(report.render(), *table_lines(figures), f"  {COMPARISON_NOTE}", f"  {LOST_NOTE}", sep="\n", flush=True)
     return 0

@@ -1,6 +1,7 @@
 """`gpt2zh generate --model M "提示"`: continuations of a prompt, streamed to the terminal as they are sampled.
 
-The prompt is encoded the way stage 2 encodes a document: without the tokenizer's automatic special tokens
+The prompt is first converted to the Chinese script the model was trained on (pipeline/inference/script.py),
+then encoded the way stage 2 encodes a document: without the tokenizer's automatic special tokens
 (a UER tokenizer would wrap it in [CLS] ... [SEP], and that [SEP] ends the document before it is continued),
 after the start-of-document id (bos: <|endoftext|> for this pipeline's models, which is also the separator
 every training document follows; [CLS] for UER's). Generation stops at the document separator (eos; [SEP]).
@@ -18,6 +19,7 @@ import sys
 
 from pipeline.errors import UserError
 from pipeline.inference.loading import InferenceModel, autocast, inference_device, open_model
+from pipeline.inference.script import NAMES, in_script
 from pipeline.models.text import prompt_ids
 
 log = logging.getLogger("gpt2zh")
@@ -104,6 +106,15 @@ def _fit_context(config, prompt_length: int, context: int, where: str, typed: bo
             config.max_new_tokens, context, prompt_length)
 
 
+def prompt_in_model_script(model: InferenceModel, prompt: str) -> str:
+    """The prompt in the script the model was trained on (PITFALLS.md NU12), with one line when that changed it."""
+    (converted,), changed = in_script(model.script, [prompt])
+    if changed:
+        log.info("generate: the prompt converted to %s, the script %s was trained on (its data.chinese_script "
+                 "%s): %s", NAMES[model.script], model.label, model.script, converted)
+    return converted
+
+
 def run_generate(args) -> int:
     _check_arguments(args)  # before torch is imported: a typo is answered at once
     import torch
@@ -114,7 +125,8 @@ def run_generate(args) -> int:
     device = inference_device()
     network = model.weights(device)
     config, origin = generation_settings(model, network.config.vocab_size, args)
-    ids = prompt_ids(model.tokenizer, args.prompt, model.ids["bos"])
+    prompt = prompt_in_model_script(model, args.prompt)
+    ids = prompt_ids(model.tokenizer, prompt, model.ids["bos"])
     _fit_context(config, len(ids), model.context, model.where, args.max_new_tokens is not None)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     log.info("generate: %s on %s, %s (%s); seed %d (--seed %d gives the same text again)", model.label,
@@ -123,7 +135,7 @@ def run_generate(args) -> int:
     for index in range(args.num_samples):
         if args.num_samples > 1:
             print(f"── sample {index + 1} of {args.num_samples} (seed {seed + index}) ──", flush=True)
-        sys.stdout.write(args.prompt)
+        sys.stdout.write(prompt)  # as the model read it: the continuation follows this text
         torch.manual_seed(seed + index)  # right before the sample: each one repeats alone
         with torch.no_grad(), autocast(device):
             network.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,

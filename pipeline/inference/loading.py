@@ -10,6 +10,7 @@ import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from pipeline.inference.script import trained_script
 from pipeline.models.source import ModelSource, fetch_model, read_config
 from pipeline.models.text import load_tokenizer, special_token_ids
 
@@ -42,6 +43,7 @@ class InferenceModel:
     source: ModelSource
     tokenizer: object
     ids: dict[str, int]  # unk/bos/eos/pad as stages 2 and 3 use them (pipeline/models/text.py:special_token_ids)
+    script: str = "keep"  # the Chinese script its corpus was converted to (pipeline/inference/script.py)
 
     @property
     def where(self) -> str:
@@ -76,4 +78,4 @@ def open_model(reference: str) -> InferenceModel:
     where = f"{FLAG} {reference!r}"
     read_config(source, FLAG)  # not a GPT-2: one line before the tokenizer loads
     tokenizer = load_tokenizer(source.folder, where)
-    return InferenceModel(source, tokenizer, special_token_ids(tokenizer, where))
+    return InferenceModel(source, tokenizer, special_token_ids(tokenizer, where), trained_script(source.folder))

@@ -28,6 +28,9 @@ PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model")
 SMALL_FILES = (CONFIG, "generation_config.json", *TOKENIZER_FILES)
+# The settings of the gpt2zh run that trained a model (a run's model/, and as pushed): the script its corpus was
+# converted to (pipeline/inference/script.py). Fetched beside SMALL_FILES, never part of the model's identity.
+SETTINGS_FILES = ("run_config.yaml", "gpt2zh_config.yaml")
 FORM = ("a folder holding config.json (a run's model/ or run directory), a Hub model id <owner>/<name>[@<revision>] "
         "or a ModelScope one ms://<owner>/<name>[@<revision>]")
 MODELSCOPE = "ms://"
@@ -130,7 +133,7 @@ def _download(hub: Hub, reference: str, repo_id: str, revision: str, weights: bo
     if CONFIG not in names:
         raise UserError(f"{reference!r}: model {repo_id}@{revision} has no config.json (files: "
                         f"{', '.join(sorted(names)[:5]) or 'none'})", "name a transformers model repository")
-    wanted = [name for name in SMALL_FILES if name in names]
+    wanted = [name for name in (*SMALL_FILES, *SETTINGS_FILES) if name in names]
     if weights:
         wanted += _weight_files(names, repo_id)
     missing = [name for name in wanted if not hub.is_cached(repo_id, "model", commit, files[name])]

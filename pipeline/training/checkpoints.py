@@ -167,7 +167,7 @@ def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict)
         if marker.get("fingerprint") != fingerprint:
             changes = changed_inputs(marker.get("inputs", {}), inputs) or ["the dataset or tokenizer"]
             raise UserError(f"{chosen} was made by a different run; changed: {', '.join(changes[:6])}",
-                            "restore those settings to resume, or pass --resume never to start over")
+                            "restore those settings to resume, or pass --resume never (or --force) to start over")
     return chosen, passed_over
 
 

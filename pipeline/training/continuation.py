@@ -63,11 +63,16 @@ def say_process_change(resume: Path | None, world_size: int, global_batch: int) 
 
 
 def only_the_plan_changed(manifest: dict | None, weights: dict) -> bool:
-    """model/ was made by this run with another max_steps: training on replaces it, after keep_previous_model."""
+    """model/ was made by this run with another max_steps: training on replaces it, after keep_previous_model.
+    The same settings on a rebuilt tokenizer or dataset are another run (PITFALLS.md NU3)."""
     from pipeline.fingerprints import weights_inputs
-    from pipeline.input_changes import setting_changes
+    from pipeline.input_changes import UPSTREAM_KEYS, setting_changes
 
-    return manifest is not None and not setting_changes(weights_inputs(manifest.get("inputs", {})), weights)
+    if manifest is None:
+        return False
+    recorded = weights_inputs(manifest.get("inputs", {}))
+    return not setting_changes(recorded, weights) and all(recorded.get(key) == weights.get(key)
+                                                           for key in UPSTREAM_KEYS)
 
 
 def keep_previous_model(final: Path) -> Path | None:

@@ -5,6 +5,7 @@ with the fix. Tests feed fabricated A100 / RTX 4090 / RTX 5090 / T4 / H100 / CPU
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pipeline.config.schema import Config
 from pipeline.errors import UserError
@@ -16,10 +17,19 @@ from pipeline.hardware.decisions import (
     version_at_least,
 )
 from pipeline.hardware.facts import HardwareFacts
+from pipeline.resolution import COMMAND_LINE
 from pipeline.training.batch_fit import fit_batch
 from pipeline.training.memory_model import FUSED_GELU, MemoryEstimate, ModelShape, Setup
+from pipeline.training.mfu import reference_tokens_per_second
 
 FUSED_ADAMW_ON_CPU = "2.4"  # torch added the fused AdamW kernel for CPU in 2.4
+# torch.compile's price and gain for a GPT-2 on one GPU, rough figures: compiling takes about a minute
+# (nanoGPT), CUDA graphs add their capture, max-autotune benchmarks Triton kernels for each matmul shape for
+# minutes. nanoGPT's step fell from 250 to 135 ms with compile (46 %); a third is assumed, a little more
+# for the modes that add CUDA graphs and tuned kernels. Each mode includes the one before it.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+COMPILE_SECONDS = {"default": 60.0, "reduce-overhead": 90.0, "max-autotune": 300.0}
+COMPILE_SAVES = {"default": 0.30, "reduce-overhead": 0.33, "max-autotune": 0.36}
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class TrainingPlan:
     persistent_workers: bool
     pin_memory: bool
     notes: list[str] = field(default_factory=list)
+    compile_reason: str = ""                 # what compiling saves over the run against what it costs
     memory: MemoryEstimate | None = None     # the memory model's estimate at this per-device batch
     gpu_memory_gib: float | None = None
     batch_reason: str = ""                   # why this per-device batch, for `gpt2zh plan`
@@ -115,20 +126,72 @@ def choose_optimizer(requested: str, facts: HardwareFacts, probe: Probe | None) 
     return adamw, None
 
 
-def choose_compile(config: Config, facts: HardwareFacts) -> tuple[bool, str | None, bool, list[str]]:
-    """(compile, mode, activation checkpointing, notes). (G1) Never both, compile wins."""
+class CompileChoice(NamedTuple):
+    on: bool
+    mode: str | None
+    activation_checkpointing: bool
+    notes: list[str]
+    reason: str = ""  # what compiling saves over the run against its cost, when there is an estimate
+
+
+def _about(seconds: float) -> str:
+    """A rough estimate in words."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 60:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
+
+
+def _payback(mode: str, run_seconds: float, verb: str = "saves") -> str:
+    return f"{verb} {_about(COMPILE_SAVES[mode] * run_seconds)} for {_about(COMPILE_SECONDS[mode])} of compiling"
+
+
+def compile_mode_that_pays(asked: str, steps: int, step_seconds: float | None, typed: bool) \
+        -> tuple[str | None, str, str | None]:
+    """(NU15) (mode, reason, note): of the asked mode and the cheaper ones it includes, the one that saves the
+    most time over the run net of compiling, or None when none saves any. step_seconds: the reference speed's
+    (None: no estimate, the asked mode stays); typed: the command line asked for it, so it stays, with a note."""
+    if step_seconds is None:
+        return asked, "", None
+    run_seconds = step_seconds * steps
+    run = f"a {steps:,}-step run, {_about(run_seconds)} at the reference speed,"
+    candidates = COMPILE_MODES[:COMPILE_MODES.index(asked) + 1] if asked in COMPILE_MODES else (asked,)
+    net = {mode: COMPILE_SAVES.get(mode, 0.0) * run_seconds - COMPILE_SECONDS.get(mode, 0.0) for mode in candidates}
+    best = max(net, key=net.get)
+    if typed or (best == asked and net[asked] > 0):
+        note = None if net[asked] > 0 else (f"torch.compile mode {asked} kept as the command line asks, though {run} "
+                                            f"{_payback(asked, run_seconds)} (PITFALLS.md NU15)")
+        return asked, f"{run} {_payback(asked, run_seconds)}", note
+    if net[best] <= 0:
+        return None, "", (f"torch.compile off: {run} {_payback(asked, run_seconds, 'would save')} ({asked}), and "
+                          "no mode pays back (PITFALLS.md NU15)")
+    return best, f"{run} {_payback(best, run_seconds)}", (
+        f"torch.compile mode {best} instead of {asked}: {run} {_payback(asked, run_seconds, 'would save')} with "
+        f"{asked}, {_payback(best, run_seconds, 'and')} with {best} (PITFALLS.md NU15)")
+
+
+def choose_compile(config: Config, facts: HardwareFacts, step_seconds: float | None = None,
+                   typed: bool = False) -> CompileChoice:
+    """(compile, mode, activation checkpointing, notes, reason). (G1) Never both, compile wins. (NU15) Only
+    where it pays back over training.max_steps at step_seconds a step, unless typed on the command line."""
     training, notes = config.training, []
     compile_on, checkpointing = training.torch_compile, training.activation_checkpointing
+    mode, reason = training.compile_mode, ""
     if compile_on:
         available, why = compile_available(facts)
         if not available:
             compile_on = False
             notes.append(f"torch.compile off: {why}")
+    if compile_on:
+        mode, reason, note = compile_mode_that_pays(mode, training.max_steps, step_seconds, typed)
+        compile_on = mode is not None
+        notes += [note] if note else []
     if compile_on and checkpointing:
         checkpointing = False
         notes.append("activation checkpointing off: with torch.compile (and under DDP) it fails with "
                      "'marked as ready twice' (PITFALLS.md G1); compile kept")
-    return compile_on, (training.compile_mode if compile_on else None), checkpointing, notes
+    return CompileChoice(compile_on, mode if compile_on else None, checkpointing, notes, reason)
 
 
 def choose_dataloader(config: Config, facts: HardwareFacts) -> tuple[int, bool, bool]:
@@ -175,10 +238,15 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     notes += [note] if note else []
     optimizer, note = choose_optimizer(config.optimization.optimizer, facts, probe)
     notes += [note] if note else []
-    compile_on, mode, checkpointing, compile_notes = choose_compile(config, facts)
-    setup = Setup(block_size or config.data.block_size, precision, attention, optimizer == "adamw_bnb_8bit",
-                  checkpointing, facts.world_size)
-    fit = fit_batch(shape or model_shape(config), setup, training.global_batch_size, facts.world_size,
+    shape = shape or model_shape(config)
+    block = block_size or config.data.block_size
+    rate = reference_tokens_per_second(facts.gpus[0].name if facts.gpus else None, precision, facts.world_size,
+                                       shape, block)
+    typed = origin is not None and COMMAND_LINE in (origin("training.torch_compile"), origin("training.compile_mode"))
+    compiled = choose_compile(config, facts, training.global_batch_size * block / rate if rate else None, typed)
+    compile_on, mode, checkpointing, compile_notes = compiled[:4]
+    setup = Setup(block, precision, attention, optimizer == "adamw_bnb_8bit", checkpointing, facts.world_size)
+    fit = fit_batch(shape, setup, training.global_batch_size, facts.world_size,
                     training.per_device_batch_size, batch_origin, facts.gpus[0] if facts.gpus else None,
                     training.gpu_memory_fraction)
     if fit.note is None and fit.per_device != training.per_device_batch_size:
@@ -199,5 +267,6 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
         gradient_accumulation_steps=fit.accumulation, precision=precision, tf32=tf32, attention=attention,
         optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
         dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes,
+        compile_reason=compiled.reason if compile_on else "",
         memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None,
         batch_reason=fit.reason, optimizer_reason=probe.detail if probe is not None else "")

@@ -13,11 +13,11 @@ from pipeline.config.schema import Config
 from pipeline.hardware.decisions import flash_attention_eligible
 from pipeline.hardware.facts import HardwareFacts
 from pipeline.report import human_bytes
+from pipeline.training.data_size import many_epochs_warning
 from pipeline.training.memory_model import ModelShape
-from pipeline.training.mfu import flops_per_token, peak_tflops
+from pipeline.training.mfu import REFERENCE_MFU, reference_tokens_per_second
 from pipeline.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
 
-REFERENCE_MFU = 0.30
 TOKENS_PER_PARAMETER = 20
 # (parameters, peak learning rate) of GPT-3's model sizes; between two sizes the rate is interpolated on a log scale
 REFERENCE_LEARNING_RATES = ((125e6, 6.0e-4), (350e6, 3.0e-4), (760e6, 2.5e-4), (1.3e9, 2.0e-4), (2.7e9, 1.6e-4))
@@ -52,8 +52,22 @@ def learning_rate_warning(parameters: int, learning_rate: float) -> str | None:
             f"(PITFALLS.md PT13); use e.g. --optimization-learning-rate {reference:.2g}")
 
 
-def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, origin=None) -> dict[str, str]:
-    """Why each choice, in a line; origin(dotted) names who set a config value (Resolved.origin)."""
+def loader_workers(config: Config, facts: HardwareFacts, plan: TrainingPlan, what_if: bool, asked) -> str:
+    """DataLoader workers follow the CPUs of the machine that trains, not the card or its preset (PITFALLS.md
+    NU15): a plan for a preset's card names this machine's figure as this machine's."""
+    if config.training.dataloader_workers >= 0:
+        return f"{plan.dataloader_workers} ({asked('training.dataloader_workers')})"
+    setting = "a setting of the machine, not of the card or preset"
+    if what_if:
+        return (f"min(8, CPU count) of the machine that trains: {setting} ({plan.dataloader_workers} on this "
+                f"machine's {facts.cpu_count} CPUs)")
+    return f"{plan.dataloader_workers} = min(8, this machine's {facts.cpu_count} CPUs): {setting}"
+
+
+def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, origin=None,
+                     what_if: bool = False) -> dict[str, str]:
+    """Why each choice, in a line; origin(dotted) names who set a config value (Resolved.origin); what_if: the
+    facts are a preset's card, not this machine's."""
     def asked(dotted: str) -> str:
         who = origin(dotted) if origin else None
         return f"{dotted} from {who}" if who else f"asked for by {dotted}"
@@ -72,9 +86,10 @@ def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, o
                  f"< {FUSED_ADAMW_ON_CPU} on CPU)"}[plan.optimizer]
     if config.optimization.optimizer == "adamw_8bit" and plan.optimizer != "adamw_bnb_8bit":
         optimizer += f" (8-bit Adam was asked for but is unavailable: {plan.optimizer_reason})"
-    compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')})" if plan.torch_compile else \
-        "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
-                 f" ({asked('training.torch_compile')})")
+    payback = f"; {plan.compile_reason}" if plan.compile_reason else ""
+    compiled = f"on, mode {plan.compile_mode} ({asked('training.torch_compile')}{payback})" if plan.torch_compile \
+        else "off" + (" (asked for, but see the notes)" if config.training.torch_compile else
+                      f" ({asked('training.torch_compile')})")
     checkpointing = ("on" + (f" ({asked('training.activation_checkpointing')})"
                              if config.training.activation_checkpointing else ": needed to fit, see the notes")) \
         if plan.activation_checkpointing else \
@@ -82,6 +97,7 @@ def decision_reasons(config: Config, facts: HardwareFacts, plan: TrainingPlan, o
                  ": the batch fits without it")
     return {"batch": plan.batch_reason, "precision": precision, "attention": attention, "optimizer": optimizer,
             "compile": compiled, "activation_checkpointing": checkpointing,
+            "loader_workers": loader_workers(config, facts, plan, what_if, asked),
             "tf32": ("on" if plan.tf32 else "off") + ("" if gpu is None or plan.tf32 == config.training.tf32 else
                                                       f": {gpu.name} is older than Ampere")}
 
@@ -94,23 +110,22 @@ def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
     kernels += ["activation checkpointing"] if plan.activation_checkpointing else []
     return (f"{device}, {plan.world_size} process(es); batch {plan.per_device_batch_size} x "
             f"{plan.gradient_accumulation_steps} accumulation x {plan.world_size} = {plan.global_batch_size}; "
-            f"{', '.join(kernels)}; {plan.dataloader_workers} loader workers")
+            f"{', '.join(kernels)}")
 
 
 def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape: ModelShape, block_size: int,
-                preset_note: str, train_blocks: int | None = None, origin=None) -> dict:
+                preset_note: str, train_blocks: int | None = None, origin=None, what_if: bool = False) -> dict:
     """Everything `gpt2zh plan --json` prints; train_blocks: the dataset's, once stage 2 has run; origin:
-    Resolved.origin, naming who set each value the reasons mention."""
+    Resolved.origin, naming who set each value the reasons mention; what_if: planned for a preset's card."""
     parameters = shape.parameters
     tokens_per_step = plan.global_batch_size * block_size
     gpu = facts.gpus[0] if facts.gpus else None
-    # the reference MFU is of the half-precision tensor-core peak: no figure for fp32 training
-    peak = peak_tflops(gpu.name) if gpu and plan.precision != "fp32" else None
-    rate = (REFERENCE_MFU * peak * 1e12 * plan.world_size / flops_per_token(parameters, shape.n_layer, block_size,
-                                                                            shape.n_embd)) if peak else None
+    rate = reference_tokens_per_second(gpu.name if gpu else None, plan.precision, plan.world_size, shape, block_size)
     max_steps = config.training.max_steps
     optimal_tokens = TOKENS_PER_PARAMETER * parameters
-    warnings = [w for w in [learning_rate_warning(parameters, config.optimization.learning_rate)] if w]
+    warnings = [w for w in [learning_rate_warning(parameters, config.optimization.learning_rate),
+                            many_epochs_warning(max_steps, plan.global_batch_size, train_blocks, False)
+                            if train_blocks else None] if w]
     return {
         "preset": preset_note, "one_line": one_line(plan, facts),
         "device": gpu.name if gpu else "cpu", "gpu_memory_gib": plan.gpu_memory_gib,
@@ -122,7 +137,8 @@ def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape:
         "attention": plan.attention, "optimizer": plan.optimizer, "torch_compile": plan.torch_compile,
         "compile_mode": plan.compile_mode, "activation_checkpointing": plan.activation_checkpointing,
         "memory_gib": plan.memory.as_dict() if plan.memory else None,
-        "reasons": decision_reasons(config, facts, plan, origin), "notes": plan.notes,
+        "dataloader_workers": plan.dataloader_workers,
+        "reasons": decision_reasons(config, facts, plan, origin, what_if), "notes": plan.notes,
         "reference_mfu": REFERENCE_MFU if rate else None,
         "tokens_per_second_estimate": round(rate) if rate else None,
         "max_steps": max_steps, "hours_estimate": round(max_steps * tokens_per_step / rate / 3600, 2) if rate else None,
@@ -185,6 +201,7 @@ def plan_lines(record: dict) -> list[str]:
         f"attention: {record['attention']} ({reasons['attention']})",
         f"optimizer: {record['optimizer']} ({reasons['optimizer']})",
         f"compile: {reasons['compile']}; activation checkpointing {reasons['activation_checkpointing']}",
+        f"loader workers: {reasons['loader_workers']}",
         f"memory (estimate, GiB): {memory['total']:.1f}{of} = {parts}",
         f"throughput: {_throughput(record)}",
         f"data: {data}",

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import dump_config
+from pipeline.console import report_line
 from pipeline.dataset.loading import dataset_parts, train_blocks
 from pipeline.errors import UserError
 from pipeline.fingerprints import training_inputs, weights_inputs
@@ -35,6 +36,7 @@ from pipeline.training.model import adopted_base
 from pipeline.training.plan import Probe, TrainingPlan, model_shape, plan_training
 from pipeline.training.plan_report import plan_lines, plan_record
 from pipeline.training.ranks import barrier, is_main_process, local_world_size
+from pipeline.training.replacement import keep_replaced_model, resume_under_force
 from pipeline.training.trackers import log_contents
 
 log = logging.getLogger("gpt2zh")
@@ -47,7 +49,10 @@ def _inputs(run_dir) -> tuple[dict, list[Path], list[dict]]:
     if tokenizer is None:
         raise UserError(f"no complete tokenizer in {run_dir.stage('tokenizer')}", "run `gpt2zh train-tokenizer` first")
     parts = dataset_parts(run_dir.stage("dataset"))
-    if any(manifest["tokenizer_fingerprint"] != tokenizer["fingerprint"] for _, manifest in parts):
+    # The file too, where the dataset recorded it (NU17): a tokenizer retrained from the same inputs may give other ids.
+    if any(manifest["tokenizer_fingerprint"] != tokenizer["fingerprint"]
+           or manifest.get("inputs", {}).get("tokenizer_sha256", tokenizer.get("tokenizer_sha256"))
+           != tokenizer.get("tokenizer_sha256") for _, manifest in parts):
         raise UserError(f"{run_dir.stage('dataset')} was built with another tokenizer than "
                         f"{run_dir.stage('tokenizer')}",
                         "rerun `gpt2zh tokenize` (or `gpt2zh run`)")
@@ -136,13 +141,18 @@ def pretrain(request: StageRequest) -> dict:
         log.info("%s: %s is up to date for this dataset and config; skipped (--force retrains from the last "
                  "checkpoint, --force --resume never from scratch)", STAGE, output.final)
         return manifest
-    trains_on = only_the_plan_changed(read_manifest(output.final), weights)
+    previous = read_manifest(output.final)
+    trains_on = only_the_plan_changed(previous, weights)
     if not trains_on:
         output.refuse_replacing(request.replace)
+    replaces_model = previous is not None and not trains_on and previous.get("fingerprint") != output.fingerprint
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
                          request.resolved.preset_note, train_blocks(dataset_folders), request.resolved.origin)
-    for line in plan_lines(record):  # the lines `gpt2zh plan` prints for the same command line
-        (log.warning if line.startswith("warning: ") else log.info)("%s: %s", STAGE, line)
+    for line in plan_lines(record):  # the lines `gpt2zh plan` prints, on stdout as there and as the summary
+        if line.startswith("warning: "):
+            log.warning("%s: %s", STAGE, line)
+        else:
+            report_line(f"{STAGE}: {line}")
 
     if config.hub.push_checkpoints and main:
         from pipeline.hub.access import check_push_access
@@ -151,13 +161,14 @@ def pretrain(request: StageRequest) -> dict:
         check_push_access(config.hub.repo_id, config.hub.private, config.hub.provider)
     checkpoints, logs_dir = run.stage("checkpoints"), run.logs
     weights_fingerprint = fingerprint(weights)
-    resume, torn = select_resume(config.checkpoint.resume, checkpoints, weights_fingerprint, weights)
+    setting = resume_under_force(config.checkpoint.resume, request.replace, checkpoints, weights_fingerprint, weights)
+    resume, torn = select_resume(setting, checkpoints, weights_fingerprint, weights)
     from pipeline.training.arguments import training_arguments
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
-    if resume is None and wants_hub_checkpoint(config):  # a new machine: the checkpoint pushed to the Hub (RA4)
+    if resume is None and setting != "never" and wants_hub_checkpoint(config):  # a new machine: the Hub's (RA4)
         resume_from_hub(config, run, weights_fingerprint, weights, main)
-        resume, torn = select_resume(config.checkpoint.resume, checkpoints, weights_fingerprint, weights)
+        resume, torn = select_resume(setting, checkpoints, weights_fingerprint, weights)
     schedule = continued_schedule(config, resume)
     if resume is None:
         log.info("%s: learning rate: %s, peak %g", STAGE, schedule.in_words(), config.optimization.learning_rate)
@@ -170,7 +181,7 @@ def pretrain(request: StageRequest) -> dict:
             from pipeline.models.weights import base_source
 
             base_source(base)
-        prepare_resume(config.checkpoint.resume, checkpoints, resume, torn,
+        prepare_resume(setting, checkpoints, resume, torn,
                        f"from the weights of {base['label']}" if base else "from scratch")
         logs_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
@@ -209,6 +220,8 @@ def pretrain(request: StageRequest) -> dict:
                         f"final, step {trainer.state.global_step}")
         if trains_on and (kept := keep_previous_model(output.final)) is not None:
             log.info("%s: the finished model of the shorter run is kept as %s", STAGE, kept)
+        if replaces_model and (kept := keep_replaced_model(output.final)) is not None:
+            log.info("%s: --force: the model of the replaced run is kept as %s", STAGE, kept)
         with output.build() as staging:
             _save_final(staging, trainer, run.stage("tokenizer"), logs_dir, config.model.n_positions, summary,
                         config)
@@ -300,7 +313,7 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     trainer.base_model = base
     trainer_ref["trainer"] = trainer
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(TrainingProgress())
+        trainer.add_callback(TrainingProgress(trainer.step_loss))
     hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint; the training bar stays
     for name in ("transformers.trainer", "transformers.trainer_utils"):
         hf_logging.get_logger(name).addFilter(_drop_false_alarms)

@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from pipeline.console import quiet
+from pipeline.console import progress
 from pipeline.training import faults
 from pipeline.training.data import GlobalStreamSampler
 from pipeline.training.guards import NonFiniteTally
@@ -33,6 +33,7 @@ class PretrainTrainer(Trainer):
         self.schedule = schedule
         self.stream_seed, self.samples_per_step, self.resume_step = stream_seed, samples_per_step, resume_step
         self.nonfinite = NonFiniteTally(limit=max_nonfinite)
+        self._step_loss, self._loss_step = None, -1  # the loss of the step being taken, on the device
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         # The schedule the config describes (re-planned for a new max_steps), with no step at learning rate 0
@@ -73,6 +74,19 @@ class PretrainTrainer(Trainer):
             if faults.nan_loss_at(step):
                 return (result[0] * math.nan, result[1]) if return_outputs else result * math.nan
         return result
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Each micro-batch's loss comes scaled for accumulation: their sum is the step's loss on this process.
+        step = self.state.global_step
+        self._step_loss = loss if self._loss_step != step else self._step_loss + loss
+        self._loss_step = step
+        return loss
+
+    def step_loss(self) -> float | None:
+        """The loss of the step just taken, for the progress bar: a copy from the device that costs nothing
+        more, since the step already waited for its gradient norm (_get_grad_norm)."""
+        return float(self._step_loss) if self._step_loss is not None else None
 
     def _get_grad_norm(self, model, grad_norm=None):
         grad_norm = super()._get_grad_norm(model, grad_norm)
@@ -126,19 +140,33 @@ def tensorboard_callback(folder: Path) -> TrainerCallback:
 
 
 class TrainingProgress(ProgressCallback):
-    """The Trainer's progress bar with the latest losses in it, instead of a printed dict per log line
-    and a nested bar per evaluation (the figures are in logs/training_history.csv)."""
+    """The Trainer's progress bar (plain lines in a log file, PITFALLS.md NU13) with the loss and learning
+    rate of the last step, updated every step (step_loss: PretrainTrainer.step_loss), and the latest
+    validation loss; instead of a printed dict per log line and a nested bar per evaluation (the figures
+    are in logs/training_history.csv)."""
+
+    def __init__(self, step_loss=None):
+        super().__init__()
+        self.step_loss, self.latest = step_loss, {}
+
+    def _show(self) -> None:
+        self.training_bar.set_postfix({key: self.latest[key] for key in ("loss", "lr", "val") if key in self.latest},
+                                      refresh=False)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        import sys
-
-        from tqdm.auto import tqdm
-
-        if state.is_world_process_zero:  # on a non-terminal (CI, log files) refresh every few seconds
-            interactive = sys.stderr.isatty()
-            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, dynamic_ncols=True,
-                                     mininterval=0.5 if interactive else 10.0, disable=quiet())
+        if state.is_world_process_zero:
+            self.training_bar = progress(state.max_steps, "steps", "training", initial=state.global_step)
         self.current_step = state.global_step
+
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            loss = self.step_loss() if self.step_loss is not None else None
+            if loss is not None:
+                self.latest["loss"] = f"{loss:.3f}"
+            if lr_scheduler is not None:
+                self.latest["lr"] = f"{lr_scheduler.get_last_lr()[0]:.1e}"
+            self._show()
+        super().on_step_end(args, state, control, **kwargs)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         return
@@ -147,13 +175,6 @@ class TrainingProgress(ProgressCallback):
         return
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or self.training_bar is None or not logs:
-            return
-        if "loss" in logs:
-            self.latest = {"loss": f"{logs['loss']:.3f}", "lr": f"{logs.get('learning_rate', 0):.1e}",
-                           **{k: v for k, v in getattr(self, "latest", {}).items() if k == "val"}}
-        elif "eval_loss" in logs:
-            self.latest = {**getattr(self, "latest", {}), "val": f"{logs['eval_loss']:.3f}"}
-        else:
-            return
-        self.training_bar.set_postfix(self.latest, refresh=False)
+        if state.is_world_process_zero and self.training_bar is not None and logs and "eval_loss" in logs:
+            self.latest["val"] = f"{logs['eval_loss']:.3f}"
+            self._show()
