@@ -302,7 +302,7 @@ def _run_stages(args: argparse.Namespace) -> int:
     if args.command != RUN_ALL:
         before = _layers(args.config, args.run_dir, {})
         refuse_earlier_stages_settings(stage_by_reference(args.command), _typed_overrides(args),
-                                       load_layers(before.base, before.command_line))
+                                       load_layers(before.base, before.command_line), str(request.run_dir.root))
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
     _check_run_dir(request.run_dir.root, create=not read_only)
     with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):

@@ -87,6 +87,20 @@ def check_training_size(sources: list[Source], config: Config, adopted_tokenizer
         log.warning("%s", warning)
 
 
+def _refuse_together(*checks) -> None:
+    """Every check runs; their refusals are one line, so that following its advice needs no second refusal."""
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except UserError as err:
+            errors.append(err)
+    if len(errors) > 1:
+        raise UserError("; and ".join(err.message for err in errors), "; and ".join(err.fix for err in errors))
+    if errors:
+        raise errors[0]
+
+
 def check_schedule(config: Config) -> None:
     training = config.training
     for name, effect in (("eval_steps", "only the final evaluation (and sample) will run"),
@@ -174,9 +188,9 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
         if dataset is not None and not replacing:
             refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
-            if "pretrain" in forced:  # first: its fix (another configuration) changes the split's too
-                check_training_size(sources, config, adopted_tokenizer=bool(config.model.init_from))
-            check_split_sizes(sources, config.data, adopted_tokenizer=bool(config.model.init_from))
+            adopted = bool(config.model.init_from)
+            _refuse_together(*([lambda: check_training_size(sources, config, adopted)] if "pretrain" in forced else []),
+                             lambda: check_split_sizes(sources, config.data, adopted))
     if "pretrain" in forced:
         from pipeline.training.checkpoints import check_resume_folder
         from pipeline.training.model import adopted_base

@@ -3,9 +3,10 @@ run's saved settings) < the GPU preset for this machine < the command line, with
 from. `show-config` prints this, the stages receive it, and none of them reads YAML again.
 """
 
+import copy
 from dataclasses import dataclass, replace
 
-from pipeline.config.loader import Layer, load_layers
+from pipeline.config.loader import Adaptation, Layer, load_layers
 from pipeline.config.schema import Config, all_keys
 from pipeline.hardware.decisions import MINIMUM_VERSIONS
 from pipeline.hardware.facts import HardwareFacts
@@ -18,7 +19,8 @@ COMMAND_LINE = "the command line"
 @dataclass(frozen=True)
 class Resolved:
     config: Config             # every layer
-    settings: Config           # without the preset: what the run directory saves (each machine picks its own)
+    settings: Config           # without the preset or adaptations: what the run directory saves (each machine
+                               # picks its own preset; a later command adapts again)
     sources: dict[str, str]    # 'training.per_device_batch_size' -> 'preset cpu (configs/presets/cpu.yaml)'
     base: Layer | None
     preset: Preset | None
@@ -76,8 +78,8 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
             processes: int | None = None, earlier: frozenset = frozenset()) -> Resolved:
     """training.preset is resolved against facts: a preset named for other hardware is refused unless forced
     or, with what_if (`gpt2zh plan`), planned on that preset's card instead of this machine."""
-    notes: list[str] = []
-    settings = load_layers(base, command_line, notes=notes)
+    adaptations: list[Adaptation] = []
+    settings = load_layers(base, command_line, adaptations=adaptations)
     name = settings.training.preset
     if processes is not None:
         facts = with_processes(facts, processes)
@@ -94,7 +96,20 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
     layer = preset_layer(preset)
     config = load_layers(base, command_line, layer) if layer else settings
     sources = field_sources(base, preset, command_line, earlier)
-    return Resolved(config, settings, sources, base, preset, preset_note, facts, what_if, tuple(notes))
+    return Resolved(config, as_configured(settings, adaptations), sources, base, preset, preset_note, facts, what_if,
+                    tuple(adapted.note for adapted in adaptations))
+
+
+def as_configured(settings: Config, adaptations: list[Adaptation]) -> Config:
+    """What the run directory saves: the values the layers gave, not those adapted to this command; a warmup scaled
+    to a 10-step look would otherwise stay with the run's later, longer runs (PITFALLS.md NU5)."""
+    if not adaptations:
+        return settings
+    saved = copy.deepcopy(settings)
+    for adapted in adaptations:
+        group, field_name = adapted.key.split(".", 1)
+        setattr(getattr(saved, group), field_name, adapted.original)
+    return saved
 
 
 def resolve_file(path, command_line: dict | None = None) -> Resolved:

@@ -63,7 +63,7 @@ def stage_by_reference(reference: str) -> StageInfo:
     raise KeyError(reference)
 
 
-def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config) -> None:
+def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config, run_dir: str) -> None:
     """A stage command acts on its own groups and saves a later stage's settings for it; a changed setting that
     only an earlier stage reads (`pretrain --tokenizer-vocab-size 8000`) would be accepted and ignored
     (PITFALLS.md NU4). before: the settings without this command line (the same value typed again is fine)."""
@@ -82,7 +82,8 @@ def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config)
         first = next(stage for stage in STAGES if group in stage.groups)
         raise UserError(f"{flag} is a setting of stage {first.number} ({first.command}), which `gpt2zh "
                         f"{info.command}` does not run: nothing would use it",
-                        f"to rebuild from stage {first.number} with it, use `gpt2zh run {typed_again} --force`; "
+                        f"to rebuild from stage {first.number} with it, use `gpt2zh run --run-dir {run_dir} "
+                        f"{typed_again} --force`; "
                         "else leave it out")
 
 

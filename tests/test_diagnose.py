@@ -248,3 +248,23 @@ def test_byte_fallback_names_its_characters_and_line_breaks_in_bytes_are_a_warni
 
     few = check(_spelled_in_bytes(["犇", ""]))  # 1.5 of 64 tokens: 2.3 %
     assert few.status == OK and few.title == "byte fallback is rare" and "'犇' ×500" in few.evidence
+
+
+def test_line_breaks_or_tabs_over_one_percent_of_tokens_in_bytes_ask_for_retraining_alone_or_beside_rare_characters():
+    # (NU2) the retraining advice starts at 1 % of tokens, well below the 5 % of characters the vocabulary lacks
+    pieces = ["<unk>", "<|endoftext|>", "<|pad|>", *(f"<0x{byte:02X}>" for byte in range(256)), *["x"] * 141]
+    values = byte_values(pieces)
+
+    def check(per_block: list[str]):
+        rows = _spelled_in_bytes(per_block)
+        return data_checks.check_byte_fallback(_blocks(rows, rows[:10], 64), values)
+
+    for spelled in ("\n\n", "\t\t"):  # 2 of 64 tokens: 3.1 %, line breaks or tabs alone
+        found = check([spelled])
+        assert found.status == WARN and found.title == "line breaks fall back to bytes", spelled
+        assert "3.12% of tokens are line breaks or tabs" in found.fix and found.pitfall == "NU2", spelled
+
+    mixed = check(["𠀀犇\n\n"])  # 7 bytes of characters the vocabulary lacks (10.9 %) and 2 line breaks (3.1 %)
+    assert mixed.status == WARN and mixed.title == "many characters fall back to bytes" and mixed.pitfall == "D3"
+    assert "vocab-size" in mixed.fix and "3.12% of tokens are line breaks or tabs" in mixed.fix
+    assert "--from-stage train-tokenizer --force" in mixed.fix

@@ -18,10 +18,11 @@ from pipeline.config import load_config
 from pipeline.dataset.loading import load_blocks
 from pipeline.errors import UserError
 from pipeline.inference.documents import EvaluationText, held_out_text, run_specials
-from pipeline.inference.evaluate_command import document_stream, evaluate_model
+from pipeline.inference.evaluate_command import document_stream, evaluate_model, model_texts
 from pipeline.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
 from pipeline.inference.loading import open_model
 from pipeline.inference.scoring import windows
+from pipeline.models.coverage import lost_characters
 from pipeline.rundir import RunDir
 from tests.conftest import one_error_line, run_cli
 from tests.hub_server import LocalHub
@@ -256,15 +257,25 @@ def test_a_model_whose_tokenizer_reads_most_of_the_text_as_unk_is_listed_apart_n
 
 
 def test_a_tokenizer_losing_at_most_the_stated_share_is_ranked_and_one_losing_more_is_listed_apart():
-    def model(name: str, nats: float, lost: int) -> ModelFigures:
-        return ModelFigures(name, name, documents=1, characters=10_000, tokens=10_000, nats=nats, context=64,
+    def model(name: str, nats: float, lost: int) -> ModelFigures:  # 2 characters a token: the share is of characters
+        return ModelFigures(name, name, documents=1, characters=10_000, tokens=5_000, nats=nats, context=64,
                             stride=32, lost=lost, unknown_token="[UNK]")
 
     whole, few_lost, many_lost = model("whole", 60_000.0, 0), model("few", 59_000.0, 10), model("many", 500.0, 11)
     assert (few_lost.listed_apart, many_lost.listed_apart is not None) == (None, True)  # 0.10 % and 0.11 %
+    assert (few_lost.lost_share, many_lost.lost_share) == (0.001, 0.0011)
     assert [f.model for f in ranked([many_lost, whole, few_lost])] == ["few", "whole", "many"]
     lines = table_lines([many_lost, whole, few_lost])
     assert [line.split()[:2] for line in lines[1:4]] == [["1", "few"], ["2", "whole"], ["-", "many"]]
+
+
+def test_a_latin_word_a_wordpiece_vocabulary_lacks_is_one_unknown_token_that_loses_each_of_its_characters(tmp_path):
+    # (NU10) a WordPiece [UNK] stands for the whole word when one of its characters is missing (here 'ü')
+    tokenizer = AutoTokenizer.from_pretrained(str(uer_style_model(tmp_path / "uer", SIMPLIFIED)))
+    text = "今天去Zürich散步，Zürich很好。"
+    loss = lost_characters(tokenizer, [text], tokenizer.unk_token_id)
+    assert (loss.characters, loss.unknown_tokens, loss.lost) == (len(text), 2, 2 * len("Zürich"))
+    assert loss.spans == {"Zürich": 2}
 
 
 def test_evaluate_converts_the_documents_to_the_script_the_model_was_trained_on(tmp_path, caplog):
@@ -280,3 +291,8 @@ def test_evaluate_converts_the_documents_to_the_script_the_model_was_trained_on(
     # Documents the run's own cleaning already converted (its data.chinese_script) are not converted again.
     again = evaluate_model(model, EvaluationText([SIMPLIFIED], "simplified"), None, device, "simplified")
     assert (again.nats, again.converted) == (simplified.nats, 0)
+    # A model whose corpus kept its script reads the documents as cleaned, whatever script that was.
+    model.script = "keep"
+    caplog.clear()
+    assert model_texts(model, EvaluationText([TRADITIONAL], "traditional"), "simplified") == ([TRADITIONAL], 0)
+    assert not any("converted to it" in r.getMessage() for r in caplog.records)

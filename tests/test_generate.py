@@ -179,6 +179,28 @@ def test_a_traditional_prompt_gets_the_ids_of_the_simplified_one_on_a_model_trai
     assert prompt_in_model_script(model, TRADITIONAL) == TRADITIONAL
 
 
+def test_generate_feeds_the_model_the_ids_of_the_simplified_prompt_when_typed_in_traditional(simplified_model,
+                                                                                          monkeypatch, capsys):
+    from transformers import GPT2LMHeadModel
+
+    from pipeline.cli import main
+    from pipeline.inference.loading import open_model
+    from pipeline.models.text import prompt_ids
+
+    fed, generate = [], GPT2LMHeadModel.generate
+
+    def recording(network, inputs, **kwargs):  # the real generate, after noting the ids it is given
+        fed.append(inputs[0].tolist())
+        return generate(network, inputs, **kwargs)
+
+    monkeypatch.setattr(GPT2LMHeadModel, "generate", recording)
+    assert main(["generate", "--model", str(simplified_model), TRADITIONAL, "--max-new-tokens", "1", "--seed", "1",
+                 "--quiet"]) == 0
+    model = open_model(str(simplified_model))
+    assert fed == [prompt_ids(model.tokenizer, SIMPLIFIED, model.ids["bos"])]
+    assert capsys.readouterr().out.startswith(SIMPLIFIED)
+
+
 def test_generate_converts_a_prompt_to_the_script_of_a_pushed_model_and_says_so_in_one_line(simplified_model,
                                                                                           tmp_path):
     from pipeline.hub.stage import upload_sources
@@ -196,3 +218,12 @@ def test_generate_converts_a_prompt_to_the_script_of_a_pushed_model_and_says_so_
     assert result.stdout.startswith(SIMPLIFIED)  # the text the continuation follows
     said = [line for line in result.stderr.splitlines() if "converted to simplified Chinese" in line]
     assert len(said) == 1 and SIMPLIFIED in said[0], result.stderr
+
+
+def test_a_mistyped_model_folder_is_said_to_be_no_folder_here_beside_the_hubs_answer(tmp_path):
+    """`runs/nosuch` reads as a Hub id too: the answer names the missing folder, not only an unreachable Hub."""
+    result = run_cli("generate", "--model", "runs/nosuch", "今天", cwd=tmp_path,
+                     env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "cannot reach the Hub at http://127.0.0.1:9" in result.stderr
+    assert "(and there is no folder runs/nosuch here)" in result.stderr

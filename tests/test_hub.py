@@ -232,6 +232,8 @@ def test_the_card_states_a_licence_only_when_given_and_says_what_the_model_canno
     summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
     assert f"{summary['parameters'] / 1e6:.1f} M parameters, {summary['tokens_seen']:,} training tokens" in limitations
     assert "not instruction-tuned" in limitations and "no benchmark was run" in limitations
+    held_out = json.loads((run_dir / "dataset" / "stats.json").read_text())["reading"]["validation"]["documents"]
+    assert f"only the held-out split of the same corpus ({held_out:,} documents)" in limitations
     given = push(hub, run_dir, tmp_path, "--dry-run", "--hub-license", "cc-by-4.0", token=None)
     assert given.returncode == 0, given.stderr
     card = (run_dir / "push" / "README.preview.md").read_text(encoding="utf-8")

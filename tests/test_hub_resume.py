@@ -148,6 +148,9 @@ def test_a_checkpoint_is_refused_with_a_tokenizer_trained_again_into_other_ids(t
     manifest["files"]["tokenizer.json"] = (tokenizer / "tokenizer.json").stat().st_size
     manifest["tokenizer_sha256"] = file_sha256(tokenizer / "tokenizer.json")
     (tokenizer / "manifest.json").write_text(json.dumps(manifest))
+    dataset = json.loads((run_dir / "dataset" / "manifest.json").read_text())  # and the dataset made again with it
+    dataset["inputs"]["tokenizer_sha256"] = manifest["tokenizer_sha256"]
+    (run_dir / "dataset" / "manifest.json").write_text(json.dumps(dataset))
     shutil.rmtree(run_dir / "model")
     assert main(["pretrain", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]) == 2
     err = capsys.readouterr().err

@@ -199,7 +199,8 @@ def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
     path = REPO / "configs" / "gpt2-large.yaml"
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("今天天气很好，我们去公园散步。\n" * 20000, encoding="utf-8")
-    command_line = {"data.files": [str(corpus)]}
+    # a global batch this corpus can fill (PITFALLS.md NU7 would refuse gpt2-large's 480 blocks first)
+    command_line = {"data.files": [str(corpus)], "training.global_batch_size": 8}
     request = StageRequest(resolve((str(path), read_yaml_mapping(path)), command_line, fabricate("t4")),
                            RunDir(tmp_path / "run"), overrides=command_line)
     with pytest.raises(UserError, match="do not fit on Tesla T4"):

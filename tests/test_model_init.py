@@ -15,6 +15,7 @@ from pipeline.errors import UserError
 from tests.conftest import TINY_TRAIN, copy_run, one_error_line, run_cli
 from tests.hub_server import LocalHub
 from tests.tiny_models import gpt2_bpe_model, malicious_pickle_model, model_files, uer_style_model
+from tokenizer.adopt import _refuse_lossy
 
 SIZE_FLAGS = ("--model-n-layer", "--model-n-head", "--model-n-embd")
 # TINY_TRAIN without the model's sizes, which come from the base model
@@ -188,6 +189,16 @@ def test_a_base_whose_vocabulary_loses_too_much_of_the_corpus_is_refused_before_
     assert lost in corpus_text and lost not in corpus_text[:3000]  # a character the corpus has and the vocabulary lacks
     assert "--tokenizer-allow-lossy" in error and "PITFALLS.md NU11" in error
     assert not (tmp_path / "run" / "tokenizer").exists() and not (tmp_path / "run" / "dataset").exists()
+
+
+def test_a_base_losing_more_than_a_tenth_of_a_percent_of_the_characters_is_refused_and_one_losing_that_much_is_not():
+    # (NU11) the boundary of _refuse_lossy: LOSSY_SHARE (0.1 %) itself is adopted, 0.11 % is refused unless allowed
+    figures = {"lost_share": 0.001, "documents": 25, "held_out": True, "unknown_token": "[UNK]",
+               "lost_examples": "𠀀 ×3"}
+    _refuse_lossy("--model-init-from uer", figures, False)
+    with pytest.raises(UserError, match=r"cannot represent 0\.11% of the corpus's characters.*most often 𠀀 ×3"):
+        _refuse_lossy("--model-init-from uer", {**figures, "lost_share": 0.0011}, False)
+    _refuse_lossy("--model-init-from uer", {**figures, "lost_share": 0.0011}, True)  # --tokenizer-allow-lossy
 
 
 @pytest.fixture

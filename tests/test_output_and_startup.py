@@ -4,6 +4,7 @@ each command's own options first in its help (NU16)."""
 
 import ast
 import io
+import logging
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from pipeline import console
 from pipeline.cli import main
+from pipeline.hardware import facts
 from tests.conftest import REPO
 
 HEAVY_LIBRARIES = ("torch", "transformers", "datasets")
@@ -59,6 +61,32 @@ def test_progress_in_a_log_file_writes_a_line_a_minute_when_a_tenth_takes_longer
     assert capsys.readouterr().err == ""  # nothing new since the last line
 
 
+def test_progress_under_quiet_writes_nothing_also_in_a_log_file(capsys):
+    """--quiet sets the gpt2zh logger to WARNING, as on ranks other than 0: no progress lines either."""
+    logger = logging.getLogger(console.LOGGER_NAME)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with console.progress(10, "steps", "training") as bar:  # stderr is captured: not a terminal
+            for _ in range(10):
+                bar.update(1)
+    finally:
+        logger.setLevel(level)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_of_a_resumed_run_counts_its_rate_and_time_left_from_the_resume(capsys, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(console, "monotonic", clock)
+    with console.progress(100, "steps", "training", initial=50) as bar:  # 50 steps done before the resume
+        for _ in range(10):
+            clock.now += 10.0  # 0.1 steps/s since the resume
+            bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["training: 56 % (56 of 100 steps), 01:00 elapsed, about 07:20 left, 0.1 steps/s",  # a minute
+                     "training: 60 % (60 of 100 steps), 01:40 elapsed, about 06:40 left, 0.1 steps/s"], lines  # close
+
+
 def test_stage_3_in_a_log_file_writes_progress_lines_with_the_loss_and_no_carriage_return(trained):
     _, result = trained  # the real command, its stderr a pipe
     assert "\r" not in result.stderr and "\r" not in result.stdout
@@ -82,8 +110,9 @@ def test_an_error_after_a_bar_interrupted_on_a_terminal_starts_on_a_line_of_its_
     assert "\r" in before and before.endswith("\n"), repr(before)
 
 
-def _train_tiny(tmp_path, logging_steps: int) -> tuple[dict[int, str], dict[int, float]]:
-    """Four optimizer steps of 2 micro-batches of a 2-layer GPT-2: (bar's loss at each step, logged losses)."""
+def _train_tiny(tmp_path, logging_steps: int, rates: dict | None = None) -> tuple[dict[int, str], dict[int, float]]:
+    """Four optimizer steps of 2 micro-batches of a 2-layer GPT-2: (bar's loss at each step, logged losses);
+    rates: filled with the bar's learning rate at each step."""
     from transformers import TrainerCallback, TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
@@ -107,6 +136,8 @@ def _train_tiny(tmp_path, logging_steps: int) -> tuple[dict[int, str], dict[int,
     class Watch(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             shown[state.global_step] = progress.latest.get("loss")
+            if rates is not None:
+                rates[state.global_step] = progress.latest.get("lr")
 
     assert trainer.pop_callback(ProgressCallback) is not None  # as stage 3 replaces it
     trainer.add_callback(progress)
@@ -116,8 +147,13 @@ def _train_tiny(tmp_path, logging_steps: int) -> tuple[dict[int, str], dict[int,
     return shown, logged
 
 
-def test_the_training_bar_shows_each_steps_own_loss_also_between_logging_steps(tmp_path):
-    shown, _ = _train_tiny(tmp_path, logging_steps=2)  # a log at steps 2 and 4 only
+def test_the_training_bar_shows_each_steps_own_loss_and_rate_also_between_logging_steps(tmp_path):
+    from pipeline.training.schedule import Schedule
+
+    rates: dict[int, str] = {}
+    shown, _ = _train_tiny(tmp_path, logging_steps=2, rates=rates)  # a log at steps 2 and 4 only
+    schedule = Schedule("cosine", 1, 4, 0.1)  # the rate each step trained at, not the next step's
+    assert rates == {step: f"{1e-2 * schedule.factor(step):.1e}" for step in (1, 2, 3, 4)}, rates
     _, every_step = _train_tiny(tmp_path, logging_steps=1)  # the same steps, each logged alone
     assert sorted(shown) == [1, 2, 3, 4] and len(set(shown.values())) == 4
     assert all(abs(float(shown[step]) - every_step[step]) < 6e-4 for step in shown), (shown, every_step)
@@ -134,6 +170,36 @@ def test_help_and_plan_start_without_importing_torch_transformers_or_datasets(tm
     assert result.returncode == 0, result.stderr
     assert "compute-optimal" in result.stdout  # the plan was printed
     assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == []
+
+
+def _no_driver_here(monkeypatch, tmp_path) -> None:
+    """Linux with the driver's files and tools looked for under tmp_path only, CUDA_VISIBLE_DEVICES unset."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(facts, "GPU_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(facts, "GPU_DRIVER_TOOLS", ("nvidia-smi",))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+
+def test_no_gpu_is_possible_on_linux_without_a_driver_or_on_macos_and_torch_is_asked_otherwise(monkeypatch, tmp_path):
+    """PITFALLS.md NU14: what decides whether the facts import torch."""
+    _no_driver_here(monkeypatch, tmp_path)
+    assert facts.no_gpu_possible()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert facts.no_gpu_possible()
+    monkeypatch.setattr(sys, "platform", "win32")  # no driver files to look for: torch decides
+    assert not facts.no_gpu_possible()
+    monkeypatch.setattr(sys, "platform", "linux")
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert not facts.no_gpu_possible()  # a driver's tool
+    tool.unlink()
+    (tmp_path / "nvidiactl").write_text("")
+    assert not facts.no_gpu_possible()  # a driver's file
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert facts.no_gpu_possible()  # every device hidden
 
 
 OWN_OPTIONS = {"evaluate": "--model M", "plan": "--json", "show-config": "--get KEY", "doctor": "--json",

@@ -274,5 +274,7 @@ def test_the_plan_warns_when_max_steps_repeat_the_datasets_training_blocks_more_
     epochs = re.search(r"training tokens: 100,000 steps = ([\d.]+) epochs", out)
     assert epochs and float(epochs.group(1)) > 4
     assert f"warning: 100,000 steps are {float(epochs.group(1)):,.0f} epochs of the training split" in out
+    blocks = json.loads((run_dir / "dataset" / "stats.json").read_text())["splits"]["train"]["blocks"]
+    assert f"use --training-max-steps {4 * blocks // 4:,} (about 4 epochs)" in out  # 4 epochs of 4-block steps
     assert main(["plan", "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN]) == 0  # 12 steps: well under one epoch
     assert "epochs of the training split" not in capsys.readouterr().out

@@ -67,15 +67,20 @@ def test_a_changed_setting_of_an_earlier_stage_given_to_a_later_stage_is_one_lin
     err = capsys.readouterr().err
     assert one_error_line(err) and "Traceback" not in err
     assert "--tokenizer-vocab-size is a setting of stage 1 (train-tokenizer), which `gpt2zh pretrain` does not " \
-           "run" in err and "use `gpt2zh run --tokenizer-vocab-size 8000 --force`" in err
+           "run" in err and f"use `gpt2zh run --run-dir {run_dir} --tokenizer-vocab-size 8000 --force`" in err
     assert main(["push", "--run-dir", str(run_dir), "--dry-run", "--no-data-dedupe"]) == 2
     assert "--no-data-dedupe is a setting of stage 1 (train-tokenizer), which `gpt2zh push` does not run" in \
            capsys.readouterr().err
+    files = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    assert main(["pretrain", "--run-dir", str(run_dir), "--data-files", *files]) == 2
+    assert f"--data-files {' '.join(files)} --force`" in capsys.readouterr().err  # pastes as typed
     assert tree_checksums(run_dir) == before
     # the value the run already has, typed again, and a later stage's setting are what they always were
     assert main(["pretrain", "--run-dir", str(run_dir), "--tokenizer-vocab-size", "4000"]) == 0
     assert "up to date" in capsys.readouterr().err
     assert main(["tokenize", "--run-dir", str(run_dir), "--training-max-steps", "12"]) == 0
+    assert main(["push", "--run-dir", str(run_dir), "--dry-run", "--hub-repo-id", "me/x",  # its own stage's
+                 "--hub-dataset-description", "a new description"]) == 0
 
 
 def test_changed_training_settings_on_a_finished_model_are_refused_unless_forced(tmp_path, capsys, trained):
@@ -189,6 +194,7 @@ def test_a_configuration_too_large_for_the_corpus_is_refused_before_stage_1_with
     err = capsys.readouterr().err
     assert one_error_line(err) and "fewer than one optimizer step of training.global_batch_size 480" in err
     assert "--config demo" in err and "--training-global-batch-size of at most" in err
+    assert "held-out tokens at --data-validation-fraction 0.005" in err  # the split's refusal in the same line
     assert not (run_dir / "tokenizer").exists()
 
 
@@ -216,6 +222,12 @@ def test_a_max_steps_below_the_configs_warmup_scales_the_warmup_to_a_tenth_of_th
     assert captured.out.strip() == "1"
     assert "optimization.warmup_steps 30 is not below training.max_steps 10: warmup scaled to 1 step(s), 10% of " \
            "the run" in captured.err
+    resolved = _request(build_parser([]).parse_args(["show-config", "--config", "demo", "--training-max-steps", "10"]))
+    assert resolved.config.optimization.warmup_steps == 1  # what this command trains with
+    assert resolved.resolved.settings.optimization.warmup_steps == 30  # what the run keeps for its longer runs
+    assert main(["show-config", "--config", "demo", "--training-max-steps", "30",  # as long as the warmup
+                 "--get", "optimization.warmup_steps"]) == 0
+    assert capsys.readouterr().out.strip() == "3"
     # a run long enough for the config's warmup keeps it, unsaid
     assert main(["show-config", "--config", "demo", "--training-max-steps", "31",
                  "--get", "optimization.warmup_steps"]) == 0

@@ -383,17 +383,32 @@ def test_peak_memory_is_this_process_s_own_not_that_of_the_process_it_was_exec_e
     assert int(result.stdout) < 300, f"peak {result.stdout.strip()} MB includes the parent's 600 MB"
 
 
-def test_a_validation_split_of_a_few_documents_is_warned_about_with_the_fraction_that_gives_enough(
-        tmp_path, capsys, demo_documents):
-    """(NU9) The held-out blocks were enough (one 32-token block fills), the documents were not."""
-    corpus = tmp_path / "few.txt"
-    corpus.write_text("\n".join(demo_documents[:600]) + "\n", encoding="utf-8")
+def _validation_warning(tmp_path, capsys, documents: list[str], fraction: str) -> tuple[str, dict]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(documents) + "\n", encoding="utf-8")  # blank lines between documents
     args = ["--data-files", str(corpus), "--run-dir", str(tmp_path / "run"), "--tokenizer-vocab-size", "3000",
-            "--tokenizer-character-coverage", "0.995", "--data-validation-fraction", "0.01",
+            "--tokenizer-character-coverage", "0.995", "--data-validation-fraction", fraction,
             "--data-block-size", "32", "--model-n-positions", "32"]
     assert main(["train-tokenizer", *args]) == 0 and main(["tokenize", *args]) == 0
-    err = capsys.readouterr().err
-    warning = next(line for line in err.splitlines() if "the validation split has" in line)
-    documents = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text())["reading"]["validation"]
-    assert f"the validation split has {documents['documents']} document(s)" in warning and documents["documents"] < 20
-    assert "its loss measures these few texts" in warning and "use --data-validation-fraction 0.04" in warning
+    held_out = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text())["reading"]["validation"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "the validation split has" in line]
+    return (warnings[0] if warnings else ""), held_out
+
+
+def test_a_validation_split_of_a_few_long_documents_is_warned_about_with_the_fraction_that_gives_enough(
+        tmp_path, capsys, demo_documents):
+    """(NU9) Enough held-out blocks and characters, from a handful of documents: its loss follows their topics."""
+    long_documents = ["\n".join(demo_documents[i: i + 60]) for i in range(0, 3600, 60)]  # 60 of ~5,000 characters
+    warning, held_out = _validation_warning(tmp_path, capsys, long_documents, "0.05")
+    assert held_out["documents"] < 20 and held_out["characters"] >= 10_000
+    assert f"the validation split has {held_out['documents']} document(s), {held_out['characters']:,} characters" \
+           in warning and "its loss measures these few texts" in warning
+    assert "use --data-validation-fraction 0.34 (about 20 documents)" in warning
+
+
+def test_a_validation_split_of_few_characters_is_warned_about_however_many_documents_it_has(
+        tmp_path, capsys, demo_documents):
+    short = [document for document in demo_documents if len(document) < 60][:800]
+    warning, held_out = _validation_warning(tmp_path, capsys, short, "0.04")
+    assert held_out["documents"] >= 20 and held_out["characters"] < 10_000
+    assert f"the validation split has {held_out['documents']} document(s)" in warning and "add text" in warning

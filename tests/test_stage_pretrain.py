@@ -102,6 +102,7 @@ def test_force_on_a_finished_run_takes_no_step_past_max_steps(tmp_path, trained)
     assert result.returncode == 0, result.stderr
     err = result.stderr
     assert "resuming from" in err and "(step 12)" in err
+    assert "starting over" not in err and not list(run_dir.glob("*.previous-*"))  # this run's: nothing set aside (NU3)
     assert "There seems not to be a single sample" not in err and "missing keys" not in err
     assert_same_weights(run_dir / "model", trained[0] / "model")
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-12", "checkpoint-8"]

@@ -24,9 +24,9 @@ from pipeline.rundir import fingerprint
 from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, copy_run, run_cli, tree_checksums
 from tokenizer.encoding import document_encoder
 from tokenizer.quality import measure
-from tokenizer.sampling import split_sentences
 from tokenizer.specials import END_OF_TEXT_ID, SPECIAL_TOKENS
 from tokenizer.spm_train import train_sentencepiece
+from tokenizer.stage import _read_sample
 
 
 def stage(capsys, run_dir: Path, corpus: Path, *extra: str) -> tuple[int, str]:
@@ -227,12 +227,13 @@ def test_run_command_runs_the_stages_in_order(tmp_path, capsys, small_corpus):
     assert out.index("train-tokenizer: done") < out.index("tokenize: done") < out.index("pretrain: done")
 
 
-def _train_as_stage_1(documents: list[str], model: Path) -> list[str]:
-    """Stage 1's sample (every sentence of the documents) and training, at the tiny tokenizer's settings."""
+def _train_as_stage_1(corpus: Path, model: Path) -> list[str]:
+    """Stage 1's own sample of the corpus (every sentence: nothing held out, the reservoir holds them all) and
+    training, at the tiny tokenizer's settings."""
     cfg = TokenizerConfig(vocab_size=4000, character_coverage=0.995)
-    sentences = [piece for document in documents for piece in split_sentences(document, cfg.max_sentence_bytes)[0]]
-    train_sentencepiece(sentences, model, cfg)
-    return sentences
+    sample = _read_sample(CorpusReader(sources_for([str(corpus)])[0], DataConfig(validation_fraction=0.0)), cfg)
+    train_sentencepiece(sample.reservoir.items, model, cfg)
+    return sample.reservoir.items
 
 
 def _stage_2_tokens(model: Path, documents: list[str]) -> np.ndarray:
@@ -253,9 +254,11 @@ def test_a_clue_style_corpus_encodes_line_breaks_as_pieces_with_the_byte_fallbac
     documents = [document.text for document in CorpusReader(sources_for([str(corpus)])[0], DataConfig()).documents()]
     assert len(documents) == 750 and all(document.count("\n") == 3 for document in documents)
 
-    sample = _train_as_stage_1(documents, tmp_path / "clue.model")
-    assert "".join(sample) == "".join(documents), "the sample keeps every line break and indentation"
-    _train_as_stage_1(training, tmp_path / "lines.model")  # the same text, one paragraph a line: no '\n' seen
+    sample = _train_as_stage_1(corpus, tmp_path / "clue.model")
+    assert "".join(sample) == "".join(documents), "stage 1's sample keeps every line break and indentation"
+    lines_corpus = tmp_path / "lines.txt"  # the same text, one paragraph a line: no '\n' inside a document
+    lines_corpus.write_text("\n".join(training) + "\n", encoding="utf-8")
+    assert "\n" not in "".join(_train_as_stage_1(lines_corpus, tmp_path / "lines.model"))
 
     held_out_documents = ["\n".join(held_out[i: i + 4]) for i in range(0, len(held_out), 4)]
     for model in ("clue.model", "lines.model"):

@@ -173,7 +173,8 @@ def test_a_corpus_without_any_space_still_learns_the_space_piece_and_round_trips
     assert space in ids and processor.decode(ids) == text
 
 
-def test_line_breaks_and_tabs_are_pieces_that_round_trip_through_the_saved_tokenizer(tokenizer_dir, held_out_lines):
+def test_line_breaks_and_tabs_absent_from_a_sample_of_lines_are_still_pieces_that_round_trip_through_the_tokenizer(
+        tokenizer_dir, held_out_lines):
     # (NU1) trained on one document per line, so no '\n' in its sample: required as a piece all the same
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_dir / "tokenizer.model"))

@@ -318,6 +318,13 @@ def test_compile_typed_on_the_command_line_stays_even_where_it_does_not_pay_back
     assert any(note.startswith("torch.compile mode max-autotune kept as the command line asks") for note in typed.notes)
 
 
+def test_compile_switched_on_by_the_command_line_stays_on_a_short_run_with_the_asked_mode():
+    """--training-torch-compile typed, the mode from the preset: the command line asked for compiling."""
+    typed = _plan_on("demo", "rtx4090", **{"training.max_steps": 60, "training.torch_compile": True})
+    assert (typed.torch_compile, typed.compile_mode) == (True, "max-autotune")
+    assert any(note.startswith("torch.compile mode max-autotune kept as the command line asks") for note in typed.notes)
+
+
 def test_compile_without_a_speed_estimate_stays_as_asked():
     """No peak figure for an L4 (or a CPU): nothing to weigh the cost against."""
     l4 = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0", cuda_available=True,

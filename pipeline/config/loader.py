@@ -11,7 +11,7 @@ import re
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -211,7 +211,15 @@ def raise_problems(problems: list[str]) -> None:
 Layer = tuple[str, dict[str, Any]]  # (where it came from, {group: {field: value}})
 
 
-def fit_warmup(config: Config, typed: Iterable[str]) -> str | None:
+class Adaptation(NamedTuple):
+    """A value loading adapted to this command: said once, and never saved as the run's own (NU5)."""
+
+    key: str        # 'optimization.warmup_steps'
+    original: Any   # what the layers gave, which the run directory keeps
+    note: str
+
+
+def fit_warmup(config: Config, typed: Iterable[str]) -> Adaptation | None:
     """A max_steps at or below a warmup that nobody typed (the config file's, sized for its full run) scales the
     warmup to WARMUP_SHARE of the run: a quick `--training-max-steps 10` trains instead of being refused
     (PITFALLS.md NU5). A warmup typed on a command line is the user's choice and is checked as given."""
@@ -221,14 +229,16 @@ def fit_warmup(config: Config, typed: Iterable[str]) -> str | None:
     scaled = int(steps * WARMUP_SHARE)
     note = (f"optimization.warmup_steps {opt.warmup_steps} is not below training.max_steps {steps}: warmup scaled "
             f"to {scaled} step(s), {WARMUP_SHARE:.0%} of the run (--optimization-warmup-steps sets it)")
+    adaptation = Adaptation("optimization.warmup_steps", opt.warmup_steps, note)
     opt.warmup_steps = scaled
-    return note
+    return adaptation
 
 
 def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, preset: Layer | None = None,
-                notes: list[str] | None = None) -> Config:
+                adaptations: list[Adaptation] | None = None) -> Config:
     """Defaults, then a config mapping (a YAML file or a run's saved settings), then a hardware preset,
-    then already-typed command-line overrides {'group.field': value}. `notes` receives what was adapted."""
+    then already-typed command-line overrides {'group.field': value}. `adaptations` receives what was adapted
+    to this command."""
     config = Config()
     problems = []
     if base is not None:
@@ -238,8 +248,8 @@ def load_layers(base: Layer | None, overrides: dict[str, Any] | None = None, pre
     for dotted, value in (overrides or {}).items():
         group, key = dotted.split(".", 1)
         problems += apply_mapping(config, {group: {key: value}}, "command line")
-    if (note := fit_warmup(config, overrides or {})) is not None and notes is not None:
-        notes.append(note)
+    if (adapted := fit_warmup(config, overrides or {})) is not None and adaptations is not None:
+        adaptations.append(adapted)
     problems += validate(config)
     raise_problems(problems)
     return config

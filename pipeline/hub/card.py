@@ -157,7 +157,7 @@ def _limitations(summary: dict, data: dict, license_id: str) -> list[str]:
         "## Limitations",
         "",
         f"- A small model ({summary['parameters'] / 1e6:.1f} M parameters, {summary['tokens_seen']:,} training "
-        "tokens): its text reads fluently for a sentence or two and is often wrong, repetitive or incoherent beyond.",
+        "tokens): its continuations are often wrong, repetitive or incoherent, the more so the longer they run.",
         "- It knows only its training data (above) and repeats its topics, style, errors and biases; it has no "
         "knowledge of anything outside that corpus or after it was collected.",
         "- It is a pretrained language model, not instruction-tuned or aligned: it continues text, it does not "

@@ -111,6 +111,8 @@ def fetch_model(reference: str, flag: str, commit: str | None = None, weights: b
         problem = hub.explain(err, where, "model", repo_id, revision)
         if problem is None:
             raise
+        if provider == "huggingface":  # `runs/mine` reads as a Hub id too: a mistyped folder is not only a Hub problem
+            problem = UserError(f"{problem.message} (and there is no folder {path} here)", problem.fix)
         raise problem from None
 
 

@@ -149,8 +149,8 @@ def pretrain(request: StageRequest) -> dict:
     record = plan_record(config, facts, plan, model_shape(config, tokenizer_manifest["vocab_size"]), block_size,
                          request.resolved.preset_note, train_blocks(dataset_folders), request.resolved.origin)
     for line in plan_lines(record):  # the lines `gpt2zh plan` prints, on stdout as there and as the summary
-        if line.startswith("warning: "):
-            log.warning("%s: %s", STAGE, line)
+        if line.startswith("warning: "):  # the log's format adds the prefix again
+            log.warning("%s: %s", STAGE, line.removeprefix("warning: "))
         else:
             report_line(f"{STAGE}: {line}")
 

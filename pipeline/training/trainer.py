@@ -158,13 +158,17 @@ class TrainingProgress(ProgressCallback):
             self.training_bar = progress(state.max_steps, "steps", "training", initial=state.global_step)
         self.current_step = state.global_step
 
+    def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        # the rate this step trains at: by its end the scheduler has moved on to the next step's
+        self.step_rate = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
+
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None:
             loss = self.step_loss() if self.step_loss is not None else None
             if loss is not None:
                 self.latest["loss"] = f"{loss:.3f}"
-            if lr_scheduler is not None:
-                self.latest["lr"] = f"{lr_scheduler.get_last_lr()[0]:.1e}"
+            if getattr(self, "step_rate", None) is not None:
+                self.latest["lr"] = f"{self.step_rate:.1e}"
             self._show()
         super().on_step_end(args, state, control, **kwargs)
 
