@@ -51,8 +51,8 @@ def test_final_model_loads_with_plain_transformers_and_generates(trained):
 
 def test_the_run_explains_its_decisions_and_ends_with_a_summary(trained):
     _, result = trained
-    assert "preset cpu (auto: this machine has no CUDA GPU)" in result.stderr
-    assert "batch 4 x 1 accumulation x 1 = 4; fp32, sdpa, adamw_torch_fused" in result.stderr
+    assert "preset cpu (auto: this machine has no CUDA GPU)" in result.stdout  # the plan, on stdout (NU13)
+    assert "batch 4 x 1 accumulation x 1 = 4; fp32, sdpa, adamw_torch_fused" in result.stdout
     assert "no checkpoint to resume from" in result.stderr  # a first run starts fresh, no ValueError
     for label in ("trained", "validation", "logs", "wrote", "load it"):
         assert f"\n  {label}" in result.stdout, label
@@ -231,7 +231,7 @@ def test_a_compiled_run_checkpoints_resumes_and_saves_a_model_without_the_compil
     env = {"TORCHINDUCTOR_CACHE_DIR": str(inductor)}  # its own cache: kernels there prove the model was compiled
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "compile default" in first.stderr and any(inductor.rglob("*.py"))
+    assert "compile default" in first.stdout and any(inductor.rglob("*.py"))
     uninterrupted = weights(run_dir / "model")
     shutil.rmtree(run_dir / "model")
     shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
@@ -255,7 +255,7 @@ def test_two_process_ddp_on_cpu_trains_writes_once_and_does_not_hang(tmp_path, t
     run_dir = copy_run(trainable_run, tmp_path)
     result = run_two_processes(*pretrain_args(run_dir, "--training-max-steps", "5", "--checkpoint-save-steps", "2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "batch 2 x 1 accumulation x 2 = 4" in result.stderr
+    assert "batch 2 x 1 accumulation x 2 = 4" in result.stdout
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-5"]
     for step in (4, 5):  # training ends at 5, between evaluations: every rank joins the final evaluation
         folder = run_dir / "checkpoints" / f"checkpoint-{step}"
@@ -277,9 +277,15 @@ def test_stages_1_and_2_refuse_to_run_under_a_launcher(monkeypatch, capsys, tmp_
 
 
 def test_dataset_blocks_longer_than_n_positions_are_refused(tmp_path, capsys, trainable_run):
+    """Settings edited by hand to 32-token blocks (given to `pretrain`, the block size would be refused as stage
+    2's setting, PITFALLS.md NU4): the dataset on disk still has 64."""
+    import yaml
+
     run_dir = copy_run(trainable_run, tmp_path)
-    args = pretrain_args(run_dir) + ["--model-n-positions", "32", "--data-block-size", "32"]
-    assert main(args) == 2
+    settings = yaml.safe_load((run_dir / "settings.yaml").read_text(encoding="utf-8"))
+    settings["command_line"].update({"data.block_size": 32, "model.n_positions": 32})
+    (run_dir / "settings.yaml").write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    assert main(["pretrain", "--run-dir", str(run_dir)]) == 2
     assert "the dataset's blocks have 64 tokens but model.n_positions is 32" in capsys.readouterr().err
 
 
@@ -352,7 +358,7 @@ def test_gradients_reach_the_optimizer_clipped_to_max_grad_norm(tmp_path, traine
 def test_8bit_adam_trains_for_real_when_the_probe_passes(tmp_path, capsys, trainable_run):
     run_dir = copy_run(trainable_run, tmp_path)
     assert main(pretrain_args(run_dir, "--optimization-optimizer", "adamw_8bit", "--training-max-steps", "4")) == 0
-    assert "adamw_bnb_8bit" in capsys.readouterr().err
+    assert "adamw_bnb_8bit" in capsys.readouterr().out  # the plan's optimizer line
     state = torch.load(run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt", weights_only=False)
     # bitsandbytes' own state format: the moments were kept quantized while training
     assert all("__bnb_optimizer_quant_state__" in entry for entry in state["state"].values())
@@ -368,7 +374,7 @@ def test_8bit_adam_falls_back_to_fused_adamw_with_the_reason_when_the_probe_fail
     monkeypatch.setattr(bitsandbytes.optim, "Adam8bit", broken)
     run_dir = copy_run(trainable_run, tmp_path)
     assert main(pretrain_args(run_dir, "--optimization-optimizer", "adamw_8bit", "--training-max-steps", "4")) == 0
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out  # the plan's optimizer line
     assert "8-bit Adam unavailable (RuntimeError: The installed version of bitsandbytes was compiled without GPU " \
-           "support); using adamw_torch_fused" in err
+           "support); using adamw_torch_fused" in out
     assert (run_dir / "model" / "model.safetensors").exists()
