@@ -189,8 +189,9 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
             refuse_replacing(folder, dataset, dataset_parts)
         if forced["tokenize"] or dataset is None or dataset["fingerprint"] != fingerprint(dataset_parts):
             adopted = bool(config.model.init_from)
-            _refuse_together(*([lambda: check_training_size(sources, config, adopted)] if "pretrain" in forced else []),
-                             lambda: check_split_sizes(sources, config.data, adopted))
+            _refuse_together(*([lambda: check_training_size(sources, config, adopted_tokenizer=adopted)]
+                               if "pretrain" in forced else []),
+                             lambda: check_split_sizes(sources, config.data, adopted_tokenizer=adopted))
     if "pretrain" in forced:
         from pipeline.training.checkpoints import check_resume_folder
         from pipeline.training.model import adopted_base
