@@ -1,4 +1,4 @@
-"""`gpt2zh <stage>` / `python -m pipeline <stage>` / scripts/0N_*.py: one entry point for all.
+"""`gpt2zh <stage>` / `python -m gpt2zh <stage>` / scripts/0N_*.py: one entry point for all.
 
 Order matters (G13): parse arguments, set the Hugging Face environment, and only then
 import a stage (which imports transformers/datasets/huggingface_hub). This module imports none of
@@ -15,16 +15,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import __version__
-from pipeline.config import GROUPS, find_config
-from pipeline.config.loader import load_layers, read_yaml_mapping
-from pipeline.config.options import Parser, add_config_options, overrides_from
-from pipeline.console import close_progress_bars, setup_logging
-from pipeline.errors import UserError
-from pipeline.hf_env import prepare_hf_environment
-from pipeline.inference.arguments import add_evaluate_arguments, add_generate_arguments
-from pipeline.models.source import absolute_reference
-from pipeline.run_settings import (
+from gpt2zh import __version__
+from gpt2zh.config import GROUPS, find_config
+from gpt2zh.config.loader import load_layers, read_yaml_mapping
+from gpt2zh.config.options import Parser, add_config_options, overrides_from
+from gpt2zh.console import close_progress_bars, setup_logging
+from gpt2zh.errors import UserError
+from gpt2zh.hf_env import prepare_hf_environment
+from gpt2zh.inference.arguments import add_evaluate_arguments, add_generate_arguments
+from gpt2zh.models.source import absolute_reference
+from gpt2zh.run_settings import (
     SavedSettings,
     absolute_corpus_paths,
     is_settings,
@@ -32,9 +32,9 @@ from pipeline.run_settings import (
     settings_from,
     write_settings,
 )
-from pipeline.rundir import RunDir
-from pipeline.runlock import is_main_process_by_environment, run_dir_lock
-from pipeline.stages import (
+from gpt2zh.rundir import RunDir
+from gpt2zh.runlock import is_main_process_by_environment, run_dir_lock
+from gpt2zh.stages import (
     STAGES,
     StageRequest,
     built_at,
@@ -42,7 +42,7 @@ from pipeline.stages import (
     refuse_earlier_stages_settings,
     stage_by_reference,
 )
-from pipeline.stop_signals import Terminated, terminate_by_exception
+from gpt2zh.stop_signals import Terminated, terminate_by_exception
 
 log = logging.getLogger("gpt2zh")
 READ_ONLY_COMMANDS = ("evaluate", "generate", "show-config", "plan", "diagnose", "doctor")
@@ -133,8 +133,8 @@ def _add_command(commands, name: str, base, origin, show_all: bool, own_options=
 def _help_values(layers: "_Layers"):
     """(config, origin) for --help: this machine's preset applied, as the command would resolve it; a preset
     that cannot be resolved here is left out (the command itself then says why)."""
-    from pipeline.hardware.facts import collect_facts
-    from pipeline.resolution import resolve
+    from gpt2zh.hardware.facts import collect_facts
+    from gpt2zh.resolution import resolve
 
     try:
         resolved = resolve(layers.base, layers.command_line, collect_facts(), earlier=layers.earlier)
@@ -208,7 +208,7 @@ def _check_launcher(command: str) -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and command != "pretrain":
         raise UserError(f"`gpt2zh {command}` was started by a launcher with {world_size} processes",
-                        "run stages 1-2 once without torchrun, then `torchrun ... -m pipeline pretrain`")
+                        "run stages 1-2 once without torchrun, then `torchrun ... -m gpt2zh pretrain`")
 
 
 @dataclass(frozen=True)
@@ -251,8 +251,8 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
              preset: str | None = None) -> StageRequest:
     """The config resolved once, preset included (RS15), and the run directory a command works on.
     what_if, processes, preset: `gpt2zh plan` on another preset's card, process count or preset."""
-    from pipeline.hardware.facts import collect_facts
-    from pipeline.resolution import resolve
+    from gpt2zh.hardware.facts import collect_facts
+    from gpt2zh.resolution import resolve
 
     typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
     layers = _layers(args.config, args.run_dir, typed)
@@ -263,7 +263,7 @@ def _request(args: argparse.Namespace, what_if: bool = False, processes: int | N
     for note in resolved.notes:
         log.info("settings: %s", note)
     if resolved.config.model.init_from:
-        from pipeline.models.base_sizes import with_base_sizes
+        from gpt2zh.models.base_sizes import with_base_sizes
 
         resolved = with_base_sizes(resolved, layers.run_dir)
     return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
@@ -278,7 +278,7 @@ def _announce_settings(request: StageRequest) -> None:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from pipeline.diagnose.command import run_diagnose
+    from gpt2zh.diagnose.command import run_diagnose
 
     request = _request(args)
     _announce_settings(request)
@@ -306,10 +306,10 @@ def _run_stages(args: argparse.Namespace) -> int:
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
     _check_run_dir(request.run_dir.root, create=not read_only)
     with contextlib.nullcontext() if read_only else run_dir_lock(request.run_dir.root, args.command):
-        from pipeline.preflight import preflight
+        from gpt2zh.preflight import preflight
 
         if args.command == RUN_ALL:
-            from pipeline.run_all import run_all, selected_stages
+            from gpt2zh.run_all import run_all, selected_stages
 
             stages = selected_stages(request, args.from_stage)
         else:
@@ -344,25 +344,25 @@ def main(argv: list[str] | None = None) -> int:
             logger.setLevel("WARNING")
         prepare_hf_environment(getattr(args, "cache_dir", None))
         if args.command == "show-config":
-            from pipeline.show_config import show_config
+            from gpt2zh.show_config import show_config
 
             return show_config(args, _request(args))
         if args.command == "diagnose":
             return _diagnose(args)
         if args.command == "plan":
-            from pipeline.plan_command import run_plan
+            from gpt2zh.plan_command import run_plan
 
             return run_plan(args, _request)
         if args.command == "evaluate":
-            from pipeline.inference.evaluate_command import run_evaluate
+            from gpt2zh.inference.evaluate_command import run_evaluate
 
             return run_evaluate(args, _request)
         if args.command == "generate":
-            from pipeline.inference.generate_command import run_generate
+            from gpt2zh.inference.generate_command import run_generate
 
             return run_generate(args)
         if args.command == "doctor":
-            from pipeline.doctor import run_doctor
+            from gpt2zh.doctor import run_doctor
 
             return run_doctor(Path(args.run_dir or "runs"), args.json)
         return _run_stages(args)

@@ -11,7 +11,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.hardware.decisions import (
+from gpt2zh.hardware.decisions import (
     MINIMUM_VERSIONS,
     bf16_native,
     compile_available,
@@ -21,9 +21,9 @@ from pipeline.hardware.decisions import (
     training_device,
     version_at_least,
 )
-from pipeline.hardware.facts import HardwareFacts, StorageFacts
-from pipeline.hf_env import is_mirror
-from pipeline.network_checks import Reachability, collect_reachability, endpoints_in_force
+from gpt2zh.hardware.facts import HardwareFacts, StorageFacts
+from gpt2zh.hf_env import is_mirror
+from gpt2zh.network_checks import Reachability, collect_reachability, endpoints_in_force
 
 MIN_FREE_GIB = 10.0
 # (CN4) What to do when a hub does not answer; through a mirror, the official endpoint's fix does not apply.
@@ -115,7 +115,7 @@ def render(checks: list[Check], facts: HardwareFacts) -> str:
 
 
 def run_doctor(run_dir: Path, as_json: bool) -> int:
-    from pipeline.hardware.facts import collect_facts, collect_storage, probe_8bit_adam
+    from gpt2zh.hardware.facts import collect_facts, collect_storage, probe_8bit_adam
 
     # The hubs are probed while the local facts are collected: a hanging network costs doctor no extra time.
     network: list[Reachability] = []

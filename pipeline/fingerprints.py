@@ -1,10 +1,10 @@
 """What each stage's output depends on, in one place, so a later stage can tell whether an earlier
 stage's output on disk belongs to the current corpus and config (a tokenizer "from another run")."""
 
-from pipeline.config import Config, fingerprint_fields
-from pipeline.corpus.digests import content_digests
-from pipeline.corpus.sources import Source
-from pipeline.rundir import fingerprint
+from gpt2zh.config import Config, fingerprint_fields
+from gpt2zh.corpus.digests import content_digests
+from gpt2zh.corpus.sources import Source
+from gpt2zh.rundir import fingerprint
 
 # Bump when a stage's output layout changes, so older outputs are rebuilt instead of misread.
 TOKENIZER_FORMAT = 2

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.console import quiet
+from gpt2zh.console import quiet
 
 HF_MODULES = ("transformers", "datasets", "huggingface_hub", "tokenizers", "accelerate")
 OFFICIAL_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default when HF_ENDPOINT is unset

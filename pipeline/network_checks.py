@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.hf_env import hub_endpoint
+from gpt2zh.hf_env import hub_endpoint
 
 MODELSCOPE_DEFAULT = "https://www.modelscope.cn"
 PROBE_TIMEOUT_S = 3.0  # per probe; every probe runs at once, so doctor waits about this long at worst

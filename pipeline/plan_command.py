@@ -4,12 +4,12 @@ on any machine; --all-presets gives one row per preset (the README's table is it
 import json
 import logging
 
-from pipeline.dataset.loading import dataset_parts, train_blocks
-from pipeline.errors import UserError
-from pipeline.rundir import RunDir, read_manifest
-from pipeline.training.plan import Probe, model_shape, plan_training
-from pipeline.training.plan_report import plan_lines, plan_record
-from pipeline.training.presets import available_presets, load_preset
+from gpt2zh.dataset.loading import dataset_parts, train_blocks
+from gpt2zh.errors import UserError
+from gpt2zh.rundir import RunDir, read_manifest
+from gpt2zh.training.plan import Probe, model_shape, plan_training
+from gpt2zh.training.plan_report import plan_lines, plan_record
+from gpt2zh.training.presets import available_presets, load_preset
 
 log = logging.getLogger("gpt2zh")
 
@@ -32,8 +32,8 @@ def _probe(request) -> Probe | None:
         return None
     if request.resolved.what_if:
         return Probe(True, "assumed on the preset's card; stage 3 probes it there")
-    from pipeline.hardware.decisions import training_device
-    from pipeline.hardware.facts import probe_8bit_adam
+    from gpt2zh.hardware.decisions import training_device
+    from gpt2zh.hardware.facts import probe_8bit_adam
 
     return Probe(*probe_8bit_adam(training_device(request.resolved.facts)))
 
@@ -42,7 +42,7 @@ def corpus_bytes(files: list[str]) -> int | None:
     """Bytes of local, uncompressed corpus files (sizes say little about compressed or parquet ones)."""
     if not files or any(str(path).startswith("hf://") for path in files):
         return None
-    from pipeline.corpus.sources import sources_for
+    from gpt2zh.corpus.sources import sources_for
 
     sources = sources_for(files)[0]
     if any(source.compression or source.format == "parquet" for source in sources):
@@ -79,7 +79,7 @@ def _row(name: str, record: dict | None, error: str | None) -> str:
 
 
 def _all_presets(args, make_request) -> int:
-    from pipeline.config.options import overrides_from
+    from gpt2zh.config.options import overrides_from
 
     if "training.preset" in overrides_from(args):
         raise UserError("--all-presets plans every preset, so --preset names none of them",
@@ -109,7 +109,7 @@ def _all_presets(args, make_request) -> int:
 
 def _default_processes() -> int | None:
     """Several GPUs and no launcher: plan for one process per GPU, as torchrun would start them."""
-    from pipeline.hardware.facts import collect_facts
+    from gpt2zh.hardware.facts import collect_facts
 
     facts = collect_facts()
     if len(facts.gpus) > 1 and facts.world_size == 1:

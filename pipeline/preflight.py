@@ -6,16 +6,16 @@ schedule that does not fit max_steps. Each problem is one line that says what to
 import logging
 import math
 
-from pipeline.config.schema import Config, DataConfig
-from pipeline.corpus.sources import Source, sources_for
-from pipeline.errors import UserError
-from pipeline.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs, weights_inputs
-from pipeline.input_changes import setting_changes
-from pipeline.report import human_bytes
-from pipeline.rundir import fingerprint, read_manifest, refuse_replacing
-from pipeline.stages import StageInfo, StageRequest
-from pipeline.training.presets import HARDWARE_FIELDS
-from pipeline.training.trackers import check_trackers
+from gpt2zh.config.schema import Config, DataConfig
+from gpt2zh.corpus.sources import Source, sources_for
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import dataset_inputs, recorded_base_model, tokenizer_inputs, training_inputs, weights_inputs
+from gpt2zh.input_changes import setting_changes
+from gpt2zh.report import human_bytes
+from gpt2zh.rundir import fingerprint, read_manifest, refuse_replacing
+from gpt2zh.stages import StageInfo, StageRequest
+from gpt2zh.training.presets import HARDWARE_FIELDS
+from gpt2zh.training.trackers import check_trackers
 
 log = logging.getLogger("gpt2zh")
 # An upper bound on tokens per corpus byte: UTF-8 Chinese has 3 bytes a character and a tokenizer rarely
@@ -74,7 +74,7 @@ def check_training_size(sources: list[Source], config: Config, adopted_tokenizer
     """Before stage 1: a corpus too small for one optimizer step of this configuration is refused, and one that
     max_steps repeats more than a few times is warned about (PITFALLS.md NU7, NU8). Estimated as check_split_sizes
     estimates: an upper bound on the tokens, so a refusal is sure and the epochs are at least those said."""
-    from pipeline.training.data_size import many_epochs_warning, refuse_less_than_one_step
+    from gpt2zh.training.data_size import many_epochs_warning, refuse_less_than_one_step
 
     tokens = _estimated_tokens(sources, ADOPTED_BYTES_PER_TOKEN if adopted_tokenizer else BYTES_PER_TOKEN)
     if tokens is None:
@@ -118,8 +118,8 @@ def check_schedule(config: Config) -> None:
 def check_plan(request: StageRequest, vocab_size: int | None) -> None:
     """Stage 3's plan on this machine, made now: a model that cannot fit the GPU stops here, not after hours
     of stages 1-2 (PITFALLS.md PT12), and a learning rate far above the size's reference is said now (PT13)."""
-    from pipeline.training.plan import Probe, model_shape, plan_training
-    from pipeline.training.plan_report import learning_rate_warning
+    from gpt2zh.training.plan import Probe, model_shape, plan_training
+    from gpt2zh.training.plan_report import learning_rate_warning
 
     config, facts = request.config, request.resolved.facts
     probe = Probe(True, "probed by stage 3") if config.optimization.optimizer == "adamw_8bit" else None
@@ -139,9 +139,9 @@ def _check_resumed_checkpoint(config: Config, run, replaced_upstream: bool) -> N
     """A max_steps the last checkpoint is past, or (a new machine's run, no checkpoint here) a Hub checkpoint of
     other settings: refused before stage 1 (PITFALLS.md RA2, RA4). replaced_upstream: --force with stage 1 or 2
     in the command, after which the checkpoints may be another run's that stage 3 moves aside (NU3)."""
-    from pipeline.hub.checkpoints import refuse_other_settings, wants_hub_checkpoint
-    from pipeline.training.checkpoints import find_last_valid_checkpoint, read_marker
-    from pipeline.training.continuation import refuse_fewer_steps
+    from gpt2zh.hub.checkpoints import refuse_other_settings, wants_hub_checkpoint
+    from gpt2zh.training.checkpoints import find_last_valid_checkpoint, read_marker
+    from gpt2zh.training.continuation import refuse_fewer_steps
 
     if config.checkpoint.resume not in ("auto", "hub"):
         return
@@ -159,7 +159,7 @@ def check_token_present(config: Config, commands: set[str], dry_run: bool) -> No
     """Without a network request: whether the token is accepted is checked by the stage, before any upload."""
     pushes = ("push" in commands and not dry_run) or ("pretrain" in commands and config.hub.push_checkpoints)
     if pushes and config.hub.repo_id:
-        from pipeline.hub.access import require_token
+        from gpt2zh.hub.access import require_token
 
         require_token(config.hub.repo_id, config.hub.provider)
 
@@ -176,7 +176,7 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
     if "train-tokenizer" in forced and not replacing and tokenizer is not None:
         refuse_replacing(run.stage("tokenizer"), tokenizer, tokenizer_parts)
     if "tokenize" in forced:
-        from pipeline.dataset.stage import checked_tokenizer, output_folder
+        from gpt2zh.dataset.stage import checked_tokenizer, output_folder
 
         if "train-tokenizer" not in forced:
             checked_tokenizer(run.stage("tokenizer"), config, sources)
@@ -193,8 +193,8 @@ def preflight(request: StageRequest, stages: list[tuple[StageInfo, bool]]) -> No
                                if "pretrain" in forced else []),
                              lambda: check_split_sizes(sources, config.data, adopted_tokenizer=adopted))
     if "pretrain" in forced:
-        from pipeline.training.checkpoints import check_resume_folder
-        from pipeline.training.model import adopted_base
+        from gpt2zh.training.checkpoints import check_resume_folder
+        from gpt2zh.training.model import adopted_base
 
         if config.checkpoint.resume not in ("auto", "never", "hub"):
             check_resume_folder(config.checkpoint.resume)

@@ -6,11 +6,11 @@ from. `show-config` prints this, the stages receive it, and none of them reads Y
 import copy
 from dataclasses import dataclass, replace
 
-from pipeline.config.loader import Adaptation, Layer, load_layers
-from pipeline.config.schema import Config, all_keys
-from pipeline.hardware.decisions import MINIMUM_VERSIONS
-from pipeline.hardware.facts import HardwareFacts
-from pipeline.training.presets import AUTO, NO_PRESET, Preset, load_preset, preset_layer, resolve_preset
+from gpt2zh.config.loader import Adaptation, Layer, load_layers
+from gpt2zh.config.schema import Config, all_keys
+from gpt2zh.hardware.decisions import MINIMUM_VERSIONS
+from gpt2zh.hardware.facts import HardwareFacts
+from gpt2zh.training.presets import AUTO, NO_PRESET, Preset, load_preset, preset_layer, resolve_preset
 
 DEFAULT = "the default"
 COMMAND_LINE = "the command line"
@@ -114,7 +114,7 @@ def as_configured(settings: Config, adaptations: list[Adaptation]) -> Config:
 
 def resolve_file(path, command_line: dict | None = None) -> Resolved:
     """A YAML file and typed overrides on this machine, as the command line resolves them (for scripts)."""
-    from pipeline.config.loader import read_yaml_mapping
-    from pipeline.hardware.facts import collect_facts
+    from gpt2zh.config.loader import read_yaml_mapping
+    from gpt2zh.hardware.facts import collect_facts
 
     return resolve((str(path), read_yaml_mapping(path)), command_line or {}, collect_facts())

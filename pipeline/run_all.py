@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from pipeline.errors import UserError
-from pipeline.report import StageReport, human_duration
-from pipeline.stages import STAGES, StageInfo, StageRequest, built_at, load_entry, stage_by_reference
-from pipeline.training.trackers import log_contents
+from gpt2zh.errors import UserError
+from gpt2zh.report import StageReport, human_duration
+from gpt2zh.stages import STAGES, StageInfo, StageRequest, built_at, load_entry, stage_by_reference
+from gpt2zh.training.trackers import log_contents
 
 log = logging.getLogger("gpt2zh")
 
@@ -35,7 +35,7 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
     `after_each` runs after every stage that built its output."""
     hub = request.config.hub
     if hub.repo_id and not request.dry_run:
-        from pipeline.hub.access import check_push_access
+        from gpt2zh.hub.access import check_push_access
 
         # before stage 1, not after hours of training
         access = check_push_access(hub.repo_id, hub.private, hub.provider)

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import config_to_dict
-from pipeline.config.loader import read_yaml_mapping
-from pipeline.config.schema import GROUPS, Config
-from pipeline.corpus.hub_files import is_hub_path
-from pipeline.errors import UserError
+from gpt2zh.config import config_to_dict
+from gpt2zh.config.loader import read_yaml_mapping
+from gpt2zh.config.schema import GROUPS, Config
+from gpt2zh.corpus.hub_files import is_hub_path
+from gpt2zh.errors import UserError
 
 SETTINGS_FILE = "settings.yaml"
 COMMAND_LINE_KEY = "command_line"  # not a config group: what was typed, re-applied above a GPU preset

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
-from pipeline.errors import UserError
-from pipeline.input_changes import setting_changes
+from gpt2zh import __version__
+from gpt2zh.errors import UserError
+from gpt2zh.input_changes import setting_changes
 
 log = logging.getLogger("gpt2zh")
 MANIFEST = "manifest.json"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.errors import UserError
-from pipeline.rundir import pid_alive
+from gpt2zh.errors import UserError
+from gpt2zh.rundir import pid_alive
 
 log = logging.getLogger("gpt2zh")
 LOCK = ".gpt2zh.lock"

@@ -6,8 +6,8 @@ import difflib
 
 import yaml
 
-from pipeline.config import config_to_dict
-from pipeline.errors import UserError
+from gpt2zh.config import config_to_dict
+from gpt2zh.errors import UserError
 
 
 def show_config(args: argparse.Namespace, request) -> int:

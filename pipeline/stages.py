@@ -5,10 +5,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.resolution import Resolved
-from pipeline.rundir import RunDir, read_manifest
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.resolution import Resolved
+from gpt2zh.rundir import RunDir, read_manifest
 
 
 @dataclass
@@ -41,16 +41,16 @@ class StageInfo:
 
 
 STAGES = (
-    StageInfo("train-tokenizer", 1, "tokenizer", "tokenizer.stage:train_tokenizer",
+    StageInfo("train-tokenizer", 1, "tokenizer", "gpt2zh.tokenizer.stage:train_tokenizer",
               "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer",
               ("data", "tokenizer")),
-    StageInfo("tokenize", 2, "dataset", "pipeline.dataset.stage:tokenize_dataset",
+    StageInfo("tokenize", 2, "dataset", "gpt2zh.dataset.stage:tokenize_dataset",
               "tokenize the corpus and pack it into fixed-length training and validation blocks",
               ("data", "tokenizer")),
-    StageInfo("pretrain", 3, "model", "pipeline.training.stage:pretrain",
+    StageInfo("pretrain", 3, "model", "gpt2zh.training.stage:pretrain",
               "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/",
               ("model", "training", "optimization", "checkpoint", "hub")),
-    StageInfo("push", 4, "push", "pipeline.hub.stage:push_to_hub",
+    StageInfo("push", 4, "push", "gpt2zh.hub.stage:push_to_hub",
               "push model/, its model card and logs to a Hugging Face Hub model repository", ("hub",)),
 )
 
@@ -67,7 +67,7 @@ def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config,
     """A stage command acts on its own groups and saves a later stage's settings for it; a changed setting that
     only an earlier stage reads (`pretrain --tokenizer-vocab-size 8000`) would be accepted and ignored
     (PITFALLS.md NU4). before: the settings without this command line (the same value typed again is fine)."""
-    from pipeline.config.options import flag_name
+    from gpt2zh.config.options import flag_name
 
     later = {group for stage in STAGES if stage.number >= info.number for group in stage.groups}
     for dotted, value in typed.items():

@@ -4,7 +4,7 @@
 Same as `gpt2zh train-tokenizer`; see `--help` for every option.
 """
 
-from pipeline.cli import main_for
+from gpt2zh.cli import main_for
 
 if __name__ == "__main__":
     raise SystemExit(main_for("train-tokenizer"))

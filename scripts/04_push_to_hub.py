@@ -5,7 +5,7 @@ Same as `gpt2zh push`; see `--help` for every option. The token comes from HF_TO
 `hf auth login`; `--dry-run` lists what would be pushed.
 """
 
-from pipeline.cli import main_for
+from gpt2zh.cli import main_for
 
 if __name__ == "__main__":
     raise SystemExit(main_for("push"))

@@ -66,16 +66,16 @@ def main() -> None:
         encode_lines_in_processes(args.raw_encode[0], args.raw_encode[1], int(args.raw_encode[2]))
         return
     sys.path.insert(0, str(REPO))
-    from pipeline.config import find_config, load_config
-    from pipeline.corpus import CorpusReader, sources_for
-    from pipeline.models.source import hide_outside_vocabulary_ids
+    from gpt2zh.config import find_config, load_config
+    from gpt2zh.corpus import CorpusReader, sources_for
+    from gpt2zh.models.source import hide_outside_vocabulary_ids
     from tests.tiny_models import uer_style_model
 
     hide_outside_vocabulary_ids()  # the tiny model's config keeps UER's out-of-vocabulary 50256
 
     demo = load_config(find_config("demo"))
     text = "\n".join(doc.text for doc in CorpusReader(sources_for([])[0], demo.data).documents()) + "\n"
-    cli = [sys.executable, "-m", "pipeline"]
+    cli = [sys.executable, "-m", "gpt2zh"]
     common = ["--config", "demo", "--no-data-dedupe", "--data-block-size", str(BLOCK_SIZE), "--quiet",
               "--data-num-proc", str(args.num_proc)]
     with tempfile.TemporaryDirectory(prefix="gpt2zh-bench-") as tmp:

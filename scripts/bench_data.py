@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.hf_env import prepare_hf_environment
+from gpt2zh.hf_env import prepare_hf_environment
 
 BLOCK_SIZE = 256
 
@@ -95,7 +95,7 @@ def whole_process(*args: str) -> float:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gpt2zh", *args], capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"bench: `gpt2zh {' '.join(args)}` failed:\n{result.stderr}")
     return result
@@ -114,13 +114,13 @@ def main() -> None:
     import datasets
     import transformers  # noqa: F401  (warm imports: neither side pays them inside the timing)
 
-    from pipeline.config import find_config, load_config
-    from pipeline.console import setup_logging
-    from pipeline.corpus import CorpusReader, sources_for
-    from pipeline.dataset.stage import tokenize_dataset
-    from pipeline.resolution import resolve_file
-    from pipeline.rundir import RunDir
-    from pipeline.stages import StageRequest
+    from gpt2zh.config import find_config, load_config
+    from gpt2zh.console import setup_logging
+    from gpt2zh.corpus import CorpusReader, sources_for
+    from gpt2zh.dataset.stage import tokenize_dataset
+    from gpt2zh.resolution import resolve_file
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import StageRequest
 
     datasets.disable_caching()
     datasets.disable_progress_bars()

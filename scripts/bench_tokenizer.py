@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.hf_env import prepare_hf_environment
+from gpt2zh.hf_env import prepare_hf_environment
 
 
 def main() -> None:
@@ -29,13 +29,13 @@ def main() -> None:
     import sentencepiece  # noqa: F401  (warm imports)
     import transformers  # noqa: F401
 
-    from pipeline.config import find_config, load_config
-    from pipeline.console import setup_logging
-    from pipeline.corpus import CorpusReader, sources_for
-    from pipeline.resolution import resolve_file
-    from pipeline.rundir import RunDir
-    from pipeline.stages import StageRequest
-    from tokenizer.stage import train_tokenizer
+    from gpt2zh.config import find_config, load_config
+    from gpt2zh.console import setup_logging
+    from gpt2zh.corpus import CorpusReader, sources_for
+    from gpt2zh.resolution import resolve_file
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import StageRequest
+    from gpt2zh.tokenizer.stage import train_tokenizer
 
     setup_logging(quiet=True)
     config_path = find_config("demo")

@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.hf_env import prepare_hf_environment
+from gpt2zh.hf_env import prepare_hf_environment
 
 
 def cli(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gpt2zh", *args], capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"bench: `gpt2zh {' '.join(args)}` failed:\n{result.stderr}")
 
@@ -36,9 +36,9 @@ def hand_written_loop(run_dir: Path, config, steps: int, warmup: int) -> float:
     import torch
     from transformers import set_seed
 
-    from pipeline.rundir import read_manifest
-    from pipeline.training.data import load_training_data
-    from pipeline.training.model import build_model, gpt2_config
+    from gpt2zh.rundir import read_manifest
+    from gpt2zh.training.data import load_training_data
+    from gpt2zh.training.model import build_model, gpt2_config
 
     set_seed(config.training.seed)
     model = build_model(gpt2_config(config.model, read_manifest(run_dir / "tokenizer"), "sdpa"))
@@ -65,10 +65,10 @@ def hand_written_loop(run_dir: Path, config, steps: int, warmup: int) -> float:
 
 def trainer_path(run_dir: Path, config_path: Path, overrides: dict, steps: int, warmup: int,
                  tokens_per_step: int) -> float:
-    from pipeline.resolution import resolve_file
-    from pipeline.rundir import RunDir
-    from pipeline.stages import StageRequest
-    from pipeline.training.stage import pretrain
+    from gpt2zh.resolution import resolve_file
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import StageRequest
+    from gpt2zh.training.stage import pretrain
 
     request = StageRequest(resolve_file(config_path, overrides), RunDir(run_dir), force=True, overrides=overrides)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="override training.dataloader_workers")
     args = parser.parse_args()
     prepare_hf_environment()
-    from pipeline.config import find_config, load_config
+    from gpt2zh.config import find_config, load_config
 
     config_path = find_config("demo")
     with tempfile.TemporaryDirectory(prefix="gpt2zh-bench-") as tmp:

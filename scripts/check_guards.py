@@ -367,20 +367,50 @@ def copy_repository(repo: Path, target: Path) -> None:
         shutil.copytree(repo, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
 
 
+# Imported first by every interpreter the copy's tests start (PYTHONPATH, then site): the copy's folders
+# under the import names pyproject.toml's package-dir gives them, ahead of the editable install of the
+# original (whose finder sits at the end of sys.meta_path).
+IMPORT_HOOK = """import importlib.util, sys
+MAPPING = {mapping!r}
+class CopyFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        folder = MAPPING.get(name)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(name, folder + "/__init__.py",
+                                                      submodule_search_locations=[folder])
+sys.meta_path.insert(0, CopyFinder)
+"""
+
+
+def package_folders(copy: Path) -> dict[str, str]:
+    """Import name -> the copy's folder, from pyproject.toml's [tool.setuptools] package-dir."""
+    pyproject = copy / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    folders = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("setuptools", {})
+    return {name: str(copy / folder) for name, folder in folders.get("package-dir", {}).items()}
+
+
 def copy_environment(copy: Path) -> dict[str, str]:
-    """The copy's own packages first on sys.path: PYTHONPATH comes before site-packages, where the
-    editable install of the original lives (its finder is appended to sys.meta_path, so it loses)."""
+    """The copy's own packages first: PYTHONPATH names the copy (packages at its top) and a sitecustomize
+    that maps the copy's package-dir folders to their import names."""
+    hook = copy.parent / "import-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(IMPORT_HOOK.format(mapping=package_folders(copy)), encoding="utf-8")
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(copy), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), str(copy), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
 def verify_imports(copy: Path, env: dict[str, str]) -> str:
-    probe = "import pipeline, tokenizer; print(pipeline.__file__); print(tokenizer.__file__)"
+    names = list(package_folders(copy)) or ["pipeline"]
+    probe = f"import importlib\nfor name in {names!r}: print(importlib.import_module(name).__file__)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=copy, env=env, capture_output=True, text=True)
     paths = result.stdout.split()
-    if result.returncode != 0 or len(paths) != 2 or not all(Path(p).is_relative_to(copy) for p in paths):
+    if result.returncode != 0 or len(paths) != len(names) or not all(Path(p).is_relative_to(copy) for p in paths):
         return f"the copy does not import its own packages: {result.stdout.strip() or result.stderr.strip()}"
     return ""
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 python scripts/01_train_tokenizer.py "$@"
 python scripts/02_tokenize_dataset.py "$@"
 python scripts/03_pretrain.py "$@"
-if [ -n "$(python -m pipeline show-config --get hub.repo_id "$@")" ]; then
+if [ -n "$(python -m gpt2zh show-config --get hub.repo_id "$@")" ]; then
   python scripts/04_push_to_hub.py "$@"
 else
   echo "run_all: no hub.repo_id, so stage 4 (push) is skipped"

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.config.schema import DataConfig
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.sources import demo_sources
-from pipeline.hardware.facts import GpuFacts, HardwareFacts
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.sources import demo_sources
+from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
 
 REPO = Path(__file__).resolve().parents[1]
 # Corpus digests (pipeline/corpus/digests.py) cached for this session only, never in the user's home.
@@ -91,9 +91,9 @@ def wait_for(predicate, timeout: float = 120) -> None:
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,
             executable: list[str] | None = None) -> subprocess.CompletedProcess:
-    """The real command line in a fresh interpreter (`python -m pipeline ...` unless told otherwise)."""
+    """The real command line in a fresh interpreter (`python -m gpt2zh ...` unless told otherwise)."""
     full_env = {**os.environ, **(env or {})}
-    command = (executable or [sys.executable, "-m", "pipeline"]) + list(args)
+    command = (executable or [sys.executable, "-m", "gpt2zh"]) + list(args)
     return subprocess.run(command, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -162,7 +162,7 @@ def assert_same_weights(first: Path, second: Path) -> None:
 
 
 def run_two_processes(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node 2 -m pipeline ...` (gloo on CPU) in its own process group, so that a hang (a rank
+    """`torchrun --nproc_per_node 2 -m gpt2zh ...` (gloo on CPU) in its own process group, so that a hang (a rank
     waiting for a collective the other never joins) is killed whole and fails the test."""
     import signal
     import socket
@@ -171,7 +171,7 @@ def run_two_processes(*args: str, timeout: float = 300) -> subprocess.CompletedP
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               "-m", "pipeline", *args]
+               "-m", "gpt2zh", *args]
     launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
     try:

@@ -119,9 +119,10 @@ def test_a_guard_in_a_shell_script_is_located_by_its_function(tmp_path):
 def check_for_real(tmp_path: Path, tests: str) -> subprocess.CompletedProcess:
     """The whole mechanism on a toy repository: copy, sabotage, run the row's tests in the copy."""
     repo = tmp_path / "repo"
-    for package in ("pipeline", "tokenizer"):  # the checker verifies that the copy imports its own packages
-        (repo / package).mkdir(parents=True)
-        (repo / package / "__init__.py").write_text("", encoding="utf-8")
+    (repo / "pipeline").mkdir(parents=True)  # the checker verifies that the copy imports its own packages
+    (repo / "pipeline" / "__init__.py").write_text("", encoding="utf-8")
+    (repo / "pyproject.toml").write_text('[tool.setuptools]\npackage-dir = {"gpt2zh" = "pipeline"}\n',
+                                         encoding="utf-8")
     (repo / "pipeline" / "guarded.py").write_text(GUARDED, encoding="utf-8")
     (repo / "tests").mkdir()
     (repo / "tests" / "test_guarded.py").write_text(tests, encoding="utf-8")
@@ -135,7 +136,7 @@ def check_for_real(tmp_path: Path, tests: str) -> subprocess.CompletedProcess:
 
 
 def test_a_guard_whose_test_fails_when_it_is_broken_is_proven(tmp_path):
-    tests = ("import pytest\nfrom pipeline.guarded import check\n\n\ndef test_it_is_refused():\n"
+    tests = ("import pytest\nfrom gpt2zh.guarded import check\n\n\ndef test_it_is_refused():\n"
              "    with pytest.raises(ValueError):\n        check(None)\n\n\ndef test_it_is_named():\n    pass\n")
     result = check_for_real(tmp_path, tests)
     assert result.returncode == 0, result.stdout + result.stderr

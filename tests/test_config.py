@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser, main
-from pipeline.config import find_config, fingerprint_fields, load_config
-from pipeline.config.loader import available_configs, configs_dir, read_yaml_mapping
-from pipeline.config.options import overrides_from
-from pipeline.config.schema import GROUPS, Config, all_keys
-from pipeline.errors import UserError
+from gpt2zh.cli import build_parser, main
+from gpt2zh.config import find_config, fingerprint_fields, load_config
+from gpt2zh.config.loader import available_configs, configs_dir, read_yaml_mapping
+from gpt2zh.config.options import overrides_from
+from gpt2zh.config.schema import GROUPS, Config, all_keys
+from gpt2zh.errors import UserError
 
 CONTRACT_FLAGS = ["--config", "--run-dir", "--data-files", "--tokenizer-vocab-size", "--training-max-steps",
                   "--checkpoint-save-steps", "--optimization-learning-rate", "--hub-repo-id"]

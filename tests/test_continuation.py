@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.training.checkpoints import read_marker
-from pipeline.training.schedule import Schedule
+from gpt2zh.cli import main
+from gpt2zh.training.checkpoints import read_marker
+from gpt2zh.training.schedule import Schedule
 from tests.conftest import copy_run, one_error_line, pretrain_args, run_two_processes, weights
 from tests.test_stage_pretrain import read_history
 

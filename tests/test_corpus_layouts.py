@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-import pipeline.corpus.formats as formats
-from pipeline.config.schema import DataConfig
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.formats import Block
-from pipeline.corpus.sources import resolve_sources
-from pipeline.dataset.shards import items_for_shard
-from pipeline.errors import UserError
-from tokenizer.specials import SPECIAL_TOKENS
+import gpt2zh.corpus.formats as formats
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.formats import Block
+from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.dataset.shards import items_for_shard
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.specials import SPECIAL_TOKENS
 
 # CLUECorpusSmall's layout: one sentence per line, a blank line between documents.
 CLUE_DOCUMENTS = [
@@ -300,7 +300,7 @@ def test_damaged_and_truncated_compressed_files_are_one_line_naming_them(tmp_pat
 
 
 def test_a_compressed_file_reaches_the_workers_in_bounded_chunks(tmp_path, monkeypatch):
-    import pipeline.dataset.chunks as chunks
+    import gpt2zh.dataset.chunks as chunks
 
     documents = [f"第{i}篇：" + "内容" * (i % 50 + 1) for i in range(900)]
     path = tmp_path / "train.json.gz"
@@ -342,8 +342,8 @@ def test_a_json_file_holding_one_object_says_how_json_files_are_read(tmp_path):
 @pytest.mark.parametrize("name", ["deep.txt.gz", "deep.jsonl.gz"])
 def test_compressed_line_files_reach_the_workers_as_bytes_that_read_like_the_plain_file(tmp_path, name):
     """The main process only decompresses and cuts at line ends; workers decode the pieces (exactly)."""
-    import pipeline.dataset.chunks as chunks
-    from pipeline.corpus.reader import raw_block_texts
+    import gpt2zh.dataset.chunks as chunks
+    from gpt2zh.corpus.reader import raw_block_texts
 
     rng = random.Random(11)
     lines = ["".join(rng.choice("中文句子测试，。ab") for _ in range(rng.randint(1, 200))) for _ in range(20000)]

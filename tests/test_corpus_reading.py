@@ -8,13 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline.corpus.formats as formats
-from pipeline.config.schema import DataConfig
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.normalization import normalize_zh
-from pipeline.corpus.sources import resolve_sources
-from pipeline.errors import UserError
-from tokenizer.specials import SPECIAL_TOKENS
+import gpt2zh.corpus.formats as formats
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.normalization import normalize_zh
+from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.specials import SPECIAL_TOKENS
 
 SIMPLIFIED = ["中共中央总书记、国家主席江泽民发表1998年新年讲话。", "这本书写得很好，推荐大家阅读！",
               "同胞们、朋友们、女士们、先生们："]
@@ -220,7 +220,7 @@ def test_demo_corpus_has_pos_tags_stripped(demo_documents):
 def test_the_vectorised_held_out_split_is_the_per_document_one():
     import hashlib
 
-    from pipeline.corpus.cleaning import held_out_mask, is_validation
+    from gpt2zh.corpus.cleaning import held_out_mask, is_validation
 
     digests = [hashlib.blake2b(str(i).encode(), digest_size=16).digest() for i in range(20000)]
     for fraction in (0.0, 0.01, 0.137, 0.5):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.corpus.sources import demo_sources, resolve_sources, sources_for
-from pipeline.errors import UserError
+from gpt2zh.corpus.sources import demo_sources, resolve_sources, sources_for
+from gpt2zh.errors import UserError
 
 
 def make(tmp_path, relative: str, text: str = "一行文本\n") -> None:
@@ -76,7 +76,7 @@ def test_the_same_corpus_in_another_folder_is_the_same_data_and_an_edit_in_place
 
 
 def test_every_byte_of_a_file_counts_in_its_digest_not_only_the_first_chunk(tmp_path, monkeypatch):
-    from pipeline.corpus import digests
+    from gpt2zh.corpus import digests
 
     monkeypatch.setenv("GPT2ZH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(digests, "CHUNK", 16)  # a 14 GB corpus is read in chunks: the last ones count too

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.diagnose import data_checks, history_checks
-from pipeline.diagnose.findings import FAIL, OK, WARN
+from gpt2zh.cli import main
+from gpt2zh.diagnose import data_checks, history_checks
+from gpt2zh.diagnose.findings import FAIL, OK, WARN
+from gpt2zh.tokenizer.quality import byte_values
 from tests.conftest import TINY_DATA, run_cli
-from tokenizer.quality import byte_values
 
 # Big enough to learn visibly in 60 steps on CPU (a few seconds), small enough for the suite.
 LEARNING = ["--model-n-layer", "2", "--model-n-head", "2", "--model-n-embd", "64",
@@ -195,13 +195,13 @@ def test_a_run_stopped_by_the_nan_guard_is_diagnosed_from_its_last_checkpoint(tm
     import subprocess
     import sys
 
-    from pipeline.training import faults
+    from gpt2zh.training import faults
     from tests.conftest import REPO, TINY_TRAIN
 
     run_dir = tmp_path / "run"
     shutil.copytree(trainable_run, run_dir)
     env = {**os.environ, faults.ENV: json.dumps({"nan_loss_steps": list(range(6, 13))})}
-    stopped = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--run-dir", str(run_dir), *TINY_DATA,
+    stopped = subprocess.run([sys.executable, "-m", "gpt2zh", "pretrain", "--run-dir", str(run_dir), *TINY_DATA,
                               *TINY_TRAIN, "--training-max-nonfinite-steps", "3"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert stopped.returncode == 2 and "gpt2zh diagnose" in stopped.stderr

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from pipeline import network_checks
-from pipeline.doctor import Check, doctor_checks, render
-from pipeline.hardware import facts as facts_module
-from pipeline.hardware.decisions import (
+from gpt2zh import network_checks
+from gpt2zh.doctor import Check, doctor_checks, render
+from gpt2zh.hardware import facts as facts_module
+from gpt2zh.hardware.decisions import (
     MINIMUM_VERSIONS,
     bf16_native,
     compile_available,
@@ -22,12 +22,12 @@ from pipeline.hardware.decisions import (
     version_at_least,
     version_tuple,
 )
-from pipeline.hardware.facts import (
+from gpt2zh.hardware.facts import (
     HardwareFacts,
     StorageFacts,
     probe_8bit_adam,
 )
-from pipeline.network_checks import Endpoint, Reachability, collect_reachability, endpoints_in_force
+from gpt2zh.network_checks import Endpoint, Reachability, collect_reachability, endpoints_in_force
 from tests.conftest import fabricate, run_cli
 
 STORAGE = StorageFacts(cache_dir="/cache", cache_writable=True, run_dir="runs", free_gib=100.0)

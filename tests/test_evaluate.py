@@ -14,16 +14,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from pipeline.config import load_config
-from pipeline.dataset.loading import load_blocks
-from pipeline.errors import UserError
-from pipeline.inference.documents import EvaluationText, held_out_text, run_specials
-from pipeline.inference.evaluate_command import document_stream, evaluate_model, model_texts
-from pipeline.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
-from pipeline.inference.loading import open_model
-from pipeline.inference.scoring import windows
-from pipeline.models.coverage import lost_characters
-from pipeline.rundir import RunDir
+from gpt2zh.config import load_config
+from gpt2zh.dataset.loading import load_blocks
+from gpt2zh.errors import UserError
+from gpt2zh.inference.documents import EvaluationText, held_out_text, run_specials
+from gpt2zh.inference.evaluate_command import document_stream, evaluate_model, model_texts
+from gpt2zh.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
+from gpt2zh.inference.loading import open_model
+from gpt2zh.inference.scoring import windows
+from gpt2zh.models.coverage import lost_characters
+from gpt2zh.rundir import RunDir
 from tests.conftest import one_error_line, run_cli
 from tests.hub_server import LocalHub
 from tests.tiny_models import gpt2_bpe_model, model_files, script_model, uer_style_model

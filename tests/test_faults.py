@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.training import faults
-from pipeline.training.checkpoints import MARKER, read_marker
+from gpt2zh.cli import main
+from gpt2zh.training import faults
+from gpt2zh.training.checkpoints import MARKER, read_marker
 from tests.conftest import (
     REPO,
     TINY_DATA,
@@ -52,7 +52,7 @@ FAULT_SEED = int(os.environ.get("GPT2ZH_FAULT_SEED", "2026"))  # set it to repla
 
 def _start(run_dir: Path, fault: dict, *extra: str) -> subprocess.Popen:
     env = {**os.environ, faults.ENV: json.dumps(fault)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *pretrain_args(run_dir, *extra)], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "gpt2zh", *pretrain_args(run_dir, *extra)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -344,7 +344,7 @@ def test_6_a_tokenizer_copied_from_another_run_is_refused(tmp_path, trained, sma
 
 def test_7_disk_full_while_saving_a_checkpoint_keeps_the_previous_one_and_says_so(tmp_path, trained, trainable_run):
     run_dir = copy_run(trainable_run, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "pipeline", *pretrain_args(run_dir)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "gpt2zh", *pretrain_args(run_dir)], cwd=REPO,
                             env={**os.environ, faults.ENV: json.dumps({"disk_full_at_checkpoint": 8})},
                             capture_output=True, text=True, timeout=300)
     err = result.stderr.strip().splitlines()[-1]

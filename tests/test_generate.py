@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from pipeline.inference.streaming import TerminalStreamer
+from gpt2zh.inference.streaming import TerminalStreamer
 from tests.conftest import one_error_line, run_cli
 from tests.tiny_models import gpt2_bpe_model, script_model, uer_style_model
 
@@ -127,7 +127,7 @@ def test_a_generation_config_that_sets_no_sampling_still_samples_and_temperature
     """openai-community/gpt2's generation_config.json names only its ids: generate would be greedy without a word."""
     from types import SimpleNamespace
 
-    from pipeline.inference.generate_command import generation_settings
+    from gpt2zh.inference.generate_command import generation_settings
 
     (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 1}))
     model = SimpleNamespace(source=SimpleNamespace(folder=tmp_path), ids={"eos": 1, "pad": 1})
@@ -145,8 +145,8 @@ def test_a_generation_config_that_sets_no_sampling_still_samples_and_temperature
 
 
 def test_ctrl_c_while_generating_says_it_stopped_and_nothing_about_stages(monkeypatch, capsys):
-    import pipeline.inference.generate_command as generate_command
-    from pipeline.cli import main
+    import gpt2zh.inference.generate_command as generate_command
+    from gpt2zh.cli import main
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -165,9 +165,9 @@ def simplified_model(trained_run, tmp_path_factory) -> Path:
 
 
 def test_a_traditional_prompt_gets_the_ids_of_the_simplified_one_on_a_model_trained_on_simplified(simplified_model):
-    from pipeline.inference.generate_command import prompt_in_model_script
-    from pipeline.inference.loading import open_model
-    from pipeline.models.text import prompt_ids
+    from gpt2zh.inference.generate_command import prompt_in_model_script
+    from gpt2zh.inference.loading import open_model
+    from gpt2zh.models.text import prompt_ids
 
     model = open_model(str(simplified_model))
     bos = model.ids["bos"]
@@ -183,9 +183,9 @@ def test_generate_feeds_the_model_the_ids_of_the_simplified_prompt_when_typed_in
                                                                                           monkeypatch, capsys):
     from transformers import GPT2LMHeadModel
 
-    from pipeline.cli import main
-    from pipeline.inference.loading import open_model
-    from pipeline.models.text import prompt_ids
+    from gpt2zh.cli import main
+    from gpt2zh.inference.loading import open_model
+    from gpt2zh.models.text import prompt_ids
 
     fed, generate = [], GPT2LMHeadModel.generate
 
@@ -203,7 +203,7 @@ def test_generate_feeds_the_model_the_ids_of_the_simplified_prompt_when_typed_in
 
 def test_generate_converts_a_prompt_to_the_script_of_a_pushed_model_and_says_so_in_one_line(simplified_model,
                                                                                           tmp_path):
-    from pipeline.hub.stage import upload_sources
+    from gpt2zh.hub.stage import upload_sources
     from tests.hub_server import LocalHub
 
     pushed = {name: path.read_bytes() for name, path in upload_sources(simplified_model.parent).items()}

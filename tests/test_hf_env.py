@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.hf_env import mirror_settings
+from gpt2zh.hf_env import mirror_settings
 from tests.conftest import REPO, TINY_TOKENIZER, run_cli
 from tests.hub_server import LocalHub
 
@@ -22,7 +22,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 def test_importing_the_cli_and_stage_registry_imports_no_hf_library():
     result = python(
-        "import sys, pipeline.cli, pipeline.stages, pipeline.config, pipeline.corpus, tokenizer.stage\n"
+        "import sys, gpt2zh.cli, gpt2zh.stages, gpt2zh.config, gpt2zh.corpus, gpt2zh.tokenizer.stage\n"
         f"print([m for m in {HF_LIBRARIES!r} if m in sys.modules])")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -30,7 +30,7 @@ def test_importing_the_cli_and_stage_registry_imports_no_hf_library():
 
 def test_building_the_parser_imports_no_hf_library():
     result = python(
-        "import sys\nfrom pipeline.cli import build_parser\n"
+        "import sys\nfrom gpt2zh.cli import build_parser\n"
         "build_parser(['train-tokenizer']).parse_args(['train-tokenizer', '--tokenizer-vocab-size', '9000'])\n"
         f"print([m for m in {HF_LIBRARIES!r} if m in sys.modules])")
     assert result.stdout.strip() == "[]", result.stderr
@@ -39,11 +39,11 @@ def test_building_the_parser_imports_no_hf_library():
 def test_cache_dir_reaches_every_hf_library_and_modelscope(tmp_path):
     cache = tmp_path / "hf-cache"
     result = python(
-        "import json, os\nfrom pipeline.hf_env import prepare_hf_environment\n"
+        "import json, os\nfrom gpt2zh.hf_env import prepare_hf_environment\n"
         "os.environ['MODELSCOPE_CACHE'] = '/a/shell/export/on/the/small/disk'\n"  # --cache-dir wins over it
         f"prepare_hf_environment({str(cache)!r})\n"
         "import huggingface_hub.constants as hub, datasets.config as ds\n"
-        "from pipeline.remote import open_hub\n"
+        "from gpt2zh.remote import open_hub\n"
         "print(json.dumps([hub.HF_HOME, hub.HF_HUB_CACHE, str(ds.HF_DATASETS_CACHE), "
         "str(open_hub('modelscope')._settings.cache_dir)]))")
     assert result.returncode == 0, result.stderr
@@ -54,7 +54,7 @@ def test_cache_dir_reaches_every_hf_library_and_modelscope(tmp_path):
 
 def test_setting_the_cache_after_an_hf_import_is_refused():
     # (G13) The bug: the variable is set, the library already read the old value, the cache stays put.
-    result = python("import huggingface_hub\nfrom pipeline.hf_env import prepare_hf_environment\n"
+    result = python("import huggingface_hub\nfrom gpt2zh.hf_env import prepare_hf_environment\n"
                     "prepare_hf_environment('/tmp/too-late')")
     assert result.returncode != 0 and "imported before the cache environment was prepared" in result.stderr
 
@@ -104,7 +104,7 @@ def test_the_cli_downloads_a_hub_corpus_through_the_mirror_even_where_the_hub_ad
 def test_huggingface_hub_keeps_xet_on_the_official_endpoint_and_where_the_user_turned_it_on(environ):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE"))}
     code = ("import logging\nlogging.basicConfig()\n"
-            "from pipeline.hf_env import prepare_hf_environment\nprepare_hf_environment()\n"
+            "from gpt2zh.hf_env import prepare_hf_environment\nprepare_hf_environment()\n"
             "import huggingface_hub.constants as hub\nprint(hub.HF_HUB_DISABLE_XET)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, **environ}, capture_output=True,
                             text=True, timeout=120)

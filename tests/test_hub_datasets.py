@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpus.hub_files import is_hub_path
+from gpt2zh.corpus.hub_files import is_hub_path
 from tests.conftest import REPO
 from tests.hub_server import LocalHub, git_hash
 
@@ -32,8 +32,8 @@ TEXTS = ["今天天气很好。", "我们去公园散步吧。", "中文预训�
 
 RESOLVE = """
 import json, logging, sys
-from pipeline.corpus.hub_files import resolve_hub_files
-from pipeline.errors import UserError
+from gpt2zh.corpus.hub_files import resolve_hub_files
+from gpt2zh.errors import UserError
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 suffixes = tuple(json.loads(sys.argv[1]))
@@ -123,7 +123,7 @@ def test_hub_paths_are_told_apart_from_local_paths():
 
 
 def test_importing_the_module_imports_no_hf_library():
-    code = ("import sys, pipeline.corpus.hub_files; from pipeline.hf_env import hf_modules_already_imported; "
+    code = ("import sys, gpt2zh.corpus.hub_files; from gpt2zh.hf_env import hf_modules_already_imported; "
             "print(hf_modules_already_imported())")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
@@ -276,7 +276,7 @@ def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mti
              f"hf://datasets/{OWNER}/news/**/*.jsonl.gz", "--tokenizer-vocab-size", "3000",
              "--tokenizer-character-coverage", "0.995", "--data-block-size", "64", "--model-n-positions", "64"]
     for stage in ("train-tokenizer", "tokenize"):
-        result = subprocess.run([sys.executable, "-m", "pipeline", stage, *flags], cwd=REPO, env=env,
+        result = subprocess.run([sys.executable, "-m", "gpt2zh", stage, *flags], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
     stats = json.loads((run_dir / "dataset" / "stats.json").read_text(encoding="utf-8"))
@@ -289,7 +289,7 @@ def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mti
     assert all(len(source[1]) == 64 for source in sources)  # LFS sha256 blob ids, no local path or mtime
     for cached in (tmp_path / "hf-home").rglob("*.parquet"):
         os.utime(cached, (1, 1))  # a new mtime in the cache is not a new corpus
-    again = subprocess.run([sys.executable, "-m", "pipeline", "tokenize", *flags], cwd=REPO, env=env,
+    again = subprocess.run([sys.executable, "-m", "gpt2zh", "tokenize", *flags], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
 
@@ -303,7 +303,7 @@ def test_a_hub_path_that_does_not_exist_is_one_line_and_leaves_finished_stages_u
     before = tree_checksums(run_dir)
     env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home"))
-    result = subprocess.run([sys.executable, "-m", "pipeline", stage, "--run-dir", str(run_dir), "--force",
+    result = subprocess.run([sys.executable, "-m", "gpt2zh", stage, "--run-dir", str(run_dir), "--force",
                              "--data-files", "hf://datasets/nobody/missing/*.txt", *TINY_DATA],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     errors = [line for line in result.stderr.splitlines() if line.strip()]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.training import faults
-from pipeline.training.checkpoints import MARKER
+from gpt2zh.training import faults
+from gpt2zh.training.checkpoints import MARKER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
 from tests.hub_server import LocalHub, Repo
 from tests.test_hub import TOKEN, USER, hub_env
@@ -50,7 +50,7 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
     hub.state.repos[REPO_ID] = Repo(REPO_ID, private=False, files={"last-checkpoint/stale.bin": b"old"})
     env = {**os.environ, **hub_env(hub, machine_a / "hf-home"),
            faults.ENV: json.dumps({"pause_after_step": [10, 120], "pause_flag": str(flag)})}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *_run_command(machine_a / "run", corpus_a)],
+    process = subprocess.Popen([sys.executable, "-m", "gpt2zh", *_run_command(machine_a / "run", corpus_a)],
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(flag.exists, timeout=300)
     wait_for(lambda: _pushed_step(hub) == 8)  # checkpoint-8's upload (in the background) has landed
@@ -88,7 +88,7 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
 
 
 def test_the_hub_module_names_the_marker_as_the_checkpoints_module_does():
-    from pipeline.hub import checkpoints as hub_checkpoints
+    from gpt2zh.hub import checkpoints as hub_checkpoints
 
     assert hub_checkpoints.MARKER == MARKER  # kept apart so that stage 1 imports no Hugging Face library
 
@@ -138,8 +138,8 @@ def test_a_pushed_checkpoint_whose_files_are_incomplete_or_of_another_run_is_ref
 def test_a_checkpoint_is_refused_with_a_tokenizer_trained_again_into_other_ids(tmp_path, capsys, trained):
     """Stage 1 run again from the same inputs (a new machine without the pushed tokenizer) may give other pieces;
     the checkpoint's marker holds the tokenizer's own hash, so it never trains on with other token ids."""
-    from pipeline.cli import main
-    from pipeline.rundir import file_sha256
+    from gpt2zh.cli import main
+    from gpt2zh.rundir import file_sha256
 
     run_dir = copy_run(trained[0], tmp_path)
     tokenizer = run_dir / "tokenizer"

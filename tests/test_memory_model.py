@@ -6,21 +6,21 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.config.loader import read_yaml_mapping
-from pipeline.errors import UserError
-from pipeline.hardware.facts import GpuFacts
-from pipeline.resolution import resolve
-from pipeline.training.batch_fit import batch_split, divisors_up_to
-from pipeline.training.memory_model import (
+from gpt2zh.config import load_config
+from gpt2zh.config.loader import read_yaml_mapping
+from gpt2zh.errors import UserError
+from gpt2zh.hardware.facts import GpuFacts
+from gpt2zh.resolution import resolve
+from gpt2zh.training.batch_fit import batch_split, divisors_up_to
+from gpt2zh.training.memory_model import (
     ModelShape,
     Setup,
     estimate_memory,
     loss_saved_bytes_per_token,
     model_saved_bytes_per_token,
 )
-from pipeline.training.plan import model_shape, plan_training
-from pipeline.training.presets import available_presets, load_preset
+from gpt2zh.training.plan import model_shape, plan_training
+from gpt2zh.training.presets import available_presets, load_preset
 from tests.conftest import REPO, fabricate
 
 MODEL_CONFIGS = ["demo", "gpt2-small", "gpt2-medium", "gpt2-large"]
@@ -85,8 +85,8 @@ def test_the_activation_estimate_matches_the_bytes_autograd_saves_within_20_perc
 
 
 def test_the_models_built_here_use_the_fused_gelu_that_saves_fewer_activations():
-    from pipeline.config.schema import ModelConfig
-    from pipeline.training.model import gpt2_config
+    from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.training.model import gpt2_config
 
     config = gpt2_config(ModelConfig(), {"vocab_size": 4000, "special_token_ids": {"bos": 1, "eos": 1, "pad": 2}},
                          "sdpa")
@@ -171,7 +171,7 @@ def test_a_model_that_fits_nowhere_on_the_card_is_one_line_naming_the_estimate_a
     assert "\n" not in line and "Tesla T4 (14.6 GiB)" in line and "even with activation checkpointing" in line
     assert "--optimization-optimizer adamw_8bit" in line and "a GPU with at least" in line
     eight_bit = load_config(REPO / "configs" / "gpt2-large.yaml", {"optimization.optimizer": "adamw_8bit"})
-    from pipeline.training.plan import Probe
+    from gpt2zh.training.plan import Probe
 
     plan = plan_training(eight_bit, fabricate("t4"), 1, Probe(True, "stepped"), None, model_shape(eight_bit))
     assert plan.optimizer == "adamw_bnb_8bit" and plan.memory.total <= 14.6 * 0.9
@@ -192,9 +192,9 @@ def test_ddp_buckets_and_8bit_states_change_the_estimate_by_their_bytes_per_para
 
 def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
     """preflight makes stage 3's plan first: hours of stages 1-2 are not spent on a run that cannot train."""
-    from pipeline.preflight import preflight
-    from pipeline.rundir import RunDir
-    from pipeline.stages import STAGES, StageRequest
+    from gpt2zh.preflight import preflight
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import STAGES, StageRequest
 
     path = REPO / "configs" / "gpt2-large.yaml"
     corpus = tmp_path / "corpus.txt"
@@ -212,8 +212,8 @@ def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
 def test_the_parts_the_autograd_count_cannot_see_follow_their_stated_rules():
     """fp16 costs what bf16 costs; checkpointing adds one recomputed block; the loss peaks at 14 bytes a token
     per vocabulary entry in half precision and 12 in fp32; a CPU has no CUDA reserve."""
-    from pipeline.training.batch_fit import fit_batch
-    from pipeline.training.memory_model import (
+    from gpt2zh.training.batch_fit import fit_batch
+    from gpt2zh.training.memory_model import (
         activation_bytes_per_token,
         block_bytes_per_token,
         logits_peak_bytes_per_token,
@@ -242,7 +242,7 @@ def test_a_smaller_gpu_memory_fraction_gives_a_smaller_batch_within_it():
 def test_the_error_names_the_gpu_size_that_would_fit_and_offers_8bit_adam_only_where_it_fits():
     import math
 
-    from pipeline.training.batch_fit import fit_batch
+    from gpt2zh.training.batch_fit import fit_batch
 
     shape = ModelShape(36, 20, 1280, 1024, 32000)
     checkpointed = Setup(1024, "bf16", "sdpa", False, True)
@@ -258,9 +258,9 @@ def test_the_plan_uses_the_trained_tokenizers_vocabulary_not_the_configs(tmp_pat
     import json
     from types import SimpleNamespace
 
-    from pipeline.hardware import facts
-    from pipeline.plan_command import plan_for
-    from pipeline.rundir import RunDir
+    from gpt2zh.hardware import facts
+    from gpt2zh.plan_command import plan_for
+    from gpt2zh.rundir import RunDir
 
     (tmp_path / "tokenizer").mkdir()
     (tmp_path / "tokenizer" / "manifest.json").write_text(json.dumps({"vocab_size": 8000, "fingerprint": "x"}))
@@ -275,9 +275,9 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     """torch.cuda answers by hand (no CUDA here); the summary is built by stage 3's own _summary."""
     from types import SimpleNamespace
 
-    from pipeline.training.continuation import planned_schedule
-    from pipeline.training.history import HistoryCallback, read_history
-    from pipeline.training.stage import _summary
+    from gpt2zh.training.continuation import planned_schedule
+    from gpt2zh.training.history import HistoryCallback, read_history
+    from gpt2zh.training.stage import _summary
 
     history = HistoryCallback(tmp_path / "history.csv", tokens_per_step=4096, train_blocks=100, samples_per_step=4,
                               tokens_per_char=0.7, unigram=7.0, flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB",

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.adopt import _refuse_lossy
 from tests.conftest import TINY_TRAIN, copy_run, one_error_line, run_cli
 from tests.hub_server import LocalHub
 from tests.tiny_models import gpt2_bpe_model, malicious_pickle_model, model_files, uer_style_model
-from tokenizer.adopt import _refuse_lossy
 
 SIZE_FLAGS = ("--model-n-layer", "--model-n-head", "--model-n-embd")
 # TINY_TRAIN without the model's sizes, which come from the base model
@@ -111,10 +111,10 @@ def test_an_untied_base_with_its_own_epsilon_activation_and_an_n_ctx_config_trai
     runs for real; stage 3's model is built by its own functions from what stage 1 recorded."""
     from transformers import GPT2LMHeadModel
 
-    from pipeline.config.schema import ModelConfig
-    from pipeline.models.source import fetch_model
-    from pipeline.models.weights import load_model
-    from pipeline.training.model import build_model, gpt2_config, start_from_base
+    from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.models.source import fetch_model
+    from gpt2zh.models.weights import load_model
+    from gpt2zh.training.model import build_model, gpt2_config, start_from_base
 
     architecture = {"tie_word_embeddings": False, "layer_norm_epsilon": 1e-2, "activation_function": "relu"}
     original = uer_style_model(tmp_path / "original", corpus_text, **architecture)
@@ -140,7 +140,7 @@ def test_an_untied_base_with_its_own_epsilon_activation_and_an_n_ctx_config_trai
 
 
 def test_the_card_of_a_run_continued_from_a_folder_names_its_separator_and_not_this_machines_path(uer_run):
-    from pipeline.hub.card import render_model_card
+    from gpt2zh.hub.card import render_model_card
 
     base, run_dir, _ = uer_run
     card = render_model_card(run_dir, summary_of(run_dir), "me/uer-continued", "mit")
@@ -166,7 +166,7 @@ def test_characters_a_character_vocabulary_lacks_are_counted_and_shown_before_tr
     dataset = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text(encoding="utf-8"))
     from datasets import load_from_disk
 
-    from pipeline.models.text import load_tokenizer
+    from gpt2zh.models.text import load_tokenizer
 
     unk_id = load_tokenizer(base, "--model uer").unk_token_id
     packed = sum(int((np.asarray(load_from_disk(str(tmp_path / "run" / "dataset"))[split]["input_ids"]) == unk_id)
@@ -234,7 +234,7 @@ def test_a_hub_model_is_pinned_to_the_commit_stage_1_adopted_even_when_its_branc
     assert summary["base_model"]["hub"] == f"{OWNER}/gpt2-bpe" and summary["base_model"]["commit"] == commit
     assert summary["initial_eval_loss"] == pytest.approx(validation_loss(first, run_dir), abs=1e-4)
     assert summary["initial_eval_loss"] != pytest.approx(validation_loss(second, run_dir), abs=1e-3)
-    from pipeline.hub.card import render_model_card
+    from gpt2zh.hub.card import render_model_card
 
     card = render_model_card(run_dir, summary, f"{OWNER}/continued", "mit")
     assert f"base_model: {OWNER}/gpt2-bpe" in card and f"continued from [{OWNER}/gpt2-bpe]" in card
@@ -349,7 +349,7 @@ def test_the_runs_own_checkpoint_comes_before_the_base_model(uer_run, tmp_path):
 
 def test_sizes_come_from_the_base_model_and_a_conflicting_command_line_size_is_one_line(small_corpus, corpus_text,
                                                                                        tmp_path):
-    from pipeline.models.text import load_tokenizer
+    from gpt2zh.models.text import load_tokenizer
 
     base = uer_style_model(tmp_path / "uer", corpus_text)
     shown = run_cli("show-config", "--run-dir", str(tmp_path / "run"), "--model-init-from", str(base), "--sources",
@@ -388,8 +388,8 @@ def test_another_base_model_for_a_finished_tokenizer_needs_force(small_corpus, c
 
 
 def test_pickle_weights_are_read_only_through_weights_only_and_a_hostile_pickle_runs_nothing(corpus_text, tmp_path):
-    from pipeline.models.source import fetch_model
-    from pipeline.models.weights import PICKLE_FORMAT, load_model
+    from gpt2zh.models.source import fetch_model
+    from gpt2zh.models.weights import PICKLE_FORMAT, load_model
 
     pickled = uer_style_model(tmp_path / "bin", corpus_text, weights="bin")
     safe = uer_style_model(tmp_path / "safe", corpus_text)
@@ -418,7 +418,7 @@ def test_a_model_other_than_gpt2_is_one_line_before_anything_is_written(small_co
 
 def test_a_character_vocabulary_decodes_chinese_without_spaces_and_keeps_spaces_between_latin_words(corpus_text,
                                                                                                    tmp_path):
-    from pipeline.models.text import decode_text, load_tokenizer
+    from gpt2zh.models.text import decode_text, load_tokenizer
 
     tokenizer = load_tokenizer(uer_style_model(tmp_path / "uer", corpus_text + "hello world"), "--model uer")
     ids = tokenizer("你好，世界！hello world 中文", add_special_tokens=False)["input_ids"]
@@ -429,7 +429,7 @@ def test_a_character_vocabulary_decodes_chinese_without_spaces_and_keeps_spaces_
 
 
 def test_documents_end_with_eos_or_else_sep_and_start_with_bos_or_else_cls(corpus_text, demo_documents, tmp_path):
-    from pipeline.models.text import load_tokenizer, prompt_ids, special_token_ids
+    from gpt2zh.models.text import load_tokenizer, prompt_ids, special_token_ids
 
     uer = load_tokenizer(uer_style_model(tmp_path / "uer", corpus_text), "--model uer")
     assert special_token_ids(uer, "uer") == {"unk": uer.unk_token_id, "bos": uer.cls_token_id,
@@ -443,8 +443,8 @@ def test_documents_end_with_eos_or_else_sep_and_start_with_bos_or_else_cls(corpu
 
 def test_checkpoints_saved_from_gpt2model_or_with_mask_buffers_load_and_a_missing_parameter_is_refused(corpus_text,
                                                                                                       tmp_path):
-    from pipeline.models.source import fetch_model
-    from pipeline.models.weights import gpt2_keys, load_into, load_model
+    from gpt2zh.models.source import fetch_model
+    from gpt2zh.models.weights import gpt2_keys, load_into, load_model
 
     reference, _ = load_model(fetch_model(str(uer_style_model(tmp_path / "uer", corpus_text)), "--model"), "uer")
     state = reference.state_dict()
@@ -466,8 +466,8 @@ def test_checkpoints_saved_from_gpt2model_or_with_mask_buffers_load_and_a_missin
 def test_an_untied_model_without_its_output_matrix_is_refused_and_n_ctx_is_read_as_the_context():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from pipeline.models.architecture import base_architecture, gpt2_fields
-    from pipeline.models.weights import load_into
+    from gpt2zh.models.architecture import base_architecture, gpt2_fields
+    from gpt2zh.models.weights import load_into
 
     untied = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=16, vocab_size=20,
                                         tie_word_embeddings=False))
@@ -480,7 +480,7 @@ def test_an_untied_model_without_its_output_matrix_is_refused_and_n_ctx_is_read_
 
 
 def test_a_tokenizer_that_needs_its_repositorys_code_is_refused_and_the_code_never_runs(corpus_text, tmp_path):
-    from pipeline.models.text import load_tokenizer
+    from gpt2zh.models.text import load_tokenizer
 
     folder = uer_style_model(tmp_path / "remote", corpus_text)
     marker = tmp_path / "code-ran"

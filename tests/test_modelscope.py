@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.hub.checkpoints import MARKER, POINTER
-from pipeline.training import faults
+from gpt2zh.hub.checkpoints import MARKER, POINTER
+from gpt2zh.training import faults
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
 from tests.modelscope_server import LocalModelScope
 from tests.test_model_init import BLOCKS, TRAIN, summary_of, validation_loss
@@ -139,7 +139,7 @@ def test_a_killed_run_resumes_on_a_new_machine_from_modelscope_and_ends_bit_iden
     # two files a commit: every checkpoint lands in several commits, as a large one does on the real hub
     env = {**ms_env(ms, machine_a, MODELSCOPE_UPLOAD_COMMIT_BATCH_MAX_OPERATIONS="2"),
            faults.ENV: json.dumps({"pause_after_step": [10, 120], "pause_flag": str(flag)})}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--run-dir", str(machine_a / "run"),
+    process = subprocess.Popen([sys.executable, "-m", "gpt2zh", "run", "--run-dir", str(machine_a / "run"),
                                 "--data-files", str(corpus_a), *command], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     wait_for(flag.exists, timeout=300)
@@ -216,7 +216,7 @@ def test_a_missing_modelscope_dataset_model_or_revision_is_one_line_and_writes_n
 
 
 def test_a_modelscope_base_is_linked_on_modelscope_and_kept_out_of_the_hubs_base_model_field(trained):
-    from pipeline.hub.card import render_model_card
+    from gpt2zh.hub.card import render_model_card
 
     summary = json.loads((trained[0] / "model" / "training_summary.json").read_text())
     base = {"model": f"ms://{USER}/base@" + "a" * 12, "hub": f"{USER}/base", "commit": "a" * 40,

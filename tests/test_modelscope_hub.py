@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pipeline.remote.modelscope import SDK_LOGGER, ModelScopeHub, _LastSdkError
+from gpt2zh.remote.modelscope import SDK_LOGGER, ModelScopeHub, _LastSdkError
 from tests.modelscope_server import LocalModelScope
 
 TOKEN, USER = "ms-hub-token", "alice"

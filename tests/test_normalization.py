@@ -6,8 +6,8 @@ import unicodedata
 import pytest
 from transformers import AutoTokenizer
 
-from pipeline.corpus.cleaning import TextCleaner
-from pipeline.corpus.normalization import (
+from gpt2zh.corpus.cleaning import TextCleaner
+from gpt2zh.corpus.normalization import (
     is_stable_zh,
     kept_by_zh_rule,
     normalize_zh,
@@ -117,7 +117,7 @@ def test_the_fast_scan_flags_every_kind_of_character_that_composes_reorders_or_f
 
 
 def test_cleaning_a_batch_equals_cleaning_each_document(demo_documents):
-    from pipeline.corpus.cleaning import TextCleaner
+    from gpt2zh.corpus.cleaning import TextCleaner
 
     rng = random.Random(6)
     every_step = "ＡＢ\x07<|endoftext|>\u2581 x"

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import console
-from pipeline.cli import main
-from pipeline.hardware import facts
+from gpt2zh import console
+from gpt2zh.cli import main
+from gpt2zh.hardware import facts
 from tests.conftest import REPO
 
 HEAVY_LIBRARIES = ("torch", "transformers", "datasets")
@@ -116,9 +116,9 @@ def _train_tiny(tmp_path, logging_steps: int, rates: dict | None = None) -> tupl
     from transformers import TrainerCallback, TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
-    from pipeline.training.data import BlockCollator
-    from pipeline.training.schedule import Schedule
-    from pipeline.training.trainer import PretrainTrainer, TrainingProgress
+    from gpt2zh.training.data import BlockCollator
+    from gpt2zh.training.schedule import Schedule
+    from gpt2zh.training.trainer import PretrainTrainer, TrainingProgress
     from tests.tiny_models import tiny_gpt2
 
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def _train_tiny(tmp_path, logging_steps: int, rates: dict | None = None) -> tupl
 
 
 def test_the_training_bar_shows_each_steps_own_loss_and_rate_also_between_logging_steps(tmp_path):
-    from pipeline.training.schedule import Schedule
+    from gpt2zh.training.schedule import Schedule
 
     rates: dict[int, str] = {}
     shown, _ = _train_tiny(tmp_path, logging_steps=2, rates=rates)  # a log at steps 2 and 4 only
@@ -161,7 +161,7 @@ def test_the_training_bar_shows_each_steps_own_loss_and_rate_also_between_loggin
 
 def test_help_and_plan_start_without_importing_torch_transformers_or_datasets(tmp_path):
     """The GPU is hidden, as on a machine without one: torch is then not needed for the facts either."""
-    script = ("import sys\nfrom pipeline.cli import main\n"
+    script = ("import sys\nfrom gpt2zh.cli import main\n"
               f"for argv in (['--help'], ['evaluate', '--help'], ['plan', '--run-dir', {str(tmp_path)!r}]):\n"
               "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
               f"print([name for name in {HEAVY_LIBRARIES!r} if name in sys.modules])\n")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from pipeline.dataset.packing import BlockPacker
-from pipeline.dataset.shards import items_for_shard
-from pipeline.dataset.store import SplitWriter, block_features, block_schema, token_dtype, write_dataset_dict
+from gpt2zh.dataset.packing import BlockPacker
+from gpt2zh.dataset.shards import items_for_shard
+from gpt2zh.dataset.store import SplitWriter, block_features, block_schema, token_dtype, write_dataset_dict
 
 
 def pack(chunks: list[np.ndarray], block_size: int, flush_tokens: int) -> tuple[list[np.ndarray], BlockPacker]:

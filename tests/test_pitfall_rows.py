@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from pipeline.config import Config
-from pipeline.config.schema import ModelConfig
-from pipeline.diagnose import history_checks
-from pipeline.diagnose.findings import OK, WARN
-from pipeline.training.arguments import argument_values
-from pipeline.training.model import build_model, gpt2_config
-from pipeline.training.plan import plan_training
-from pipeline.training.presets import resolve_preset
-from pipeline.training.samples import generate_samples
+from gpt2zh.config import Config
+from gpt2zh.config.schema import ModelConfig
+from gpt2zh.diagnose import history_checks
+from gpt2zh.diagnose.findings import OK, WARN
+from gpt2zh.training.arguments import argument_values
+from gpt2zh.training.model import build_model, gpt2_config
+from gpt2zh.training.plan import plan_training
+from gpt2zh.training.presets import resolve_preset
+from gpt2zh.training.samples import generate_samples
 from tests.conftest import fabricate
 
 CHARACTERS = "今天中国经济这本书"

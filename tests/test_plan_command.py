@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.training.presets import available_presets
+from gpt2zh.cli import main
+from gpt2zh.training.presets import available_presets
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, fabricate, one_error_line, run_cli
 
 PLAN_KEYS = {"per_device_batch_size", "gradient_accumulation_steps", "processes", "global_batch_size",
@@ -20,7 +20,7 @@ MEMORY_PARTS = {"total", "weights", "gradients", "optimizer_states", "activation
 @pytest.fixture(autouse=True)
 def _cpu_machine(monkeypatch):
     """In-process commands see this 2-core CPU machine whatever the host has (subprocess tests run on the host)."""
-    from pipeline.hardware import facts
+    from gpt2zh.hardware import facts
 
     monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("cpu"))
 
@@ -108,7 +108,7 @@ def test_plan_for_several_processes_keeps_the_global_batch_and_adds_the_ddp_buck
 
 
 def test_plan_for_several_processes_on_this_machine_gives_each_its_own_gpu(capsys, monkeypatch):
-    from pipeline.hardware import facts
+    from gpt2zh.hardware import facts
 
     monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("a100-80g"))  # one A100 here, plan for four
     record = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--json", "--processes", "4")[1])
@@ -131,7 +131,7 @@ def test_plan_warns_when_the_learning_rate_is_far_above_the_reference_for_the_mo
 def test_the_reference_learning_rate_is_gpt3s_interpolated_on_a_log_scale_and_warned_above_1_5_times():
     import math
 
-    from pipeline.training.plan_report import learning_rate_warning, reference_learning_rate
+    from gpt2zh.training.plan_report import learning_rate_warning, reference_learning_rate
 
     assert reference_learning_rate(125_000_000) == 6e-4 and reference_learning_rate(760_000_000) == 2.5e-4
     assert reference_learning_rate(int(math.sqrt(125e6 * 350e6))) == pytest.approx(math.sqrt(6e-4 * 3e-4), rel=1e-6)
@@ -142,11 +142,11 @@ def test_the_reference_learning_rate_is_gpt3s_interpolated_on_a_log_scale_and_wa
 
 
 def test_the_learning_rate_warning_is_given_before_stage_1(caplog, tmp_path):
-    from pipeline.config.loader import read_yaml_mapping
-    from pipeline.preflight import preflight
-    from pipeline.resolution import resolve
-    from pipeline.rundir import RunDir
-    from pipeline.stages import STAGES, StageRequest
+    from gpt2zh.config.loader import read_yaml_mapping
+    from gpt2zh.preflight import preflight
+    from gpt2zh.resolution import resolve
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import STAGES, StageRequest
 
     path = REPO / "configs" / "gpt2-large.yaml"
     corpus = tmp_path / "corpus.txt"
@@ -198,8 +198,8 @@ def test_the_run_saves_the_config_without_the_preset_so_another_machine_picks_it
 
 
 def test_values_an_earlier_command_typed_are_credited_to_it_not_to_this_command_line(capsys, tmp_path):
-    from pipeline.config import Config
-    from pipeline.run_settings import write_settings
+    from gpt2zh.config import Config
+    from gpt2zh.run_settings import write_settings
 
     write_settings(tmp_path, "pretrain", Config(), {"training.max_steps": 700})
     _, out, _ = _run(capsys, "show-config", "--sources", "--run-dir", str(tmp_path), "--training-eval-steps", "7")
@@ -239,7 +239,7 @@ def test_output_cut_short_by_the_reader_ends_without_a_traceback():
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "plan", "--config", "gpt2-small", "--all-presets"],
+    process = subprocess.Popen([sys.executable, "-m", "gpt2zh", "plan", "--config", "gpt2-small", "--all-presets"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process.stdout.readline()
     process.stdout.close()  # like `| head -1`

@@ -62,7 +62,7 @@ def test_quiet_prints_no_progress_bar_only_the_summaries(quiet_run):
 
 def test_quiet_turns_off_the_progress_bars_of_the_hugging_face_libraries():
     """Downloads, dataset loading and checkpoint shards draw their own bars; --quiet must reach them too."""
-    script = ("from pipeline.console import setup_logging\nfrom pipeline.hf_env import prepare_hf_environment\n"
+    script = ("from gpt2zh.console import setup_logging\nfrom gpt2zh.hf_env import prepare_hf_environment\n"
               "setup_logging(quiet=True)\nprepare_hf_environment()\n"
               "import datasets, huggingface_hub.utils, transformers.utils.logging\n"
               "print(huggingface_hub.utils.are_progress_bars_disabled(), datasets.is_progress_bar_enabled(),\n"
@@ -80,7 +80,7 @@ def test_tensorboard_events_logged_after_training_ends_stay_in_logs_tensorboard(
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-    from pipeline.training.trainer import tensorboard_callback
+    from gpt2zh.training.trainer import tensorboard_callback
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2))
@@ -106,8 +106,8 @@ def test_tensorboard_events_logged_after_training_ends_stay_in_logs_tensorboard(
            "the model has not yet learned more than those frequencies"),
 ])
 def test_the_summary_says_in_words_how_the_loss_compares_with_token_frequencies_alone(capsys, final_loss, verdict):
-    from pipeline.report import StageReport
-    from pipeline.training.stage import _report
+    from gpt2zh.report import StageReport
+    from gpt2zh.training.stage import _report
 
     summary = {"initial_eval_loss": 8.34, "final_eval_loss": final_loss, "unigram_entropy": 6.9, "steps": 1200,
                "resumed_from_step": 0, "tokens_seen": 2_457_600, "parameters": 4_200_000,

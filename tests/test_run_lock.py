@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from pipeline.runlock import HOLDER, run_dir_lock
-from pipeline.training import faults
+from gpt2zh.runlock import HOLDER, run_dir_lock
+from gpt2zh.training import faults
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, pretrain_args, run_cli, wait_for
 
 
 def _start(args: list[str], fault: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "gpt2zh", *args], cwd=REPO,
                             env={**os.environ, faults.ENV: json.dumps(fault)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -61,7 +61,7 @@ def test_the_lock_of_a_killed_command_is_taken_over_with_a_notice(tmp_path, trai
 def test_a_lock_recorded_by_another_machine_is_not_taken_over(tmp_path):
     (tmp_path / HOLDER).write_text(json.dumps({"command": "pretrain", "pid": 1, "host": "gpu-node-7",
                                                "started_utc": "2026-01-01T00:00:00+00:00"}))
-    from pipeline.errors import UserError
+    from gpt2zh.errors import UserError
 
     refused = "marked in use by `gpt2zh pretrain` \\(pid 1 on gpu-node-7.*on another machine"
     with pytest.raises(UserError, match=refused), run_dir_lock(tmp_path, "pretrain"):
@@ -76,7 +76,7 @@ def test_under_a_launcher_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
         with run_dir_lock(tmp_path, "pretrain"):  # rank 1 of the same launch: not refused
             pass
         monkeypatch.setenv("RANK", "0")
-        script = ("from pathlib import Path\nfrom pipeline.runlock import run_dir_lock\n"
+        script = ("from pathlib import Path\nfrom gpt2zh.runlock import run_dir_lock\n"
                   f"with run_dir_lock(Path({str(tmp_path)!r}), 'pretrain'):\n    pass\n")
         other = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
         assert other.returncode != 0 and "is in use by `gpt2zh pretrain`" in other.stderr

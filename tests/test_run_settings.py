@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import _request, build_parser, main
-from pipeline.config import Config
-from pipeline.config.schema import DataConfig
-from pipeline.corpus.sources import resolve_sources
-from pipeline.errors import UserError
-from pipeline.preflight import check_schedule, check_split_sizes, check_training_size, preflight
-from pipeline.run_all import selected_stages
-from pipeline.run_settings import read_settings, write_settings
+from gpt2zh.cli import _request, build_parser, main
+from gpt2zh.config import Config
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.errors import UserError
+from gpt2zh.preflight import check_schedule, check_split_sizes, check_training_size, preflight
+from gpt2zh.run_all import selected_stages
+from gpt2zh.run_settings import read_settings, write_settings
 from tests.conftest import TINY_TOKENIZER, copy_run, one_error_line, run_cli, tree_checksums
 
 SETTINGS_WRITTEN = {"settings.yaml", ".gpt2zh.lock", ".gpt2zh.lock.json"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config.schema import DataConfig
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.sources import resolve_sources
-from pipeline.training.samples import held_out_prompts
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.training.samples import held_out_prompts
 from tests.conftest import copy_run, pretrain_args, run_cli
 
 OLD_DEFAULTS = ["今天", "中国经济", "这本书", "新华社北京1月1日电"]

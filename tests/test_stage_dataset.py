@@ -13,15 +13,15 @@ import pytest
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from pipeline.cli import main
-from pipeline.config import find_config, load_config
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.sources import resolve_sources
-from pipeline.dataset.loading import load_blocks
-from pipeline.dataset.parallel import ordered_map
-from pipeline.errors import UserError
+from gpt2zh.cli import main
+from gpt2zh.config import find_config, load_config
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.dataset.loading import load_blocks
+from gpt2zh.dataset.parallel import ordered_map
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.specials import SPECIAL_TOKENS
 from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, run_cli, tree_checksums
-from tokenizer.specials import SPECIAL_TOKENS
 
 
 def stage_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -200,7 +200,7 @@ def test_killed_build_leaves_no_dataset_that_passes_as_complete(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli("train-tokenizer", "--run-dir", str(run_dir)).returncode == 0  # the whole demo corpus
     partial = lambda: list(run_dir.glob(".dataset.partial-*"))  # noqa: E731
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "tokenize", "--run-dir", str(run_dir),
+    process = subprocess.Popen([sys.executable, "-m", "gpt2zh", "tokenize", "--run-dir", str(run_dir),
                                 "--data-num-proc", "1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _wait_for(lambda: any(p.rglob("data-00000.arrow") for p in partial()), timeout=120)
     process.send_signal(signal.SIGKILL)
@@ -251,7 +251,7 @@ def test_block_size_larger_than_the_corpus_is_a_clear_error(tmp_path, capsys, mo
                                                             small_corpus, flags, message):
     """Stage 2's own check, for the corpora the estimate before stage 1 cannot judge (compressed, parquet):
     that estimate is switched off here (it would refuse these first, tests/test_run_settings.py)."""
-    monkeypatch.setattr("pipeline.preflight.check_split_sizes", lambda sources, data, **adopted: None)
+    monkeypatch.setattr("gpt2zh.preflight.check_split_sizes", lambda sources, data, **adopted: None)
     run_dir = tmp_path / "run"
     shutil.copytree(tokenized_run, run_dir)
     before = tree_checksums(run_dir)
@@ -319,7 +319,7 @@ def test_compressed_arrays_and_blank_line_documents_reach_the_blocks_whole_and_i
     import gzip
     import lzma
 
-    import pipeline.dataset.chunks as chunks
+    import gpt2zh.dataset.chunks as chunks
 
     lines = [line for line in small_corpus.read_text(encoding="utf-8").splitlines() if line]
     corpus = tmp_path / "corpus"
@@ -358,7 +358,7 @@ def _parent_state_inherited(item: int) -> bool:
 def test_stage_2_workers_start_in_a_fresh_interpreter_not_a_fork_of_the_parent():
     """A forked worker would inherit the parent's threads and locks (after stage 1 in `gpt2zh run`: the Rust
     tokenizer's pool, torch's threads), the classic fork-after-threads deadlock; spawned ones inherit nothing."""
-    from pipeline.dataset.parallel import ordered_map
+    from gpt2zh.dataset.parallel import ordered_map
 
     _SET_IN_THE_PARENT.append(1)
     try:
@@ -374,7 +374,7 @@ def _no_setup(in_worker_process: bool = True) -> None:
 
 def test_peak_memory_is_this_process_s_own_not_that_of_the_process_it_was_exec_ed_from():
     """A 600 MB parent that execs the probe: ru_maxrss would still say 600 MB, VmHWM starts afresh."""
-    probe = "from pipeline.memory import peak_rss_mb; print(round(peak_rss_mb()))"
+    probe = "from gpt2zh.memory import peak_rss_mb; print(round(peak_rss_mb()))"
     parent = ("import os, sys\n"
               "ballast = bytearray(600 * 2**20)  # touched: resident\n"
               f"os.execv(sys.executable, [sys.executable, '-c', {probe!r}])\n")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.training.checkpoints import MARKER, problem_with, read_marker
-from pipeline.training.history import read_history
+from gpt2zh.cli import main
+from gpt2zh.config import load_config
+from gpt2zh.training.checkpoints import MARKER, problem_with, read_marker
+from gpt2zh.training.history import read_history
 from tests.conftest import (
     TINY_DATA,
     TINY_TRAIN,

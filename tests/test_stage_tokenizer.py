@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pipeline.cli import main
-from pipeline.config.schema import Config, DataConfig, TokenizerConfig
-from pipeline.corpus import CorpusReader, sources_for
-from pipeline.dataset.chunks import TextChunk
-from pipeline.dataset.worker import WorkerSetup, init_worker, tokenize_block
-from pipeline.fingerprints import dataset_inputs
-from pipeline.rundir import fingerprint
+from gpt2zh.cli import main
+from gpt2zh.config.schema import Config, DataConfig, TokenizerConfig
+from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.dataset.chunks import TextChunk
+from gpt2zh.dataset.worker import WorkerSetup, init_worker, tokenize_block
+from gpt2zh.fingerprints import dataset_inputs
+from gpt2zh.rundir import fingerprint
+from gpt2zh.tokenizer.encoding import document_encoder
+from gpt2zh.tokenizer.quality import measure
+from gpt2zh.tokenizer.specials import END_OF_TEXT_ID, SPECIAL_TOKENS
+from gpt2zh.tokenizer.spm_train import train_sentencepiece
+from gpt2zh.tokenizer.stage import _read_sample
 from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, copy_run, run_cli, tree_checksums
-from tokenizer.encoding import document_encoder
-from tokenizer.quality import measure
-from tokenizer.specials import END_OF_TEXT_ID, SPECIAL_TOKENS
-from tokenizer.spm_train import train_sentencepiece
-from tokenizer.stage import _read_sample
 
 
 def stage(capsys, run_dir: Path, corpus: Path, *extra: str) -> tuple[int, str]:
@@ -89,7 +89,7 @@ def _wait_for(predicate, timeout: float) -> bool:
 
 
 def _start_stage(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "train-tokenizer", "--run-dir", str(run_dir), *extra],
+    return subprocess.Popen([sys.executable, "-m", "gpt2zh", "train-tokenizer", "--run-dir", str(run_dir), *extra],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -196,7 +196,7 @@ def test_the_token_never_reaches_the_run_directory(tmp_path, small_corpus):
 
 def test_every_entry_point_runs_the_same_command():
     console = Path(sys.executable).parent / "gpt2zh"
-    for executable in ([sys.executable, "-m", "pipeline"], [str(console)],
+    for executable in ([sys.executable, "-m", "gpt2zh"], [str(console)],
                        [sys.executable, str(REPO / "scripts" / "01_train_tokenizer.py")]):
         args = ["--help"] if executable[-1].endswith(".py") else ["train-tokenizer", "--help"]
         result = run_cli(*args, executable=executable)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rundir import read_manifest
-from pipeline.training import faults
-from pipeline.training.checkpoints import read_marker
+from gpt2zh.rundir import read_manifest
+from gpt2zh.training import faults
+from gpt2zh.training.checkpoints import read_marker
 from tests.conftest import (
     REPO,
     TINY_DATA,
@@ -41,7 +41,7 @@ def _default_interrupt() -> None:
 
 def _start_in_own_group(args: list[str], fault: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, **({faults.ENV: json.dumps(fault)} if fault else {})}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "gpt2zh", *args], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_interrupt)
 
 
@@ -153,7 +153,7 @@ def test_stage_2_leaves_no_child_process_behind(tmp_path, large_corpus, large_to
     """The spawned workers and multiprocessing's resource tracker are joined before the command returns."""
     script = (
         "import os, sys\n"
-        "from pipeline.cli import main\n"
+        "from gpt2zh.cli import main\n"
         "if __name__ == '__main__':\n"
         "    code = main(sys.argv[1:])\n"
         "    children = [c for t in os.listdir(f'/proc/{os.getpid()}/task')\n"
@@ -177,7 +177,7 @@ def test_a_child_ignores_stop_signals_from_others_and_obeys_its_parent(tmp_path)
     ready = tmp_path / "ready"
     child = subprocess.Popen([sys.executable, "-c", (
         "import pathlib, sys, time\n"
-        "from pipeline.stop_signals import obey_only_the_parent\n"
+        "from gpt2zh.stop_signals import obey_only_the_parent\n"
         "obey_only_the_parent()\n"
         "import numpy, torch  # their thread pools start now, with the signals blocked\n"
         "torch.ones(64, 64) @ torch.ones(64, 64)\n"
@@ -206,9 +206,9 @@ def _pool_workers() -> list[int]:
 
 def test_stage_2_workers_survive_a_group_signal_that_their_parent_handles(large_tokenized):
     """ordered_map's spawned workers ignore a stop signal from anyone but their parent and keep working."""
-    from pipeline.config.schema import DataConfig
-    from pipeline.dataset.parallel import ordered_map
-    from pipeline.dataset.worker import WorkerSetup, init_worker
+    from gpt2zh.config.schema import DataConfig
+    from gpt2zh.dataset.parallel import ordered_map
+    from gpt2zh.dataset.worker import WorkerSetup, init_worker
 
     setup = WorkerSetup(spm_model=str(large_tokenized / "tokenizer" / "tokenizer.model"), data=DataConfig(),
                         reserved_strings=(), end_of_text_id=1, dtype="uint16", keep_digests=False)
@@ -228,7 +228,7 @@ def test_without_sigwaitinfo_a_worker_keeps_the_default_signal_handling(monkeypa
     """macOS has no sigwaitinfo: the protection is skipped, never a crash of every DataLoader worker."""
     import threading
 
-    from pipeline.stop_signals import obey_only_the_parent
+    from gpt2zh.stop_signals import obey_only_the_parent
 
     monkeypatch.delattr(signal, "sigwaitinfo")
     threads = threading.active_count()

@@ -8,13 +8,13 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer
 
-from pipeline.config.schema import TokenizerConfig
-from pipeline.errors import UserError
-from tokenizer import hf_convert
-from tokenizer.hf_convert import convert, verify
-from tokenizer.sampling import SentenceReservoir, split_sentences
-from tokenizer.specials import END_OF_TEXT_ID, PAD_ID, UNK_ID
-from tokenizer.spm_train import train_sentencepiece
+from gpt2zh.config.schema import TokenizerConfig
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer import hf_convert
+from gpt2zh.tokenizer.hf_convert import convert, verify
+from gpt2zh.tokenizer.sampling import SentenceReservoir, split_sentences
+from gpt2zh.tokenizer.specials import END_OF_TEXT_ID, PAD_ID, UNK_ID
+from gpt2zh.tokenizer.spm_train import train_sentencepiece
 
 
 @pytest.fixture(scope="module")

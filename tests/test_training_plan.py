@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from transformers import TrainingArguments
 
-from pipeline.config import Config, load_config
-from pipeline.errors import UserError
-from pipeline.hardware.facts import GpuFacts, HardwareFacts
-from pipeline.training import presets as presets_module
-from pipeline.training.arguments import argument_values
-from pipeline.training.batch_fit import batch_split
-from pipeline.training.mfu import flops_per_token, mfu
-from pipeline.training.plan import (
+from gpt2zh.config import Config, load_config
+from gpt2zh.errors import UserError
+from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
+from gpt2zh.training import presets as presets_module
+from gpt2zh.training.arguments import argument_values
+from gpt2zh.training.batch_fit import batch_split
+from gpt2zh.training.mfu import flops_per_token, mfu
+from gpt2zh.training.plan import (
     Probe,
     check_launch,
     choose_attention,
@@ -23,7 +23,7 @@ from pipeline.training.plan import (
     choose_precision,
     plan_training,
 )
-from pipeline.training.presets import available_presets, load_preset, preset_layer, resolve_preset
+from gpt2zh.training.presets import available_presets, load_preset, preset_layer, resolve_preset
 from tests.conftest import fabricate
 
 # The per-GPU table of PITFALLS.md G15 ("GPU 配置") as the guide prints it (batch_size, compile_mode, 特殊优化),
@@ -273,10 +273,10 @@ def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
 ])
 def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(device, base, command_line, note):
     """The preset by name (and the config value it replaced), the config file or the command line."""
-    from pipeline.resolution import resolve
-    from pipeline.rundir import RunDir
-    from pipeline.stages import StageRequest
-    from pipeline.training.stage import _plan
+    from gpt2zh.resolution import resolve
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.stages import StageRequest
+    from gpt2zh.training.stage import _plan
 
     layer = ("configs/demo.yaml", {"training": base})
     request = StageRequest(resolve(layer, command_line, fabricate(device)), RunDir(Path(".")), overrides=command_line)
@@ -286,9 +286,9 @@ def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(de
 
 def _plan_on(model: str, device: str, **command_line):
     """The plan stage 3 makes for configs/<model>.yaml on a fabricated card, its preset applied."""
-    from pipeline.config.loader import read_yaml_mapping
-    from pipeline.resolution import resolve
-    from pipeline.training.plan import model_shape
+    from gpt2zh.config.loader import read_yaml_mapping
+    from gpt2zh.resolution import resolve
+    from gpt2zh.training.plan import model_shape
 
     path = Path(__file__).parents[1] / "configs" / f"{model}.yaml"
     facts = fabricate(device)

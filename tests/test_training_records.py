@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.training.checkpoints import MARKER, read_marker, repair_compile_prefix
-from pipeline.training.schedule import learning_rate_factor
+from gpt2zh.cli import main
+from gpt2zh.training.checkpoints import MARKER, read_marker, repair_compile_prefix
+from gpt2zh.training.schedule import learning_rate_factor
 from tests.conftest import TINY_DATA, TINY_TRAIN, copy_run, one_error_line, pretrain_args, run_cli
 
 PEAK, WARMUP, MIN_RATIO = 1e-3, 2, 0.1  # TINY_TRAIN's warmup; the config's default peak and final ratio
@@ -92,7 +92,7 @@ def test_the_model_folder_keeps_its_own_history_after_a_crashed_restart(tmp_path
     for name, content in frozen.items():
         assert (run_dir / "model" / name).read_bytes() == content, name
 
-    from pipeline.hub.stage import upload_sources
+    from gpt2zh.hub.stage import upload_sources
 
     sources = upload_sources(run_dir)
     assert sources["training_history.csv"] == run_dir / "model" / "training_history.csv"
@@ -142,7 +142,7 @@ def test_drawing_samples_leaves_the_training_random_state_where_it_was(trained):
     and make a resumed run differ from an uninterrupted one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.training.samples import generate_samples
+    from gpt2zh.training.samples import generate_samples
 
     model = AutoModelForCausalLM.from_pretrained(trained[0] / "model")
     tokenizer = AutoTokenizer.from_pretrained(trained[0] / "model")

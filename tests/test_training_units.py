@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
-from pipeline.training.data import BlockCollator, GlobalStreamSampler, bits_per_character, unigram_entropy
-from pipeline.training.guards import NonFiniteTally
-from pipeline.training.model import strip_compile_prefix
+from gpt2zh.errors import UserError
+from gpt2zh.training.data import BlockCollator, GlobalStreamSampler, bits_per_character, unigram_entropy
+from gpt2zh.training.guards import NonFiniteTally
+from gpt2zh.training.model import strip_compile_prefix
 
 
 def stream(sampler: GlobalStreamSampler, epochs: int) -> list[int]:
@@ -86,8 +86,8 @@ def test_non_finite_steps_are_counted_and_stop_after_the_limit():
 
 
 def test_the_model_config_takes_its_vocabulary_and_every_special_token_id_from_the_tokenizer():
-    from pipeline.config.schema import ModelConfig
-    from pipeline.training.model import gpt2_config
+    from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.training.model import gpt2_config
 
     manifest = {"vocab_size": 4321, "special_token_ids": {"bos": 5, "eos": 6, "pad": 7}}
     config = gpt2_config(ModelConfig(), manifest, "sdpa")

@@ -129,8 +129,8 @@ def script_model(folder: Path, tokenizer_source: Path, script: str, seed: int = 
     settings (run_config.yaml) of a run whose corpus was converted to `script` (data.chinese_script)."""
     from transformers import AutoTokenizer
 
-    from pipeline.config import dump_config
-    from pipeline.config.schema import Config, DataConfig
+    from gpt2zh.config import dump_config
+    from gpt2zh.config.schema import Config, DataConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     tokenizer.save_pretrained(folder)

@@ -10,17 +10,17 @@ unseen characters; decoding here removes the spaces WordPiece puts between Chine
 import json
 import logging
 
-from pipeline.config import dump_config
-from pipeline.corpus import CorpusReader
-from pipeline.errors import UserError
-from pipeline.fingerprints import tokenizer_inputs
-from pipeline.models.architecture import base_architecture, base_sizes
-from pipeline.models.coverage import LOSSY_SHARE, lost_characters, unknown_id
-from pipeline.models.source import fetch_model, read_config
-from pipeline.models.text import decode_text, load_tokenizer, special_token_ids
-from pipeline.report import StageReport
-from pipeline.rundir import StageOutput, file_sha256, fingerprint
-from pipeline.stages import StageRequest
+from gpt2zh.config import dump_config
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import tokenizer_inputs
+from gpt2zh.models.architecture import base_architecture, base_sizes
+from gpt2zh.models.coverage import LOSSY_SHARE, lost_characters, unknown_id
+from gpt2zh.models.source import fetch_model, read_config
+from gpt2zh.models.text import decode_text, load_tokenizer, special_token_ids
+from gpt2zh.report import StageReport
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint
+from gpt2zh.stages import StageRequest
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
@@ -44,7 +44,7 @@ def _figures(tokenizer, texts: list[str], unk_id: int | None) -> dict:
 
 
 def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageReport) -> dict:
-    from tokenizer.stage import _read_sample, _report_rows
+    from gpt2zh.tokenizer.stage import _read_sample, _report_rows
 
     config = request.config
     where = f"{FLAG} {config.model.init_from!r}"

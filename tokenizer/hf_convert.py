@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus.normalization import normalizer_for, tokenizers_normalizer
-from pipeline.errors import UserError
-from tokenizer.specials import END_OF_TEXT, PAD, UNK
+from gpt2zh.corpus.normalization import normalizer_for, tokenizers_normalizer
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.specials import END_OF_TEXT, PAD, UNK
 
 SPM_FILE = "tokenizer.model"
 GENERIC_CLASS = "PreTrainedTokenizerFast"  # known to AutoTokenizer in transformers 4.x and 5.x

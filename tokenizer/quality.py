@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenizer.encoding import document_encoder
-from tokenizer.specials import END_OF_TEXT_ID
+from gpt2zh.tokenizer.encoding import document_encoder
+from gpt2zh.tokenizer.specials import END_OF_TEXT_ID
 
 BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 NAMED_CHARACTERS = 10  # kept in stats.json; the summary line shows the first few

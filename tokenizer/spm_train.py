@@ -16,9 +16,9 @@ Settings that keep decode(encode(x)) == x on cleaned text:
 import re
 from pathlib import Path
 
-from pipeline.config.schema import TokenizerConfig
-from pipeline.errors import UserError
-from tokenizer.specials import END_OF_TEXT, END_OF_TEXT_ID, PAD, PAD_ID, UNK, UNK_ID
+from gpt2zh.config.schema import TokenizerConfig
+from gpt2zh.errors import UserError
+from gpt2zh.tokenizer.specials import END_OF_TEXT, END_OF_TEXT_ID, PAD, PAD_ID, UNK, UNK_ID
 
 TOO_FEW_FOR_CHARS = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 # 2: trained on documents' text with its line breaks, whitespace required as pieces (NU1); a tokenizer

@@ -10,20 +10,20 @@ import logging
 import random
 import time
 
-from pipeline.config import dump_config
-from pipeline.config.schema import TokenizerConfig
-from pipeline.console import progress
-from pipeline.corpus import CorpusReader, sources_for
-from pipeline.errors import UserError
-from pipeline.fingerprints import tokenizer_inputs
-from pipeline.hub.checkpoints import wants_hub_checkpoint
-from pipeline.report import StageReport, human_bytes, human_duration
-from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
-from pipeline.stages import StageRequest
-from tokenizer.hf_convert import SPM_FILE, convert, verify
-from tokenizer.quality import describe_characters, measure
-from tokenizer.sampling import SentenceReservoir, split_sentences
-from tokenizer.specials import (
+from gpt2zh.config import dump_config
+from gpt2zh.config.schema import TokenizerConfig
+from gpt2zh.console import progress
+from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import tokenizer_inputs
+from gpt2zh.hub.checkpoints import wants_hub_checkpoint
+from gpt2zh.report import StageReport, human_bytes, human_duration
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.stages import StageRequest
+from gpt2zh.tokenizer.hf_convert import SPM_FILE, convert, verify
+from gpt2zh.tokenizer.quality import describe_characters, measure
+from gpt2zh.tokenizer.sampling import SentenceReservoir, split_sentences
+from gpt2zh.tokenizer.specials import (
     END_OF_TEXT,
     END_OF_TEXT_ID,
     PAD,
@@ -32,7 +32,7 @@ from tokenizer.specials import (
     UNK,
     UNK_ID,
 )
-from tokenizer.spm_train import TEXT_FORMAT
+from gpt2zh.tokenizer.spm_train import TEXT_FORMAT
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
@@ -130,7 +130,7 @@ def train_tokenizer(request: StageRequest) -> dict:
     report = StageReport(STAGE)
     sources, corpus = sources_for(config.data.files)
     if config.model.init_from:
-        from tokenizer.adopt import adopt_tokenizer
+        from gpt2zh.tokenizer.adopt import adopt_tokenizer
 
         return adopt_tokenizer(request, sources, corpus, report)
     parts = tokenizer_inputs(config, sources)
@@ -141,7 +141,7 @@ def train_tokenizer(request: StageRequest) -> dict:
         return manifest
     output.refuse_replacing(request.replace)
     if not request.force and read_manifest(output.final) is None and wants_hub_checkpoint(config):
-        from pipeline.hub.checkpoints import adopt_pushed_tokenizer
+        from gpt2zh.hub.checkpoints import adopt_pushed_tokenizer
 
         if (manifest := adopt_pushed_tokenizer(config, output)) is not None:  # a new machine (PITFALLS.md RA5)
             return _report_adopted(report, corpus, manifest)
@@ -157,7 +157,7 @@ def train_tokenizer(request: StageRequest) -> dict:
         log.info("%s: training SentencePiece %s, vocab %s, on %s sentences…", STAGE, cfg.model_type,
                  f"{cfg.vocab_size:,}", f"{len(sample.reservoir.items):,}")
         started = time.monotonic()
-        from tokenizer.spm_train import train_sentencepiece
+        from gpt2zh.tokenizer.spm_train import train_sentencepiece
 
         train_sentencepiece(sample.reservoir.items, model, cfg, request.cpu_count)
         train_seconds = time.monotonic() - started

@@ -7,6 +7,7 @@ so a user fixes a config in one round trip instead of one error per run (litgpt'
 
 import dataclasses
 import difflib
+import importlib.util
 import re
 import typing
 from collections.abc import Iterable
@@ -15,17 +16,18 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from pipeline.config.schema import GROUPS, Config, all_keys
-from pipeline.config.values import BadValue, check_value
-from pipeline.errors import UserError
+from gpt2zh.config.schema import GROUPS, Config, all_keys
+from gpt2zh.config.values import BadValue, check_value
+from gpt2zh.errors import UserError
 
 DEFAULT_CONFIG_NAME = "demo"
 WARMUP_SHARE = 0.1  # of the run, when a short run scales a config's warmup (GPT-3's warmups are at most this)
 
 
 def configs_dir() -> Path:
-    """The repository's configs/ folder (the package is installed editable from the checkout)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The shipped configs: package data gpt2zh.configs, which is the repository's configs/ folder in a
+    checkout (pyproject.toml's package-dir) and gpt2zh/configs/ in an installed wheel."""
+    return Path(importlib.util.find_spec("gpt2zh.configs").submodule_search_locations[0])
 
 
 def available_configs() -> list[str]:

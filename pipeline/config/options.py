@@ -13,9 +13,9 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pipeline.config.schema import GROUPS, Config
-from pipeline.config.values import BadValue, describe, parse_text
-from pipeline.errors import UserError
+from gpt2zh.config.schema import GROUPS, Config
+from gpt2zh.config.values import BadValue, describe, parse_text
+from gpt2zh.errors import UserError
 
 DEST_PREFIX = "config:"
 
@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
                 hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
                 raise UserError(f"{self.prog}: unknown option {flag}", hint)
             stray = message.split(":", 1)[1].split()[0]
-            from pipeline.config.loader import available_configs
+            from gpt2zh.config.loader import available_configs
 
             if stray.removesuffix(".yaml") in available_configs() or stray.endswith((".yaml", ".yml")):
                 raise UserError(f"{self.prog}: {stray!r} belongs to no option", f"use --config {stray}")

@@ -15,9 +15,9 @@ data.max_line_chars follows data.long_lines like an over-long line does.
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.corpus.compression import open_bytes
-from pipeline.corpus.encoding import SAMPLE_BYTES, FileEncoding
-from pipeline.corpus.lines import LineCounts, LinePolicy, RangeReader, line_number_at
+from gpt2zh.corpus.compression import open_bytes
+from gpt2zh.corpus.encoding import SAMPLE_BYTES, FileEncoding
+from gpt2zh.corpus.lines import LineCounts, LinePolicy, RangeReader, line_number_at
 
 WHITESPACE = " \t\n\r\x0b\x0c"
 _WHITESPACE_BYTES = frozenset(WHITESPACE.encode())

@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.corpus.normalization import normalizer_for, stability_check_for
-from pipeline.corpus.tally import Tally
+from gpt2zh.corpus.normalization import normalizer_for, stability_check_for
+from gpt2zh.corpus.tally import Tally
 
 # A character class scans in C: 13x faster than str.translate with a deletion table on Chinese text.
 CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")

@@ -14,7 +14,7 @@ import lzma
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
 
 SUFFIXES = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
 DAMAGED_FIX = "the file is truncated or damaged: download or compress it again (or remove it from --data-files)"

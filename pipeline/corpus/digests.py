@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from pipeline.console import progress
+from gpt2zh.console import progress
 
 CHUNK = 8 << 20
 CACHE_NAME = "file-digests.tsv"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import charset_normalizer
 
-from pipeline.corpus.compression import open_bytes
-from pipeline.errors import UserError
+from gpt2zh.corpus.compression import open_bytes
+from gpt2zh.errors import UserError
 
 SAMPLE_BYTES = 64 * 1024
 CANDIDATES = ["utf_8", "gb18030", "big5", "cp950", "big5hkscs"]

@@ -11,9 +11,9 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipeline.corpus.compression import open_bytes
-from pipeline.corpus.encoding import FileEncoding
-from pipeline.corpus.lines import CHUNK_BYTES, LineCounts, LinePolicy, RangeReader, read_lines
+from gpt2zh.corpus.compression import open_bytes
+from gpt2zh.corpus.encoding import FileEncoding
+from gpt2zh.corpus.lines import CHUNK_BYTES, LineCounts, LinePolicy, RangeReader, read_lines
 
 LONGEST_PIECE = 4 * CHUNK_BYTES  # a longer line is left to the exact reader, which streams it
 

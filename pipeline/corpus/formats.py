@@ -13,13 +13,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.corpus.blank_lines import blank_line_documents
-from pipeline.corpus.encoding import FileEncoding
-from pipeline.corpus.fast_lines import block_lines
-from pipeline.corpus.json_array import array_elements, starts_with_array
-from pipeline.corpus.lines import LineCounts, LinePolicy, RangeReader, position_label, read_lines
-from pipeline.corpus.sources import Source
-from pipeline.errors import UserError
+from gpt2zh.corpus.blank_lines import blank_line_documents
+from gpt2zh.corpus.encoding import FileEncoding
+from gpt2zh.corpus.fast_lines import block_lines
+from gpt2zh.corpus.json_array import array_elements, starts_with_array
+from gpt2zh.corpus.lines import LineCounts, LinePolicy, RangeReader, position_label, read_lines
+from gpt2zh.corpus.sources import Source
+from gpt2zh.errors import UserError
 
 BLOCK_BYTES = 1 << 20
 TO_THE_END = sys.maxsize  # the end of a block that cannot be cut at byte offsets (compressed, JSON array)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.remote import Hub, open_hub, provider_of_path
-from pipeline.report import human_bytes
+from gpt2zh.errors import UserError
+from gpt2zh.remote import Hub, open_hub, provider_of_path
+from gpt2zh.report import human_bytes
 
 log = logging.getLogger("gpt2zh")
 PATH_FORM = "{scheme}datasets/<owner>/<name>[@<revision>]/<file, folder or glob>"

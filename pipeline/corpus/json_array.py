@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.corpus.compression import open_bytes
-from pipeline.corpus.encoding import FileEncoding
-from pipeline.errors import UserError
+from gpt2zh.corpus.compression import open_bytes
+from gpt2zh.corpus.encoding import FileEncoding
+from gpt2zh.errors import UserError
 
 INVALID_FIX = "fix the JSON (a .json corpus holds one array of strings or objects, or JSON Lines)"
 

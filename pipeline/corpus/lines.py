@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.corpus.compression import open_bytes
-from pipeline.corpus.encoding import FileEncoding
-from pipeline.corpus.tally import Tally
-from pipeline.errors import UserError
+from gpt2zh.corpus.compression import open_bytes
+from gpt2zh.corpus.encoding import FileEncoding
+from gpt2zh.corpus.tally import Tally
+from gpt2zh.errors import UserError
 
 log = logging.getLogger("gpt2zh")
 CHUNK_BYTES = 1 << 20

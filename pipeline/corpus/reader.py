@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config.schema import DataConfig
-from pipeline.corpus.blank_lines import detect_boundary
-from pipeline.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digests, held_out_mask
-from pipeline.corpus.compression import compression_of
-from pipeline.corpus.encoding import FileEncoding, sniff_encoding
-from pipeline.corpus.formats import Block, Fields, block_texts, plan_blocks
-from pipeline.corpus.lines import LineCounts, LinePolicy
-from pipeline.corpus.sources import Source
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus.blank_lines import detect_boundary
+from gpt2zh.corpus.cleaning import CleaningCounts, Deduplicator, TextCleaner, document_digests, held_out_mask
+from gpt2zh.corpus.compression import compression_of
+from gpt2zh.corpus.encoding import FileEncoding, sniff_encoding
+from gpt2zh.corpus.formats import Block, Fields, block_texts, plan_blocks
+from gpt2zh.corpus.lines import LineCounts, LinePolicy
+from gpt2zh.corpus.sources import Source
 
 log = logging.getLogger("gpt2zh")
 LAYOUT_WORDS = {"blank-line": "blank-line documents", "line": "one document per line", "array": "one JSON array",

@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
-from pipeline.corpus.compression import compression_of, inner_suffix
-from pipeline.corpus.digests import content_digest
-from pipeline.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
-from pipeline.errors import UserError
+from gpt2zh.corpus.compression import SUFFIXES as COMPRESSED_SUFFIXES
+from gpt2zh.corpus.compression import compression_of, inner_suffix
+from gpt2zh.corpus.digests import content_digest
+from gpt2zh.corpus.hub_files import is_hub_path, resolve_hub_files  # huggingface_hub is imported on first use
+from gpt2zh.errors import UserError
 
 FORMAT_BY_SUFFIX = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 COMPRESSIBLE = (".txt", ".jsonl", ".json")

@@ -13,12 +13,12 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.corpus import CorpusReader
-from pipeline.corpus.compression import open_bytes, stream_position
-from pipeline.corpus.fast_lines import LinePieces
-from pipeline.corpus.formats import Block
-from pipeline.corpus.lines import RangeReader
-from pipeline.corpus.reader import raw_block_texts
+from gpt2zh.corpus import CorpusReader
+from gpt2zh.corpus.compression import open_bytes, stream_position
+from gpt2zh.corpus.fast_lines import LinePieces
+from gpt2zh.corpus.formats import Block
+from gpt2zh.corpus.lines import RangeReader
+from gpt2zh.corpus.reader import raw_block_texts
 
 CHUNK_CHARS = 1 << 20
 LINE_LAYOUTS = ("line", "pku", "records")

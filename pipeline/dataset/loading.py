@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from pipeline.dataset.shards import shard_folders
-from pipeline.errors import UserError
-from pipeline.rundir import read_manifest
+from gpt2zh.dataset.shards import shard_folders
+from gpt2zh.errors import UserError
+from gpt2zh.rundir import read_manifest
 
 BUILD_FIX = "run `gpt2zh tokenize` with the same --run-dir first"
 

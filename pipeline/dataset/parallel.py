@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from pipeline.stop_signals import spawned_child_initializer
+from gpt2zh.stop_signals import spawned_child_initializer
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -12,28 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import dump_config
-from pipeline.console import progress
-from pipeline.corpus import CorpusReader, sources_for
-from pipeline.corpus.cleaning import Deduplicator
-from pipeline.dataset.chunks import WorkItems
-from pipeline.dataset.packing import BlockPacker
-from pipeline.dataset.parallel import ordered_map
-from pipeline.dataset.shards import items_for_shard, shard_folder_name
-from pipeline.dataset.store import SplitWriter, token_dtype, write_dataset_dict
-from pipeline.dataset.worker import BlockTokens, WorkerSetup, init_worker, tokenize_block
-from pipeline.errors import UserError
-from pipeline.fingerprints import (
+from gpt2zh.config import dump_config
+from gpt2zh.console import progress
+from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.corpus.cleaning import Deduplicator
+from gpt2zh.dataset.chunks import WorkItems
+from gpt2zh.dataset.packing import BlockPacker
+from gpt2zh.dataset.parallel import ordered_map
+from gpt2zh.dataset.shards import items_for_shard, shard_folder_name
+from gpt2zh.dataset.store import SplitWriter, token_dtype, write_dataset_dict
+from gpt2zh.dataset.worker import BlockTokens, WorkerSetup, init_worker, tokenize_block
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import (
     dataset_inputs,
     expected_tokenizer_fingerprint,
     recorded_base_model,
     tokenizer_inputs,
 )
-from pipeline.input_changes import changed_inputs
-from pipeline.memory import peak_rss_mb
-from pipeline.report import StageReport, human_bytes
-from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
-from pipeline.stages import StageRequest
+from gpt2zh.input_changes import changed_inputs
+from gpt2zh.memory import peak_rss_mb
+from gpt2zh.report import StageReport, human_bytes
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.stages import StageRequest
 
 log = logging.getLogger("gpt2zh")
 STAGE = "tokenize"

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config.schema import DataConfig
-from pipeline.corpus.cleaning import CleaningCounts, TextCleaner
-from pipeline.corpus.formats import Block
-from pipeline.corpus.lines import LineCounts, LinePolicy
-from pipeline.corpus.reader import clean_batches, raw_block_texts
-from pipeline.dataset.chunks import TextChunk
-from pipeline.memory import peak_rss_mb
-from pipeline.training import faults
-from tokenizer.encoding import document_encoder
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.corpus.cleaning import CleaningCounts, TextCleaner
+from gpt2zh.corpus.formats import Block
+from gpt2zh.corpus.lines import LineCounts, LinePolicy
+from gpt2zh.corpus.reader import clean_batches, raw_block_texts
+from gpt2zh.dataset.chunks import TextChunk
+from gpt2zh.memory import peak_rss_mb
+from gpt2zh.tokenizer.encoding import document_encoder
+from gpt2zh.training import faults
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class _BlockTokenizer:
 def init_worker(setup: WorkerSetup, in_worker_process: bool = True) -> None:
     global _worker
     if in_worker_process:
-        from pipeline.console import setup_logging
+        from gpt2zh.console import setup_logging
 
         setup_logging().setLevel(setup.log_level)
     _worker = _BlockTokenizer(setup)

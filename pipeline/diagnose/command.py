@@ -8,24 +8,24 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.diagnose.findings import FAIL, OK, WARN, Finding, render_markdown, render_terminal, worst
-from pipeline.errors import UserError
-from pipeline.report import StageReport, human_duration
-from pipeline.rundir import RunDir, read_manifest
+from gpt2zh.diagnose.findings import FAIL, OK, WARN, Finding, render_markdown, render_terminal, worst
+from gpt2zh.errors import UserError
+from gpt2zh.report import StageReport, human_duration
+from gpt2zh.rundir import RunDir, read_manifest
 
 log = logging.getLogger("gpt2zh")
 
 
 def _run_config(run: RunDir, fallback):
     """The config the run was trained with (model/run_config.yaml) when there is one."""
-    from pipeline.config import load_config
+    from gpt2zh.config import load_config
 
     saved = run.stage("model") / "run_config.yaml"
     return (load_config(saved), str(saved)) if saved.is_file() else (fallback, "the command line / --config")
 
 
 def _trained_weights(run: RunDir) -> tuple[Path | None, str]:
-    from pipeline.training.checkpoints import find_last_valid_checkpoint
+    from gpt2zh.training.checkpoints import find_last_valid_checkpoint
 
     if read_manifest(run.stage("model")) is not None:
         return run.stage("model"), "final weights (model/)"
@@ -47,10 +47,10 @@ def diagnose(run: RunDir, config) -> tuple[list[Finding], Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from pipeline.dataset.loading import dataset_parts
-    from pipeline.diagnose import data_checks, history_checks, model_checks
-    from pipeline.training.history import read_history
-    from pipeline.training.model import gpt2_config
+    from gpt2zh.dataset.loading import dataset_parts
+    from gpt2zh.diagnose import data_checks, history_checks, model_checks
+    from gpt2zh.training.history import read_history
+    from gpt2zh.training.model import gpt2_config
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the findings
     tokenizer_manifest = read_manifest(run.stage("tokenizer"))
@@ -106,7 +106,7 @@ def diagnose(run: RunDir, config) -> tuple[list[Finding], Path]:
 
 
 def _write(run: RunDir, findings: list[Finding], header: list[str], series) -> Path:
-    from pipeline.diagnose.history_checks import plot_diagnosis
+    from gpt2zh.diagnose.history_checks import plot_diagnosis
 
     run.logs.mkdir(parents=True, exist_ok=True)
     if series is not None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.diagnose.findings import FAIL, OK, WARN, Finding
-from tokenizer.quality import byte_fallback_characters, byte_values, describe_characters
+from gpt2zh.diagnose.findings import FAIL, OK, WARN, Finding
+from gpt2zh.tokenizer.quality import byte_fallback_characters, byte_values, describe_characters
 
 SAMPLE_BLOCKS = 20_000
 OVERLAP_WINDOW = 32  # tokens: a validation span this long found verbatim in training counts as overlap
@@ -43,7 +43,7 @@ def _sample(dataset, limit: int, seed: int) -> np.ndarray:
 
 
 def load_sample(dataset_dir, block_size: int) -> Blocks:
-    from pipeline.dataset.loading import load_blocks
+    from gpt2zh.dataset.loading import load_blocks
 
     blocks = load_blocks(dataset_dir)
     return Blocks(train=_sample(blocks["train"], SAMPLE_BLOCKS, 0),

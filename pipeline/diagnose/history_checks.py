@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
-from pipeline.diagnose.findings import FAIL, OK, WARN, Finding
+from gpt2zh.diagnose.findings import FAIL, OK, WARN, Finding
 
 SPIKE_WINDOW = 10
 
@@ -159,7 +159,7 @@ def plot_diagnosis(series: Series, findings: list[Finding], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.training.plots import finish_loss_figure
+    from gpt2zh.training.plots import finish_loss_figure
 
     figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
     finite = [(s, v) for s, v in series.train if math.isfinite(v)]

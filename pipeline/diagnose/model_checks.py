@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-from pipeline.diagnose.findings import FAIL, OK, WARN, Finding
+from gpt2zh.diagnose.findings import FAIL, OK, WARN, Finding
 
 VANISHING = 1e-7     # the debugging guide's threshold for a layer whose gradient has vanished (D7)
 EXPLODING = 1e3      # a layer norm this large before clipping means updates are dominated by clipping
@@ -30,7 +30,7 @@ def _batch(blocks: np.ndarray, count: int, tokens: int | None = None) -> torch.T
 def fresh_model(model_config, seed: int):
     from transformers import set_seed
 
-    from pipeline.training.model import build_model
+    from gpt2zh.training.model import build_model
 
     set_seed(seed)
     return build_model(model_config)
@@ -57,7 +57,7 @@ def check_initialisation(model, validation: np.ndarray, vocab_size: int) -> Find
 
 def check_alignment(model, train: np.ndarray) -> Finding:
     """The collator's labels equal the inputs, and the model's loss is next-token prediction."""
-    from pipeline.training.data import BlockCollator
+    from gpt2zh.training.data import BlockCollator
 
     batch = BlockCollator()([{"input_ids": row} for row in np.asarray(train[:2])])
     same = torch.equal(batch["labels"], batch["input_ids"])

@@ -2,7 +2,7 @@
 
 import re
 
-from pipeline.hardware.facts import GpuFacts, HardwareFacts
+from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
 
 AMPERE = (8, 0)
 # The lower bounds pyproject.toml declares (requires-python, dependencies, the `gpu` extra), checked by

@@ -6,8 +6,8 @@ SDK's login), never from a config file, and is never printed, logged or written 
 
 from dataclasses import dataclass
 
-from pipeline.errors import UserError
-from pipeline.remote import Hub, open_hub
+from gpt2zh.errors import UserError
+from gpt2zh.remote import Hub, open_hub
 
 
 @dataclass(frozen=True)

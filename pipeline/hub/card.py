@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.report import context_verdict, human_bytes, human_duration
+from gpt2zh.report import context_verdict, human_bytes, human_duration
 
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
 HUB_SCHEMES = ("hf://", "ms://")  # corpus files read from a hub, named by their url with its commit
@@ -55,9 +55,9 @@ def _dataset_figures(run_dir: Path) -> dict:
     """Per split: documents and characters (stage 2 read every byte), tokens and blocks; and the corpus files.
 
     A dataset removed to save space leaves stage 1's figures: its documents, without tokens."""
-    from pipeline.dataset.loading import dataset_parts
-    from pipeline.errors import UserError
-    from pipeline.rundir import read_manifest
+    from gpt2zh.dataset.loading import dataset_parts
+    from gpt2zh.errors import UserError
+    from gpt2zh.rundir import read_manifest
 
     splits = ("train", "validation")
     figures = {"corpus": "", "sources": [], "complete": True, "separator": "<|endoftext|>",
@@ -81,7 +81,7 @@ def _dataset_figures(run_dir: Path) -> dict:
 
 
 def _schedule_words(summary: dict) -> str:
-    from pipeline.training.schedule import Schedule
+    from gpt2zh.training.schedule import Schedule
 
     saved = summary.get("schedule")  # models trained before the schedule was recorded had the cosine one
     return Schedule.from_dict(saved).in_words() if saved else "linear warmup then cosine decay"
@@ -107,7 +107,7 @@ def _file_rows(sources: list[list], limit: int = 20) -> list[str]:
 
 
 def _training_data(data: dict, description: str, normalization: str, block_size: int) -> list[str]:
-    from pipeline.corpus.sources import DEMO_CORPUS
+    from gpt2zh.corpus.sources import DEMO_CORPUS
 
     lines = ["## Training data", ""]
     if description.strip():
@@ -177,7 +177,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     (hub.dataset_description), written as is."""
     from huggingface_hub import ModelCardData
 
-    from pipeline.corpus.normalization import DESCRIPTIONS
+    from gpt2zh.corpus.normalization import DESCRIPTIONS
 
     tokenizer = _json(run_dir / "tokenizer" / "stats.json")
     data = _dataset_figures(run_dir)

@@ -14,9 +14,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.hub.checkpoints import (
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.hub.checkpoints import (
     HUB_FOLDER,
     LOG_FILES,
     LOGS_FOLDER,
@@ -26,7 +26,7 @@ from pipeline.hub.checkpoints import (
     TOKENIZER_FOLDER,
     folder_words,
 )
-from pipeline.remote import Hub, open_hub
+from gpt2zh.remote import Hub, open_hub
 
 log = logging.getLogger("gpt2zh")
 STAGING = ".hub-upload"
@@ -70,7 +70,7 @@ class CheckpointPusher:
                 self.worker.start()
 
     def _upload_waiting(self) -> None:
-        from pipeline.training.checkpoints import checkpoint_step
+        from gpt2zh.training.checkpoints import checkpoint_step
 
         while True:
             with self.lock:
@@ -93,8 +93,8 @@ class CheckpointPusher:
                 shutil.rmtree(stage, ignore_errors=True)
 
     def _upload(self, folder: Path, path_in_repo: str, replace_folder: bool = False) -> None:
-        from pipeline.hub.upload import upload_with_retries
-        from pipeline.training.checkpoints import checkpoint_step
+        from gpt2zh.hub.upload import upload_with_retries
+        from gpt2zh.training.checkpoints import checkpoint_step
 
         upload_with_retries(self.hub, self.repo_id, folder, f"checkpoint {checkpoint_step(folder)} (gpt2zh)",
                             self.retries, self.wait, path_in_repo=path_in_repo, replace_folder=replace_folder,
@@ -103,7 +103,7 @@ class CheckpointPusher:
     def _upload_in_steps(self, stage: Path) -> None:
         """Files, then the marker, then the pointer, each landing after the one before: the pointer always
         names a folder whose marker, and so every file, is there (RA4 on a hub without atomic commits)."""
-        from pipeline.training.checkpoints import checkpoint_step
+        from gpt2zh.training.checkpoints import checkpoint_step
 
         folder = f"{STEP_FOLDERS}/{stage.name}"
         marker, pointer = (stage.parent / f"{stage.name}.{part}" / stage.name for part in ("marker", "pointer"))
@@ -151,7 +151,7 @@ def _other_step_folders(hub: Hub, repo_id: str, keep: str) -> list[str]:
 
 def _checkpoint_push_failure(hub: Hub, repo_id: str, folder: Path, err: Exception, attempts: int) -> UserError:
     """One commit is all or nothing: the Hub keeps the previous checkpoint, and the next one is pushed again."""
-    from pipeline.hub.upload import describe
+    from gpt2zh.hub.upload import describe
 
     return UserError(f"push to {repo_id}/{folder_words(hub)} failed after {attempts} attempt(s): {describe(err, hub)}",
                      "the next checkpoint is pushed again")

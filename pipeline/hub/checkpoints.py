@@ -18,11 +18,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.remote import Hub, MissingOnHub, open_hub
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.remote import Hub, MissingOnHub, open_hub
 
-# pipeline.training.checkpoints imports transformers: imported where used, so that stage 1 and the CLI's
+# gpt2zh.training.checkpoints imports transformers: imported where used, so that stage 1 and the CLI's
 # import of this module stay free of Hugging Face libraries (G13)
 
 log = logging.getLogger("gpt2zh")
@@ -66,7 +66,7 @@ class Pushed:
 def _pushed_checkpoint(hub: Hub, repo_id: str, insist: bool, into: Path) -> Pushed | None:
     """The repository's pushed checkpoint, or None; a missing one is refused when the user insists
     (`--resume hub`)."""
-    from pipeline.training.checkpoints import read_marker
+    from gpt2zh.training.checkpoints import read_marker
 
     try:
         commit = hub.resolve(repo_id, "model", hub.default_revision)
@@ -100,7 +100,7 @@ def _fetch(hub: Hub, repo_id: str, commit: str, pattern: str, into: Path) -> Non
 def resume_from_hub(config: Config, run, fingerprint: str, weights: dict, main: bool) -> None:
     """No usable local checkpoint: the Hub's, downloaded into checkpoints/checkpoint-N by the main process
     (which replaces a torn local one of the same step); every rank then selects again."""
-    from pipeline.training.ranks import barrier
+    from gpt2zh.training.ranks import barrier
 
     if main:
         _download_checkpoint(config, run.stage("checkpoints"), fingerprint, weights, run.logs)
@@ -124,7 +124,7 @@ def refuse_other_settings(config: Config, current: dict, view) -> None:
     is refused now, not after stages 1-2 (an hour on a large corpus). `view` narrows both sides to settings."""
     import tempfile
 
-    from pipeline.input_changes import setting_changes
+    from gpt2zh.input_changes import setting_changes
 
     with tempfile.TemporaryDirectory(prefix="gpt2zh-marker-") as scratch:
         pushed = _pushed_checkpoint(open_hub(config.hub.provider), config.hub.repo_id,
@@ -145,8 +145,8 @@ def _restore_logs(pushed: Path, logs_dir: Path) -> None:
 
 
 def _download_checkpoint(config: Config, checkpoints: Path, fingerprint: str, weights: dict, logs_dir: Path) -> None:
-    from pipeline.input_changes import changed_inputs
-    from pipeline.training.checkpoints import problem_with
+    from gpt2zh.input_changes import changed_inputs
+    from gpt2zh.training.checkpoints import problem_with
 
     repo_id, insist, hub = config.hub.repo_id, config.checkpoint.resume == "hub", open_hub(config.hub.provider)
     staging = checkpoints / f".hub-download-{os.getpid()}"
@@ -184,8 +184,8 @@ MANIFEST_OWN_KEYS = ("stage", "fingerprint", "created_utc", "gpt2zh_version", "i
 def adopt_pushed_tokenizer(config: Config, output) -> dict | None:
     """Stage 1 on a new machine (RA5): the tokenizer pushed beside this run's last checkpoint, when it was
     made from the same corpus and settings (a retrained SentencePiece model need not be identical), else None."""
-    from pipeline.input_changes import setting_changes
-    from pipeline.rundir import read_manifest
+    from gpt2zh.input_changes import setting_changes
+    from gpt2zh.rundir import read_manifest
 
     repo_id, insist, hub = config.hub.repo_id, config.checkpoint.resume == "hub", open_hub(config.hub.provider)
     download = output.final.parent / f".hub-tokenizer-{os.getpid()}"

@@ -14,10 +14,10 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.report import StageReport, human_bytes
-from pipeline.rundir import StageOutput, file_sha256, fingerprint, read_manifest
-from pipeline.stages import StageRequest
+from gpt2zh.errors import UserError
+from gpt2zh.report import StageReport, human_bytes
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.stages import StageRequest
 
 log = logging.getLogger("gpt2zh")
 STAGE = "push"
@@ -55,7 +55,7 @@ def stage_upload(sources: dict[str, Path], written: dict[str, str], target: Path
 def _check_model_matches_its_inputs(run, model: dict) -> None:
     """The card describes the tokenizer and dataset from the run directory: they must be the ones the
     weights were trained on, not a rebuild made since."""
-    from pipeline.dataset.loading import dataset_parts
+    from gpt2zh.dataset.loading import dataset_parts
 
     tokenizer = (read_manifest(run.stage("tokenizer")) or {}).get("fingerprint")
     try:
@@ -81,7 +81,7 @@ def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report
 
     The preview goes beside a real push's record (push/manifest.json lists only upload/, so the record stays
     valid) and is written aside then renamed, so a reader never sees half of it."""
-    from pipeline.remote import open_hub
+    from gpt2zh.remote import open_hub
 
     remote = open_hub(hub.provider)
     files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
@@ -121,7 +121,7 @@ def push_to_hub(request: StageRequest) -> dict:
 
     _check_model_matches_its_inputs(run, model)
 
-    from pipeline.hub.card import hub_files, load_snippet, render_model_card
+    from gpt2zh.hub.card import hub_files, load_snippet, render_model_card
 
     summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
     sources = upload_sources(run.root)
@@ -130,9 +130,9 @@ def push_to_hub(request: StageRequest) -> dict:
     if request.dry_run:
         return _dry_run(run, hub, sources, written, report)
 
-    from pipeline.hub.access import check_push_access
-    from pipeline.hub.upload import upload_with_retries
-    from pipeline.remote import open_hub
+    from gpt2zh.hub.access import check_push_access
+    from gpt2zh.hub.upload import upload_with_retries
+    from gpt2zh.remote import open_hub
 
     access = check_push_access(hub.repo_id, hub.private, hub.provider)  # before any upload work
     # The card's digest: a new description (or card layout) is pushed, an identical card is skipped.

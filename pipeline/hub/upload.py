@@ -5,8 +5,8 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.remote import Hub
+from gpt2zh.errors import UserError
+from gpt2zh.remote import Hub
 
 log = logging.getLogger("gpt2zh")
 

@@ -7,11 +7,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config.schema import DataConfig
-from pipeline.console import progress
-from pipeline.corpus import CorpusReader, sources_for
-from pipeline.errors import UserError
-from pipeline.rundir import RunDir, read_manifest
+from gpt2zh.config.schema import DataConfig
+from gpt2zh.console import progress
+from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.errors import UserError
+from gpt2zh.rundir import RunDir, read_manifest
 
 log = logging.getLogger("gpt2zh")
 CHOOSE = "pass --run-dir R (its held-out documents) or --data-files F (every document of those files)"
@@ -29,8 +29,8 @@ class EvaluationText:
 
 def run_of(model_references: list[str]) -> tuple[Path, str] | None:
     """(the run directory, the --model in it) of the first --model that is a run directory or its model/."""
-    from pipeline.models.source import local_folder
-    from pipeline.run_settings import read_settings
+    from gpt2zh.models.source import local_folder
+    from gpt2zh.run_settings import read_settings
 
     for reference in model_references:
         folder = local_folder(reference)
@@ -64,7 +64,7 @@ def read_texts(data: DataConfig, held_out_only: bool, reserved: tuple[str, ...],
 
 def held_out_text(run: RunDir, data: DataConfig, reserved: tuple[str, ...],
                   max_documents: int | None) -> EvaluationText:
-    from pipeline.run_settings import read_settings
+    from gpt2zh.run_settings import read_settings
 
     where = f"--run-dir {run.root}"
     if not run.root.is_dir():

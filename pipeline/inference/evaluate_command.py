@@ -27,16 +27,16 @@ import logging
 
 import numpy as np
 
-from pipeline.config.options import overrides_from
-from pipeline.console import progress
-from pipeline.errors import UserError
-from pipeline.inference.documents import CHOOSE, EvaluationText, file_text, held_out_text, run_of, run_specials
-from pipeline.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, json_rows, table_lines
-from pipeline.inference.loading import InferenceModel, inference_device, open_model, precision_name
-from pipeline.inference.scoring import default_stride, stream_nats
-from pipeline.inference.script import NAMES, in_script
-from pipeline.models.coverage import lost_characters, unknown_id
-from pipeline.report import StageReport
+from gpt2zh.config.options import overrides_from
+from gpt2zh.console import progress
+from gpt2zh.errors import UserError
+from gpt2zh.inference.documents import CHOOSE, EvaluationText, file_text, held_out_text, run_of, run_specials
+from gpt2zh.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, json_rows, table_lines
+from gpt2zh.inference.loading import InferenceModel, inference_device, open_model, precision_name
+from gpt2zh.inference.scoring import default_stride, stream_nats
+from gpt2zh.inference.script import NAMES, in_script
+from gpt2zh.models.coverage import lost_characters, unknown_id
+from gpt2zh.report import StageReport
 
 log = logging.getLogger("gpt2zh")
 ENCODE_BATCH = 1000  # documents per call into the Rust tokenizer: its speed, without holding every list at once

@@ -11,7 +11,7 @@ only the easy [UNK] in their place: a model that loses more than LOSSY_SHARE of 
 import math
 from dataclasses import dataclass
 
-from pipeline.models.coverage import LOSSY_SHARE
+from gpt2zh.models.coverage import LOSSY_SHARE
 
 COMPARISON_NOTE = ("bits per character is the figure that compares models with different tokenizers; loss per "
                    "token and perplexity are not (a tokenizer with longer tokens has fewer, harder tokens)")

@@ -17,10 +17,10 @@ import logging
 import random
 import sys
 
-from pipeline.errors import UserError
-from pipeline.inference.loading import InferenceModel, autocast, inference_device, open_model
-from pipeline.inference.script import NAMES, in_script
-from pipeline.models.text import prompt_ids
+from gpt2zh.errors import UserError
+from gpt2zh.inference.loading import InferenceModel, autocast, inference_device, open_model
+from gpt2zh.inference.script import NAMES, in_script
+from gpt2zh.models.text import prompt_ids
 
 log = logging.getLogger("gpt2zh")
 DEFAULT_MAX_NEW_TOKENS = 64  # what stage 3 writes into generation_config.json
@@ -51,7 +51,7 @@ def generation_settings(model: InferenceModel, vocab_size: int, args):
     """(GenerationConfig, where its defaults came from)."""
     from transformers import GenerationConfig
 
-    from pipeline.training.samples import TEMPERATURE, TOP_K
+    from gpt2zh.training.samples import TEMPERATURE, TOP_K
 
     if (file := model.source.folder / "generation_config.json").is_file():
         config = GenerationConfig.from_pretrained(str(model.source.folder))
@@ -119,7 +119,7 @@ def run_generate(args) -> int:
     _check_arguments(args)  # before torch is imported: a typo is answered at once
     import torch
 
-    from pipeline.inference.streaming import TerminalStreamer
+    from gpt2zh.inference.streaming import TerminalStreamer
 
     model = open_model(args.model)
     device = inference_device()

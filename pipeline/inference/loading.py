@@ -10,9 +10,9 @@ import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 
-from pipeline.inference.script import trained_script
-from pipeline.models.source import ModelSource, fetch_model, read_config
-from pipeline.models.text import load_tokenizer, special_token_ids
+from gpt2zh.inference.script import trained_script
+from gpt2zh.models.source import ModelSource, fetch_model, read_config
+from gpt2zh.models.text import load_tokenizer, special_token_ids
 
 FLAG = "--model"
 
@@ -56,7 +56,7 @@ class InferenceModel:
     @cached_property
     def context(self) -> int:
         """n_positions: GPT-2's position table has no row beyond it."""
-        from pipeline.models.architecture import gpt2_fields
+        from gpt2zh.models.architecture import gpt2_fields
 
         return gpt2_fields(read_config(self.source, FLAG))["n_positions"]
 
@@ -66,7 +66,7 @@ class InferenceModel:
 
     def weights(self, device):
         """GPT2LMHeadModel with the weights, in eval mode (dropout off), on device."""
-        from pipeline.models.weights import load_model
+        from gpt2zh.models.weights import load_model
 
         model, _ = load_model(self.source, self.where)
         return model.to(device).eval()

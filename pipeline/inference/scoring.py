@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 
-from pipeline.inference.loading import autocast
+from gpt2zh.inference.loading import autocast
 
 # Windows per forward pass: as many as keep the fp32 logits of their scored positions at 4,096 rows (x a 50,257-
 # token vocabulary: 0.8 GB, what a CPU or a small GPU holds beside the model), and at most 16 (their activations:

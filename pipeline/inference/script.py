@@ -11,8 +11,8 @@ applied here. A model from elsewhere has no such file: its text is left as writt
 
 from pathlib import Path
 
-from pipeline.corpus.cleaning import OPENCC_CONFIG, script_converter
-from pipeline.models.source import SETTINGS_FILES
+from gpt2zh.corpus.cleaning import OPENCC_CONFIG, script_converter
+from gpt2zh.models.source import SETTINGS_FILES
 
 NAMES = {"simplified": "simplified Chinese", "traditional": "traditional Chinese"}
 

@@ -12,7 +12,7 @@ import sys
 
 from transformers.generation.streamers import BaseStreamer
 
-from pipeline.models.text import decode_text
+from gpt2zh.models.text import decode_text
 
 UNSETTLED_END = re.compile(r"[\s\ufffd]+$")
 

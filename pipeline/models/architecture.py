@@ -6,7 +6,7 @@ into a tied model would have that matrix overwritten by the embedding, and anoth
 activation computes another function with the same weights (PITFALLS.md BM11).
 """
 
-from pipeline.training.memory_model import FUSED_GELU
+from gpt2zh.training.memory_model import FUSED_GELU
 
 # GPT2Config fields, other than the sizes, that change what the same weights compute
 ARCHITECTURE = ("activation_function", "layer_norm_epsilon", "n_inner", "tie_word_embeddings", "scale_attn_weights",
@@ -20,7 +20,7 @@ def gpt2_fields(config_json: dict) -> dict:
     the name configs older than transformers 4 give the context length, read as n_positions."""
     from transformers import GPT2Config
 
-    from pipeline.models.source import hide_outside_vocabulary_ids
+    from gpt2zh.models.source import hide_outside_vocabulary_ids
 
     hide_outside_vocabulary_ids()
     fields = dict(config_json)

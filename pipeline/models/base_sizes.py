@@ -10,12 +10,12 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.fingerprints import recorded_base_model
-from pipeline.models.architecture import gpt2_fields
-from pipeline.models.source import fetch_model, read_config
-from pipeline.resolution import COMMAND_LINE, Resolved
-from pipeline.rundir import RunDir, read_manifest
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import recorded_base_model
+from gpt2zh.models.architecture import gpt2_fields
+from gpt2zh.models.source import fetch_model, read_config
+from gpt2zh.resolution import COMMAND_LINE, Resolved
+from gpt2zh.rundir import RunDir, read_manifest
 
 FLAG = "--model-init-from"
 SIZES = ("n_layer", "n_head", "n_embd", "n_positions")

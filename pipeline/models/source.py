@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.remote import Hub, open_hub
+from gpt2zh.errors import UserError
+from gpt2zh.remote import Hub, open_hub
 
 log = logging.getLogger("gpt2zh")
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")

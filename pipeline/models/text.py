@@ -8,7 +8,7 @@ spaces next to a non-ASCII character are dropped; spaces between Latin words sta
 
 import re
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
 
 UNBOUNDED = int(1e30)  # transformers' own "no limit" value
 WORDPIECE_SPACE = re.compile(r"(?<=[^\x00-\x7f]) | (?=[^\x00-\x7f])")
@@ -55,7 +55,7 @@ def load_tokenizer(folder, where: str):
     """AutoTokenizer without the repository's code: a tokenizer that needs it is refused in one line."""
     from transformers import AutoTokenizer
 
-    from pipeline.models.source import hide_outside_vocabulary_ids
+    from gpt2zh.models.source import hide_outside_vocabulary_ids
 
     hide_outside_vocabulary_ids()
     try:

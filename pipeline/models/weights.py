@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
 
 SAFETENSORS_FORMAT = "safetensors"
 PICKLE_FORMAT = "pickle checkpoint read with torch.load(weights_only=True)"
@@ -82,7 +82,7 @@ def load_into(model, state: dict, where: str) -> None:
 def base_source(base: dict):
     """The files of the base model stage 1 adopted (its manifest's `base_model`): at the commit stage 1 pinned,
     or a folder with the files stage 1 hashed; one line otherwise. Stage 3 asks before it touches anything."""
-    from pipeline.models.source import fetch_model
+    from gpt2zh.models.source import fetch_model
 
     source = fetch_model(base["reference"], "--model-init-from", commit=base.get("commit"))
     if source.identity() != {key: value for key, value in base.items() if key != "label"}:
@@ -106,8 +106,8 @@ def load_model(source, where: str, attention: str = "sdpa"):
     Built from config.json by the GPT-2 class itself: no repository code runs, whatever config.json names."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from pipeline.models.architecture import gpt2_fields
-    from pipeline.models.source import read_config
+    from gpt2zh.models.architecture import gpt2_fields
+    from gpt2zh.models.source import read_config
 
     fields = gpt2_fields(read_config(source, where.split(" ")[0]))  # GPT-2, or one line
     model = GPT2LMHeadModel(GPT2Config.from_dict(fields, attn_implementation=attention))

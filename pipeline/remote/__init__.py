@@ -1,7 +1,7 @@
 """Model hubs behind one interface (contract.py): which one a setting or a path names."""
 
-from pipeline.errors import UserError
-from pipeline.remote.contract import Commit, Hub, Identity, Kind, MissingOnHub, RemoteFile
+from gpt2zh.errors import UserError
+from gpt2zh.remote.contract import Commit, Hub, Identity, Kind, MissingOnHub, RemoteFile
 
 PROVIDERS = ("huggingface", "modelscope")
 SCHEMES = {"hf://": "huggingface", "ms://": "modelscope"}
@@ -13,11 +13,11 @@ __all__ = ["PROVIDERS", "SCHEMES", "Commit", "Hub", "Identity", "Kind", "Missing
 def open_hub(provider: str) -> Hub:
     """The hub a --hub-provider value names (the SDK itself is imported only when a method needs it)."""
     if provider == "huggingface":
-        from pipeline.remote.huggingface import HuggingFaceHub
+        from gpt2zh.remote.huggingface import HuggingFaceHub
 
         return HuggingFaceHub()
     if provider == "modelscope":
-        from pipeline.remote.modelscope import ModelScopeHub
+        from gpt2zh.remote.modelscope import ModelScopeHub
 
         return ModelScopeHub()
     raise UserError(f"--hub-provider {provider!r} is not a hub gpt2zh knows", f"use one of {', '.join(PROVIDERS)}")

@@ -7,8 +7,8 @@ huggingface_hub is imported inside the methods: it reads HF_ENDPOINT and HF_HOME
 import contextlib
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.remote.contract import Commit, Identity, Kind, MissingOnHub, RemoteFile
+from gpt2zh.errors import UserError
+from gpt2zh.remote.contract import Commit, Identity, Kind, MissingOnHub, RemoteFile
 
 LOGIN = "set HF_TOKEN or run `hf auth login`"
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}

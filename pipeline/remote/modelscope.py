@@ -18,8 +18,8 @@ import sys
 import threading
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.remote.contract import Commit, Identity, Kind, MissingOnHub, RemoteFile
+from gpt2zh.errors import UserError
+from gpt2zh.remote.contract import Commit, Identity, Kind, MissingOnHub, RemoteFile
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
 TOKEN_PAGE = "https://modelscope.cn/my/myaccesstoken"
@@ -138,7 +138,7 @@ class ModelScopeHub:
 
     def upload_folder(self, repo_id: str, folder: Path, message: str, path_in_repo: str = "",
                       replace_folder: bool = False) -> Commit:
-        from pipeline.console import quiet
+        from gpt2zh.console import quiet
 
         # use_cache=False: the SDK's resumable cache skips files it remembers sending, whatever the hub holds now.
         # No bars from the checkpoint thread: they would cut through training's progress bar.

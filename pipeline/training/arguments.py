@@ -4,9 +4,9 @@ it is not eligible, since `tf32=True` raises on CPU)."""
 
 from pathlib import Path
 
-from pipeline.config.schema import Config
-from pipeline.training.plan import TrainingPlan
-from pipeline.training.trackers import trainer_report_to
+from gpt2zh.config.schema import Config
+from gpt2zh.training.plan import TrainingPlan
+from gpt2zh.training.trackers import trainer_report_to
 
 
 def training_arguments(config: Config, plan: TrainingPlan, checkpoints_dir: Path):

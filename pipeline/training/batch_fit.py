@@ -8,9 +8,9 @@ even then is a one-line error that names the estimate, the GPU and what would fi
 import math
 from dataclasses import dataclass, replace
 
-from pipeline.errors import UserError
-from pipeline.hardware.facts import GpuFacts
-from pipeline.training.memory_model import MemoryEstimate, ModelShape, Setup, estimate_memory, largest_fitting_batch
+from gpt2zh.errors import UserError
+from gpt2zh.hardware.facts import GpuFacts
+from gpt2zh.training.memory_model import MemoryEstimate, ModelShape, Setup, estimate_memory, largest_fitting_batch
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipeline.errors import UserError
-from pipeline.input_changes import changed_inputs
-from pipeline.rundir import give_plain_modes
-from pipeline.training.model import COMPILE_PREFIX, strip_compile_prefix
-from pipeline.training.ranks import barrier, is_main_process
+from gpt2zh.errors import UserError
+from gpt2zh.input_changes import changed_inputs
+from gpt2zh.rundir import give_plain_modes
+from gpt2zh.training.model import COMPILE_PREFIX, strip_compile_prefix
+from gpt2zh.training.ranks import barrier, is_main_process
 
 log = logging.getLogger("gpt2zh")
 MARKER = "gpt2zh-complete.json"
@@ -133,7 +133,7 @@ def is_model_not_checkpoint(folder: Path) -> bool:
 def check_resume_folder(setting: str) -> Path:
     """The checkpoint `--resume PATH` names, or one line; before stage 1 (preflight) and again in stage 3.
     A model (a folder, or a Hub id) is what --model-init-from starts from (PITFALLS.md BM1)."""
-    from pipeline.models.source import HUB_ID
+    from gpt2zh.models.source import HUB_ID
 
     chosen = Path(setting).expanduser()
     start_from = f"to start a run from its weights, pass --model-init-from {setting} (PITFALLS.md BM1); --resume " \

@@ -10,10 +10,10 @@ continues on two and the other way round (PITFALLS.md RA3).
 import logging
 from pathlib import Path
 
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.training.checkpoints import checkpoint_step, read_marker
-from pipeline.training.schedule import Schedule
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.training.checkpoints import checkpoint_step, read_marker
+from gpt2zh.training.schedule import Schedule
 
 log = logging.getLogger("gpt2zh")
 
@@ -65,8 +65,8 @@ def say_process_change(resume: Path | None, world_size: int, global_batch: int) 
 def only_the_plan_changed(manifest: dict | None, weights: dict) -> bool:
     """model/ was made by this run with another max_steps: training on replaces it, after keep_previous_model.
     The same settings on a rebuilt tokenizer or dataset are another run (PITFALLS.md NU3)."""
-    from pipeline.fingerprints import weights_inputs
-    from pipeline.input_changes import UPSTREAM_KEYS, setting_changes
+    from gpt2zh.fingerprints import weights_inputs
+    from gpt2zh.input_changes import UPSTREAM_KEYS, setting_changes
 
     if manifest is None:
         return False

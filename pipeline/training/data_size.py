@@ -7,7 +7,7 @@ is trained, not after.
 
 import math
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
 
 # Repeating data up to about 4 epochs trains almost as well as new data; beyond that the returns fall fast and the
 # model memorises (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models").

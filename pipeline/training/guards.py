@@ -8,9 +8,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipeline.errors import UserError
-from pipeline.training.checkpoints import read_marker
-from pipeline.training.ranks import any_rank
+from gpt2zh.errors import UserError
+from gpt2zh.training.checkpoints import read_marker
+from gpt2zh.training.ranks import any_rank
 
 
 class TrainingInterrupted(UserError):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipeline.training.data import bits_per_character
-from pipeline.training.mfu import mfu
-from pipeline.training.ranks import is_main_process
+from gpt2zh.training.data import bits_per_character
+from gpt2zh.training.mfu import mfu
+from gpt2zh.training.ranks import is_main_process
 
 COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu", "eval_loss",
            "perplexity", "bits_per_char", "unigram_entropy", "skipped_steps", "gpu_peak_gib", "memory_estimate_gib"]

@@ -1,7 +1,7 @@
 """DataLoader workers that survive a stop signal sent to the whole process group (pipeline/stop_signals.py),
 and are shut down by the main process itself."""
 
-from pipeline.stop_signals import obey_only_the_parent
+from gpt2zh.stop_signals import obey_only_the_parent
 
 
 class ParentStopsWorker:

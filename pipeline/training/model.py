@@ -3,9 +3,9 @@ its starting weights: random, or a base model's (`--model-init-from`)."""
 
 import logging
 
-from pipeline.config.schema import ModelConfig
-from pipeline.errors import UserError
-from pipeline.training.memory_model import FUSED_GELU
+from gpt2zh.config.schema import ModelConfig
+from gpt2zh.errors import UserError
+from gpt2zh.training.memory_model import FUSED_GELU
 
 log = logging.getLogger("gpt2zh")
 COMPILE_PREFIX = "_orig_mod."
@@ -69,7 +69,7 @@ def start_from_base(model, base: dict | None, resume) -> dict | None:
         log.info("pretrain: resuming %s; --model-init-from only decides where a run without a checkpoint starts",
                  resume.name)
         return {**about, "weights": f"from {resume.name}, which started from it"}
-    from pipeline.models.weights import load_base_weights
+    from gpt2zh.models.weights import load_base_weights
 
     about["weights"] = load_base_weights(model, base)  # prepare_resume said where the run starts
     return about

@@ -7,20 +7,20 @@ with the fix. Tests feed fabricated A100 / RTX 4090 / RTX 5090 / T4 / H100 / CPU
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.hardware.decisions import (
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.hardware.decisions import (
     bf16_native,
     compile_available,
     flash_attention_eligible,
     tf32_eligible,
     version_at_least,
 )
-from pipeline.hardware.facts import HardwareFacts
-from pipeline.resolution import COMMAND_LINE
-from pipeline.training.batch_fit import fit_batch
-from pipeline.training.memory_model import FUSED_GELU, MemoryEstimate, ModelShape, Setup
-from pipeline.training.mfu import reference_tokens_per_second
+from gpt2zh.hardware.facts import HardwareFacts
+from gpt2zh.resolution import COMMAND_LINE
+from gpt2zh.training.batch_fit import fit_batch
+from gpt2zh.training.memory_model import FUSED_GELU, MemoryEstimate, ModelShape, Setup
+from gpt2zh.training.mfu import reference_tokens_per_second
 
 FUSED_ADAMW_ON_CPU = "2.4"  # torch added the fused AdamW kernel for CPU in 2.4
 # torch.compile's price and gain for a GPT-2 on one GPU, rough figures: compiling takes about a minute
@@ -75,7 +75,7 @@ def check_launch(facts: HardwareFacts, local_world_size: int) -> None:
     if gpus > 1 and facts.world_size == 1:
         raise UserError(f"{gpus} GPUs found but no launcher: the Trainer would fall back to DataParallel, "
                         "which is slow",
-                        f"use `torchrun --nproc_per_node {gpus} -m pipeline pretrain ...`, or CUDA_VISIBLE_DEVICES=0 "
+                        f"use `torchrun --nproc_per_node {gpus} -m gpt2zh pretrain ...`, or CUDA_VISIBLE_DEVICES=0 "
                         "for one GPU")
 
 

@@ -9,14 +9,14 @@ parameter); reference learning rates are GPT-3's (Brown et al. 2020, Table 2.1).
 
 import math
 
-from pipeline.config.schema import Config
-from pipeline.hardware.decisions import flash_attention_eligible
-from pipeline.hardware.facts import HardwareFacts
-from pipeline.report import human_bytes
-from pipeline.training.data_size import many_epochs_warning
-from pipeline.training.memory_model import ModelShape
-from pipeline.training.mfu import REFERENCE_MFU, reference_tokens_per_second
-from pipeline.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
+from gpt2zh.config.schema import Config
+from gpt2zh.hardware.decisions import flash_attention_eligible
+from gpt2zh.hardware.facts import HardwareFacts
+from gpt2zh.report import human_bytes
+from gpt2zh.training.data_size import many_epochs_warning
+from gpt2zh.training.memory_model import ModelShape
+from gpt2zh.training.mfu import REFERENCE_MFU, reference_tokens_per_second
+from gpt2zh.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
 
 TOKENS_PER_PARAMETER = 20
 # (parameters, peak learning rate) of GPT-3's model sizes; between two sizes the rate is interpolated on a log scale

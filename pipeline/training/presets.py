@@ -9,10 +9,10 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config.loader import apply_mapping, configs_dir, read_yaml_mapping
-from pipeline.config.schema import Config
-from pipeline.errors import UserError
-from pipeline.hardware.facts import GpuFacts, HardwareFacts
+from gpt2zh.config.loader import apply_mapping, configs_dir, read_yaml_mapping
+from gpt2zh.config.schema import Config
+from gpt2zh.errors import UserError
+from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
 
 HARDWARE_FIELDS = {"per_device_batch_size", "precision", "tf32", "torch_compile", "compile_mode",
                    "activation_checkpointing", "dataloader_workers"}

@@ -9,8 +9,8 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from pipeline.input_changes import changed_inputs
-from pipeline.training.checkpoints import find_last_valid_checkpoint, read_marker
+from gpt2zh.input_changes import changed_inputs
+from gpt2zh.training.checkpoints import find_last_valid_checkpoint, read_marker
 
 log = logging.getLogger("gpt2zh")
 

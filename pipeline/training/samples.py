@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.models.text import decode_text, prompt_ids
+from gpt2zh.models.text import decode_text, prompt_ids
 
 log = logging.getLogger("gpt2zh")
 TEMPERATURE, TOP_K = 0.8, 50  # against repetitive samples (C5)
@@ -93,7 +93,7 @@ def choose_prompts(explicit: list[str], max_new_tokens: int, dataset_dir: Path, 
     if explicit:
         log.info("pretrain: sample prompts (--training-sample-prompts): %s", " | ".join(explicit))
         return list(explicit)
-    from pipeline.dataset.loading import load_blocks
+    from gpt2zh.dataset.loading import load_blocks
 
     validation = load_blocks(dataset_dir)["validation"].with_format("numpy")  # all of it, not eval_max_blocks
     prompts = held_out_prompts(validation, tokenizer, end_of_text)

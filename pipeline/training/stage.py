@@ -12,32 +12,32 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.config import dump_config
-from pipeline.console import report_line
-from pipeline.dataset.loading import dataset_parts, train_blocks
-from pipeline.errors import UserError
-from pipeline.fingerprints import training_inputs, weights_inputs
-from pipeline.hardware.decisions import training_device
-from pipeline.hub.checkpoint_push import checkpoint_pusher
-from pipeline.hub.checkpoints import resume_from_hub, wants_hub_checkpoint
-from pipeline.report import StageReport, context_verdict, human_duration
-from pipeline.rundir import StageOutput, fingerprint, read_manifest
-from pipeline.stages import StageRequest
-from pipeline.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
-from pipeline.training.continuation import (
+from gpt2zh.config import dump_config
+from gpt2zh.console import report_line
+from gpt2zh.dataset.loading import dataset_parts, train_blocks
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import training_inputs, weights_inputs
+from gpt2zh.hardware.decisions import training_device
+from gpt2zh.hub.checkpoint_push import checkpoint_pusher
+from gpt2zh.hub.checkpoints import resume_from_hub, wants_hub_checkpoint
+from gpt2zh.report import StageReport, context_verdict, human_duration
+from gpt2zh.rundir import StageOutput, fingerprint, read_manifest
+from gpt2zh.stages import StageRequest
+from gpt2zh.training.checkpoints import CheckpointMarker, checkpoint_step, prepare_resume, select_resume
+from gpt2zh.training.continuation import (
     continued_schedule,
     keep_previous_model,
     only_the_plan_changed,
     say_process_change,
 )
-from pipeline.training.history import HistoryCallback
-from pipeline.training.mfu import flops_per_token
-from pipeline.training.model import adopted_base
-from pipeline.training.plan import Probe, TrainingPlan, model_shape, plan_training
-from pipeline.training.plan_report import plan_lines, plan_record
-from pipeline.training.ranks import barrier, is_main_process, local_world_size
-from pipeline.training.replacement import keep_replaced_model, resume_under_force
-from pipeline.training.trackers import log_contents
+from gpt2zh.training.history import HistoryCallback
+from gpt2zh.training.mfu import flops_per_token
+from gpt2zh.training.model import adopted_base
+from gpt2zh.training.plan import Probe, TrainingPlan, model_shape, plan_training
+from gpt2zh.training.plan_report import plan_lines, plan_record
+from gpt2zh.training.ranks import barrier, is_main_process, local_world_size
+from gpt2zh.training.replacement import keep_replaced_model, resume_under_force
+from gpt2zh.training.trackers import log_contents
 
 log = logging.getLogger("gpt2zh")
 STAGE = "pretrain"
@@ -73,7 +73,7 @@ def _plan(request: StageRequest, vocab_size: int | None = None, block_size: int 
     config, facts = request.config, request.resolved.facts
     probe = None
     if config.optimization.optimizer == "adamw_8bit":
-        from pipeline.hardware.facts import probe_8bit_adam
+        from gpt2zh.hardware.facts import probe_8bit_adam
 
         probe = Probe(*probe_8bit_adam(training_device(facts)))
     return plan_training(config, facts, local_world_size(), probe, request.resolved.origin,
@@ -92,7 +92,7 @@ def _save_final(staging: Path, trainer, tokenizer_dir: Path, logs_dir: Path, n_p
                 config) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
-    from pipeline.training.samples import TEMPERATURE, TOP_K
+    from gpt2zh.training.samples import TEMPERATURE, TOP_K
 
     model = trainer.accelerator.unwrap_model(trainer.model)  # no compile wrapper, no `_orig_mod.` keys
     ids = model.config
@@ -155,7 +155,7 @@ def pretrain(request: StageRequest) -> dict:
             report_line(f"{STAGE}: {line}")
 
     if config.hub.push_checkpoints and main:
-        from pipeline.hub.access import check_push_access
+        from gpt2zh.hub.access import check_push_access
 
         # before training, not at the first checkpoint
         check_push_access(config.hub.repo_id, config.hub.private, config.hub.provider)
@@ -163,7 +163,7 @@ def pretrain(request: StageRequest) -> dict:
     weights_fingerprint = fingerprint(weights)
     setting = resume_under_force(config.checkpoint.resume, request.replace, checkpoints, weights_fingerprint, weights)
     resume, torn = select_resume(setting, checkpoints, weights_fingerprint, weights)
-    from pipeline.training.arguments import training_arguments
+    from gpt2zh.training.arguments import training_arguments
 
     args = training_arguments(config, plan, checkpoints)  # creates the process group under torchrun
     if resume is None and setting != "never" and wants_hub_checkpoint(config):  # a new machine: the Hub's (RA4)
@@ -178,7 +178,7 @@ def pretrain(request: StageRequest) -> dict:
     if main:
         base = tokenizer_manifest.get("base_model")
         if base and resume is None:  # a missing or changed base is found before earlier checkpoints are moved
-            from pipeline.models.weights import base_source
+            from gpt2zh.models.weights import base_source
 
             base_source(base)
         prepare_resume(setting, checkpoints, resume, torn,
@@ -232,7 +232,7 @@ def pretrain(request: StageRequest) -> dict:
 
 def _disk_full(err: OSError, checkpoints: Path, main: bool) -> UserError:
     """A full disk mid-checkpoint: the torn checkpoint goes (it frees space), the previous one is intact."""
-    from pipeline.training.checkpoints import find_last_valid_checkpoint
+    from gpt2zh.training.checkpoints import find_last_valid_checkpoint
 
     last, torn = find_last_valid_checkpoint(checkpoints)
     if main:
@@ -266,12 +266,12 @@ def _build_trainer(config, plan, args, run, tokenizer_manifest, dataset_folders,
     from transformers.trainer_utils import enable_full_determinism
     from transformers.utils import logging as hf_logging
 
-    from pipeline.training.data import BlockCollator, load_training_data, unigram_entropy
-    from pipeline.training.guards import GracefulStop
-    from pipeline.training.model import build_model, gpt2_config, start_from_base
-    from pipeline.training.samples import choose_prompts
-    from pipeline.training.trackers import wants_tensorboard
-    from pipeline.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress, tensorboard_callback
+    from gpt2zh.training.data import BlockCollator, load_training_data, unigram_entropy
+    from gpt2zh.training.guards import GracefulStop
+    from gpt2zh.training.model import build_model, gpt2_config, start_from_base
+    from gpt2zh.training.samples import choose_prompts
+    from gpt2zh.training.trackers import wants_tensorboard
+    from gpt2zh.training.trainer import EvaluationReports, PretrainTrainer, TrainingProgress, tensorboard_callback
 
     # (G14) every generator seeded before the weights are initialised
     (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)

@@ -6,7 +6,7 @@ TensorBoard (the default) is attached by stage 3 itself so that its events land 
 that is not installed, is one line before stage 1 — not an ImportError after hours of tokenizing.
 """
 
-from pipeline.errors import UserError
+from gpt2zh.errors import UserError
 
 TENSORBOARD = "tensorboard"
 NONE = "none"

@@ -15,15 +15,15 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from pipeline.console import progress
-from pipeline.training import faults
-from pipeline.training.data import GlobalStreamSampler
-from pipeline.training.guards import NonFiniteTally
-from pipeline.training.loader_workers import shut_down_workers, workers_obey_only_the_parent
-from pipeline.training.plots import plot_losses
-from pipeline.training.ranks import is_main_process
-from pipeline.training.samples import append_samples, generate_samples
-from pipeline.training.schedule import Schedule, scheduler_for
+from gpt2zh.console import progress
+from gpt2zh.training import faults
+from gpt2zh.training.data import GlobalStreamSampler
+from gpt2zh.training.guards import NonFiniteTally
+from gpt2zh.training.loader_workers import shut_down_workers, workers_obey_only_the_parent
+from gpt2zh.training.plots import plot_losses
+from gpt2zh.training.ranks import is_main_process
+from gpt2zh.training.samples import append_samples, generate_samples
+from gpt2zh.training.schedule import Schedule, scheduler_for
 
 
 class PretrainTrainer(Trainer):
