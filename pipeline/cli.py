@@ -12,27 +12,20 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2zh import __version__
-from gpt2zh.config import GROUPS, find_config
-from gpt2zh.config.loader import load_layers, read_yaml_mapping
-from gpt2zh.config.options import Parser, add_config_options, overrides_from
+from gpt2zh.config import GROUPS
+from gpt2zh.config.loader import load_layers
+from gpt2zh.config.options import Parser, add_config_options
 from gpt2zh.console import close_progress_bars, setup_logging
 from gpt2zh.errors import UserError
 from gpt2zh.hf_env import prepare_hf_environment
 from gpt2zh.inference.arguments import add_evaluate_arguments, add_generate_arguments
-from gpt2zh.models.source import absolute_reference
+from gpt2zh.request import Layers, command_request, settings_layers, typed_overrides
 from gpt2zh.run_settings import (
-    SavedSettings,
-    absolute_corpus_paths,
-    is_settings,
-    read_settings,
-    settings_from,
     write_settings,
 )
-from gpt2zh.rundir import RunDir
 from gpt2zh.runlock import is_main_process_by_environment, run_dir_lock
 from gpt2zh.stages import (
     STAGES,
@@ -130,7 +123,7 @@ def _add_command(commands, name: str, base, origin, show_all: bool, own_options=
     return command
 
 
-def _help_values(layers: "_Layers"):
+def _help_values(layers: Layers):
     """(config, origin) for --help: this machine's preset applied, as the command would resolve it; a preset
     that cannot be resolved here is left out (the command itself then says why)."""
     from gpt2zh.hardware.facts import collect_facts
@@ -158,7 +151,7 @@ def _plan_options(plan: argparse.ArgumentParser) -> None:
 
 
 def build_parser(argv: list[str]) -> Parser:
-    layers = _layers(*_early_flags(argv), {})
+    layers = settings_layers(*_early_flags(argv), {})
     base, source = _help_values(layers) if {"-h", "--help", HELP_ALL} & set(argv) else \
         (load_layers(layers.base, layers.command_line), lambda dotted: layers.source)
     show_all = HELP_ALL in argv
@@ -211,67 +204,6 @@ def _check_launcher(command: str) -> None:
                         "run stages 1-2 once without torchrun, then `torchrun ... -m gpt2zh pretrain`")
 
 
-@dataclass(frozen=True)
-class _Layers:
-    base: tuple[str, dict]           # the config mapping everything starts from
-    command_line: dict               # what command lines typed: saved ones, then this one's
-    run_dir: Path
-    source: str                      # where the base came from, for --help and the log
-    saved: SavedSettings | None      # the run's saved settings, when they are the base
-    earlier: frozenset = frozenset()  # command-line keys that earlier commands typed (saved), not this one
-
-
-def _layers(config_flag: str | None, run_dir_flag: str | None, typed: dict) -> _Layers:
-    """A command without --config on a run directory with saved settings starts from them (RS1): a forgotten
-    --data-files must not mean the demo corpus."""
-    config_path = find_config(config_flag)
-    mapping = read_yaml_mapping(config_path)
-    if is_settings(mapping):  # --config <run>/settings.yaml: that run's settings, from any directory
-        saved = settings_from(config_path, mapping)
-        run_dir = Path(run_dir_flag) if run_dir_flag else config_path.parent
-    else:
-        run_dir = Path(run_dir_flag) if run_dir_flag else Path("runs") / config_path.stem
-        saved = read_settings(run_dir) if config_flag is None else None
-    if saved is not None:
-        return _Layers((str(saved.path), saved.groups), {**saved.command_line, **typed}, run_dir,
-                       saved.path.name, saved, frozenset(saved.command_line) - set(typed))
-    return _Layers((str(config_path), mapping), typed, run_dir, config_path.name, None)
-
-
-def _typed_overrides(args: argparse.Namespace) -> dict:
-    typed = overrides_from(args)
-    if "data.files" in typed:
-        typed["data.files"] = absolute_corpus_paths(typed["data.files"])
-    if "model.init_from" in typed:
-        typed["model.init_from"] = absolute_reference(typed["model.init_from"])
-    return typed
-
-
-def _request(args: argparse.Namespace, what_if: bool = False, processes: int | None = None,
-             preset: str | None = None) -> StageRequest:
-    """The config resolved once, preset included (RS15), and the run directory a command works on.
-    what_if, processes, preset: `gpt2zh plan` on another preset's card, process count or preset."""
-    from gpt2zh.hardware.facts import collect_facts
-    from gpt2zh.resolution import resolve
-
-    typed = {**_typed_overrides(args), **({"training.preset": preset} if preset else {})}
-    layers = _layers(args.config, args.run_dir, typed)
-    resolved = resolve(layers.base, layers.command_line, collect_facts(), what_if, processes, layers.earlier)
-    for config in (resolved.config, resolved.settings):  # the saved settings work from any directory
-        config.data.files = absolute_corpus_paths(config.data.files)
-        config.model.init_from = absolute_reference(config.model.init_from)
-    for note in resolved.notes:
-        log.info("settings: %s", note)
-    if resolved.config.model.init_from:
-        from gpt2zh.models.base_sizes import with_base_sizes
-
-        resolved = with_base_sizes(resolved, layers.run_dir)
-    return StageRequest(resolved=resolved, run_dir=RunDir(layers.run_dir),
-                        force=getattr(args, "force", False), replace=getattr(args, "force", False),
-                        overrides=layers.command_line, dry_run=getattr(args, "dry_run", False),
-                        saved_settings=f"{saved.path} (saved by {saved.saved_by})" if (saved := layers.saved) else "")
-
-
 def _announce_settings(request: StageRequest) -> None:
     if request.saved_settings:
         log.info("settings: %s, with this command line on top; --config starts afresh", request.saved_settings)
@@ -280,7 +212,7 @@ def _announce_settings(request: StageRequest) -> None:
 def _diagnose(args: argparse.Namespace) -> int:
     from gpt2zh.diagnose.command import run_diagnose
 
-    request = _request(args)
+    request = command_request(args)
     _announce_settings(request)
     return run_diagnose(request.run_dir, request.config)
 
@@ -298,10 +230,10 @@ def _check_run_dir(root: Path, create: bool) -> None:
 
 def _run_stages(args: argparse.Namespace) -> int:
     _check_launcher(args.command)
-    request = _request(args)
+    request = command_request(args)
     if args.command != RUN_ALL:
-        before = _layers(args.config, args.run_dir, {})
-        refuse_earlier_stages_settings(stage_by_reference(args.command), _typed_overrides(args),
+        before = settings_layers(args.config, args.run_dir, {})
+        refuse_earlier_stages_settings(stage_by_reference(args.command), typed_overrides(args),
                                        load_layers(before.base, before.command_line), str(request.run_dir.root))
     read_only = args.command == "push" and request.dry_run  # `run --dry-run` still runs stages 1-3
     _check_run_dir(request.run_dir.root, create=not read_only)
@@ -314,7 +246,7 @@ def _run_stages(args: argparse.Namespace) -> int:
             stages = selected_stages(request, args.from_stage)
         else:
             stages = [(stage_by_reference(args.command), request.force)]
-        preflight(request, stages)
+        request.checks = preflight(request, stages)  # what each stage's check found, for the stage to reuse
         _announce_settings(request)
 
         def save_settings() -> None:
@@ -346,17 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show-config":
             from gpt2zh.show_config import show_config
 
-            return show_config(args, _request(args))
+            return show_config(args, command_request(args))
         if args.command == "diagnose":
             return _diagnose(args)
         if args.command == "plan":
             from gpt2zh.plan_command import run_plan
 
-            return run_plan(args, _request)
+            return run_plan(args)
         if args.command == "evaluate":
             from gpt2zh.inference.evaluate_command import run_evaluate
 
-            return run_evaluate(args, _request)
+            return run_evaluate(args)
         if args.command == "generate":
             from gpt2zh.inference.generate_command import run_generate
 

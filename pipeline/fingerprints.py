@@ -4,6 +4,7 @@ stage's output on disk belongs to the current corpus and config (a tokenizer "fr
 from gpt2zh.config import Config, fingerprint_fields
 from gpt2zh.corpus.digests import content_digests
 from gpt2zh.corpus.sources import Source
+from gpt2zh.manifests import DatasetManifest, TokenizerManifest
 from gpt2zh.rundir import fingerprint
 
 # Bump when a stage's output layout changes, so older outputs are rebuilt instead of misread.
@@ -30,43 +31,45 @@ def tokenizer_inputs(config: Config, sources: list[Source], base_model: dict | N
     return parts
 
 
-def recorded_base_model(config: Config, tokenizer_manifest: dict | None) -> dict | None:
+def recorded_base_model(config: Config, tokenizer: TokenizerManifest | None) -> dict | None:
     """The base model stage 1 adopted, when it is the one this config names: later stages compare against it
     without a download (stage 1 itself looks again, and sees a Hub branch that moved on)."""
-    recorded = ((tokenizer_manifest or {}).get("inputs") or {}).get("base_model")
+    recorded = tokenizer.inputs.get("base_model") if tokenizer is not None else None
     return recorded if recorded and recorded.get("reference") == config.model.init_from else None
 
 
-def dataset_inputs(config: Config, sources: list[Source], tokenizer_manifest: dict) -> dict:
+def dataset_inputs(config: Config, sources: list[Source], tokenizer: TokenizerManifest | None) -> dict:
+    """tokenizer: None when this command rebuilds it (its fingerprint is not known yet)."""
     parts = {"format": DATASET_FORMAT,
              "config": fingerprint_fields(config, ("data",), "dataset"),
              "sources": _source_fingerprints(sources),
-             "tokenizer": tokenizer_manifest["fingerprint"]}
-    if "text_format" in tokenizer_manifest:
+             "tokenizer": tokenizer.fingerprint if tokenizer is not None else "(rebuilt by this command)"}
+    if tokenizer is not None and tokenizer.text_format is not None:
         # Its file too (PITFALLS.md NU17): an older tokenizer retrained with --force in the newer text format
         # has the same inputs and other ids. Tokenizers without the field keep their datasets' fingerprints.
-        parts["tokenizer_sha256"] = tokenizer_manifest.get("tokenizer_sha256")
+        parts["tokenizer_sha256"] = tokenizer.tokenizer_sha256
     return parts
 
 
-def expected_tokenizer_fingerprint(config: Config, sources: list[Source], tokenizer_manifest: dict | None) -> str:
-    return fingerprint(tokenizer_inputs(config, sources, recorded_base_model(config, tokenizer_manifest)))
+def expected_tokenizer_fingerprint(config: Config, sources: list[Source], tokenizer: TokenizerManifest | None) -> str:
+    return fingerprint(tokenizer_inputs(config, sources, recorded_base_model(config, tokenizer)))
 
 
-def training_inputs(config: Config, tokenizer_manifest: dict, dataset_manifests: list[dict],
+def training_inputs(config: Config, tokenizer: TokenizerManifest | None, datasets: list[DatasetManifest],
                     precision: str | None = None) -> dict:
     """What the trained weights depend on. Hardware-only choices (per-device batch, compile, workers,
     TF32, preset) are left out: the same run on another GPU is the same run. `precision` is the one the
-    plan resolved: `auto` and the fp32 a CPU preset names are the same training."""
+    plan resolved: `auto` and the fp32 a CPU preset names are the same training. tokenizer None: its
+    settings only, before stage 1 ran (what preflight compares)."""
     fields = fingerprint_fields(config, ("model", "training", "optimization"), "pretrain")
     if precision is not None:
         fields["training"]["precision"] = precision
     return {"format": MODEL_FORMAT,
             "config": fields,
-            "tokenizer": tokenizer_manifest["fingerprint"],
+            "tokenizer": tokenizer.fingerprint if tokenizer is not None else "",
             # its files too: a tokenizer trained again from the same inputs need not give the same ids (RA5)
-            "tokenizer_sha256": tokenizer_manifest.get("tokenizer_sha256"),
-            "dataset": [manifest["fingerprint"] for manifest in dataset_manifests]}
+            "tokenizer_sha256": tokenizer.tokenizer_sha256 if tokenizer is not None else None,
+            "dataset": [manifest.fingerprint for manifest in datasets]}
 
 
 # The plan for future steps, not what made the weights so far (PITFALLS.md RA2): a checkpoint stays this run's

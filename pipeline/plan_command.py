@@ -6,23 +6,25 @@ import logging
 
 from gpt2zh.dataset.loading import dataset_parts, train_blocks
 from gpt2zh.errors import UserError
-from gpt2zh.rundir import RunDir, read_manifest
-from gpt2zh.training.plan import Probe, model_shape, plan_training
+from gpt2zh.hardware.presets import available_presets, load_preset
+from gpt2zh.manifests import TokenizerManifest
+from gpt2zh.request import command_request
+from gpt2zh.rundir import RunDir
+from gpt2zh.training.plan import Probe, plan_sizes, plan_training
 from gpt2zh.training.plan_report import plan_lines, plan_record
-from gpt2zh.training.presets import available_presets, load_preset
 
 log = logging.getLogger("gpt2zh")
 
 
 def run_facts(run: RunDir) -> tuple[int | None, int | None, int | None]:
     """(vocabulary, block size, training blocks) of the stages that already ran in the run directory."""
-    tokenizer = read_manifest(run.stage("tokenizer"))
+    tokenizer = TokenizerManifest.read(run.tokenizer)
     try:
-        parts = dataset_parts(run.stage("dataset"))
+        parts = dataset_parts(run.dataset)
     except UserError:
         parts = []
-    block = parts[0][1]["block_size"] if parts else None
-    return (tokenizer["vocab_size"] if tokenizer else None, block,
+    block = parts[0][1].block_size if parts else None
+    return (tokenizer.vocab_size if tokenizer else None, block,
             train_blocks([folder for folder, _ in parts]) if parts else None)
 
 
@@ -53,11 +55,9 @@ def corpus_bytes(files: list[str]) -> int | None:
 def plan_for(request) -> dict:
     config, facts = request.config, request.resolved.facts
     vocab, block, blocks = run_facts(request.run_dir)
-    shape = model_shape(config, vocab)
-    block = block or config.data.block_size
-    plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, shape, block)
-    record = plan_record(config, facts, plan, shape, block, request.resolved.preset_note, blocks,
-                         request.resolved.origin, request.resolved.what_if)
+    sizes = plan_sizes(config, vocab, block)
+    plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, sizes)
+    record = plan_record(request.resolved, plan, sizes, blocks)
     if blocks is None:
         record["corpus_bytes"] = corpus_bytes(config.data.files)
         record["adopted_tokenizer"] = bool(config.model.init_from)
@@ -78,7 +78,7 @@ def _row(name: str, record: dict | None, error: str | None) -> str:
     return f"| {name} | {gpu} | {batch} | {memory:.1f} | {speed} | {hours} |"
 
 
-def _all_presets(args, make_request) -> int:
+def _all_presets(args) -> int:
     from gpt2zh.config.options import overrides_from
 
     if "training.preset" in overrides_from(args):
@@ -87,7 +87,7 @@ def _all_presets(args, make_request) -> int:
     rows, records = [], []
     for name in available_presets():
         try:
-            record, error = plan_for(make_request(args, True, args.processes, name)), None
+            record, error = plan_for(command_request(args, True, args.processes, name)), None
         except UserError as err:
             record, error = None, err.one_line()
         records.append({"preset": name, **(record or {"error": error})})
@@ -119,12 +119,12 @@ def _default_processes() -> int | None:
     return None
 
 
-def run_plan(args, make_request) -> int:
+def run_plan(args) -> int:
     if args.processes is not None and args.processes < 1:
         raise UserError(f"--processes {args.processes}: must be at least 1", "use --processes 1 or more")
     if args.all_presets:
-        return _all_presets(args, make_request)
-    request = make_request(args, True, args.processes or _default_processes())
+        return _all_presets(args)
+    request = command_request(args, True, args.processes or _default_processes())
     if request.saved_settings:
         log.info("settings: %s, with this command line on top", request.saved_settings)
     record = plan_for(request)

@@ -10,7 +10,7 @@ from gpt2zh.config.loader import Adaptation, Layer, load_layers
 from gpt2zh.config.schema import Config, all_keys
 from gpt2zh.hardware.decisions import MINIMUM_VERSIONS
 from gpt2zh.hardware.facts import HardwareFacts
-from gpt2zh.training.presets import AUTO, NO_PRESET, Preset, load_preset, preset_layer, resolve_preset
+from gpt2zh.hardware.presets import AUTO, NO_PRESET, Preset, load_preset, preset_layer, resolve_preset
 
 DEFAULT = "the default"
 COMMAND_LINE = "the command line"

@@ -35,7 +35,7 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
     `after_each` runs after every stage that built its output."""
     hub = request.config.hub
     if hub.repo_id and not request.dry_run:
-        from gpt2zh.hub.access import check_push_access
+        from gpt2zh.remote.access import check_push_access
 
         # before stage 1, not after hours of training
         access = check_push_access(hub.repo_id, hub.private, hub.provider)
@@ -60,7 +60,7 @@ def run_all(request: StageRequest, stages: list[tuple[StageInfo, bool]], after_e
         where = hub.repo_id if info.command == "push" else f"{request.run_dir.stage(info.folder)}/"
         report.row(f"{info.number} {info.command}", f"{state:<22} {where}")
     root = request.run_dir.root
-    report.row("logs", f"{root / 'logs'}/ ({log_contents(request.config.training.report_to)})")
+    report.row("logs", f"{request.run_dir.logs}/ ({log_contents(request.config.training.report_to)})")
     report.row("try it", f'gpt2zh generate --model {root} "今天"')
     if not hub.repo_id:
         report.row("publish", f"gpt2zh push --run-dir {root} --hub-repo-id <user>/<name>")

@@ -1,9 +1,10 @@
 """The run directory: the only channel between stages, and how a stage publishes its output.
 
-<run-dir>/tokenizer/ -> dataset/ -> checkpoints/ -> model/ (+ logs/). A stage builds its folder
-under a hidden `.<name>.partial-<pid>` name and renames it into place only after its manifest is
-written, so a killed or failed stage never leaves a folder that a later stage mistakes for complete,
-and a failed rebuild leaves the previous output untouched.
+<run-dir>/tokenizer/ -> dataset/ -> checkpoints/ -> model/ (+ logs/) -> push/; RunDir names every folder, and
+each stage's contract (pipeline/manifests.py) its own. A stage builds its folder under a hidden
+`.<name>.partial-<pid>` name and renames it into place only after its manifest is written, so a killed or
+failed stage never leaves a folder that a later stage mistakes for complete, and a failed rebuild leaves the
+previous output untouched.
 """
 
 import contextlib
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2zh import __version__
 from gpt2zh.errors import UserError
 from gpt2zh.input_changes import setting_changes
+from gpt2zh.manifests import DatasetManifest, ModelManifest, PushManifest, StageManifest, TokenizerManifest
 
 log = logging.getLogger("gpt2zh")
-MANIFEST = "manifest.json"
+CHECKPOINTS, LOGS = "checkpoints", "logs"  # stage 3's folders beside model/, without a manifest
 REPLACE_FIX = ("to keep it, drop what changed (a command without --config starts from the run's saved settings); "
                "to replace it and what later stages built from it, add --force; or use another --run-dir")
 
@@ -74,21 +75,28 @@ class RunDir:
         return self.root / name
 
     @property
+    def tokenizer(self) -> Path:
+        return self.root / TokenizerManifest.FOLDER
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / DatasetManifest.FOLDER
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def model(self) -> Path:
+        return self.root / ModelManifest.FOLDER
+
+    @property
+    def push(self) -> Path:
+        return self.root / PushManifest.FOLDER
+
+    @property
     def logs(self) -> Path:
-        return self.root / "logs"
-
-
-def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a complete stage folder, or None if missing, unreadable or files are missing."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    for relative, size in manifest.get("files", {}).items():
-        path = folder / relative
-        if not path.is_file() or path.stat().st_size != size:
-            return None
-    return manifest
+        return self.root / LOGS
 
 
 def pid_alive(pid: int) -> bool:
@@ -110,39 +118,40 @@ def _remove_stale_partials(final: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def refuse_replacing(final: Path, manifest: dict, current_inputs: dict,
+def refuse_replacing(final: Path, manifest: StageManifest, current_inputs: dict,
                      view: Callable[[dict], dict] = lambda inputs: inputs) -> None:
     """A complete output made from other settings or another corpus is never replaced silently; one that
     differs only in an earlier stage's output (rebuilt on purpose) or in our format is rebuilt.
     `view` narrows both sides to what can be compared (before stage 3's hardware preset is known)."""
-    changes = setting_changes(view(manifest.get("inputs", {})), view(current_inputs))
+    changes = setting_changes(view(manifest.inputs), view(current_inputs))
     if changes:
         raise UserError(f"{final} was built from other inputs than this command's: {'; '.join(changes[:6])}",
                         REPLACE_FIX)
 
 
 class StageOutput:
-    """One stage's folder: reuse check, atomic build, manifest. Opening it removes the leftovers of
-    builds that were killed (a partial folder whose process is gone)."""
+    """One stage's folder: reuse check, atomic build, manifest (of the stage's contract). Opening it removes the
+    leftovers of builds that were killed (a partial folder whose process is gone)."""
 
-    def __init__(self, final: Path, stage: str, fingerprint_value: str, fingerprint_parts: Any):
+    def __init__(self, final: Path, contract: type[StageManifest], fingerprint_value: str, fingerprint_parts: Any):
         if final.parent.is_dir():
             _remove_stale_partials(final)
         self.final = final
-        self.stage = stage
+        self.contract = contract
         self.fingerprint = fingerprint_value
         self.fingerprint_parts = fingerprint_parts
-        self.manifest_extra: dict = {}  # stage facts for downstream stages, filled while building
+        self.manifest_extra: dict = {}  # the contract's own fields, filled while building
+        self.published: StageManifest | None = None  # the manifest once the build is published
 
-    def current_manifest(self) -> dict | None:
-        manifest = read_manifest(self.final)
-        if manifest and manifest.get("fingerprint") == self.fingerprint:
+    def current_manifest(self) -> StageManifest | None:
+        manifest = self.contract.read(self.final)
+        if manifest is not None and manifest.fingerprint == self.fingerprint:
             return manifest
         return None
 
     def refuse_replacing(self, force: bool) -> None:
-        manifest = read_manifest(self.final)
-        if not force and manifest is not None and manifest.get("fingerprint") != self.fingerprint:
+        manifest = self.contract.read(self.final)
+        if not force and manifest is not None and manifest.fingerprint != self.fingerprint:
             refuse_replacing(self.final, manifest, self.fingerprint_parts)
 
     @contextlib.contextmanager
@@ -162,28 +171,17 @@ class StageOutput:
             raise
 
     def _write_manifest(self, staging: Path, extra: dict) -> None:
-        files = {str(p.relative_to(staging)): p.stat().st_size
-                 for p in sorted(staging.rglob("*")) if p.is_file()}
-        manifest = {
-            "stage": self.stage,
-            "fingerprint": self.fingerprint,
-            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "gpt2zh_version": __version__,
-            "inputs": self.fingerprint_parts,
-            "files": files,
-            **extra,
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        self.published = self.contract.publish(staging, self.fingerprint, self.fingerprint_parts, extra)
 
     def _publish(self, staging: Path) -> None:
         retired = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
-        if self.final.exists() and read_manifest(self.final) is None and any(self.final.iterdir()):
+        if self.final.exists() and not self.contract.complete(self.final) and any(self.final.iterdir()):
             # Not a complete output of ours (those are published whole): files a user put there, or a damaged
             # output. Kept aside, never deleted.
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             retired = self.final.with_name(f"{self.final.name}.replaced-{stamp}")
             log.warning("%s held files that are not a complete %s output (written by hand, or damaged); moved to %s",
-                        self.final, self.stage, retired)
+                        self.final, self.contract.FOLDER, retired)
         if self.final.exists():
             self.final.rename(retired)
         staging.rename(self.final)

@@ -4,11 +4,13 @@ entry points are loaded by name after the Hugging Face environment is prepared (
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from gpt2zh.config.schema import Config
 from gpt2zh.errors import UserError
+from gpt2zh.manifests import DatasetManifest, ModelManifest, PushManifest, StageManifest, TokenizerManifest
 from gpt2zh.resolution import Resolved
-from gpt2zh.rundir import RunDir, read_manifest
+from gpt2zh.rundir import RunDir
 
 
 @dataclass
@@ -20,6 +22,9 @@ class StageRequest:
     overrides: dict = field(default_factory=dict)  # everything typed on command lines, this one's and saved ones
     dry_run: bool = False  # stage 4: list what would be pushed, send nothing
     saved_settings: str = ""  # the run's saved settings the config started from, described; "" = none
+    # What each stage's check found before the command's first stage ran (pipeline/preflight.py), by command:
+    # the stage reuses it. A stage called without one makes its check itself.
+    checks: dict[str, object] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:
@@ -34,23 +39,54 @@ class StageRequest:
 class StageInfo:
     command: str     # subcommand of `gpt2zh`
     number: int      # scripts/0N_*.py
-    folder: str      # its output folder inside the run directory
+    contract: type[StageManifest]  # what its output folder holds (pipeline/manifests.py)
     entry: str       # "module:function", called with a StageRequest
     summary: str
     groups: tuple[str, ...]  # the config groups it reads (its --help shows these)
+    check: str | None = None  # "module:function": what is known before it runs, called with a Command
+
+    @property
+    def folder(self) -> str:
+        """Its output folder inside the run directory."""
+        return self.contract.FOLDER
+
+
+@dataclass
+class Command:
+    """What each stage's check reads (pipeline/preflight.py): the request, the stages the command runs
+    (command -> forced) and what the checks before it returned, in pipeline order."""
+    request: StageRequest
+    forced: dict[str, bool]
+    checks: dict[str, object] = field(default_factory=dict)
+
+    def runs(self, command: str) -> bool:
+        return command in self.forced
+
+    @property
+    def replaces(self) -> bool:
+        """Whether a check lets its stage replace an output built from other inputs: only --force does;
+        --from-stage reruns a stage and still refuses (PITFALLS.md RS11)."""
+        return self.request.replace
+
+    @cached_property
+    def sources(self) -> list:
+        """The corpus files stages 1 and 2 read (corpus.sources.Source), listed once."""
+        from gpt2zh.corpus.sources import sources_for  # with the stages' modules, not at start-up (G13)
+
+        return sources_for(self.request.config.data.files)[0]
 
 
 STAGES = (
-    StageInfo("train-tokenizer", 1, "tokenizer", "gpt2zh.tokenizer.stage:train_tokenizer",
+    StageInfo("train-tokenizer", 1, TokenizerManifest, "gpt2zh.tokenizer.stage:train_tokenizer",
               "train a SentencePiece tokenizer on the corpus and save it as a Hugging Face fast tokenizer",
-              ("data", "tokenizer")),
-    StageInfo("tokenize", 2, "dataset", "gpt2zh.dataset.stage:tokenize_dataset",
+              ("data", "tokenizer"), "gpt2zh.tokenizer.check:check_tokenizer"),
+    StageInfo("tokenize", 2, DatasetManifest, "gpt2zh.dataset.stage:tokenize_dataset",
               "tokenize the corpus and pack it into fixed-length training and validation blocks",
-              ("data", "tokenizer")),
-    StageInfo("pretrain", 3, "model", "gpt2zh.training.stage:pretrain",
+              ("data", "tokenizer"), "gpt2zh.dataset.check:check_dataset"),
+    StageInfo("pretrain", 3, ModelManifest, "gpt2zh.training.stage:pretrain",
               "pretrain GPT-2 with the Trainer: presets, safe resume, logs, samples -> model/",
-              ("model", "training", "optimization", "checkpoint", "hub")),
-    StageInfo("push", 4, "push", "gpt2zh.hub.stage:push_to_hub",
+              ("model", "training", "optimization", "checkpoint", "hub"), "gpt2zh.training.check:check_pretrain"),
+    StageInfo("push", 4, PushManifest, "gpt2zh.hub.stage:push_to_hub",
               "push model/, its model card and logs to a Hugging Face Hub model repository", ("hub",)),
 )
 
@@ -89,10 +125,18 @@ def refuse_earlier_stages_settings(info: StageInfo, typed: dict, before: Config,
 
 def built_at(run_dir: RunDir, info: StageInfo) -> str | None:
     """When the stage's output was published (its manifest's time), None when there is none."""
-    manifest = read_manifest(run_dir.stage(info.folder))
-    return manifest.get("created_utc") if manifest else None
+    manifest = info.contract.read(run_dir.stage(info.folder))
+    return manifest.created_utc if manifest else None
+
+
+def _load(reference: str) -> Callable:
+    module_name, function_name = reference.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def load_entry(info: StageInfo) -> Callable[[StageRequest], object]:
-    module_name, function_name = info.entry.split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+    return _load(info.entry)
+
+
+def load_check(info: StageInfo) -> Callable[[Command], object] | None:
+    return _load(info.check) if info.check else None

@@ -69,6 +69,7 @@ def main() -> None:
     from gpt2zh.config import find_config, load_config
     from gpt2zh.corpus import CorpusReader, sources_for
     from gpt2zh.models.source import hide_outside_vocabulary_ids
+    from gpt2zh.rundir import RunDir
     from tests.tiny_models import uer_style_model
 
     hide_outside_vocabulary_ids()  # the tiny model's config keeps UER's out-of-vocabulary 50256
@@ -90,7 +91,7 @@ def main() -> None:
         timings: dict[str, list[float]] = {"limit": [], "ours": []}
         for _ in range(args.repeat):
             timings["limit"].append(timed([sys.executable, __file__, "--raw-encode", str(corpus),
-                                           str(run_dir / "tokenizer"), str(args.num_proc)]))
+                                           str(RunDir(run_dir).tokenizer), str(args.num_proc)]))
             timings["ours"].append(timed([*cli, "tokenize", "--data-files", str(corpus), "--run-dir", str(run_dir),
                                           "--model-init-from", str(base), "--force", *common]))
         median = {key: statistics.median(values) for key, values in timings.items()}

@@ -147,9 +147,9 @@ def main() -> None:
             with contextlib.redirect_stdout(io.StringIO()):
                 manifest = tokenize_dataset(StageRequest(resolved, RunDir(root / "run1"), force=True))
             ours.append(time.perf_counter() - started)
-            blocks["ours"] = manifest["rows"]["train"] + manifest["rows"]["validation"]
+            blocks["ours"] = manifest.rows["train"] + manifest.rows["validation"]
             started = time.perf_counter()
-            blocks["run_clm"] = run_clm_reference(corpora[1], root / "run1" / "tokenizer", args.num_proc,
+            blocks["run_clm"] = run_clm_reference(corpora[1], RunDir(root / "run1").tokenizer, args.num_proc,
                                                   root / f"hf-cache-{attempt}")
             reference.append(time.perf_counter() - started)
         ours_s, reference_s = statistics.median(ours), statistics.median(reference)
@@ -166,7 +166,7 @@ def main() -> None:
         packed = root / "demo_x6.txt.gz"
         packed.write_bytes(gzip.compress(limit_corpus.read_bytes(), compresslevel=6))
         limit_mb = limit_corpus.stat().st_size / 1e6
-        model = root / "run1" / "tokenizer" / "tokenizer.model"
+        model = RunDir(root / "run1").tokenizer / "tokenizer.model"
         timings: dict[str, list[float]] = {"limit": [], "ours": [], "decompress": [], "ours_gz": []}
         for corpus, key in ((limit_corpus, "ours"), (packed, "ours_gz")):
             cli("train-tokenizer", "--data-files", str(corpus), "--run-dir", str(root / key), *common)
@@ -198,7 +198,7 @@ def main() -> None:
         for factor in (1, 10):
             run_dir = str(root / f"run{factor}")  # --force: the timing runs above left an up-to-date dataset
             cli("tokenize", "--data-files", str(corpora[factor]), "--run-dir", run_dir, "--force", *common)
-            stats = json.loads((root / f"run{factor}" / "dataset" / "stats.json").read_text())
+            stats = json.loads((RunDir(root / f"run{factor}").dataset / "stats.json").read_text())
             peaks[factor] = stats["peak_rss_mb"]["total"]  # main process + workers, each its own peak
             print(f"  x{factor:<3} {corpora[factor].stat().st_size / 1e6:7.1f} MB  peak RSS {peaks[factor]:7.1f} MB  "
                   f"{stats['mb_per_second']:.1f} MB/s  {stats['splits']['train']['blocks']:,} training blocks")

@@ -56,7 +56,7 @@ def main() -> None:
                     manifest = train_tokenizer(request)
                 timings.append(time.perf_counter() - started)
                 stats = manifest
-            read = __import__("json").loads((request.run_dir.stage("tokenizer") / "stats.json").read_text())["reading"]
+            read = __import__("json").loads((request.run_dir.tokenizer / "stats.json").read_text())["reading"]
             results[factor] = (statistics.median(timings), corpus.stat().st_size, read["bytes_read"], stats)
             print(f"x{factor:<3} corpus {corpus.stat().st_size / 1e6:7.1f} MB  "
                   f"read {read['bytes_read'] / 1e6:6.1f} MB  "

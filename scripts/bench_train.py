@@ -36,14 +36,15 @@ def hand_written_loop(run_dir: Path, config, steps: int, warmup: int) -> float:
     import torch
     from transformers import set_seed
 
-    from gpt2zh.rundir import read_manifest
+    from gpt2zh.manifests import TokenizerManifest
+    from gpt2zh.rundir import RunDir
     from gpt2zh.training.data import load_training_data
     from gpt2zh.training.model import build_model, gpt2_config
 
     set_seed(config.training.seed)
-    model = build_model(gpt2_config(config.model, read_manifest(run_dir / "tokenizer"), "sdpa"))
+    model = build_model(gpt2_config(config.model, TokenizerManifest.read(RunDir(run_dir).tokenizer), "sdpa"))
     model.train()
-    train, _ = load_training_data(run_dir / "dataset", 0)
+    train, _ = load_training_data(RunDir(run_dir).dataset, 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimization.learning_rate, betas=(0.9, 0.95),
                                   weight_decay=config.optimization.weight_decay, fused=True)
     batch = config.training.global_batch_size
@@ -73,7 +74,7 @@ def trainer_path(run_dir: Path, config_path: Path, overrides: dict, steps: int, 
     request = StageRequest(resolve_file(config_path, overrides), RunDir(run_dir), force=True, overrides=overrides)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         pretrain(request)
-    with open(run_dir / "logs" / "training_history.csv", encoding="utf-8") as handle:
+    with open(RunDir(run_dir).logs / "training_history.csv", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["tokens_per_second"] and int(r["step"]) > warmup]
     # each row's rate covers the steps since the previous log; weight by steps for the mean rate
     steps_logged = [int(r["step"]) for r in rows]

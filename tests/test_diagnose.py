@@ -195,7 +195,7 @@ def test_a_run_stopped_by_the_nan_guard_is_diagnosed_from_its_last_checkpoint(tm
     import subprocess
     import sys
 
-    from gpt2zh.training import faults
+    from gpt2zh import faults
     from tests.conftest import REPO, TINY_TRAIN
 
     run_dir = tmp_path / "run"

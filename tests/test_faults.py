@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import torch
 
+from gpt2zh import faults
 from gpt2zh.cli import main
-from gpt2zh.training import faults
 from gpt2zh.training.checkpoints import MARKER, read_marker
 from tests.conftest import (
     REPO,

@@ -108,6 +108,26 @@ def test_model_card_has_valid_metadata_and_figures_from_the_run(hub, tmp_path, t
     assert f'pipeline("text-generation", model="{USER}/gpt2-zh-tiny")' in card
 
 
+def test_the_card_states_the_special_token_ids_and_sampling_settings_the_model_carries(trained):
+    """The card's words come from where the run's files come from: the ids the tokenizer and model config hold,
+    the temperature and top-k the samples and generation_config.json were made with."""
+    from transformers import AutoTokenizer
+
+    from gpt2zh.hub.card import render_model_card
+
+    model = trained[0] / "model"
+    summary = json.loads((model / "training_summary.json").read_text(encoding="utf-8"))
+    card = render_model_card(trained[0], summary, f"{USER}/gpt2-zh-tiny", "mit")
+    ids = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    generation = json.loads((model / "generation_config.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    assert ids["bos_token_id"] == ids["eos_token_id"] == tokenizer.eos_token_id
+    assert (f"`{tokenizer.eos_token}` (id {ids['eos_token_id']}) separates documents and is both bos and eos; "
+            f"`{tokenizer.pad_token}` is id {ids['pad_token_id']}.") in card
+    assert f"byte fallback (no `{tokenizer.unk_token}`)" in card
+    assert f"Temperature {generation['temperature']:g}, top-k {generation['top_k']}, at the end of training:" in card
+
+
 def test_invalid_card_metadata_is_refused_by_the_hub_and_reported(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)
     result = push(hub, run_dir, tmp_path, "--hub-license", "not-a-license")

@@ -10,6 +10,7 @@ from gpt2zh.config import load_config
 from gpt2zh.config.loader import read_yaml_mapping
 from gpt2zh.errors import UserError
 from gpt2zh.hardware.facts import GpuFacts
+from gpt2zh.hardware.presets import available_presets, load_preset
 from gpt2zh.resolution import resolve
 from gpt2zh.training.batch_fit import batch_split, divisors_up_to
 from gpt2zh.training.memory_model import (
@@ -20,7 +21,6 @@ from gpt2zh.training.memory_model import (
     model_saved_bytes_per_token,
 )
 from gpt2zh.training.plan import model_shape, plan_training
-from gpt2zh.training.presets import available_presets, load_preset
 from tests.conftest import REPO, fabricate
 
 MODEL_CONFIGS = ["demo", "gpt2-small", "gpt2-medium", "gpt2-large"]
@@ -86,10 +86,12 @@ def test_the_activation_estimate_matches_the_bytes_autograd_saves_within_20_perc
 
 def test_the_models_built_here_use_the_fused_gelu_that_saves_fewer_activations():
     from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.manifests import TokenizerManifest
     from gpt2zh.training.model import gpt2_config
 
-    config = gpt2_config(ModelConfig(), {"vocab_size": 4000, "special_token_ids": {"bos": 1, "eos": 1, "pad": 2}},
-                         "sdpa")
+    tokenizer = TokenizerManifest(fingerprint="", vocab_size=4000, special_tokens={},
+                                  special_token_ids={"bos": 1, "eos": 1, "pad": 2})
+    config = gpt2_config(ModelConfig(), tokenizer, "sdpa")
     assert config.activation_function == "gelu_pytorch_tanh"
     shape = ModelShape(12, 12, 768, 1024, 4000)
     setup = Setup(1024, "bf16", "sdpa", False, False)
@@ -102,7 +104,7 @@ def _plan(model: str, facts, **command_line):
     path = REPO / "configs" / f"{model}.yaml"
     resolved = resolve((str(path), read_yaml_mapping(path)), command_line, facts)
     config = resolved.config
-    return config, plan_training(config, facts, facts.world_size, None, resolved.origin, model_shape(config))
+    return config, plan_training(config, facts, facts.world_size, None, resolved.origin)
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
@@ -155,7 +157,7 @@ def test_a_batch_of_one_that_does_not_fit_turns_checkpointing_on_and_compile_off
     config = load_config(REPO / "configs" / "gpt2-medium.yaml",
                          {"training.torch_compile": True, "training.per_device_batch_size": 8,
                           "training.precision": "bf16"})
-    plan = plan_training(config, facts, 1, None, None, model_shape(config))
+    plan = plan_training(config, facts, 1, None)
     assert plan.activation_checkpointing is True and plan.torch_compile is False
     assert any(note.startswith("activation checkpointing on: batch 1 needs an estimated") for note in plan.notes)
     assert any("checkpointing wins here" in note and "PITFALLS.md G1" in note for note in plan.notes)
@@ -166,14 +168,14 @@ def test_a_batch_of_one_that_does_not_fit_turns_checkpointing_on_and_compile_off
 def test_a_model_that_fits_nowhere_on_the_card_is_one_line_naming_the_estimate_and_what_would_fit():
     config = load_config(REPO / "configs" / "gpt2-large.yaml", {})
     with pytest.raises(UserError) as caught:
-        plan_training(config, fabricate("t4"), 1, None, None, model_shape(config))
+        plan_training(config, fabricate("t4"), 1, None)
     line = caught.value.one_line()
     assert "\n" not in line and "Tesla T4 (14.6 GiB)" in line and "even with activation checkpointing" in line
     assert "--optimization-optimizer adamw_8bit" in line and "a GPU with at least" in line
     eight_bit = load_config(REPO / "configs" / "gpt2-large.yaml", {"optimization.optimizer": "adamw_8bit"})
     from gpt2zh.training.plan import Probe
 
-    plan = plan_training(eight_bit, fabricate("t4"), 1, Probe(True, "stepped"), None, model_shape(eight_bit))
+    plan = plan_training(eight_bit, fabricate("t4"), 1, Probe(True, "stepped"))
     assert plan.optimizer == "adamw_bnb_8bit" and plan.memory.total <= 14.6 * 0.9
 
 
@@ -212,7 +214,7 @@ def test_a_model_too_large_for_the_gpu_is_refused_before_stage_1_runs(tmp_path):
 def test_the_parts_the_autograd_count_cannot_see_follow_their_stated_rules():
     """fp16 costs what bf16 costs; checkpointing adds one recomputed block; the loss peaks at 14 bytes a token
     per vocabulary entry in half precision and 12 in fp32; a CPU has no CUDA reserve."""
-    from gpt2zh.training.batch_fit import fit_batch
+    from gpt2zh.training.batch_fit import BatchAsk, fit_batch
     from gpt2zh.training.memory_model import (
         activation_bytes_per_token,
         block_bytes_per_token,
@@ -228,7 +230,7 @@ def test_the_parts_the_autograd_count_cannot_see_follow_their_stated_rules():
     assert model_saved_bytes_per_token(shape, checkpointed) == 4 * 768 + 2 * 768 + 16 + 12 * 4 * 768
     assert logits_peak_bytes_per_token(shape, bf16) == 14 * 32000
     assert logits_peak_bytes_per_token(shape, Setup(1024, "fp32", "sdpa", False, False)) == 12 * 32000
-    assert fit_batch(shape, bf16, 480, 1, 16, None, None, 0.9).estimate.reserve == 0.0
+    assert fit_batch(shape, bf16, BatchAsk(480, 16, None, 0.9), None).estimate.reserve == 0.0
 
 
 def test_a_smaller_gpu_memory_fraction_gives_a_smaller_batch_within_it():
@@ -242,28 +244,29 @@ def test_a_smaller_gpu_memory_fraction_gives_a_smaller_batch_within_it():
 def test_the_error_names_the_gpu_size_that_would_fit_and_offers_8bit_adam_only_where_it_fits():
     import math
 
-    from gpt2zh.training.batch_fit import fit_batch
+    from gpt2zh.training.batch_fit import BatchAsk, fit_batch
 
     shape = ModelShape(36, 20, 1280, 1024, 32000)
     checkpointed = Setup(1024, "bf16", "sdpa", False, True)
     need = estimate_memory(shape, checkpointed, 1).total
     tiny = GpuFacts("NVIDIA GeForce RTX 3060 Ti", 7.8, (8, 6))  # 751 M parameters' 8-bit states alone overflow it
     with pytest.raises(UserError) as caught:
-        fit_batch(shape, Setup(1024, "bf16", "sdpa", False, False), 480, 1, 8, None, tiny, 0.9)
+        fit_batch(shape, Setup(1024, "bf16", "sdpa", False, False), BatchAsk(480, 8, None, 0.9), tiny)
     line = caught.value.one_line()
     assert f"a GPU with at least {math.ceil(need / 0.9)} GiB" in line and "adamw_8bit" not in line
 
 
 def test_the_plan_uses_the_trained_tokenizers_vocabulary_not_the_configs(tmp_path, monkeypatch):
-    import json
     from types import SimpleNamespace
 
     from gpt2zh.hardware import facts
+    from gpt2zh.manifests import TokenizerManifest
     from gpt2zh.plan_command import plan_for
     from gpt2zh.rundir import RunDir
 
-    (tmp_path / "tokenizer").mkdir()
-    (tmp_path / "tokenizer" / "manifest.json").write_text(json.dumps({"vocab_size": 8000, "fingerprint": "x"}))
+    RunDir(tmp_path).tokenizer.mkdir()
+    TokenizerManifest(fingerprint="x", vocab_size=8000, special_tokens={}, special_token_ids={}).write(
+        RunDir(tmp_path).tokenizer)
     monkeypatch.setattr(facts, "collect_facts", lambda: fabricate("a100-80g"))
     path = REPO / "configs" / "gpt2-small.yaml"
     resolved = resolve((str(path), read_yaml_mapping(path)), {}, fabricate("a100-80g"))
@@ -272,16 +275,17 @@ def test_the_plan_uses_the_trained_tokenizers_vocabulary_not_the_configs(tmp_pat
 
 
 def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_path, monkeypatch):
-    """torch.cuda answers by hand (no CUDA here); the summary is built by stage 3's own _summary."""
+    """torch.cuda answers by hand (no CUDA here); the summary is built by stage 3's own summary_of."""
     from types import SimpleNamespace
 
+    from gpt2zh.training.build import Training
     from gpt2zh.training.continuation import planned_schedule
-    from gpt2zh.training.history import HistoryCallback, read_history
-    from gpt2zh.training.stage import _summary
+    from gpt2zh.training.final import summary_of
+    from gpt2zh.training.history import HistoryCallback, RunFigures, read_history
 
-    history = HistoryCallback(tmp_path / "history.csv", tokens_per_step=4096, train_blocks=100, samples_per_step=4,
-                              tokens_per_char=0.7, unigram=7.0, flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB",
-                              num_gpus=1, skipped=lambda: 0, memory_estimate_gib=41.234)
+    figures = RunFigures(tokens_per_step=4096, train_blocks=100, samples_per_step=4, tokens_per_char=0.7, unigram=7.0,
+                         flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB", num_gpus=1, memory_estimate_gib=41.234)
+    history = HistoryCallback(tmp_path / "history.csv", figures, skipped=lambda: 0)
     state = SimpleNamespace(global_step=0)
     history.on_train_begin(None, state, None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -295,7 +299,8 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=2), nonfinite=SimpleNamespace(skipped=0),
                               accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model,
                               base_model=None, schedule=planned_schedule(config))
-    summary = _summary(config, plan, {}, fabricate("a100-80g"), None, trainer, history, 7.0, 1024,
-                       {"vocab_size": 32000}, [], 1.0, None)
+    request = SimpleNamespace(config=config, resolved=SimpleNamespace(facts=fabricate("a100-80g"), preset=None))
+    inputs = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=32000), block_size=1024, dataset_folders=[])
+    summary = summary_of(Training(request, inputs, plan, {}, {}), trainer, history, 1.0)
     assert summary["memory"]["measured_peak_gib"] == 38.5
     assert summary["memory"]["estimate_gib"] == plan.memory.as_dict()

@@ -112,6 +112,7 @@ def test_an_untied_base_with_its_own_epsilon_activation_and_an_n_ctx_config_trai
     from transformers import GPT2LMHeadModel
 
     from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.manifests import TokenizerManifest
     from gpt2zh.models.source import fetch_model
     from gpt2zh.models.weights import load_model
     from gpt2zh.training.model import build_model, gpt2_config, start_from_base
@@ -124,11 +125,11 @@ def test_an_untied_base_with_its_own_epsilon_activation_and_an_n_ctx_config_trai
     (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
     run_dir = tmp_path / "run"
     assert init_run(run_dir, small_corpus, str(base), command="train-tokenizer").returncode == 0
-    manifest = json.loads((run_dir / "tokenizer" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = TokenizerManifest.read(run_dir / "tokenizer")
 
     reference = GPT2LMHeadModel.from_pretrained(str(original)).eval()
     model = build_model(gpt2_config(ModelConfig(n_layer=2, n_head=2, n_embd=32, n_positions=128), manifest, "sdpa"))
-    start_from_base(model, manifest["base_model"], None)
+    start_from_base(model, manifest.base_model, None)
     evaluated, _ = load_model(fetch_model(str(base), "--model"), "--model base")  # gpt2zh evaluate / generate
     ids = torch.randint(0, config["vocab_size"], (2, 100), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpt2zh.hub.checkpoints import MARKER, POINTER
-from gpt2zh.training import faults
+from gpt2zh import faults
+from gpt2zh.remote.checkpoints import MARKER, POINTER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
 from tests.modelscope_server import LocalModelScope
 from tests.test_model_init import BLOCKS, TRAIN, summary_of, validation_loss

@@ -12,15 +12,17 @@ from gpt2zh.config import Config
 from gpt2zh.config.schema import ModelConfig
 from gpt2zh.diagnose import history_checks
 from gpt2zh.diagnose.findings import OK, WARN
+from gpt2zh.hardware.presets import resolve_preset
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.training.arguments import argument_values
 from gpt2zh.training.model import build_model, gpt2_config
 from gpt2zh.training.plan import plan_training
-from gpt2zh.training.presets import resolve_preset
 from gpt2zh.training.samples import generate_samples
 from tests.conftest import fabricate
 
 CHARACTERS = "今天中国经济这本书"
-MANIFEST = {"vocab_size": 3 + len(CHARACTERS), "special_token_ids": {"bos": 1, "eos": 1, "pad": 2}}
+MANIFEST = TokenizerManifest(fingerprint="", vocab_size=3 + len(CHARACTERS), special_tokens={},
+                             special_token_ids={"bos": 1, "eos": 1, "pad": 2})
 
 
 def tiny_gpt2(attention: str = "sdpa"):
@@ -53,7 +55,7 @@ def plan_and_arguments(device: str, tmp_path, processes: int = 1, **training):
 
 
 def ids(batch: int = 2, length: int = 12) -> torch.Tensor:
-    return torch.randint(3, MANIFEST["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(1))
+    return torch.randint(3, MANIFEST.vocab_size, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
 # -- C: troubleshooting cases ----------------------------------------------------------------------------------

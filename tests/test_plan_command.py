@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gpt2zh.cli import main
-from gpt2zh.training.presets import available_presets
+from gpt2zh.hardware.presets import available_presets
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, fabricate, one_error_line, run_cli
 
 PLAN_KEYS = {"per_device_batch_size", "gradient_accumulation_steps", "processes", "global_batch_size",

@@ -107,11 +107,11 @@ def test_tensorboard_events_logged_after_training_ends_stay_in_logs_tensorboard(
 ])
 def test_the_summary_says_in_words_how_the_loss_compares_with_token_frequencies_alone(capsys, final_loss, verdict):
     from gpt2zh.report import StageReport
-    from gpt2zh.training.stage import _report
+    from gpt2zh.training.final import report_rows
 
     summary = {"initial_eval_loss": 8.34, "final_eval_loss": final_loss, "unigram_entropy": 6.9, "steps": 1200,
                "resumed_from_step": 0, "tokens_seen": 2_457_600, "parameters": 4_200_000,
                "train_seconds_this_run": 528.0, "final_perplexity": 282.5, "final_bits_per_char": 6.856,
                "skipped_steps": 0}
-    _report(StageReport("pretrain"), summary, Path("runs/demo/model"), Path("runs/demo/logs"), ["tensorboard"])
+    report_rows(StageReport("pretrain"), summary, Path("runs/demo/model"), Path("runs/demo/logs"), ["tensorboard"])
     assert f"\n  context     {verdict}\n" in capsys.readouterr().out

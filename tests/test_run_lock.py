@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from gpt2zh import faults
 from gpt2zh.runlock import HOLDER, run_dir_lock
-from gpt2zh.training import faults
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, pretrain_args, run_cli, wait_for
 
 

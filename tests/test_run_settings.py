@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpt2zh.cli import _request, build_parser, main
+from gpt2zh.cli import build_parser, main
 from gpt2zh.config import Config
 from gpt2zh.config.schema import DataConfig
 from gpt2zh.corpus.sources import resolve_sources
+from gpt2zh.dataset.check import check_split_sizes
 from gpt2zh.errors import UserError
-from gpt2zh.preflight import check_schedule, check_split_sizes, check_training_size, preflight
+from gpt2zh.preflight import preflight
+from gpt2zh.request import command_request
 from gpt2zh.run_all import selected_stages
 from gpt2zh.run_settings import read_settings, write_settings
+from gpt2zh.training.check import check_schedule, check_training_size
 from tests.conftest import TINY_TOKENIZER, copy_run, one_error_line, run_cli, tree_checksums
 
 SETTINGS_WRITTEN = {"settings.yaml", ".gpt2zh.lock", ".gpt2zh.lock.json"}
@@ -222,7 +225,8 @@ def test_a_max_steps_below_the_configs_warmup_scales_the_warmup_to_a_tenth_of_th
     assert captured.out.strip() == "1"
     assert "optimization.warmup_steps 30 is not below training.max_steps 10: warmup scaled to 1 step(s), 10% of " \
            "the run" in captured.err
-    resolved = _request(build_parser([]).parse_args(["show-config", "--config", "demo", "--training-max-steps", "10"]))
+    argv = ["show-config", "--config", "demo", "--training-max-steps", "10"]
+    resolved = command_request(build_parser([]).parse_args(argv))
     assert resolved.config.optimization.warmup_steps == 1  # what this command trains with
     assert resolved.resolved.settings.optimization.warmup_steps == 30  # what the run keeps for its longer runs
     assert main(["show-config", "--config", "demo", "--training-max-steps", "30",  # as long as the warmup
@@ -269,7 +273,7 @@ def test_from_stage_reruns_but_does_not_replace_what_other_inputs_built_unless_f
         argv = ["run", "--run-dir", str(run_dir), "--from-stage", stage, "--data-files", str(other)]
         assert main(argv) == 2
         assert "corpus (small.txt -> other.txt)" in capsys.readouterr().err
-        request = _request(build_parser(argv).parse_args(argv))  # refused before stage 1, not by the stage
+        request = command_request(build_parser(argv).parse_args(argv))  # refused before stage 1, not by the stage
         with pytest.raises(UserError, match=r"corpus \(small.txt -> other.txt\)"):
             preflight(request, selected_stages(request, stage))
     assert tree_checksums(run_dir) == before

@@ -251,7 +251,7 @@ def test_block_size_larger_than_the_corpus_is_a_clear_error(tmp_path, capsys, mo
                                                             small_corpus, flags, message):
     """Stage 2's own check, for the corpora the estimate before stage 1 cannot judge (compressed, parquet):
     that estimate is switched off here (it would refuse these first, tests/test_run_settings.py)."""
-    monkeypatch.setattr("gpt2zh.preflight.check_split_sizes", lambda sources, data, **adopted: None)
+    monkeypatch.setattr("gpt2zh.dataset.check.check_split_sizes", lambda sources, data, **adopted: None)
     run_dir = tmp_path / "run"
     shutil.copytree(tokenized_run, run_dir)
     before = tree_checksums(run_dir)

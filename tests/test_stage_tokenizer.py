@@ -20,12 +20,13 @@ from gpt2zh.corpus import CorpusReader, sources_for
 from gpt2zh.dataset.chunks import TextChunk
 from gpt2zh.dataset.worker import WorkerSetup, init_worker, tokenize_block
 from gpt2zh.fingerprints import dataset_inputs
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.rundir import fingerprint
+from gpt2zh.tokenizer.corpus_sample import read_sample
 from gpt2zh.tokenizer.encoding import document_encoder
 from gpt2zh.tokenizer.quality import measure
 from gpt2zh.tokenizer.specials import END_OF_TEXT_ID, SPECIAL_TOKENS
 from gpt2zh.tokenizer.spm_train import train_sentencepiece
-from gpt2zh.tokenizer.stage import _read_sample
 from tests.conftest import REPO, TINY_DATA, TINY_TOKENIZER, TINY_TRAIN, copy_run, run_cli, tree_checksums
 
 
@@ -231,7 +232,7 @@ def _train_as_stage_1(corpus: Path, model: Path) -> list[str]:
     """Stage 1's own sample of the corpus (every sentence: nothing held out, the reservoir holds them all) and
     training, at the tiny tokenizer's settings."""
     cfg = TokenizerConfig(vocab_size=4000, character_coverage=0.995)
-    sample = _read_sample(CorpusReader(sources_for([str(corpus)])[0], DataConfig(validation_fraction=0.0)), cfg)
+    sample = read_sample(CorpusReader(sources_for([str(corpus)])[0], DataConfig(validation_fraction=0.0)), cfg)
     train_sentencepiece(sample.reservoir.items, model, cfg)
     return sample.reservoir.items
 
@@ -285,7 +286,8 @@ def _make_older_format(run_dir: Path) -> None:
     (run_dir / "tokenizer" / "manifest.json").write_text(json.dumps(tokenizer, indent=2))
     dataset = json.loads((run_dir / "dataset" / "manifest.json").read_text())
     del dataset["inputs"]["tokenizer_sha256"]
-    assert dataset_inputs(Config(), [], tokenizer).keys() == dataset["inputs"].keys()
+    older = TokenizerManifest.read(run_dir / "tokenizer")  # read as the stages read it
+    assert dataset_inputs(Config(), [], older).keys() == dataset["inputs"].keys()
     dataset["fingerprint"] = fingerprint(dataset["inputs"])
     (run_dir / "dataset" / "manifest.json").write_text(json.dumps(dataset, indent=2))
 

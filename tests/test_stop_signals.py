@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2zh.rundir import read_manifest
-from gpt2zh.training import faults
+from gpt2zh import faults
+from gpt2zh.manifests import DatasetManifest
 from gpt2zh.training.checkpoints import read_marker
 from tests.conftest import (
     REPO,
@@ -129,7 +129,7 @@ def large_tokenized(tmp_path_factory, large_corpus) -> Path:
 def test_a_group_signal_during_stage_2_leaves_the_previous_dataset_and_no_process(
         tmp_path, large_corpus, large_tokenized, signum):
     run_dir = copy_run(large_tokenized, tmp_path)
-    before = read_manifest(run_dir / "dataset")
+    before = DatasetManifest.read(run_dir / "dataset")
     args = ["tokenize", "--data-files", str(large_corpus), "--run-dir", str(run_dir), *TINY_DATA,
             "--data-num-proc", "2", "--force"]
     flag = tmp_path / "paused"
@@ -143,7 +143,7 @@ def test_a_group_signal_during_stage_2_leaves_the_previous_dataset_and_no_proces
     assert lines[-1].startswith(f"stopped by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'}: ")
     assert "Traceback" not in err
     wait_for(lambda: not _group_alive(process.pid), timeout=30)
-    assert read_manifest(run_dir / "dataset") == before  # the previous complete dataset, untouched
+    assert DatasetManifest.read(run_dir / "dataset") == before  # the previous complete dataset, untouched
     assert not any(run_dir.glob(".dataset.*"))  # the interrupted build was removed
     result = run_cli(*args[:-1])
     assert result.returncode == 0 and "up to date" in result.stderr, result.stderr

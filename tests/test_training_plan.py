@@ -8,8 +8,9 @@ from transformers import TrainingArguments
 
 from gpt2zh.config import Config, load_config
 from gpt2zh.errors import UserError
+from gpt2zh.hardware import presets as presets_module
 from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
-from gpt2zh.training import presets as presets_module
+from gpt2zh.hardware.presets import available_presets, load_preset, preset_layer, resolve_preset
 from gpt2zh.training.arguments import argument_values
 from gpt2zh.training.batch_fit import batch_split
 from gpt2zh.training.mfu import flops_per_token, mfu
@@ -23,7 +24,6 @@ from gpt2zh.training.plan import (
     choose_precision,
     plan_training,
 )
-from gpt2zh.training.presets import available_presets, load_preset, preset_layer, resolve_preset
 from tests.conftest import fabricate
 
 # The per-GPU table of PITFALLS.md G15 ("GPU 配置") as the guide prints it (batch_size, compile_mode, 特殊优化),
@@ -276,11 +276,11 @@ def test_a_changed_per_device_batch_names_who_asked_for_it_and_why_it_changed(de
     from gpt2zh.resolution import resolve
     from gpt2zh.rundir import RunDir
     from gpt2zh.stages import StageRequest
-    from gpt2zh.training.stage import _plan
+    from gpt2zh.training.check import make_plan
 
     layer = ("configs/demo.yaml", {"training": base})
     request = StageRequest(resolve(layer, command_line, fabricate(device)), RunDir(Path(".")), overrides=command_line)
-    plan = _plan(request)
+    plan = make_plan(request)
     assert note in plan.notes
 
 
@@ -288,12 +288,11 @@ def _plan_on(model: str, device: str, **command_line):
     """The plan stage 3 makes for configs/<model>.yaml on a fabricated card, its preset applied."""
     from gpt2zh.config.loader import read_yaml_mapping
     from gpt2zh.resolution import resolve
-    from gpt2zh.training.plan import model_shape
 
     path = Path(__file__).parents[1] / "configs" / f"{model}.yaml"
     facts = fabricate(device)
     resolved = resolve((str(path), read_yaml_mapping(path)), command_line, facts)
-    return plan_training(resolved.config, facts, 1, None, resolved.origin, model_shape(resolved.config))
+    return plan_training(resolved.config, facts, 1, None, resolved.origin)
 
 
 def test_compile_is_chosen_by_whether_it_pays_back_over_the_run():
@@ -331,3 +330,29 @@ def test_compile_without_a_speed_estimate_stays_as_asked():
                        gpus=(GpuFacts("NVIDIA L4", 22.0, (8, 9)),), triton_available=True)
     plan = plan_training(config(torch_compile=True, compile_mode="max-autotune", max_steps=10), l4, 1, None)
     assert (plan.torch_compile, plan.compile_mode, plan.compile_reason) == (True, "max-autotune", "")
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd", "constant"])
+def test_every_step_trains_at_the_schedules_rate_with_the_arguments_stage_3_passes(tmp_path, kind):
+    """PretrainTrainer.create_scheduler builds pipeline/training/schedule.py's schedule: nothing in TrainingArguments
+    (transformers' own scheduler setting included) moves the learning rate of any step."""
+    from gpt2zh.training.continuation import planned_schedule
+    from gpt2zh.training.trainer import PretrainTrainer
+    from tests.tiny_models import tiny_gpt2
+
+    cfg = config(global_batch_size=4, per_device_batch_size=4, max_steps=12, dataloader_workers=0)
+    cfg.optimization.lr_schedule, cfg.optimization.warmup_steps = kind, 3
+    plan = plan_training(cfg, fabricate("cpu"), 1, None)
+    schedule = planned_schedule(cfg)
+    args = TrainingArguments(**argument_values(cfg, plan, tmp_path))
+    trainer = PretrainTrainer(model=tiny_gpt2(64, seed=0), args=args, eval_dataset=[{"input_ids": [1, 2]}],
+                              stream_seed=0, samples_per_step=4, resume_step=0, max_nonfinite=1, schedule=schedule)
+    trainer.create_optimizer_and_scheduler(num_training_steps=cfg.training.max_steps)
+    rates = []
+    for _ in range(cfg.training.max_steps):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])  # the rate this step trains at
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    peak = cfg.optimization.learning_rate
+    assert rates == pytest.approx([peak * schedule.factor(step) for step in range(1, cfg.training.max_steps + 1)])
+    assert rates[0] == pytest.approx(peak / 3)  # never a step at rate 0 (PITFALLS.md RJ6)

@@ -87,8 +87,10 @@ def test_non_finite_steps_are_counted_and_stop_after_the_limit():
 
 def test_the_model_config_takes_its_vocabulary_and_every_special_token_id_from_the_tokenizer():
     from gpt2zh.config.schema import ModelConfig
+    from gpt2zh.manifests import TokenizerManifest
     from gpt2zh.training.model import gpt2_config
 
-    manifest = {"vocab_size": 4321, "special_token_ids": {"bos": 5, "eos": 6, "pad": 7}}
+    manifest = TokenizerManifest(fingerprint="", vocab_size=4321, special_tokens={},
+                                 special_token_ids={"bos": 5, "eos": 6, "pad": 7})
     config = gpt2_config(ModelConfig(), manifest, "sdpa")
     assert (config.vocab_size, config.bos_token_id, config.eos_token_id, config.pad_token_id) == (4321, 5, 6, 7)

@@ -14,6 +14,7 @@ from gpt2zh.config import dump_config
 from gpt2zh.corpus import CorpusReader
 from gpt2zh.errors import UserError
 from gpt2zh.fingerprints import tokenizer_inputs
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.models.architecture import base_architecture, base_sizes
 from gpt2zh.models.coverage import LOSSY_SHARE, lost_characters, unknown_id
 from gpt2zh.models.source import fetch_model, read_config
@@ -43,8 +44,8 @@ def _figures(tokenizer, texts: list[str], unk_id: int | None) -> dict:
             "round_trip_example": [inexact[0][0][:60], inexact[0][1][:60]] if inexact else None}
 
 
-def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageReport) -> dict:
-    from gpt2zh.tokenizer.stage import _read_sample, _report_rows
+def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageReport) -> TokenizerManifest:
+    from gpt2zh.tokenizer.corpus_sample import read_sample, report_sample_rows
 
     config = request.config
     where = f"{FLAG} {config.model.init_from!r}"
@@ -53,7 +54,7 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     identity = source.identity()  # hashes a folder's weights: once
     recorded = {**identity, "label": source.label}
     parts = tokenizer_inputs(config, sources, identity)
-    output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
+    output = StageOutput(request.run_dir.tokenizer, TokenizerManifest, fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s holds the tokenizer of %s; skipped", STAGE, output.final, source.label)
         return manifest
@@ -67,7 +68,7 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
     ids = special_token_ids(tokenizer, where)
     specials = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     reader = CorpusReader(sources, config.data, tuple(specials))
-    sample = _read_sample(reader, config.tokenizer)
+    sample = read_sample(reader, config.tokenizer)
     texts = sample.held_out or sample.reservoir.items[:2000]
     if not texts:
         raise UserError(f"the corpus has no text after cleaning ({reader.stats.files} file(s))", "check --data-files")
@@ -89,11 +90,11 @@ def adopt_tokenizer(request: StageRequest, sources, corpus: str, report: StageRe
             special_tokens=specials, special_token_ids=ids, base_model=recorded,
             base_architecture=base_architecture(base), base_sizes=base_sizes(base))
 
-    _report_rows(report, corpus, reader, sample, trains=False)
+    report_sample_rows(report, corpus, reader, sample, trains=False)
     _adoption_rows(report, source.label, tokenizer, vocab_size, ids, figures)
     report.row("wrote", f"{output.final}/ (the base model's tokenizer, stats.json, config.yaml)")
     report.print()
-    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+    return output.published
 
 
 def _refuse_lossy(where: str, figures: dict, allowed: bool) -> None:

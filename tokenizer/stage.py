@@ -12,17 +12,17 @@ import time
 
 from gpt2zh.config import dump_config
 from gpt2zh.config.schema import TokenizerConfig
-from gpt2zh.console import progress
 from gpt2zh.corpus import CorpusReader, sources_for
 from gpt2zh.errors import UserError
 from gpt2zh.fingerprints import tokenizer_inputs
-from gpt2zh.hub.checkpoints import wants_hub_checkpoint
-from gpt2zh.report import StageReport, human_bytes, human_duration
-from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.manifests import TokenizerManifest
+from gpt2zh.remote.checkpoints import wants_hub_checkpoint
+from gpt2zh.report import StageReport, human_duration
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint
 from gpt2zh.stages import StageRequest
+from gpt2zh.tokenizer.corpus_sample import CorpusSample, read_sample, report_sample_rows
 from gpt2zh.tokenizer.hf_convert import SPM_FILE, convert, verify
 from gpt2zh.tokenizer.quality import describe_characters, measure
-from gpt2zh.tokenizer.sampling import SentenceReservoir, split_sentences
 from gpt2zh.tokenizer.specials import (
     END_OF_TEXT,
     END_OF_TEXT_ID,
@@ -36,49 +36,7 @@ from gpt2zh.tokenizer.spm_train import TEXT_FORMAT
 
 log = logging.getLogger("gpt2zh")
 STAGE = "train-tokenizer"
-HELD_OUT_CHARS = 2_000_000  # held-out text kept for the quality figures and the verification
-# Whole training documents kept for the quality figures when the corpus has no held-out documents.
-SPARE_DOCUMENT_CHARS = 200_000
-
-
-class _Sample:
-    def __init__(self, cfg: TokenizerConfig):
-        self.reservoir = SentenceReservoir(cfg.input_sentence_size, cfg.seed)
-        self.held_out: list[str] = []
-        self.held_out_chars = 0
-        self.training_documents: list[str] = []
-        self.training_chars = 0
-        self.sentences_cut = 0
-        self.target = int(cfg.read_factor * cfg.input_sentence_size)
-
-
-def _read_sample(reader: CorpusReader, cfg: TokenizerConfig) -> _Sample:
-    sample = _Sample(cfg)
-    # Progress in bytes: reading stops at the sentence target, usually well before the end of a big corpus.
-    with progress(reader.stats.bytes_total, "B", "reading corpus sample", scale=True) as bar:
-        documents = reader.sampled_documents(cfg.seed, on_block=bar.update)
-        try:
-            for document in documents:
-                if document.validation:
-                    if sample.held_out_chars < HELD_OUT_CHARS:
-                        sample.held_out.append(document.text)
-                        sample.held_out_chars += len(document.text)
-                    continue
-                if sample.training_chars < SPARE_DOCUMENT_CHARS:
-                    sample.training_documents.append(document.text)
-                    sample.training_chars += len(document.text)
-                sentences, cut = split_sentences(document.text, cfg.max_sentence_bytes)
-                sample.sentences_cut += cut
-                for sentence in sentences:
-                    sample.reservoir.add(sentence)
-                if sample.reservoir.seen >= sample.target:
-                    break
-        finally:
-            documents.close()
-    return sample
-
-
-def _verification_lines(sample: _Sample, cfg: TokenizerConfig) -> list[str]:
+def _verification_lines(sample: CorpusSample, cfg: TokenizerConfig) -> list[str]:
     lines = sample.held_out[: cfg.verify_lines]
     missing = cfg.verify_lines - len(lines)
     if missing > 0:
@@ -87,45 +45,27 @@ def _verification_lines(sample: _Sample, cfg: TokenizerConfig) -> list[str]:
     return lines
 
 
-def _report_rows(report: StageReport, corpus: str, reader: CorpusReader, sample: _Sample, trains: bool = True) -> None:
-    stats = reader.stats
-    bounded = "every block" if stats.blocks_read == stats.blocks_total else \
-        f"{stats.blocks_read}/{stats.blocks_total} random 1 MiB blocks (bounded sample)"
-    report.row("corpus", corpus)
-    report.row("read", f"{human_bytes(stats.bytes_read)} of {human_bytes(stats.bytes_total)}, {bounded}")
-    if layout := stats.layout_line():
-        report.row("layout", layout)
-    report.row("documents", stats.documents_line("held out"))
-    report.row("cleaning", stats.cleaning_line())
-    if stats.detected_encodings or stats.empty_files:
-        report.row("attention", f"{len(stats.detected_encodings)} file(s) decoded from a detected encoding, "
-                                f"{len(stats.empty_files)} empty file(s) skipped (see warnings above)")
-    if trains:  # an adopted tokenizer is measured on the held-out documents, not trained
-        report.row("sample", f"{len(sample.reservoir.items):,} sentences for training ({sample.reservoir.seen:,} "
-                             f"seen, {sample.sentences_cut:,} over-long sentences split)")
-
-
-def _report_adopted(report: StageReport, corpus: str, manifest: dict) -> dict:
-    pushed = manifest["pushed_with_checkpoint"]
+def _report_adopted(report: StageReport, corpus: str, manifest: TokenizerManifest) -> TokenizerManifest:
+    pushed = manifest.pushed_with_checkpoint
     report.row("corpus", corpus)
     report.row("adopted", f"the tokenizer pushed with {pushed['repo_id']}'s checkpoint (step {pushed['step']}, commit "
                           f"{pushed['commit'][:12]}): made from this corpus and these settings, so the checkpoint "
                           "resumes with the same token ids")
-    report.row("tokenizer", f"vocab {manifest['vocab_size']:,}")
+    report.row("tokenizer", f"vocab {manifest.vocab_size:,}")
     report.print()
     return manifest
 
 
-def _mention_older_format(manifest: dict, folder) -> None:
+def _mention_older_format(manifest: TokenizerManifest, folder) -> None:
     """An older tokenizer is kept as it is (its run goes on with the same ids); retraining is the user's call."""
-    if "pushed_with_checkpoint" not in manifest and manifest.get("text_format", 1) < TEXT_FORMAT:
+    if manifest.pushed_with_checkpoint is None and (manifest.text_format or 1) < TEXT_FORMAT:
         log.info("%s: %s was trained on lines (an older format): each line break of a document is the byte piece "
                  "<0x0A>; kept as it is. To learn line breaks as pieces, retrain it: `gpt2zh run --from-stage "
                  "train-tokenizer --force` (the dataset and model are rebuilt from it; PITFALLS.md NU17)",
                  STAGE, folder)
 
 
-def train_tokenizer(request: StageRequest) -> dict:
+def train_tokenizer(request: StageRequest) -> TokenizerManifest:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
     sources, corpus = sources_for(config.data.files)
@@ -134,20 +74,20 @@ def train_tokenizer(request: StageRequest) -> dict:
 
         return adopt_tokenizer(request, sources, corpus, report)
     parts = tokenizer_inputs(config, sources)
-    output = StageOutput(request.run_dir.stage("tokenizer"), "tokenizer", fingerprint(parts), parts)
+    output = StageOutput(request.run_dir.tokenizer, TokenizerManifest, fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus and config; skipped (--force retrains)", STAGE, output.final)
         _mention_older_format(manifest, output.final)
         return manifest
     output.refuse_replacing(request.replace)
-    if not request.force and read_manifest(output.final) is None and wants_hub_checkpoint(config):
-        from gpt2zh.hub.checkpoints import adopt_pushed_tokenizer
+    if not request.force and TokenizerManifest.read(output.final) is None and wants_hub_checkpoint(config):
+        from gpt2zh.tokenizer.pushed import adopt_pushed_tokenizer
 
         if (manifest := adopt_pushed_tokenizer(config, output)) is not None:  # a new machine (PITFALLS.md RA5)
             return _report_adopted(report, corpus, manifest)
 
     reader = CorpusReader(sources, config.data, SPECIAL_TOKENS)
-    sample = _read_sample(reader, cfg)
+    sample = read_sample(reader, cfg)
     if not sample.reservoir.items:
         raise UserError(f"the corpus has no training text after cleaning ({reader.stats.files} file(s), "
                         f"{len(reader.stats.empty_files)} empty, {reader.stats.validation.documents} held out)",
@@ -182,7 +122,7 @@ def train_tokenizer(request: StageRequest) -> dict:
             special_tokens={UNK: UNK_ID, END_OF_TEXT: END_OF_TEXT_ID, PAD: PAD_ID},
             special_token_ids={"unk": UNK_ID, "bos": END_OF_TEXT_ID, "eos": END_OF_TEXT_ID, "pad": PAD_ID})
 
-    _report_rows(report, corpus, reader, sample)
+    report_sample_rows(report, corpus, reader, sample)
     report.row("tokenizer", f"{cfg.model_type}, vocab {checked.vocab_size:,}, "
                             f"trained in {human_duration(train_seconds)}; "
                             f"{END_OF_TEXT}={END_OF_TEXT_ID} (bos/eos), {PAD}={PAD_ID}, {UNK}={UNK_ID}")
@@ -196,4 +136,4 @@ def train_tokenizer(request: StageRequest) -> dict:
     report.row("wrote", f"{output.final}/ (tokenizer.json, tokenizer_config.json, {SPM_FILE}, stats.json, config.yaml)")
     report.row("load it", f"AutoTokenizer.from_pretrained({str(output.final)!r})")
     report.print()
-    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+    return output.published

@@ -4,14 +4,14 @@ from pathlib import Path
 
 from gpt2zh.dataset.shards import shard_folders
 from gpt2zh.errors import UserError
-from gpt2zh.rundir import read_manifest
+from gpt2zh.manifests import DatasetManifest
 
 BUILD_FIX = "run `gpt2zh tokenize` with the same --run-dir first"
 
 
-def dataset_parts(dataset_dir: Path) -> list[tuple[Path, dict]]:
+def dataset_parts(dataset_dir: Path) -> list[tuple[Path, DatasetManifest]]:
     """(folder, manifest) of every complete part; raises UserError naming what is missing."""
-    manifest = read_manifest(dataset_dir)
+    manifest = DatasetManifest.read(dataset_dir)
     if manifest is not None:
         return [(dataset_dir, manifest)]
     shards = shard_folders(dataset_dir) if dataset_dir.is_dir() else {}
@@ -22,13 +22,13 @@ def dataset_parts(dataset_dir: Path) -> list[tuple[Path, dict]]:
         raise UserError(f"{dataset_dir} mixes shards of different builds (of {sorted(counts)} shards)",
                         "remove the stale shard folders and rebuild them")
     count = counts.pop()
-    parts = {index: (folder, read_manifest(folder)) for index, (_, folder) in shards.items()}
+    parts = {index: (folder, DatasetManifest.read(folder)) for index, (_, folder) in shards.items()}
     missing = [i for i in range(count) if i not in parts or parts[i][1] is None]
     if missing:
         listed = ", ".join(map(str, missing))
         raise UserError(f"{dataset_dir}: shard(s) {listed} of {count} are missing or incomplete",
                         f"run `gpt2zh tokenize --data-num-shards {count} --data-shard-index I` for each missing I")
-    tokenizers = {manifest["tokenizer_fingerprint"] for _, manifest in parts.values()}
+    tokenizers = {manifest.tokenizer_fingerprint for _, manifest in parts.values()}
     if len(tokenizers) != 1:
         raise UserError(f"{dataset_dir}: shards were built with different tokenizers", "rebuild every shard")
     return [parts[i] for i in range(count)]

@@ -30,9 +30,10 @@ from gpt2zh.fingerprints import (
     tokenizer_inputs,
 )
 from gpt2zh.input_changes import changed_inputs
+from gpt2zh.manifests import DatasetManifest, TokenizerManifest
 from gpt2zh.memory import peak_rss_mb
 from gpt2zh.report import StageReport, human_bytes
-from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.rundir import StageOutput, file_sha256, fingerprint
 from gpt2zh.stages import StageRequest
 
 log = logging.getLogger("gpt2zh")
@@ -43,22 +44,22 @@ FEW_VALIDATION_DOCUMENTS, FEW_VALIDATION_CHARACTERS = 20, 10_000
 TOKENIZER_FIX = "run `gpt2zh train-tokenizer` (or `gpt2zh run`) with the same --run-dir, corpus and config first"
 
 
-def checked_tokenizer(tokenizer_dir: Path, config, sources) -> dict:
+def checked_tokenizer(tokenizer_dir: Path, config, sources) -> TokenizerManifest:
     """The tokenizer manifest, if the tokenizer on disk is complete and was trained for this corpus and config."""
-    manifest = read_manifest(tokenizer_dir)
+    manifest = TokenizerManifest.read(tokenizer_dir)
     if manifest is None:
         raise UserError(f"no complete tokenizer in {tokenizer_dir}", TOKENIZER_FIX)
-    if manifest.get("fingerprint") != expected_tokenizer_fingerprint(config, sources, manifest):
+    if manifest.fingerprint != expected_tokenizer_fingerprint(config, sources, manifest):
         expected = tokenizer_inputs(config, sources, recorded_base_model(config, manifest))
-        changes = changed_inputs(manifest.get("inputs", {}), expected) or ["its format"]
+        changes = changed_inputs(manifest.inputs, expected) or ["its format"]
         run_dir = tokenizer_dir.parent
         raise UserError(f"the tokenizer in {tokenizer_dir} was trained with other settings than this command's: "
                         f"{'; '.join(changes[:6])}",
                         f"to reuse it, drop what changed (a command without --config starts from the run's saved "
                         f"settings); to retrain it with these settings, run `gpt2zh train-tokenizer --run-dir "
                         f"{run_dir} --force` with the same flags (or `gpt2zh run ... --force`)")
-    tokenizer_file = "tokenizer.model" if "spm_sha256" in manifest else "tokenizer.json"
-    if file_sha256(tokenizer_dir / tokenizer_file) != manifest.get("spm_sha256", manifest.get("tokenizer_sha256")):
+    tokenizer_file, digest = manifest.checked_file()
+    if file_sha256(tokenizer_dir / tokenizer_file) != digest:
         raise UserError(f"{tokenizer_dir}/{tokenizer_file} differs from the one stage 1 wrote", TOKENIZER_FIX)
     return manifest
 
@@ -67,7 +68,7 @@ def output_folder(dataset_dir: Path, data) -> Path:
     """The folder this build writes: the dataset, or one shard folder inside it."""
     if data.num_shards == 1:
         return dataset_dir
-    if read_manifest(dataset_dir) is not None:
+    if DatasetManifest.read(dataset_dir) is not None:
         raise UserError(f"{dataset_dir} holds a single-job dataset; sharded builds go into shard folders "
                         "inside a dataset folder of their own",
                         "use a new --run-dir for the sharded build, or delete the existing dataset")
@@ -121,34 +122,34 @@ def _memory(worker_peak: float, workers: int) -> dict[str, float]:
     return {"main": round(main, 1), "worker": round(worker_peak, 1), "total": round(main + workers * worker_peak, 1)}
 
 
-def tokenize_dataset(request: StageRequest) -> dict:
+def tokenize_dataset(request: StageRequest) -> DatasetManifest:
     config, data = request.config, request.config.data
     report = StageReport(STAGE)
     sources, corpus = sources_for(data.files)
-    tokenizer_dir = request.run_dir.stage("tokenizer")
+    tokenizer_dir = request.run_dir.tokenizer
     tokenizer = checked_tokenizer(tokenizer_dir, config, sources)
     parts = dataset_inputs(config, sources, tokenizer)
-    output = StageOutput(output_folder(request.run_dir.stage("dataset"), data), "dataset", fingerprint(parts), parts)
+    output = StageOutput(output_folder(request.run_dir.dataset, data), DatasetManifest, fingerprint(parts), parts)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s is up to date for this corpus, tokenizer and config; skipped (--force rebuilds)",
                  STAGE, output.final)
         return manifest
     output.refuse_replacing(request.replace)
 
-    specials = tokenizer["special_tokens"]
+    specials = tokenizer.special_tokens
     reader = CorpusReader(sources, data, tuple(specials))  # checks every file before reading starts
     blocks = items_for_shard(reader.blocks, data.shard_index, data.num_shards)
     if not blocks:
         raise UserError(f"shard {data.shard_index} of {data.num_shards} has no data: the corpus has only "
                         f"{len(reader.blocks)} block(s) of 1 MiB", "use fewer --data-num-shards")
-    dtype = token_dtype(tokenizer["vocab_size"])
+    dtype = token_dtype(tokenizer.vocab_size)
     work = WorkItems(blocks, reader)
     wanted = data.num_proc or min(8, request.cpu_count)  # the hardware facts' count
     workers = wanted if any(block.whole_file for block in blocks) else min(wanted, len(blocks))
-    adopted = "spm_sha256" not in tokenizer
+    adopted = not tokenizer.trained
     setup = WorkerSetup(spm_model="" if adopted else str(tokenizer_dir / "tokenizer.model"),
                         hf_tokenizer=str(tokenizer_dir) if adopted else "", data=data, reserved_strings=tuple(specials),
-                        end_of_text_id=tokenizer["special_token_ids"]["eos"], dtype=dtype.name,
+                        end_of_text_id=tokenizer.eos_id, dtype=dtype.name,
                         keep_digests=data.dedupe, log_level=log.level)
     stats = reader.stats
     total_bytes = sum(reader.block_bytes(block) for block in blocks)
@@ -172,8 +173,8 @@ def tokenize_dataset(request: StageRequest) -> dict:
         seconds = report.elapsed
         summary = {
             "corpus": corpus, "reading": stats.as_dict(), "splits": figures, "block_size": data.block_size,
-            "dtype": dtype.name, "vocab_size": tokenizer["vocab_size"], "workers": workers,
-            "separator": next(token for token, i in specials.items() if i == tokenizer["special_token_ids"]["eos"]),
+            "dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "workers": workers,
+            "separator": next(token for token, i in specials.items() if i == tokenizer.eos_id),
             "unknown_token": next((token for token, i in specials.items() if i == splits.unk_id), None),
             "shard": {"index": data.shard_index, "count": data.num_shards},
             "chars_per_token": _chars_per_token(stats, figures), "seconds": round(seconds, 2),
@@ -183,17 +184,17 @@ def tokenize_dataset(request: StageRequest) -> dict:
         (staging / "stats.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         dump_config(config, staging / "config.yaml")
         output.manifest_extra.update(
-            tokenizer_fingerprint=tokenizer["fingerprint"], block_size=data.block_size, dtype=dtype.name,
+            tokenizer_fingerprint=tokenizer.fingerprint, block_size=data.block_size, dtype=dtype.name,
             rows={split: figures[split]["blocks"] for split in SPLITS},
             shard={"index": data.shard_index, "count": data.num_shards})
     _report(report, corpus, stats, summary, output.final)
-    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+    return output.published
 
 
-def unknown_token_id(tokenizer_manifest: dict) -> int | None:
+def unknown_token_id(tokenizer: TokenizerManifest) -> int | None:
     """The adopted tokenizer's unknown token; None where it is also the separator (GPT-2's BPE names
     <|endoftext|> its unk, and never produces it for text)."""
-    ids = tokenizer_manifest["special_token_ids"]
+    ids = tokenizer.special_token_ids
     return ids.get("unk") if ids.get("unk") not in (ids["eos"], ids["bos"]) else None
 
 

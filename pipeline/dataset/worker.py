@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpt2zh import faults
 from gpt2zh.config.schema import DataConfig
 from gpt2zh.corpus.cleaning import CleaningCounts, TextCleaner
 from gpt2zh.corpus.formats import Block
@@ -22,7 +23,6 @@ from gpt2zh.corpus.reader import clean_batches, raw_block_texts
 from gpt2zh.dataset.chunks import TextChunk
 from gpt2zh.memory import peak_rss_mb
 from gpt2zh.tokenizer.encoding import document_encoder
-from gpt2zh.training import faults
 
 
 @dataclass(frozen=True)

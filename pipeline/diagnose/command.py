@@ -10,8 +10,9 @@ from pathlib import Path
 
 from gpt2zh.diagnose.findings import FAIL, OK, WARN, Finding, render_markdown, render_terminal, worst
 from gpt2zh.errors import UserError
+from gpt2zh.manifests import ModelManifest, TokenizerManifest
 from gpt2zh.report import StageReport, human_duration
-from gpt2zh.rundir import RunDir, read_manifest
+from gpt2zh.rundir import RunDir
 
 log = logging.getLogger("gpt2zh")
 
@@ -20,16 +21,16 @@ def _run_config(run: RunDir, fallback):
     """The config the run was trained with (model/run_config.yaml) when there is one."""
     from gpt2zh.config import load_config
 
-    saved = run.stage("model") / "run_config.yaml"
+    saved = run.model / "run_config.yaml"
     return (load_config(saved), str(saved)) if saved.is_file() else (fallback, "the command line / --config")
 
 
 def _trained_weights(run: RunDir) -> tuple[Path | None, str]:
     from gpt2zh.training.checkpoints import find_last_valid_checkpoint
 
-    if read_manifest(run.stage("model")) is not None:
-        return run.stage("model"), "final weights (model/)"
-    checkpoint, _ = find_last_valid_checkpoint(run.stage("checkpoints"))
+    if ModelManifest.read(run.model) is not None:
+        return run.model, f"final weights ({ModelManifest.FOLDER}/)"
+    checkpoint, _ = find_last_valid_checkpoint(run.checkpoints)
     if checkpoint is not None:
         return checkpoint, f"weights of {checkpoint.name}"
     return None, "weights at initialisation (no checkpoint yet)"
@@ -53,20 +54,20 @@ def diagnose(run: RunDir, config) -> tuple[list[Finding], Path]:
     from gpt2zh.training.model import gpt2_config
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the findings
-    tokenizer_manifest = read_manifest(run.stage("tokenizer"))
+    tokenizer_manifest = TokenizerManifest.read(run.tokenizer)
     if tokenizer_manifest is None:
-        raise UserError(f"no complete tokenizer in {run.stage('tokenizer')}",
+        raise UserError(f"no complete tokenizer in {run.tokenizer}",
                         "diagnose needs at least stages 1 and 2: run `gpt2zh run` (or train-tokenizer, tokenize)")
-    block_size = dataset_parts(run.stage("dataset"))[0][1]["block_size"]
+    block_size = dataset_parts(run.dataset)[0][1].block_size
     config, config_source = _run_config(run, config)
-    vocab_size = tokenizer_manifest["vocab_size"]
-    ids = tokenizer_manifest["special_token_ids"]
+    vocab_size = tokenizer_manifest.vocab_size
+    ids = tokenizer_manifest.special_token_ids
     header = [f"Run directory: `{run.root}`. Config: {config_source}. Vocabulary {vocab_size:,}, blocks of "
               f"{block_size} tokens."]
 
     started = time.monotonic()
-    blocks = data_checks.load_sample(run.stage("dataset"), block_size)
-    pieces = AutoTokenizer.from_pretrained(str(run.stage("tokenizer"))).convert_ids_to_tokens(list(range(vocab_size)))
+    blocks = data_checks.load_sample(run.dataset, block_size)
+    pieces = AutoTokenizer.from_pretrained(str(run.tokenizer)).convert_ids_to_tokens(list(range(vocab_size)))
     findings = data_checks.data_findings(blocks, vocab_size, ids, pieces)
     log.info("diagnose: data checked in %s", human_duration(time.monotonic() - started))
     if worst(findings[:2]) == FAIL:  # out-of-vocabulary ids or ragged blocks would crash the model checks

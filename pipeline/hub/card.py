@@ -9,7 +9,10 @@ import os
 import re
 from pathlib import Path
 
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.report import context_verdict, human_bytes, human_duration
+from gpt2zh.rundir import RunDir
+from gpt2zh.tokenizer.specials import END_OF_TEXT, END_OF_TEXT_ID, PAD, PAD_ID, UNK
 
 TAGS = ["gpt2", "chinese", "text-generation", "pretraining", "gpt2zh"]
 HUB_SCHEMES = ("hf://", "ms://")  # corpus files read from a hub, named by their url with its commit
@@ -57,21 +60,20 @@ def _dataset_figures(run_dir: Path) -> dict:
     A dataset removed to save space leaves stage 1's figures: its documents, without tokens."""
     from gpt2zh.dataset.loading import dataset_parts
     from gpt2zh.errors import UserError
-    from gpt2zh.rundir import read_manifest
 
-    splits = ("train", "validation")
-    figures = {"corpus": "", "sources": [], "complete": True, "separator": "<|endoftext|>",
+    run, splits = RunDir(run_dir), ("train", "validation")
+    figures = {"corpus": "", "sources": [], "complete": True, "separator": END_OF_TEXT,
                **{key: dict.fromkeys(splits, 0) for key in ("documents", "characters", "tokens", "blocks")}}
     try:
-        parts = dataset_parts(run_dir / "dataset")
+        parts = dataset_parts(run.dataset)
     except UserError:
-        parts = [(run_dir / "tokenizer", read_manifest(run_dir / "tokenizer") or {})]
+        parts = [(run.tokenizer, TokenizerManifest.read(run.tokenizer))]
         figures["complete"] = False
     for folder, manifest in parts:
         stats = _json(folder / "stats.json")
         figures["corpus"] = stats.get("corpus", "")
         figures["separator"] = stats.get("separator", figures["separator"])  # [SEP] for a UER model's tokenizer
-        figures["sources"] = manifest.get("inputs", {}).get("sources", [])  # every shard read the same files
+        figures["sources"] = manifest.inputs.get("sources", []) if manifest else []  # every shard read the same
         for split in splits:
             for key in ("documents", "characters"):
                 figures[key][split] += stats.get("reading", {}).get(split, {}).get(key, 0)
@@ -178,8 +180,9 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     from huggingface_hub import ModelCardData
 
     from gpt2zh.corpus.normalization import DESCRIPTIONS
+    from gpt2zh.training.samples import TEMPERATURE, TOP_K  # what generated the samples shown
 
-    tokenizer = _json(run_dir / "tokenizer" / "stats.json")
+    tokenizer = _json(RunDir(run_dir).tokenizer / "stats.json")
     data = _dataset_figures(run_dir)
     model, plan = summary["model"], summary["plan"]
     base = summary.get("base_model") or {}
@@ -217,9 +220,9 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "",
         _adopted_tokenizer(base, tokenizer, summary["vocab_size"]) if base else
         f"SentencePiece {tokenizer.get('tokenizer', {}).get('model_type', 'bpe').upper()}, "
-        f"{summary['vocab_size']:,} pieces, byte fallback (no `<unk>`), digits split, "
-        f"{normalization} applied to the input. `<|endoftext|>` (id 1) separates documents and is both bos "
-        "and eos; `<|pad|>` is id 2. "
+        f"{summary['vocab_size']:,} pieces, byte fallback (no `{UNK}`), digits split, "
+        f"{normalization} applied to the input. `{END_OF_TEXT}` (id {END_OF_TEXT_ID}) separates documents and is "
+        f"both bos and eos; `{PAD}` is id {PAD_ID}. "
         f"On held-out text: {quality.get('chars_per_token', 0):.2f} characters per token, "
         f"{quality.get('byte_fallback_rate', 0):.2%} of tokens are byte fallback.",
         "",
@@ -245,9 +248,9 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
                   f"| bits per character | {summary['final_bits_per_char']:.3f} |",
                   f"| against token frequencies alone | {context_verdict(final, unigram)} |"]
     lines += ["", "![training and validation loss](loss.png)", ""]
-    samples = final_samples(run_dir / "model" / "samples.md")  # of these weights, not of a later run
+    samples = final_samples(RunDir(run_dir).model / "samples.md")  # of these weights, not of a later run
     if samples:
-        lines += ["## Samples", "", "Temperature 0.8, top-k 50, at the end of training:", ""]
+        lines += ["## Samples", "", f"Temperature {TEMPERATURE:g}, top-k {TOP_K}, at the end of training:", ""]
         lines += [f"- **{prompt}**{continuation}" for prompt, continuation in samples]
         lines.append("")
     lines += _limitations(summary, data, license_id)

@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 
 from gpt2zh.errors import UserError
+from gpt2zh.manifests import ModelManifest, PushManifest, TokenizerManifest
 from gpt2zh.report import StageReport, human_bytes
-from gpt2zh.rundir import StageOutput, file_sha256, fingerprint, read_manifest
+from gpt2zh.rundir import RunDir, StageOutput, file_sha256, fingerprint
 from gpt2zh.stages import StageRequest
 
 log = logging.getLogger("gpt2zh")
@@ -29,9 +30,10 @@ PREVIEW = "README.preview.md"  # the card a dry run would push, in <run-dir>/pus
 
 def upload_sources(run_dir: Path) -> dict[str, Path]:
     """Name in the repository -> file in the run directory, for everything pushed but the card."""
-    sources = {name: run_dir / "model" / name for name in MODEL_FILES}
-    sources["gpt2zh_config.yaml"] = run_dir / "model" / "run_config.yaml"
-    sources.update({name: run_dir / "model" / name for name in LOG_FILES})
+    model = RunDir(run_dir).model
+    sources = {name: model / name for name in MODEL_FILES}
+    sources["gpt2zh_config.yaml"] = model / "run_config.yaml"
+    sources.update({name: model / name for name in LOG_FILES})
     return {name: path for name, path in sources.items() if path.is_file()}
 
 
@@ -52,22 +54,22 @@ def stage_upload(sources: dict[str, Path], written: dict[str, str], target: Path
     return [(str(p.relative_to(target)), p.stat().st_size) for p in sorted(target.rglob("*")) if p.is_file()]
 
 
-def _check_model_matches_its_inputs(run, model: dict) -> None:
+def _check_model_matches_its_inputs(run: RunDir, model: ModelManifest) -> None:
     """The card describes the tokenizer and dataset from the run directory: they must be the ones the
     weights were trained on, not a rebuild made since."""
     from gpt2zh.dataset.loading import dataset_parts
 
-    tokenizer = (read_manifest(run.stage("tokenizer")) or {}).get("fingerprint")
+    tokenizer = TokenizerManifest.read(run.tokenizer)
     try:
-        datasets = [manifest["fingerprint"] for _, manifest in dataset_parts(run.stage("dataset"))]
+        datasets = [manifest.fingerprint for _, manifest in dataset_parts(run.dataset)]
     except UserError:  # removed to save space: nothing to contradict the model
         datasets = None
-    inputs = model.get("inputs", {})
-    changed = [name for name, now, then in (("tokenizer", tokenizer, inputs.get("tokenizer")),
-                                            ("dataset", datasets, inputs.get("dataset"))) if now is not None
+    changed = [name for name, now, then in (("tokenizer", tokenizer and tokenizer.fingerprint,
+                                             model.tokenizer_fingerprint),
+                                            ("dataset", datasets, model.dataset_fingerprints)) if now is not None
                and now != then]
     if changed:
-        raise UserError(f"{run.stage('model')} was trained on another {' and '.join(changed)} than the one now in "
+        raise UserError(f"{run.model} was trained on another {' and '.join(changed)} than the one now in "
                         f"{run.root} (rebuilt since), so its model card would describe other data",
                         "retrain with `gpt2zh pretrain` (or `gpt2zh run`) before pushing")
 
@@ -76,7 +78,7 @@ def _listing(files: list[tuple[str, int]]) -> str:
     return ", ".join(f"{name} ({human_bytes(size)})" for name, size in files)
 
 
-def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report: StageReport) -> dict:
+def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report: StageReport) -> None:
     """List, print and save what would be sent; send nothing, lock nothing, need no token.
 
     The preview goes beside a real push's record (push/manifest.json lists only upload/, so the record stays
@@ -87,7 +89,7 @@ def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report
     files = sorted([(name, path.stat().st_size) for name, path in sources.items()]
                    + [(name, len(text.encode("utf-8"))) for name, text in written.items()])
     card = written["README.md"]
-    preview = run.stage("push") / PREVIEW
+    preview = run.push / PREVIEW
     temporary = preview.with_name(f".{PREVIEW}.{os.getpid()}.tmp")
     try:
         preview.parent.mkdir(parents=True, exist_ok=True)
@@ -107,41 +109,40 @@ def _dry_run(run, hub, sources: dict[str, Path], written: dict[str, str], report
     if not remote.has_token():
         log.warning("%s: no %s token found; the dry run needs none, the push does: %s", STAGE, remote.brand,
                     remote.token_fix)
-    return {}
 
 
-def push_to_hub(request: StageRequest) -> dict:
+def push_to_hub(request: StageRequest) -> PushManifest | None:
     hub, run = request.config.hub, request.run_dir
     report = StageReport(STAGE)
     if not hub.repo_id:
         raise UserError("no repository to push to", "pass --hub-repo-id user/name (or set hub.repo_id in the config)")
-    model = read_manifest(run.stage("model"))
+    model = ModelManifest.read(run.model)
     if model is None:
-        raise UserError(f"no complete model in {run.stage('model')}", "run `gpt2zh pretrain` (or `gpt2zh run`) first")
+        raise UserError(f"no complete model in {run.model}", "run `gpt2zh pretrain` (or `gpt2zh run`) first")
 
     _check_model_matches_its_inputs(run, model)
 
     from gpt2zh.hub.card import hub_files, load_snippet, render_model_card
 
-    summary = json.loads((run.stage("model") / "training_summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((run.model / "training_summary.json").read_text(encoding="utf-8"))
     sources = upload_sources(run.root)
     card = render_model_card(run.root, summary, hub.repo_id, hub.license, hub.dataset_description, hub.provider)
     written = {"README.md": card, **hub_files(hub.provider)}
     if request.dry_run:
         return _dry_run(run, hub, sources, written, report)
 
-    from gpt2zh.hub.access import check_push_access
-    from gpt2zh.hub.upload import upload_with_retries
     from gpt2zh.remote import open_hub
+    from gpt2zh.remote.access import check_push_access
+    from gpt2zh.remote.upload import upload_with_retries
 
     access = check_push_access(hub.repo_id, hub.private, hub.provider)  # before any upload work
     # The card's digest: a new description (or card layout) is pushed, an identical card is skipped.
-    inputs = {"model": model["fingerprint"], "repo_id": hub.repo_id, "private": hub.private, "license": hub.license,
+    inputs = {"model": model.fingerprint, "repo_id": hub.repo_id, "private": hub.private, "license": hub.license,
               "endpoint": access.endpoint, "card": hashlib.sha256(card.encode("utf-8")).hexdigest()}
-    output = StageOutput(run.stage("push"), STAGE, fingerprint(inputs), inputs)
+    output = StageOutput(run.push, PushManifest, fingerprint(inputs), inputs)
     if not request.force and (manifest := output.current_manifest()) is not None:
         log.info("%s: %s already has this model (commit %s); skipped (--force pushes again)", STAGE, hub.repo_id,
-                 manifest.get("commit", "?")[:12])
+                 manifest.commit[:12])
         return manifest
     loss = summary.get("final_eval_loss")
     message = (f"gpt2zh {run.root.name}: {summary['steps']:,} steps"
@@ -158,4 +159,4 @@ def push_to_hub(request: StageRequest) -> dict:
     report.row("repository", remote.page(hub.repo_id))
     report.row("load it", load_snippet(hub.provider, hub.repo_id))
     report.print()
-    return json.loads((output.final / "manifest.json").read_text(encoding="utf-8"))
+    return output.published

@@ -11,7 +11,8 @@ from gpt2zh.config.schema import DataConfig
 from gpt2zh.console import progress
 from gpt2zh.corpus import CorpusReader, sources_for
 from gpt2zh.errors import UserError
-from gpt2zh.rundir import RunDir, read_manifest
+from gpt2zh.manifests import TokenizerManifest
+from gpt2zh.rundir import RunDir
 
 log = logging.getLogger("gpt2zh")
 CHOOSE = "pass --run-dir R (its held-out documents) or --data-files F (every document of those files)"
@@ -41,8 +42,8 @@ def run_of(model_references: list[str]) -> tuple[Path, str] | None:
 
 def run_specials(run: RunDir) -> tuple[str, ...]:
     """The run's own special-token strings, which its stage 2 removed from the text."""
-    manifest = read_manifest(run.stage("tokenizer")) or {}
-    return tuple(manifest.get("special_tokens") or ())
+    manifest = TokenizerManifest.read(run.tokenizer)
+    return tuple(manifest.special_tokens) if manifest else ()
 
 
 def read_texts(data: DataConfig, held_out_only: bool, reserved: tuple[str, ...],

@@ -37,6 +37,7 @@ from gpt2zh.inference.scoring import default_stride, stream_nats
 from gpt2zh.inference.script import NAMES, in_script
 from gpt2zh.models.coverage import lost_characters, unknown_id
 from gpt2zh.report import StageReport
+from gpt2zh.request import command_request
 
 log = logging.getLogger("gpt2zh")
 ENCODE_BATCH = 1000  # documents per call into the Rust tokenizer: its speed, without holding every list at once
@@ -99,8 +100,7 @@ def _check_stride(stride: int | None, models: list[InferenceModel]) -> None:
                             f"pass --stride {model.context} or less (default: half the context)")
 
 
-def run_evaluate(args, make_request) -> int:
-    """make_request: pipeline/cli.py:_request, which resolves the run's saved data settings."""
+def run_evaluate(args) -> int:
     _check_numbers(args)
     models = {}
     for reference in args.models:  # all found before the long read; one model named twice is scored once
@@ -120,7 +120,7 @@ def run_evaluate(args, make_request) -> int:
         args.run_dir = str(found[0])
         log.info("evaluate: the held-out documents of %s, the run of --model %s (--data-files evaluates on others)",
                  *found)
-    request = make_request(args)
+    request = command_request(args)
     report = StageReport("evaluate")
     # A special token's text inside a document would reach a model as that token: removed for every model, as
     # stage 2 removes the run's own, so that all of them score the same text.

@@ -6,12 +6,11 @@ into a tied model would have that matrix overwritten by the embedding, and anoth
 activation computes another function with the same weights (PITFALLS.md BM11).
 """
 
-from gpt2zh.training.memory_model import FUSED_GELU
-
 # GPT2Config fields, other than the sizes, that change what the same weights compute
 ARCHITECTURE = ("activation_function", "layer_norm_epsilon", "n_inner", "tie_word_embeddings", "scale_attn_weights",
                 "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn")
 SIZES = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+FUSED_GELU = "gelu_pytorch_tanh"  # the activation our models are built with: GPT-2's tanh GELU, one kernel
 SAME_AS_FUSED = "gelu_new"  # GPT-2's tanh GELU in separate ops; FUSED_GELU is the same formula in one kernel
 
 

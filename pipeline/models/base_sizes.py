@@ -12,10 +12,11 @@ from pathlib import Path
 
 from gpt2zh.errors import UserError
 from gpt2zh.fingerprints import recorded_base_model
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.models.architecture import gpt2_fields
 from gpt2zh.models.source import fetch_model, read_config
 from gpt2zh.resolution import COMMAND_LINE, Resolved
-from gpt2zh.rundir import RunDir, read_manifest
+from gpt2zh.rundir import RunDir
 
 FLAG = "--model-init-from"
 SIZES = ("n_layer", "n_head", "n_embd", "n_positions")
@@ -29,16 +30,16 @@ def with_base_sizes(resolved: Resolved, run_dir: Path) -> Resolved:
     """resolved with the model's sizes and vocabulary from the base model's config.json: of the commit stage 1
     pinned for run_dir when there is one (read from the HF cache), else as the reference names it."""
     reference = resolved.config.model.init_from
-    manifest = read_manifest(RunDir(run_dir).stage("tokenizer")) or {}
+    manifest = TokenizerManifest.read(RunDir(run_dir).tokenizer)
     recorded = recorded_base_model(resolved.config, manifest) or {}
     try:
         source = fetch_model(reference, FLAG, commit=recorded.get("commit"), weights=False)
         base, who = gpt2_fields(read_config(source, FLAG)), f"the base model {source.label}"
     except UserError:
-        if not recorded or "base_sizes" not in manifest:
+        if not recorded or manifest.base_sizes is None:
             raise
         # a folder moved or deleted after stage 1: show-config, evaluate and diagnose still work on the run
-        base, who = manifest["base_sizes"], f"the base model {manifest['base_model']['label']} (as stage 1 read it)"
+        base, who = manifest.base_sizes, f"the base model {manifest.base_model['label']} (as stage 1 read it)"
     config, sources = copy.deepcopy(resolved.config), dict(resolved.sources)
     for field in SIZES:
         dotted, value = f"model.{field}", base[field]

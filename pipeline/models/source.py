@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2zh.errors import UserError
+from gpt2zh.manifests import TokenizerManifest
 from gpt2zh.remote import Hub, open_hub
+from gpt2zh.rundir import RunDir
 
 log = logging.getLogger("gpt2zh")
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
@@ -71,7 +73,7 @@ def _sha256(path: Path) -> str:
 def local_folder(reference: str) -> Path | None:
     """The model folder a path names: the folder itself, or the model/ inside a run directory."""
     path = Path(reference).expanduser()
-    for folder in (path, path / "model"):
+    for folder in (path, RunDir(path).model):
         if (folder / CONFIG).is_file():
             return folder.resolve()
     return None
@@ -95,7 +97,7 @@ def fetch_model(reference: str, flag: str, commit: str | None = None, weights: b
     provider = "modelscope" if reference.startswith(MODELSCOPE) else "huggingface"
     match = HUB_ID.match(reference.removeprefix(MODELSCOPE))
     path = Path(reference).expanduser()
-    if (path / "settings.yaml").is_file() or (path / "tokenizer" / "manifest.json").is_file():
+    if (path / "settings.yaml").is_file() or TokenizerManifest.present(RunDir(path).tokenizer):
         raise UserError(f"{where}: a run directory without a finished model/ (stage 3 has not ended there)",
                         f"finish it (`gpt2zh run --run-dir {reference}`), or pass {FORM}")
     if match is None or (provider == "huggingface" and (path.exists() or reference.startswith((".", "/", "~")))):

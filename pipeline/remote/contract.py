@@ -50,7 +50,7 @@ class Hub(Protocol):
     endpoint_variable: str  # HF_ENDPOINT | MODELSCOPE_ENDPOINT
     token_fix: str  # how to get and set a write token, in one line
     # True when upload_folder lands as one commit, files and deletions together; else a folder is written in
-    # several commits and readers must never see it before it is whole (pipeline/hub/checkpoints.py)
+    # several commits and readers must never see it before it is whole (pipeline/remote/checkpoints.py)
     atomic_folder_commits: bool
 
     @property

@@ -7,7 +7,7 @@ token into a bare requests.HTTPError) and imports in a fraction of a second. The
 SDK's `login` (which saves the token to disk) is never called.
 
 ModelScope writes a folder in several commits (batches of files, then deletions), so `atomic_folder_commits` is
-False and pipeline/hub/checkpoints.py never lets a reader see a half-written checkpoint (PITFALLS.md CN7).
+False and pipeline/remote/checkpoints.py never lets a reader see a half-written checkpoint (PITFALLS.md CN7).
 """
 
 import contextlib

@@ -30,8 +30,7 @@ def argument_values(config: Config, plan: TrainingPlan, checkpoints_dir: Path) -
         per_device_eval_batch_size=plan.per_device_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=optimization.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",  # the shape; PretrainTrainer.create_scheduler builds it
-        lr_scheduler_kwargs={"min_lr_rate": optimization.min_lr_ratio},
+        # no lr_scheduler_type: PretrainTrainer.create_scheduler builds pipeline/training/schedule.py's schedule
         warmup_steps=optimization.warmup_steps,
         weight_decay=optimization.weight_decay,
         adam_beta1=optimization.adam_beta1,

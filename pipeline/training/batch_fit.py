@@ -46,9 +46,19 @@ def _share(fraction: float) -> str:
     return f"{100 * fraction:.0f} %"
 
 
-def fit_batch(shape: ModelShape, setup: Setup, global_batch: int, world_size: int, asked: int,
-              asked_from: str | None, gpu: GpuFacts | None, fraction: float) -> BatchFit:
-    """asked: training.per_device_batch_size (the most wanted); asked_from: who set it, for the notes."""
+@dataclass(frozen=True)
+class BatchAsk:
+    """What the config asks of the batch."""
+    global_batch: int
+    per_device: int                # training.per_device_batch_size: the most wanted
+    asked_from: str | None         # who set it, for the notes
+    memory_fraction: float         # training.gpu_memory_fraction
+
+
+def fit_batch(shape: ModelShape, setup: Setup, ask: BatchAsk, gpu: GpuFacts | None) -> BatchFit:
+    """The batch split over setup.processes processes."""
+    global_batch, asked, asked_from, fraction = ask.global_batch, ask.per_device, ask.asked_from, ask.memory_fraction
+    world_size = setup.processes
     divisible, _ = batch_split(global_batch, asked, world_size)
     per_process = global_batch // world_size
     candidates = divisors_up_to(per_process, asked)

@@ -17,12 +17,12 @@ from transformers import TrainerCallback
 
 from gpt2zh.errors import UserError
 from gpt2zh.input_changes import changed_inputs
-from gpt2zh.rundir import give_plain_modes
+from gpt2zh.remote.checkpoints import MARKER, read_marker
+from gpt2zh.rundir import RunDir, give_plain_modes
 from gpt2zh.training.model import COMPILE_PREFIX, strip_compile_prefix
 from gpt2zh.training.ranks import barrier, is_main_process
 
 log = logging.getLogger("gpt2zh")
-MARKER = "gpt2zh-complete.json"
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.json"
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
@@ -54,13 +54,6 @@ def _replace_marker(folder: Path, marker: dict) -> None:
     temporary = folder / (MARKER + ".tmp")
     temporary.write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     temporary.replace(folder / MARKER)
-
-
-def read_marker(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def problem_with(folder: Path) -> str | None:
@@ -138,11 +131,11 @@ def check_resume_folder(setting: str) -> Path:
     chosen = Path(setting).expanduser()
     start_from = f"to start a run from its weights, pass --model-init-from {setting} (PITFALLS.md BM1); --resume " \
                  "continues a run's own checkpoint"
-    if (chosen / "checkpoints").is_dir() or (chosen / "settings.yaml").is_file():
+    if RunDir(chosen).checkpoints.is_dir() or (chosen / "settings.yaml").is_file():
         raise UserError(f"--resume {setting}: that is a run directory, not one of its checkpoints",
                         f"to continue that run, pass --run-dir {setting} (it resumes its last checkpoint); "
                         f"to start a new run from its model, pass --model-init-from {setting}")
-    if is_model_not_checkpoint(chosen) or (chosen / "model" / "config.json").is_file():
+    if is_model_not_checkpoint(chosen) or (RunDir(chosen).model / "config.json").is_file():
         raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
                         "state), not a checkpoint of a run", start_from)
     if not chosen.exists() and HUB_ID.match(setting) and not setting.startswith((".", "/", "~")):
@@ -158,7 +151,7 @@ def select_resume(setting: str, directory: Path, fingerprint: str, inputs: dict)
     """(checkpoint to resume from or None, [(torn newer checkpoint, why)]); reads only, on every rank."""
     if setting == "never":
         return None, []
-    if setting not in ("auto", "hub"):  # hub: the local checkpoints first, then the Hub's (pipeline/hub/checkpoints.py)
+    if setting not in ("auto", "hub"):  # hub: the local checkpoints, then the Hub (training/hub_resume.py)
         chosen, passed_over = check_resume_folder(setting), []
     else:
         chosen, passed_over = find_last_valid_checkpoint(directory)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpt2zh.config.schema import Config
 from gpt2zh.errors import UserError
+from gpt2zh.manifests import ModelManifest
 from gpt2zh.training.checkpoints import checkpoint_step, read_marker
 from gpt2zh.training.schedule import Schedule
 
@@ -34,7 +35,7 @@ def _schedule_so_far(marker: dict, config: Config, step: int) -> Schedule:
 
 
 def refuse_fewer_steps(resume: Path, wanted: int) -> None:
-    """Stage 3, and before stage 1 (pipeline/preflight.py): a max_steps the checkpoint is already past."""
+    """Stage 3, and before stage 1 (pipeline/training/check.py): a max_steps the checkpoint is already past."""
     step = checkpoint_step(resume)
     if wanted < step:
         raise UserError(f"--training-max-steps {wanted:,} is below step {step:,}, where {resume.name} of this run "
@@ -62,7 +63,7 @@ def say_process_change(resume: Path | None, world_size: int, global_batch: int) 
                  "order are unchanged (PITFALLS.md RA3)", resume.name, recorded, world_size, global_batch)
 
 
-def only_the_plan_changed(manifest: dict | None, weights: dict) -> bool:
+def only_the_plan_changed(manifest: ModelManifest | None, weights: dict) -> bool:
     """model/ was made by this run with another max_steps: training on replaces it, after keep_previous_model.
     The same settings on a rebuilt tokenizer or dataset are another run (PITFALLS.md NU3)."""
     from gpt2zh.fingerprints import weights_inputs
@@ -70,7 +71,7 @@ def only_the_plan_changed(manifest: dict | None, weights: dict) -> bool:
 
     if manifest is None:
         return False
-    recorded = weights_inputs(manifest.get("inputs", {}))
+    recorded = weights_inputs(manifest.inputs)
     return not setting_changes(recorded, weights) and all(recorded.get(key) == weights.get(key)
                                                            for key in UPSTREAM_KEYS)
 

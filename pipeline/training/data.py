@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from gpt2zh.dataset.check import SMALL_VALIDATION_BLOCKS
 from gpt2zh.dataset.loading import load_blocks
 from gpt2zh.errors import UserError
-from gpt2zh.preflight import SMALL_VALIDATION_BLOCKS
 
 log = logging.getLogger("gpt2zh")
 

@@ -1,6 +1,6 @@
 """How much training a corpus can feed (PITFALLS.md NU7, NU8): at least one optimizer step, at most a few epochs.
 
-Checked before stage 1 on an estimate of the corpus's tokens (pipeline/preflight.py) and again by stage 3's
+Checked before stage 1 on an estimate of the corpus's tokens (pipeline/training/check.py) and again by stage 3's
 plan on the dataset's real blocks, so a configuration far too large for the corpus is said before a tokenizer
 is trained, not after.
 """

@@ -9,6 +9,7 @@ On resume the rows up to the checkpoint's step are kept, so the history reads as
 import csv
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -35,24 +36,32 @@ def _number(text: str):
     return int(number) if number.is_integer() and "." not in text and "e" not in text else number
 
 
+@dataclass(frozen=True)
+class RunFigures:
+    """What the history's derived columns are computed from, fixed for the run."""
+    tokens_per_step: int
+    train_blocks: int
+    samples_per_step: int
+    tokens_per_char: float           # of the validation split: turns the loss into bits per character
+    unigram: float                   # the validation split's unigram entropy, the no-context baseline
+    flops_token: float
+    gpu_name: str | None
+    num_gpus: int
+    memory_estimate_gib: float | None = None
+
+
 class HistoryCallback(TrainerCallback):
-    def __init__(self, path: Path, tokens_per_step: int, train_blocks: int, samples_per_step: int,
-                 tokens_per_char: float, unigram: float, flops_token: float, gpu_name: str | None, num_gpus: int,
-                 skipped: callable, resume_step: int = 0, memory_estimate_gib: float | None = None):
-        self.path, self.tokens_per_step = path, tokens_per_step
-        self.train_blocks, self.samples_per_step = train_blocks, samples_per_step
-        self.tokens_per_char, self.unigram = tokens_per_char, unigram
-        self.flops_token, self.gpu_name, self.num_gpus = flops_token, gpu_name, num_gpus
-        self.skipped = skipped
+    def __init__(self, path: Path, figures: RunFigures, skipped: callable, resume_step: int = 0):
+        self.path, self.figures, self.skipped = path, figures, skipped
         self.rows = {int(r["step"]): r for r in read_history(path) if r.get("step") is not None
                      and r["step"] <= resume_step}
         self._last: tuple[int, float] | None = None
-        self.memory_estimate_gib, self.gpu_peak_gib = memory_estimate_gib, None
+        self.gpu_peak_gib = None
 
     def _row(self, step: int) -> dict:
         row = self.rows.setdefault(step, {"step": step})
-        row["epoch"] = round(step * self.samples_per_step / self.train_blocks, 4)
-        row["unigram_entropy"] = round(self.unigram, 4)
+        row["epoch"] = round(step * self.figures.samples_per_step / self.figures.train_blocks, 4)
+        row["unigram_entropy"] = round(self.figures.unigram, 4)
         row["skipped_steps"] = self.skipped()
         return row
 
@@ -68,9 +77,9 @@ class HistoryCallback(TrainerCallback):
         self._record_memory(row)
         now = time.perf_counter()
         if self._last is not None and state.global_step > self._last[0]:
-            rate = (state.global_step - self._last[0]) * self.tokens_per_step / (now - self._last[1])
+            rate = (state.global_step - self._last[0]) * self.figures.tokens_per_step / (now - self._last[1])
             row["tokens_per_second"] = round(rate, 1)
-            utilisation = mfu(rate, self.flops_token, self.gpu_name, self.num_gpus)
+            utilisation = mfu(rate, self.figures.flops_token, self.figures.gpu_name, self.figures.num_gpus)
             row["mfu"] = None if utilisation is None else round(utilisation, 4)
         self._last = (state.global_step, now)
         self.write()
@@ -78,10 +87,10 @@ class HistoryCallback(TrainerCallback):
     def _record_memory(self, row: dict) -> None:
         import torch
 
-        if self.num_gpus and torch.cuda.is_available():
+        if self.figures.num_gpus and torch.cuda.is_available():
+            estimate = self.figures.memory_estimate_gib
             self.gpu_peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            row.update(gpu_peak_gib=self.gpu_peak_gib,
-                       memory_estimate_gib=round(self.memory_estimate_gib, 2) if self.memory_estimate_gib else None)
+            row.update(gpu_peak_gib=self.gpu_peak_gib, memory_estimate_gib=round(estimate, 2) if estimate else None)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or not is_main_process():
@@ -89,7 +98,7 @@ class HistoryCallback(TrainerCallback):
         loss = metrics["eval_loss"]
         row = self._row(state.global_step)
         row.update(eval_loss=round(loss, 5), perplexity=round(math.exp(min(loss, 50)), 3),
-                   bits_per_char=round(bits_per_character(loss, self.tokens_per_char), 4))
+                   bits_per_char=round(bits_per_character(loss, self.figures.tokens_per_char), 4))
         self.write()
         self._last = (state.global_step, time.perf_counter())  # evaluation time is not training throughput
 

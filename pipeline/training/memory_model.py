@@ -45,11 +45,12 @@ an upper bound there.
 
 from dataclasses import dataclass
 
+from gpt2zh.models.architecture import FUSED_GELU
+
 GIB = 2**30
 RESERVE_GIB = 0.75
 FIT_FRACTION = 0.9  # the share of the GPU's memory a plan may fill; default of training.gpu_memory_fraction
 HALF_PRECISIONS = ("bf16", "fp16")
-FUSED_GELU = "gelu_pytorch_tanh"
 
 
 @dataclass(frozen=True)

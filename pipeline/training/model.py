@@ -5,23 +5,24 @@ import logging
 
 from gpt2zh.config.schema import ModelConfig
 from gpt2zh.errors import UserError
-from gpt2zh.training.memory_model import FUSED_GELU
+from gpt2zh.manifests import TokenizerManifest
+from gpt2zh.models.architecture import FUSED_GELU
 
 log = logging.getLogger("gpt2zh")
 COMPILE_PREFIX = "_orig_mod."
 
 
-def gpt2_config(model: ModelConfig, tokenizer_manifest: dict, attention: str):
+def gpt2_config(model: ModelConfig, tokenizer_manifest: TokenizerManifest, attention: str):
     """GPT2Config whose ids are the tokenizer's; GPT-2's 50256 defaults never appear. The activation is GPT-2's
     tanh GELU as one fused kernel: gelu_new computes the same formula in separate ops that keep 12 more
     values per hidden unit for backward (pipeline/training/memory_model.py). A model that receives a base
     model's weights takes that model's architecture too (`base_architecture`, recorded by stage 1: BM11)."""
     from transformers import GPT2Config
 
-    ids = tokenizer_manifest["special_token_ids"]
-    architecture = {"activation_function": FUSED_GELU, **tokenizer_manifest.get("base_architecture", {})}
+    ids = tokenizer_manifest.special_token_ids
+    architecture = {"activation_function": FUSED_GELU, **(tokenizer_manifest.base_architecture or {})}
     return GPT2Config(
-        vocab_size=tokenizer_manifest["vocab_size"], n_positions=model.n_positions, n_embd=model.n_embd,
+        vocab_size=tokenizer_manifest.vocab_size, n_positions=model.n_positions, n_embd=model.n_embd,
         n_layer=model.n_layer, n_head=model.n_head, resid_pdrop=model.dropout, embd_pdrop=model.dropout,
         attn_pdrop=model.dropout, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
         attn_implementation=attention, **architecture)
@@ -43,10 +44,10 @@ def strip_compile_prefix(state_dict: dict) -> dict:
             for key, value in state_dict.items()}
 
 
-def adopted_base(init_from: str, tokenizer_manifest: dict, tokenizer_dir) -> dict | None:
+def adopted_base(init_from: str, tokenizer_manifest: TokenizerManifest, tokenizer_dir) -> dict | None:
     """The base model stage 1 adopted, which must be the one this command names (PITFALLS.md BM12): the
     tokenizer and the dataset's ids belong to it, and stage 3 loads its weights."""
-    base = tokenizer_manifest.get("base_model")
+    base = tokenizer_manifest.base_model
     adopted = base["reference"] if base else ""
     if init_from != adopted:
         named = f"--model-init-from {init_from}" if init_from else "no --model-init-from (a model from scratch)"

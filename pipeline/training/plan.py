@@ -17,9 +17,10 @@ from gpt2zh.hardware.decisions import (
     version_at_least,
 )
 from gpt2zh.hardware.facts import HardwareFacts
+from gpt2zh.models.architecture import FUSED_GELU
 from gpt2zh.resolution import COMMAND_LINE
-from gpt2zh.training.batch_fit import fit_batch
-from gpt2zh.training.memory_model import FUSED_GELU, MemoryEstimate, ModelShape, Setup
+from gpt2zh.training.batch_fit import BatchAsk, fit_batch
+from gpt2zh.training.memory_model import MemoryEstimate, ModelShape, Setup
 from gpt2zh.training.mfu import reference_tokens_per_second
 
 FUSED_ADAMW_ON_CPU = "2.4"  # torch added the fused AdamW kernel for CPU in 2.4
@@ -221,10 +222,22 @@ def model_shape(config: Config, vocab_size: int | None = None, activation: str =
                       m.dropout, activation)
 
 
+@dataclass(frozen=True)
+class PlanSizes:
+    """What a plan is made for beyond the config: the model's shape with the tokenizer's vocabulary, and the
+    dataset's block length; the config's before stages 1-2 made them."""
+    shape: ModelShape
+    block_size: int
+
+
+def plan_sizes(config: Config, vocab_size: int | None = None, block_size: int | None = None) -> PlanSizes:
+    return PlanSizes(model_shape(config, vocab_size), block_size or config.data.block_size)
+
+
 def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, probe: Probe | None,
-                  origin=None, shape: ModelShape | None = None, block_size: int | None = None) -> TrainingPlan:
-    """origin(dotted): who set a config value (Resolved.origin), for the notes; shape and
-    block_size: the tokenizer's vocabulary and the dataset's blocks once they exist (else the config's)."""
+                  origin=None, sizes: PlanSizes | None = None) -> TrainingPlan:
+    """origin(dotted): who set a config value (Resolved.origin), for the notes; sizes: the tokenizer's
+    vocabulary and the dataset's blocks once they exist (None: the config's)."""
     batch_origin = origin("training.per_device_batch_size") if origin else None
     check_launch(facts, local_world_size)
     notes: list[str] = []
@@ -238,17 +251,17 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     notes += [note] if note else []
     optimizer, note = choose_optimizer(config.optimization.optimizer, facts, probe)
     notes += [note] if note else []
-    shape = shape or model_shape(config)
-    block = block_size or config.data.block_size
+    sizes = sizes or plan_sizes(config)
+    shape, block = sizes.shape, sizes.block_size
     rate = reference_tokens_per_second(facts.gpus[0].name if facts.gpus else None, precision, facts.world_size,
                                        shape, block)
     typed = origin is not None and COMMAND_LINE in (origin("training.torch_compile"), origin("training.compile_mode"))
     compiled = choose_compile(config, facts, training.global_batch_size * block / rate if rate else None, typed)
     compile_on, mode, checkpointing, compile_notes = compiled[:4]
     setup = Setup(block, precision, attention, optimizer == "adamw_bnb_8bit", checkpointing, facts.world_size)
-    fit = fit_batch(shape, setup, training.global_batch_size, facts.world_size,
-                    training.per_device_batch_size, batch_origin, facts.gpus[0] if facts.gpus else None,
-                    training.gpu_memory_fraction)
+    ask = BatchAsk(training.global_batch_size, training.per_device_batch_size, batch_origin,
+                   training.gpu_memory_fraction)
+    fit = fit_batch(shape, setup, ask, facts.gpus[0] if facts.gpus else None)
     if fit.note is None and fit.per_device != training.per_device_batch_size:
         notes.insert(0, batch_note(fit.per_device, fit.accumulation, training.per_device_batch_size, batch_origin,
                                    training.global_batch_size, facts.world_size))

@@ -13,17 +13,17 @@ from gpt2zh.config.schema import Config
 from gpt2zh.hardware.decisions import flash_attention_eligible
 from gpt2zh.hardware.facts import HardwareFacts
 from gpt2zh.report import human_bytes
+from gpt2zh.resolution import Resolved
 from gpt2zh.training.data_size import many_epochs_warning
-from gpt2zh.training.memory_model import ModelShape
 from gpt2zh.training.mfu import REFERENCE_MFU, reference_tokens_per_second
-from gpt2zh.training.plan import FUSED_ADAMW_ON_CPU, TrainingPlan
+from gpt2zh.training.plan import FUSED_ADAMW_ON_CPU, PlanSizes, TrainingPlan
 
 TOKENS_PER_PARAMETER = 20
 # (parameters, peak learning rate) of GPT-3's model sizes; between two sizes the rate is interpolated on a log scale
 REFERENCE_LEARNING_RATES = ((125e6, 6.0e-4), (350e6, 3.0e-4), (760e6, 2.5e-4), (1.3e9, 2.0e-4), (2.7e9, 1.6e-4))
 LEARNING_RATE_MARGIN = 1.5  # a rate more than this many times the reference risks loss spikes (PITFALLS.md PT13)
 # Corpus bytes per token, for a guess before stage 2 counts them: the upper bound on tokens that the check
-# before stage 1 uses (pipeline/preflight.py), and what the demo corpus measures with its 4,000 pieces.
+# before stage 1 uses (pipeline/dataset/check.py), and what the demo corpus measures with its 4,000 pieces.
 BYTES_PER_TOKEN_RANGE = (4.0, 6.7)
 # A base model's tokenizer: GPT-2's byte-level BPE (~1.7 bytes a token on Chinese) to a character vocabulary (~3)
 ADOPTED_BYTES_PER_TOKEN_RANGE = (1.5, 3.0)
@@ -113,10 +113,12 @@ def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
             f"{', '.join(kernels)}")
 
 
-def plan_record(config: Config, facts: HardwareFacts, plan: TrainingPlan, shape: ModelShape, block_size: int,
-                preset_note: str, train_blocks: int | None = None, origin=None, what_if: bool = False) -> dict:
-    """Everything `gpt2zh plan --json` prints; train_blocks: the dataset's, once stage 2 has run; origin:
-    Resolved.origin, naming who set each value the reasons mention; what_if: planned for a preset's card."""
+def plan_record(resolved: Resolved, plan: TrainingPlan, sizes: PlanSizes, train_blocks: int | None = None) -> dict:
+    """Everything `gpt2zh plan --json` prints; sizes: what the plan was made for; train_blocks: the dataset's,
+    once stage 2 has run. resolved.origin names who set each value the reasons mention; resolved.what_if: planned
+    for a preset's card."""
+    config, facts, origin, what_if = resolved.config, resolved.facts, resolved.origin, resolved.what_if
+    shape, block_size, preset_note = sizes.shape, sizes.block_size, resolved.preset_note
     parameters = shape.parameters
     tokens_per_step = plan.global_batch_size * block_size
     gpu = facts.gpus[0] if facts.gpus else None

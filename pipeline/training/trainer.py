@@ -15,8 +15,8 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from gpt2zh import faults
 from gpt2zh.console import progress
-from gpt2zh.training import faults
 from gpt2zh.training.data import GlobalStreamSampler
 from gpt2zh.training.guards import NonFiniteTally
 from gpt2zh.training.loader_workers import shut_down_workers, workers_obey_only_the_parent
@@ -109,9 +109,8 @@ class PretrainTrainer(Trainer):
 class EvaluationReports(TrainerCallback):
     """After each evaluation: redraw logs/loss.png and append samples to logs/samples.md (rank 0)."""
 
-    def __init__(self, history, logs_dir: Path, unigram: float, prompts: list[str], max_new_tokens: int,
-                 seed: int, title: str):
-        self.history, self.logs_dir, self.unigram = history, logs_dir, unigram
+    def __init__(self, history, logs_dir: Path, prompts: list[str], max_new_tokens: int, seed: int, title: str):
+        self.history, self.logs_dir, self.unigram = history, logs_dir, history.figures.unigram
         self.prompts, self.max_new_tokens, self.seed, self.title = prompts, max_new_tokens, seed, title
         self.sampled_at: int | None = None
 

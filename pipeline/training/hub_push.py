@@ -1,7 +1,7 @@
 """Pushing checkpoints to a hub while training (PITFALLS.md HB6, RA4, CN7): complete or not at all.
 
 Each checkpoint is pushed once our completion marker is in it, with the run's tokenizer and history beside it
-(pipeline/hub/checkpoints.py says what a new machine reads back). Uploads run in one background thread; a save
+(pipeline/remote/checkpoints.py says what a new machine reads back). Uploads run in one background thread; a save
 made while one is uploading waits for it and only the newest waiting save is uploaded; training's end waits for
 the last. The files are hard-linked into a staging folder first, so the Trainer rotating a checkpoint away
 cannot tear an upload.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from gpt2zh.config.schema import Config
 from gpt2zh.errors import UserError
-from gpt2zh.hub.checkpoints import (
+from gpt2zh.remote import Hub, open_hub
+from gpt2zh.remote.checkpoints import (
     HUB_FOLDER,
     LOG_FILES,
     LOGS_FOLDER,
@@ -26,7 +27,7 @@ from gpt2zh.hub.checkpoints import (
     TOKENIZER_FOLDER,
     folder_words,
 )
-from gpt2zh.remote import Hub, open_hub
+from gpt2zh.rundir import RunDir
 
 log = logging.getLogger("gpt2zh")
 STAGING = ".hub-upload"
@@ -44,10 +45,10 @@ def _link_tree(source: Path, target: Path) -> None:
 
 
 class CheckpointPusher:
-    def __init__(self, hub: Hub, repo_id: str, tokenizer_dir: Path, logs_dir: Path, checkpoints: Path,
-                 retries: int, wait: float):
-        self.hub, self.repo_id, self.tokenizer_dir, self.logs_dir = hub, repo_id, tokenizer_dir, logs_dir
-        self.staging_root, self.retries, self.wait = checkpoints / STAGING, retries, wait
+    def __init__(self, hub: Hub, repo_id: str, run: RunDir, retries: int, wait: float):
+        """run: its tokenizer and logs go with each checkpoint, staged beside its checkpoints."""
+        self.hub, self.repo_id, self.tokenizer_dir, self.logs_dir = hub, repo_id, run.tokenizer, run.logs
+        self.staging_root, self.retries, self.wait = run.checkpoints / STAGING, retries, wait
         self.lock, self.waiting, self.worker = threading.Lock(), None, None
         self.pushed_step, self.failure = None, None
 
@@ -93,7 +94,7 @@ class CheckpointPusher:
                 shutil.rmtree(stage, ignore_errors=True)
 
     def _upload(self, folder: Path, path_in_repo: str, replace_folder: bool = False) -> None:
-        from gpt2zh.hub.upload import upload_with_retries
+        from gpt2zh.remote.upload import upload_with_retries
         from gpt2zh.training.checkpoints import checkpoint_step
 
         upload_with_retries(self.hub, self.repo_id, folder, f"checkpoint {checkpoint_step(folder)} (gpt2zh)",
@@ -151,12 +152,12 @@ def _other_step_folders(hub: Hub, repo_id: str, keep: str) -> list[str]:
 
 def _checkpoint_push_failure(hub: Hub, repo_id: str, folder: Path, err: Exception, attempts: int) -> UserError:
     """One commit is all or nothing: the Hub keeps the previous checkpoint, and the next one is pushed again."""
-    from gpt2zh.hub.upload import describe
+    from gpt2zh.remote.upload import describe
 
     return UserError(f"push to {repo_id}/{folder_words(hub)} failed after {attempts} attempt(s): {describe(err, hub)}",
                      "the next checkpoint is pushed again")
 
 
 def checkpoint_pusher(config: Config, run) -> CheckpointPusher:
-    return CheckpointPusher(open_hub(config.hub.provider), config.hub.repo_id, run.stage("tokenizer"), run.logs,
-                            run.stage("checkpoints"), config.hub.max_retries, config.hub.retry_wait_seconds)
+    return CheckpointPusher(open_hub(config.hub.provider), config.hub.repo_id, run, config.hub.max_retries,
+                            config.hub.retry_wait_seconds)

@@ -1,0 +1,135 @@
+"""The stage contracts (pipeline/manifests.py): manifests of the previous release read and write back the same keys,
+one from a newer gpt2zh is refused in one line, and no other module reads a manifest file or names a stage folder
+by its string.
+
+The two checks on the code read it with `ast`, so comments and docstrings may name files and folders freely:
+- a manifest is read by name when a string constant holding "manifest.json" appears in code, or the name
+  MANIFEST is taken from pipeline/manifests.py (the only ways to build the file's path); every module of the
+  package and every script is checked, pipeline/manifests.py excepted;
+- a stage folder is named by string when a path is joined with one of the run directory's folder names
+  (`run_dir / "tokenizer"`) or `RunDir.stage` is called with one (`run.stage("model")`); RunDir's properties
+  and each contract's FOLDER are the one place (pipeline/rundir.py and pipeline/manifests.py are not checked).
+"""
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gpt2zh.errors import UserError
+from gpt2zh.manifests import FORMAT_KEY, MANIFEST, DatasetManifest, ModelManifest, PushManifest, TokenizerManifest
+from gpt2zh.rundir import CHECKPOINTS, LOGS, RunDir
+from tests.conftest import one_error_line, run_cli
+from tests.test_layers import modules
+from tests.test_previous_release import FIXTURE, SETTINGS
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACTS = (TokenizerManifest, DatasetManifest, ModelManifest)  # the stages the previous release's fixture ran
+FOLDERS = {contract.FOLDER for contract in (*CONTRACTS, PushManifest)} | {CHECKPOINTS, LOGS}
+OWN_MODULES = {"gpt2zh.manifests", "gpt2zh.rundir"}
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda contract: contract.FOLDER)
+def test_a_manifest_of_the_previous_release_reads_as_format_1_and_writes_back_the_same_keys(contract, tmp_path):
+    folder = FIXTURE / "run" / contract.FOLDER
+    on_disk = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    assert FORMAT_KEY not in on_disk  # written before the format existed
+    manifest = contract.read(folder)
+    assert manifest is not None and manifest.fingerprint == on_disk["fingerprint"]
+    written = manifest.as_dict()
+    assert written.pop(FORMAT_KEY) == contract.FORMAT == 1
+    assert written == on_disk and list(written) == list(on_disk), "a key was lost, added, changed or moved"
+
+
+def _newer(run_dir: Path) -> Path:
+    path = RunDir(run_dir).tokenizer / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest[FORMAT_KEY] = TokenizerManifest.FORMAT + 1
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return path
+
+
+def test_a_manifest_from_a_newer_gpt2zh_is_refused_in_one_line_naming_the_file_and_the_upgrade(tmp_path):
+    folder = tmp_path / "previous_release"
+    shutil.copytree(FIXTURE, folder)
+    path = _newer(folder / "run")
+    with pytest.raises(UserError) as caught:
+        TokenizerManifest.read(path.parent)
+    assert str(path) in caught.value.message and "upgrade gpt2zh" in caught.value.fix
+
+    before = path.read_bytes()
+    result = run_cli("run", "--data-files", "corpus.txt", "--run-dir", "run", *SETTINGS, cwd=folder)
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert f"{path.relative_to(folder)} is in manifest format 2" in result.stderr and "upgrade gpt2zh" in result.stderr
+    assert path.read_bytes() == before and not (folder / "run" / "push").exists()
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def manifest_reads(source: str) -> list[int]:
+    """Lines that build a manifest file's path by name."""
+    tree = ast.parse(source)
+    docstrings = _docstrings(tree)
+
+    def by_name(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, str) and MANIFEST in node.value and id(node) not in docstrings
+        if isinstance(node, ast.ImportFrom):
+            return node.module == "gpt2zh.manifests" and any(alias.name == "MANIFEST" for alias in node.names)
+        return isinstance(node, ast.Attribute) and node.attr == "MANIFEST"
+
+    return [node.lineno for node in ast.walk(tree) if by_name(node)]
+
+
+def folder_literals(source: str) -> list[int]:
+    """Lines that name a run directory's folder by its string: `x / "model"`, `run.stage("tokenizer")`."""
+    def folder(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and node.value in FOLDERS
+
+    def names_folder(node: ast.AST) -> bool:
+        if isinstance(node, ast.BinOp):
+            return isinstance(node.op, ast.Div) and folder(node.right)
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "stage" \
+            and any(folder(argument) for argument in node.args)
+
+    return [node.lineno for node in ast.walk(ast.parse(source)) if names_folder(node)]
+
+
+def checked_files() -> dict[str, Path]:
+    files = {name: path for name, path in modules().items() if name not in OWN_MODULES}
+    return {**files, **{f"scripts/{path.name}": path for path in sorted((REPO / "scripts").glob("*.py"))}}
+
+
+def _offenders(find) -> list[str]:
+    return [f"{name}:{line}" for name, path in checked_files().items()
+            for line in find(path.read_text(encoding="utf-8"))]
+
+
+def test_only_the_contracts_read_a_manifest_file_by_name():
+    assert _offenders(manifest_reads) == [], "read it through its contract in pipeline/manifests.py"
+
+
+def test_stage_folders_are_named_only_by_the_run_directory_and_the_contracts():
+    assert _offenders(folder_literals) == [], "use RunDir's properties (run.tokenizer, run.model, ...)"
+
+
+@pytest.mark.parametrize(("source", "find"), [
+    ('import json\njson.loads((folder / "manifest.json").read_text())\n', manifest_reads),
+    ('path = f"{folder}/manifest.json"\n', manifest_reads),
+    ("from gpt2zh.manifests import MANIFEST, TokenizerManifest\n", manifest_reads),
+    ("from gpt2zh import manifests\npath = folder / manifests.MANIFEST\n", manifest_reads),
+    ('tokenizer = run_dir / "tokenizer"\n', folder_literals),
+    ('weights = run.stage("model") / "model.safetensors"\n', folder_literals),
+])
+def test_the_checks_see_an_added_read_by_name(source, find):
+    assert find(source) and not find('"""Reads <run-dir>/tokenizer/manifest.json."""\nx = run.tokenizer\n')
