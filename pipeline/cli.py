@@ -60,8 +60,8 @@ def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
     wanted = COMMON_FLAGS[command]
     if "--config" in wanted:
         common.add_argument("--config", metavar="FILE",
-                            help="YAML config, or a name from configs/ (default: the run directory's saved settings, "
-                                 "else demo)")
+                            help="YAML config, or the name of a shipped one: demo, gpt2-small, ... (default: the "
+                                 "run directory's saved settings, else demo)")
     if "--force" in wanted:
         common.add_argument("--force", action="store_true",
                             help="rebuild outputs even when up to date, and replace outputs built from other inputs")
@@ -146,7 +146,7 @@ def _show_config_options(show: argparse.ArgumentParser) -> None:
 
 def _plan_options(plan: argparse.ArgumentParser) -> None:
     plan.add_argument("--json", action="store_true", help="one JSON object (a list with --all-presets)")
-    plan.add_argument("--all-presets", action="store_true", help="one row per preset in configs/presets/")
+    plan.add_argument("--all-presets", action="store_true", help="one row per shipped preset (configs/presets/)")
     plan.add_argument("--processes", type=int, metavar="N", help="plan for N processes (torchrun), one GPU each")
 
 

@@ -58,7 +58,7 @@ def field_sources(base: Layer | None, preset: Preset | None, command_line: dict,
 
 
 def what_if_facts(preset: Preset, facts: HardwareFacts, processes: int) -> HardwareFacts:
-    """The preset's card on a machine set up with `pip install -e '.[gpu]'` (flash-attn, bitsandbytes,
+    """The preset's card on a machine set up with the gpu extra (flash-attn, bitsandbytes,
     Triton), whatever this machine has: `gpt2zh plan --preset a100-80g` on a laptop."""
     common = dict(python_version=facts.python_version, cpu_count=facts.cpu_count, torch_version=facts.torch_version,
                   cxx_compiler=True, world_size=processes, versions=facts.versions)
@@ -88,7 +88,7 @@ def resolve(base: Layer | None, command_line: dict, facts: HardwareFacts, what_i
         facts = what_if_facts(preset, facts, processes or 1)
         card = f"{preset.card.name}, {preset.card.memory_gib:g} GiB" if preset.card else "a CPU"
         preset_note = (f"preset {name}: planned for {card} instead of this machine ({why}), as if set up with "
-                       "`pip install -e '.[gpu]'`")
+                       "the gpu extra (`pip install flash-attn bitsandbytes`)")
         what_if = True
     else:
         preset, preset_note = resolve_preset(name, settings.training.force_preset, facts)

@@ -34,6 +34,15 @@ class StageRequest:
     def cpu_count(self) -> int:
         return self.resolved.facts.cpu_count
 
+    def corpus(self, command: str) -> tuple[list, str]:
+        """The corpus files and their label as the stage's check listed them; listed now for a stage called
+        without its check."""
+        if (listing := getattr(self.checks.get(command), "listing", None)) is not None:
+            return listing
+        from gpt2zh.corpus.sources import sources_for
+
+        return sources_for(self.config.data.files)
+
 
 @dataclass(frozen=True)
 class StageInfo:
@@ -69,11 +78,16 @@ class Command:
         return self.request.replace
 
     @cached_property
-    def sources(self) -> list:
-        """The corpus files stages 1 and 2 read (corpus.sources.Source), listed once."""
+    def listing(self) -> tuple[list, str]:
+        """The corpus files stages 1 and 2 read (corpus.sources.Source) and their label, listed once a command:
+        an hf:// corpus is listed on its hub."""
         from gpt2zh.corpus.sources import sources_for  # with the stages' modules, not at start-up (G13)
 
-        return sources_for(self.request.config.data.files)[0]
+        return sources_for(self.request.config.data.files)
+
+    @property
+    def sources(self) -> list:
+        return self.listing[0]
 
 
 STAGES = (

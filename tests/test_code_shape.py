@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = sorted((REPO / "pipeline" / "training").glob("*.py")) + [REPO / "pipeline" / "preflight.py"]
+CHECKED = sorted((REPO / "pipeline" / "training").rglob("*.py")) + [REPO / "pipeline" / "preflight.py"]
 MAX_LINES, MAX_PARAMETERS = 60, 6
 
 

@@ -196,7 +196,7 @@ def test_a_value_given_to_a_boolean_flag_is_one_line_that_shows_the_boolean_form
 
 def test_resume_hub_without_a_repository_and_an_unknown_schedule_are_config_errors(tmp_path):
     with pytest.raises(UserError) as err:
-        load_config(write(tmp_path, "checkpoint:\n  resume: hub\noptimization:\n  lr_schedule: linear\n"
+        load_config(write(tmp_path, "checkpoint:\n  resume: hub\noptimization:\n  lr_schedule: no-such-schedule\n"
                                     "  decay_ratio: 0\n"))
     text = err.value.one_line()
     assert "checkpoint.resume hub needs hub.repo_id" in text and "lr_schedule" in text and "decay_ratio" in text

@@ -4,11 +4,13 @@ checkpoint of one process continues on two (RA3). Real runs of the tiny model th
 import json
 import math
 import shutil
+import typing
 
 import pytest
 import torch
 
 from gpt2zh.cli import main
+from gpt2zh.config.schema import OptimizationConfig
 from gpt2zh.training.checkpoints import read_marker
 from gpt2zh.training.schedule import Schedule
 from tests.conftest import copy_run, one_error_line, pretrain_args, run_two_processes, weights
@@ -20,12 +22,23 @@ PEAK, FLOOR = 1e-3, 1e-4  # the demo config: learning rate 1e-3, min_lr_ratio 0.
 # -- the schedule, as pure functions ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["cosine", "wsd", "constant"])
+# every schedule the config accepts: a new one is held to the same invariants without editing this file
+SCHEDULES = typing.get_args(typing.get_type_hints(OptimizationConfig)["lr_schedule"])
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
 def test_a_re_plan_never_changes_the_factors_of_steps_already_taken(kind):
     original = Schedule(kind, warmup_steps=10, max_steps=100, min_ratio=0.1, decay_ratio=0.2)
     extended = original.extended(60, 300).extended(200, 400)
     assert [extended.factor(s) for s in range(1, 61)] == [original.factor(s) for s in range(1, 61)]
     assert extended.factor(400) == pytest.approx(1.0 if kind == "constant" else 0.1)
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_every_schedule_the_config_accepts_is_described_for_the_card_and_for_a_re_plan(kind):
+    replanned = Schedule(kind, warmup_steps=10, max_steps=100, min_ratio=0.1).extended(95, 300)
+    assert replanned.describe_extension().startswith("training.max_steps 100 -> 300 at step 95: ")
+    assert replanned.in_words().startswith("linear warmup then ") and "re-planned at step 95" in replanned.in_words()
 
 
 def test_a_constant_schedule_stays_at_the_peak_however_often_it_is_extended():

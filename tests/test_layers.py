@@ -45,12 +45,39 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def _dotted(node: ast.AST) -> str:
+    """`gpt2zh.training.plan` for the attribute chain gpt2zh.training.plan(.Name...), else ""."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else ""
+
+
+def _dynamic(node: ast.Call) -> str:
+    """The module of `importlib.import_module("gpt2zh.x")` or `__import__("gpt2zh.x")`, else ""."""
+    called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+    if called in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        return str(node.args[0].value)
+    return ""
+
+
+def _longest_module(dotted: str, known: dict[str, Path]) -> str:
+    parts = dotted.split(".")
+    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in known), "")
+
+
 def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The gpt2zh modules `name` imports (a `from package import module` names the module)."""
+    """The gpt2zh modules `name` imports (a `from package import module` names the module), also through
+    importlib.import_module("gpt2zh.x") and an attribute chain gpt2zh.x.y after `import gpt2zh`."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _dynamic(node).startswith("gpt2zh"):
+            targets = [_longest_module(_dynamic(node), known)]
+        elif isinstance(node, ast.Attribute) and _dotted(node).startswith("gpt2zh."):
+            targets = [_longest_module(_dotted(node), known)]
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -147,5 +174,12 @@ def test_the_import_reader_follows_relative_deferred_and_package_imports(tmp_pat
              "gpt2zh.d": tmp_path / "d" / "__init__.py", "gpt2zh.d.e": tmp_path / "d" / "e.py"}
     source = ("from . import b\ndef later():\n    import gpt2zh.c\n    from gpt2zh.d import e\n"
               "import json\nfrom gpt2zh.d import something_in_d\n")
-    (tmp_path / "a.py").write_text(source, encoding="utf-8")
-    assert imports_of("gpt2zh.a", tmp_path / "a.py", known) == {"gpt2zh.b", "gpt2zh.c", "gpt2zh.d.e", "gpt2zh.d"}
+    assert imports_of("gpt2zh.a", _written(tmp_path / "a.py", source), known) == \
+        {"gpt2zh.b", "gpt2zh.c", "gpt2zh.d.e", "gpt2zh.d"}
+    dynamic = 'import importlib\nimport gpt2zh\nimportlib.import_module("gpt2zh.d.e")\nx = gpt2zh.c.thing\n'
+    assert imports_of("gpt2zh.a", _written(tmp_path / "a.py", dynamic), known) == {"gpt2zh.d.e", "gpt2zh.c"}
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

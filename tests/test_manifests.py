@@ -43,6 +43,37 @@ def test_a_manifest_of_the_previous_release_reads_as_format_1_and_writes_back_th
     assert written == on_disk and list(written) == list(on_disk), "a key was lost, added, changed or moved"
 
 
+# push/manifest.json as the previous release wrote it (f98a127 pipeline/hub/stage.py: the common keys, then
+# repo_id, commit, commit_url, card_sha256); the fixture has no push, which needs a hub
+PREVIOUS_PUSH = {"stage": "push", "fingerprint": "0123456789abcdef0123", "created_utc": "2026-12-06T10:00:00+00:00",
+                 "gpt2zh_version": "0.1.0", "inputs": {"model": "fedcba9876543210fedc"},
+                 "files": {"upload/README.md": 5}, "repo_id": "user/model", "commit": "a" * 40,
+                 "commit_url": "https://huggingface.co/user/model/commit/" + "a" * 40, "card_sha256": "b" * 64}
+
+
+def test_a_push_record_of_the_previous_release_reads_as_format_1_and_writes_back_the_same_keys(tmp_path):
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "README.md").write_text("card\n", encoding="utf-8")
+    (tmp_path / MANIFEST).write_text(json.dumps(PREVIOUS_PUSH), encoding="utf-8")
+    manifest = PushManifest.read(tmp_path)
+    assert manifest is not None and manifest.commit == "a" * 40
+    written = manifest.as_dict()
+    assert written.pop(FORMAT_KEY) == 1
+    assert written == PREVIOUS_PUSH and list(written) == list(PREVIOUS_PUSH)
+
+
+@pytest.mark.parametrize("contract", (*CONTRACTS, PushManifest), ids=lambda contract: contract.FOLDER)
+def test_every_contract_refuses_a_manifest_of_a_newer_format(contract, tmp_path):
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "README.md").write_text("card\n", encoding="utf-8")
+    source = PREVIOUS_PUSH if contract is PushManifest else \
+        json.loads((FIXTURE / "run" / contract.FOLDER / MANIFEST).read_text(encoding="utf-8"))
+    (tmp_path / MANIFEST).write_text(json.dumps({**source, "files": {}, FORMAT_KEY: contract.FORMAT + 1}),
+                                     encoding="utf-8")
+    with pytest.raises(UserError, match="manifest format 2"):
+        contract.read(tmp_path)
+
+
 def _newer(run_dir: Path) -> Path:
     path = RunDir(run_dir).tokenizer / MANIFEST
     manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -56,6 +56,10 @@ def test_pyproject_lists_every_package_folder():
                       if "__pycache__" not in path.parts}
     assert all((folder / "__init__.py").is_file() for folder in python_folders), "a package folder lacks __init__.py"
     assert sorted(import_name(folder, table["package-dir"]) for folder in python_folders) == sorted(table["packages"])
+    # the other ways setuptools installs a top-level name, which a wheel built from the package folders alone
+    # would not show (a module named in py-modules is simply skipped when the copy lacks it)
+    assert not {"py-modules", "data-files", "script-files"} & set(table), "only gpt2zh is installed (PITFALLS.md PK1)"
+    assert all(name == "gpt2zh" or name.startswith("gpt2zh.") for name in [*table["packages"], *table["package-dir"]])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 
 from gpt2zh.config import dump_config
 from gpt2zh.config.schema import TokenizerConfig
-from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.corpus import CorpusReader
 from gpt2zh.errors import UserError
 from gpt2zh.fingerprints import tokenizer_inputs
 from gpt2zh.manifests import TokenizerManifest
@@ -68,7 +68,7 @@ def _mention_older_format(manifest: TokenizerManifest, folder) -> None:
 def train_tokenizer(request: StageRequest) -> TokenizerManifest:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
-    sources, corpus = sources_for(config.data.files)
+    sources, corpus = request.corpus(STAGE)
     if config.model.init_from:
         from gpt2zh.tokenizer.adopt import adopt_tokenizer
 

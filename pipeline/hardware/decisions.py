@@ -50,7 +50,7 @@ def flash_attention_eligible(facts: HardwareFacts) -> tuple[bool, str]:
     if gpu is None:
         return False, "no CUDA GPU: SDPA attention is used"
     if facts.flash_attn_version is None:
-        return False, "flash-attn is not installed or does not import: SDPA attention is used (pip install -e '.[gpu]')"
+        return False, "flash-attn is not installed or does not import: SDPA attention is used (pip install flash-attn)"
     if gpu.capability < AMPERE:
         major, minor = gpu.capability
         return False, f"{gpu.name} is SM {major}.{minor}; FlashAttention-2 needs SM >= 8.0: SDPA attention is used"

@@ -17,8 +17,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
-KINDS = ("cosine", "wsd", "constant")
-
 
 @dataclass(frozen=True)
 class Schedule:
@@ -57,6 +55,8 @@ class Schedule:
         if self.kind == "cosine":
             return head + (f"cosine decay re-planned from the current {self.start_factor:.3g} x peak to "
                            f"{self.min_ratio:g} x peak at step {self.max_steps:,}")
+        if self.kind != "wsd":
+            raise ValueError(f"no words for a re-planned {self.kind} schedule")
         if self.start_factor >= 1.0:
             return head + f"wsd stays at the peak and decays over the last {_decay_steps(self):,} steps"
         return head + (f"wsd had begun its decay ({self.start_factor:.3g} x peak): re-warms to the peak over "
