@@ -8,15 +8,16 @@ from gpt2zh.training.plan import TrainingPlan
 from tests.conftest import TINY_DATA, TINY_TRAIN, copy_run
 
 
-def _count_plans(monkeypatch) -> list[TrainingPlan]:
+def _count_constructions(monkeypatch, cls) -> list:
+    """Every instance of cls made from now on (plans made, corpus files listed)."""
     made = []
-    construct = TrainingPlan.__init__
+    construct = cls.__init__
 
     def counted(self, *args, **kwargs):
         construct(self, *args, **kwargs)
         made.append(self)
 
-    monkeypatch.setattr(TrainingPlan, "__init__", counted)
+    monkeypatch.setattr(cls, "__init__", counted)
     return made
 
 
@@ -26,30 +27,18 @@ def test_stage_3s_plan_is_made_once_per_command_by_its_check_and_trained_with(tm
     """`pretrain`, and `run` whose stages 1-2 are up to date: the plan made before any stage runs is the one
     stage 3 trains with."""
     run_dir = copy_run(trainable_run, tmp_path)
-    made = _count_plans(monkeypatch)
+    made = _count_constructions(monkeypatch, TrainingPlan)
     assert main([command, "--run-dir", str(run_dir), *TINY_DATA, *TINY_TRAIN, "--training-max-steps", "4",
                  "--training-eval-steps", "2"]) == 0, capsys.readouterr().err
     assert len(made) == 1
     assert (run_dir / "model" / "model.safetensors").is_file()
 
 
-def _count_listed_files(monkeypatch) -> list[Source]:
-    listed = []
-    construct = Source.__init__
-
-    def counted(self, *args, **kwargs):
-        construct(self, *args, **kwargs)
-        listed.append(self)
-
-    monkeypatch.setattr(Source, "__init__", counted)
-    return listed
-
-
 def test_a_run_that_builds_stages_1_and_2_trains_with_the_plan_made_before_stage_1(tmp_path, monkeypatch, capsys,
                                                                                    small_corpus):
     """The plan is made for the vocabulary and blocks stages 1-2 will make, before they run: stage 3 reuses it.
     The corpus is listed once too (an hf:// corpus is listed on its hub), by the checks, for stages 1 and 2."""
-    made, listed = _count_plans(monkeypatch), _count_listed_files(monkeypatch)
+    made, listed = _count_constructions(monkeypatch, TrainingPlan), _count_constructions(monkeypatch, Source)
     assert main(["run", "--run-dir", str(tmp_path / "run"), "--data-files", str(small_corpus), *TINY_DATA,
                  *TINY_TRAIN, "--training-max-steps", "4", "--training-eval-steps", "2"]) == 0, capsys.readouterr().err
     assert len(made) == 1
