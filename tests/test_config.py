@@ -200,3 +200,11 @@ def test_resume_hub_without_a_repository_and_an_unknown_schedule_are_config_erro
                                     "  decay_ratio: 0\n"))
     text = err.value.one_line()
     assert "checkpoint.resume hub needs hub.repo_id" in text and "lr_schedule" in text and "decay_ratio" in text
+
+
+def test_a_character_coverage_sentencepiece_would_refuse_is_a_config_error_before_stage_1(tmp_path):
+    """SentencePiece's trainer stops with a traceback below 0.98; the config says so in one line first."""
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "tokenizer:\n  character_coverage: 0.9\n"))
+    assert "tokenizer.character_coverage must be within [0.98, 1], got 0.9" in err.value.one_line()
+    assert load_config(write(tmp_path, "tokenizer:\n  character_coverage: 0.98\n")).tokenizer.character_coverage == 0.98

@@ -21,6 +21,7 @@ from gpt2zh.config.values import BadValue, check_value
 from gpt2zh.errors import UserError
 
 DEFAULT_CONFIG_NAME = "demo"
+MIN_CHARACTER_COVERAGE = 0.98  # the lowest SentencePiece's trainer accepts
 WARMUP_SHARE = 0.1  # of the run, when a short run scales a config's warmup (GPT-3's warmups are at most this)
 
 
@@ -140,8 +141,9 @@ def validate(config: Config) -> list[str]:
                         f"(got index {d.shard_index} of {d.num_shards})")
     if t.vocab_size < 300:
         problems.append(f"tokenizer.vocab_size must be >= 300 (256 byte pieces + specials), got {t.vocab_size}")
-    if not 0.0 < t.character_coverage <= 1.0:
-        problems.append(f"tokenizer.character_coverage must be within (0, 1], got {t.character_coverage}")
+    if not MIN_CHARACTER_COVERAGE <= t.character_coverage <= 1.0:  # below, SentencePiece stops with a traceback
+        problems.append(f"tokenizer.character_coverage must be within [{MIN_CHARACTER_COVERAGE}, 1], got "
+                        f"{t.character_coverage}")
     for name in ("input_sentence_size", "verify_lines"):
         if getattr(t, name) < 1:
             problems.append(f"tokenizer.{name} must be >= 1")
