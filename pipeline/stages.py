@@ -4,7 +4,6 @@ entry points are loaded by name after the Hugging Face environment is prepared (
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from gpt2zh.config.schema import Config
 from gpt2zh.errors import UserError
@@ -25,6 +24,7 @@ class StageRequest:
     # What each stage's check found before the command's first stage ran (pipeline/preflight.py), by command:
     # the stage reuses it. A stage called without one makes its check itself.
     checks: dict[str, object] = field(default_factory=dict)
+    corpus_listing: tuple[list, str] | None = None  # see corpus()
 
     @property
     def config(self) -> Config:
@@ -34,14 +34,14 @@ class StageRequest:
     def cpu_count(self) -> int:
         return self.resolved.facts.cpu_count
 
-    def corpus(self, command: str) -> tuple[list, str]:
-        """The corpus files and their label as the stage's check listed them; listed now for a stage called
-        without its check."""
-        if (listing := getattr(self.checks.get(command), "listing", None)) is not None:
-            return listing
-        from gpt2zh.corpus.sources import sources_for
+    def corpus(self) -> tuple[list, str]:
+        """The corpus files (corpus.sources.Source) and their label, listed once a command, by the first check
+        or stage that reads them (an hf:// corpus is listed on its hub)."""
+        if self.corpus_listing is None:
+            from gpt2zh.corpus.sources import sources_for  # with the stages' modules, not at start-up (G13)
 
-        return sources_for(self.config.data.files)
+            self.corpus_listing = sources_for(self.config.data.files)
+        return self.corpus_listing
 
 
 @dataclass(frozen=True)
@@ -77,17 +77,10 @@ class Command:
         --from-stage reruns a stage and still refuses (PITFALLS.md RS11)."""
         return self.request.replace
 
-    @cached_property
-    def listing(self) -> tuple[list, str]:
-        """The corpus files stages 1 and 2 read (corpus.sources.Source) and their label, listed once a command:
-        an hf:// corpus is listed on its hub."""
-        from gpt2zh.corpus.sources import sources_for  # with the stages' modules, not at start-up (G13)
-
-        return sources_for(self.request.config.data.files)
-
     @property
     def sources(self) -> list:
-        return self.listing[0]
+        """The corpus files stages 1 and 2 read, listed once a command (StageRequest.corpus)."""
+        return self.request.corpus()[0]
 
 
 STAGES = (

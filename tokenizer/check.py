@@ -13,7 +13,6 @@ from gpt2zh.stages import Command
 @dataclass(frozen=True)
 class TokenizerCheck:
     kept: TokenizerManifest | None  # the tokenizer on disk when stage 1 will keep it (up to date, not forced)
-    listing: tuple[list, str]  # the corpus files and their label, for the stage (StageRequest.corpus)
 
 
 def check_tokenizer(command: Command) -> TokenizerCheck:
@@ -23,8 +22,8 @@ def check_tokenizer(command: Command) -> TokenizerCheck:
     tokenizer = TokenizerManifest.read(folder)
     inputs = tokenizer_inputs(config, sources, recorded_base_model(config, tokenizer))
     if tokenizer is None:
-        return TokenizerCheck(None, command.listing)
+        return TokenizerCheck(None)
     if not command.replaces:
         refuse_replacing(folder, tokenizer, inputs)
     up_to_date = not command.forced["train-tokenizer"] and tokenizer.fingerprint == fingerprint(inputs)
-    return TokenizerCheck(tokenizer if up_to_date else None, command.listing)
+    return TokenizerCheck(tokenizer if up_to_date else None)

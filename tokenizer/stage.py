@@ -68,7 +68,7 @@ def _mention_older_format(manifest: TokenizerManifest, folder) -> None:
 def train_tokenizer(request: StageRequest) -> TokenizerManifest:
     config, cfg = request.config, request.config.tokenizer
     report = StageReport(STAGE)
-    sources, corpus = request.corpus(STAGE)
+    sources, corpus = request.corpus()
     if config.model.init_from:
         from gpt2zh.tokenizer.adopt import adopt_tokenizer
 

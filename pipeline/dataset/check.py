@@ -30,7 +30,6 @@ SMALL_VALIDATION_BLOCKS = 10  # below this the validation loss moves by noise as
 @dataclass(frozen=True)
 class DatasetCheck:
     rebuilt: bool  # stage 2 builds its dataset in this command (forced, missing or made from other inputs)
-    listing: tuple[list, str]  # the corpus files and their label, for the stage (StageRequest.corpus)
 
 
 def estimated_tokens(sources: list[Source], adopted_tokenizer: bool) -> float | None:
@@ -88,4 +87,4 @@ def check_dataset(command: Command) -> DatasetCheck:
     rebuilt = command.forced["tokenize"] or dataset is None or dataset.fingerprint != fingerprint(parts)
     if rebuilt and not command.runs("pretrain"):
         check_split_sizes(sources, config.data, adopted_tokenizer=bool(config.model.init_from))
-    return DatasetCheck(rebuilt, command.listing)
+    return DatasetCheck(rebuilt)

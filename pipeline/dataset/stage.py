@@ -125,7 +125,7 @@ def _memory(worker_peak: float, workers: int) -> dict[str, float]:
 def tokenize_dataset(request: StageRequest) -> DatasetManifest:
     config, data = request.config, request.config.data
     report = StageReport(STAGE)
-    sources, corpus = request.corpus(STAGE)
+    sources, corpus = request.corpus()
     tokenizer_dir = request.run_dir.tokenizer
     tokenizer = checked_tokenizer(tokenizer_dir, config, sources)
     parts = dataset_inputs(config, sources, tokenizer)
