@@ -44,12 +44,9 @@ def corpus_bytes(files: list[str]) -> int | None:
     """Bytes of local, uncompressed corpus files (sizes say little about compressed or parquet ones)."""
     if not files or any(str(path).startswith("hf://") for path in files):
         return None
-    from gpt2zh.corpus.sources import sources_for
+    from gpt2zh.corpus.sources import sources_for, text_bytes
 
-    sources = sources_for(files)[0]
-    if any(source.compression or source.format == "parquet" for source in sources):
-        return None
-    return sum(source.size for source in sources)
+    return text_bytes(sources_for(files)[0])
 
 
 def plan_for(request) -> dict:

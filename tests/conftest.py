@@ -1,6 +1,7 @@
 """Shared fixtures: real Chinese text from the embedded demo corpus, a tiny tokenizer trained once
 per session, and helpers to run the real command line in a subprocess."""
 
+import atexit
 import logging
 import os
 import random
@@ -21,8 +22,11 @@ from gpt2zh.corpus.sources import demo_sources
 from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
 
 REPO = Path(__file__).resolve().parents[1]
-# Corpus digests (pipeline/corpus/digests.py) cached for this session only, never in the user's home.
-os.environ.setdefault("GPT2ZH_CACHE", tempfile.mkdtemp(prefix="gpt2zh-digests-"))
+# Corpus digests (pipeline/corpus/digests.py) cached for this session only, never in the user's home, and
+# removed when the session ends: a test run leaves nothing in the system's temporary folder.
+if "GPT2ZH_CACHE" not in os.environ:
+    os.environ["GPT2ZH_CACHE"] = tempfile.mkdtemp(prefix="gpt2zh-digests-")
+    atexit.register(shutil.rmtree, os.environ["GPT2ZH_CACHE"], ignore_errors=True)
 # Small but real: 3,000 demo documents (~240 k characters) train a 4,000-piece tokenizer in ~0.1 s.
 TINY_TOKENIZER = ["--tokenizer-vocab-size", "4000", "--tokenizer-character-coverage", "0.995",
                   "--tokenizer-verify-lines", "400"]

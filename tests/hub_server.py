@@ -123,6 +123,7 @@ class HubState:
         self.failures: list[Failure] = []
         self.latency: list[tuple[str, str, float]] = []  # (method, path pattern, seconds): a slow network
         self.requests: list[tuple[str, str]] = []
+        self.after_pinning: list = []  # pushes due right after the next revision answer (push_after_pinning)
         self.xet = False  # LocalHub(xet=True): LFS downloads advertise Xet storage
         self.lock = threading.Lock()
 
@@ -357,6 +358,8 @@ class Handler(JsonHandler):
         expand = query.get("expand")
         # An expanded property this server does not track is left out rather than failing the request.
         self._send(200, {key: info[key] for key in ("_id", "id", *expand) if key in info} if expand else info)
+        while self.state.after_pinning:  # the lock is held: the push is in before the reader's next request
+            self.state.after_pinning.pop(0)()
 
     def _seeded_tree(self, repos, query, repo_id, revision, subpath):
         found = self._readable(repos, repo_id, revision)
@@ -453,6 +456,22 @@ class LocalHub(LocalServer):
         and every earlier commit stays readable by its sha. Weights, compressed and parquet files are LFS.
         """
         return self._seed(self.state.datasets, "dataset", repo_id, files, private, revision, gated)
+
+    def push_after_pinning(self, repo_id: str, files: dict[str, bytes], revision: str = "main",
+                           kind: str = "dataset") -> str:
+        """Commit `files` as the tree of branch `revision` of a seeded dataset (or `kind="model"`) right after the
+        next answer that names a commit (`dataset_info`, `model_info`): a push landing between a reader pinning the
+        branch and reading it. Returns its sha."""
+        commit = new_commit_oid()
+        repos = self.state.models if kind == "model" else self.state.datasets
+
+        def push() -> None:
+            repo = repos[repo_id]
+            repo.trees[commit] = dict(files)
+            repo.refs[revision] = commit
+
+        self.state.after_pinning.append(push)
+        return commit
 
     def add_model(self, repo_id: str, files: dict[str, bytes], private: bool = False, revision: str = "main",
                   gated: bool = False) -> str:

@@ -69,6 +69,70 @@ def test_the_schedule_round_trips_through_the_checkpoint_marker():
     assert Schedule.from_dict(json.loads(json.dumps(schedule.as_dict()))) == schedule
 
 
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_a_second_re_plan_continues_from_the_rate_the_first_one_reached(kind):
+    """Trained on twice (100 -> 200 steps at step 60, then 200 -> 300 at step 150): the second re-plan starts where
+    the first had brought the rate, not where a plan of 200 steps made at the start would be by then."""
+    once = Schedule(kind, warmup_steps=10, max_steps=100, min_ratio=0.1, decay_ratio=0.2).extended(60, 200)
+    twice = once.extended(150, 300)
+    assert [twice.factor(s) for s in range(1, 151)] == [once.factor(s) for s in range(1, 151)]
+    assert twice.factor(151) == pytest.approx(once.factor(150), abs=1e-3)  # cosine: 0.205 x peak, not 0.246
+
+
+def _trainer_resumed(tmp_path, schedule: Schedule, checkpoint):
+    """PretrainTrainer with the arguments stage 3 passes, checkpoint's optimizer and scheduler loaded by the
+    Trainer's own code (None: a fresh start)."""
+    from transformers import TrainingArguments
+
+    from gpt2zh.training.arguments import argument_values
+    from gpt2zh.training.plan import plan_training
+    from gpt2zh.training.trainer import PretrainTrainer
+    from tests.conftest import fabricate
+    from tests.test_training_plan import config
+    from tests.tiny_models import tiny_gpt2
+
+    cfg = config(global_batch_size=4, per_device_batch_size=4, max_steps=schedule.max_steps, dataloader_workers=0)
+    cfg.optimization.lr_schedule, cfg.optimization.warmup_steps = schedule.kind, schedule.warmup_steps
+    args = TrainingArguments(**argument_values(cfg, plan_training(cfg, fabricate("cpu"), 1, None), tmp_path))
+    trainer = PretrainTrainer(model=tiny_gpt2(64, seed=0), args=args, eval_dataset=[{"input_ids": [1, 2]}],
+                              stream_seed=0, samples_per_step=4, resume_step=0, max_nonfinite=1, schedule=schedule)
+    trainer.create_optimizer_and_scheduler(num_training_steps=schedule.max_steps)
+    trainer._load_optimizer_and_scheduler(str(checkpoint) if checkpoint else None)
+    return trainer
+
+
+def _rates_until_checkpoint(trainer, steps: int, checkpoint) -> list[float]:
+    """The rate each of `steps` optimizer steps trains at; then the states saved as stage 3 saves them."""
+    rates = []
+    for _ in range(steps):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    checkpoint.mkdir()
+    trainer._save_optimizer_and_scheduler(str(checkpoint))
+    return rates
+
+
+@pytest.mark.parametrize(("kind", "first_stop", "second_stop"), [
+    ("cosine", 8, 12),  # stopped mid-run both times: the old plan's next rate differs from the new one's
+    ("wsd", 12, 16),    # a finished run trained on twice: each re-plan re-warms from the minimum
+])
+def test_every_step_of_a_run_trained_on_twice_trains_at_the_re_planned_rate(tmp_path, kind, first_stop,
+                                                                            second_stop):
+    """A checkpoint's optimizer state holds the rate its own plan gave the next step: resumed with a re-planned
+    schedule (RA2), the first step must train at the new plan's rate, not the old one and then jump."""
+    original = Schedule(kind, warmup_steps=3, max_steps=12, min_ratio=0.1)
+    first = original.extended(first_stop, 16)
+    second = first.extended(second_stop, 20)
+    rates = _rates_until_checkpoint(_trainer_resumed(tmp_path, original, None), first_stop, tmp_path / "a")
+    rates += _rates_until_checkpoint(_trainer_resumed(tmp_path, first, tmp_path / "a"), second_stop - first_stop,
+                                     tmp_path / "b")
+    rates += _rates_until_checkpoint(_trainer_resumed(tmp_path, second, tmp_path / "b"), 20 - second_stop,
+                                     tmp_path / "c")
+    peak = OptimizationConfig().learning_rate
+    assert rates == pytest.approx([peak * second.factor(step) for step in range(1, 21)], rel=1e-9)
+
+
 # -- training on --------------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ parquet, compressed text, and script conversion."""
 
 import bz2
 import gzip
+import itertools
 import json
 import lzma
 import random
@@ -154,6 +155,16 @@ def test_a_pleisto_style_array_of_objects_reads_the_named_field(tmp_path):
         read([path])
 
 
+def test_a_gbk_encoded_json_array_is_decoded_as_detected_not_refused_as_invalid_json(tmp_path):
+    """ijson parses UTF-8 only: GBK bytes handed to it as they are would be 'invalid JSON at byte 2'."""
+    records = [{"text": f"第{i}条：简体中文的文章，用国标码保存。\n第二段。"} for i in range(40)]
+    path = tmp_path / "gbk.json"
+    path.write_bytes(json.dumps(records, ensure_ascii=False, indent=1).encode("gbk"))
+    texts, reader = read([path])
+    assert texts == [record["text"] for record in records] and reader.blocks[0].layout == "array"
+    assert reader.stats.detected_encodings == {str(path.resolve()): "GB18030"}
+
+
 def test_json_lines_under_a_json_name_are_read_as_records(tmp_path):
     path = tmp_path / "lines.json"
     path.write_text("\n".join(json.dumps({"text": f"第{i}行"}, ensure_ascii=False) for i in range(3)), encoding="utf-8")
@@ -194,6 +205,24 @@ def test_compressed_text_reads_like_the_plain_file(tmp_path, suffix, opener):
     texts, reader = read([gbk])
     assert texts[0] == "中文编码检测需要解压后的字节。"
     assert reader.stats.detected_encodings  # sniffed on the decompressed bytes
+
+
+def test_a_multi_frame_zst_file_is_read_to_the_end_of_its_last_frame(tmp_path):
+    """`zstd` of concatenated streams and pzstd write several frames (pzstd cuts anywhere, even inside a character,
+    and puts a skippable frame before each): the text is every frame's, not the first one's."""
+    rng = random.Random(26)
+    lines = ["".join(rng.choice("中文多帧压缩测试，。ab") for _ in range(rng.randint(1, 90))) for _ in range(3000)]
+    data = ("\n".join(f"{i}号{line}" for i, line in enumerate(lines)) + "\n").encode()
+    inside = next(i for i in range(100_000, len(data)) if data[i] & 0xC0 == 0x80)  # a UTF-8 continuation byte
+    cuts = [0, inside, inside + 70_000, len(data)]  # frames longer than one 64 KiB read
+    frames = [zstandard.compress(data[start:end]) for start, end in itertools.pairwise(cuts)]
+    skippable = (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + len(frames[2]).to_bytes(4, "little")
+    plain, packed = tmp_path / "frames.txt", tmp_path / "frames.txt.zst"
+    plain.write_bytes(data)
+    packed.write_bytes(frames[0] + frames[1] + skippable + frames[2])
+    texts, reader = read([packed])
+    assert texts == read([plain])[0] and texts[-1] == f"{len(lines) - 1}号{lines[-1]}"
+    assert reader.stats.lines.lines == len(lines)
 
 
 def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path):

@@ -15,9 +15,10 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt2zh.config import load_config
+from gpt2zh.config.schema import DataConfig
 from gpt2zh.dataset.loading import load_blocks
 from gpt2zh.errors import UserError
-from gpt2zh.inference.documents import EvaluationText, held_out_text, run_specials
+from gpt2zh.inference.documents import EvaluationText, file_text, held_out_text, run_specials
 from gpt2zh.inference.evaluate_command import document_stream, evaluate_model, model_texts
 from gpt2zh.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
 from gpt2zh.inference.loading import open_model
@@ -216,6 +217,22 @@ def test_a_run_that_holds_out_no_documents_is_an_error_that_points_at_data_files
     with pytest.raises(UserError, match="holds out no documents") as raised:
         held_out_text(RunDir(run_dir), dataclasses.replace(data, validation_fraction=0.0), (), None)
     assert "--data-files" in raised.value.one_line()
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_max_documents_n_scores_exactly_the_first_n_documents(tmp_path, demo_documents, limit):
+    """`--max-documents 3` of 10: the first 3, never a 4th (what the figures' `documents` counts)."""
+    documents = demo_documents[:10]
+    text = file_text(DataConfig(files=[str(written_corpus(tmp_path, documents))]), (), limit)
+    assert text.texts == documents[:limit] and text.described.startswith(f"{limit} document(s) of")
+
+
+def test_max_documents_n_scores_exactly_the_first_n_held_out_documents(trained):
+    run_dir, _ = trained
+    data = load_config(run_dir / "dataset" / "config.yaml").data
+    every = held_out_text(RunDir(run_dir), data, (), None).texts
+    text = held_out_text(RunDir(run_dir), data, (), 3)
+    assert len(every) > 3 and text.texts == every[:3] and text.described.startswith("3 held-out document(s)")
 
 
 def test_a_model_path_that_does_not_exist_is_a_one_line_error(tmp_path):

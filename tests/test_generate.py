@@ -123,6 +123,24 @@ def test_an_empty_prompt_is_a_one_line_error_naming_the_argument(uer_model):
     assert "PROMPT" in result.stderr and "empty" in result.stderr
 
 
+def test_new_tokens_beyond_the_context_are_cut_to_fill_it_and_a_prompt_that_fills_it_is_a_one_line_error(
+        uer_model, demo_documents, capsys):
+    """GPT-2 has no position past n_positions (128 here): asked for more, generate would end in an IndexError."""
+    from gpt2zh.cli import main
+
+    text = "".join(demo_documents)  # characters of the model's vocabulary, one token each
+    long_prompt = text[:121]  # 122 tokens with the start marker: 6 new ones fill the context
+    greedy = ("--model", str(uer_model), "--max-new-tokens", "50", "--temperature", "0")
+    assert main(["generate", *greedy, long_prompt]) == 0
+    out, err = capsys.readouterr()
+    assert "6 new tokens at most: the model's context is 128 tokens and the prompt takes 122" in err
+    assert out.startswith(long_prompt) and len(out) == len(long_prompt) + 6 + len("\n"), out[len(long_prompt):]
+    assert main(["generate", *greedy, text[:127]]) == 2  # 128 tokens: no room for one more
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "Traceback" not in err, err
+    assert "the prompt is 128 tokens with the start marker" in err and "shorten the prompt" in err
+
+
 def test_a_generation_config_that_sets_no_sampling_still_samples_and_temperature_0_is_greedy(tmp_path):
     """openai-community/gpt2's generation_config.json names only its ids: generate would be greedy without a word."""
     from types import SimpleNamespace

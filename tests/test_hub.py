@@ -128,6 +128,20 @@ def test_the_card_states_the_special_token_ids_and_sampling_settings_the_model_c
     assert f"Temperature {generation['temperature']:g}, top-k {generation['top_k']}, at the end of training:" in card
 
 
+def test_the_card_of_an_8_gpu_run_states_the_global_batch_of_all_processes_not_one_devices():
+    """32 sequences a device x 2 accumulation x 8 processes: the card says 512 sequences a step, not 64."""
+    from gpt2zh.hub.card import render_model_card
+
+    run = REPO / "tests" / "fixtures" / "previous_release" / "run"  # a finished run, only read
+    summary = json.loads((run / "model" / "training_summary.json").read_text(encoding="utf-8"))
+    summary["plan"].update(device="cuda", world_size=8, per_device_batch_size=32, gradient_accumulation_steps=2)
+    summary["hardware"] = {"gpus": ["NVIDIA H100 80GB HBM3"] * 8, "cpu_count": 128, "world_size": 8}
+    summary["tokens_seen"] = summary["steps"] * 512 * summary["block_size"]
+    card = render_model_card(run, summary, f"{USER}/gpt2-zh-8gpu", "mit")
+    assert f"{summary['tokens_seen']:,} tokens, global batch 512 sequences;" in card
+    assert "Hardware: 8 x NVIDIA H100 80GB HBM3, 8 process(es)" in card
+
+
 def test_invalid_card_metadata_is_refused_by_the_hub_and_reported(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)
     result = push(hub, run_dir, tmp_path, "--hub-license", "not-a-license")
@@ -164,6 +178,32 @@ def test_a_dropped_connection_is_retried(hub, tmp_path, trained):
     assert result.returncode == 0, result.stderr
     assert re.search(r"push: \w+Error.* from the Hub; retry 1 of 4", result.stderr), result.stderr
     assert len(commits(hub)) == 1
+
+
+def test_a_429_too_many_requests_on_upload_is_retried_with_backoff(hub, tmp_path, monkeypatch, caplog):
+    """The Hub's rate limit is as passing as a 503: the upload waits longer each time and lands."""
+    from huggingface_hub import constants
+
+    from gpt2zh.remote import open_hub
+    from gpt2zh.remote.upload import upload_with_retries
+
+    # what HF_ENDPOINT and HF_HUB_DISABLE_XET set when huggingface_hub is imported, as push() sets them: without
+    # Xet, upload_folder makes one commit and retries nothing itself (with it, it retries a 429 five times first)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"n_layer": 2}\n', encoding="utf-8")
+    remote = open_hub("huggingface")
+    remote.create_repo(f"{USER}/gpt2-zh-tiny", private=False)
+    hub.state.fail("POST", r"/commit/", 429, times=2)
+    with caplog.at_level("WARNING", logger="gpt2zh"):
+        upload_with_retries(remote, f"{USER}/gpt2-zh-tiny", folder, "upload", retries=3, wait=0.1)
+    assert "push: HTTP 429 from the Hub; retry 1 of 3 in 0.1 s" in caplog.text
+    assert "push: HTTP 429 from the Hub; retry 2 of 3 in 0.2 s" in caplog.text
+    files = hub.state.repos[f"{USER}/gpt2-zh-tiny"].files
+    assert len(commits(hub)) == 1 and files["config.json"] == b'{"n_layer": 2}\n'
 
 
 def test_a_final_failure_says_what_was_and_was_not_uploaded_and_how_to_retry(hub, tmp_path, trained):

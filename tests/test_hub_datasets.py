@@ -179,6 +179,27 @@ def test_a_branch_a_tag_and_a_commit_sha_pin_what_is_read(hub, commit, tmp_path)
         assert text in gzip.decompress(Path(found["local_path"]).read_bytes()).decode()
 
 
+def test_a_branch_pushed_to_after_pinning_is_listed_and_read_at_the_pinned_commit(hub, commit, tmp_path):
+    """The listing names the commit the downloads are fetched at: listed at the branch, it would show a push that
+    landed after pinning (a new file, a changed one, a deleted one) while the files came from the pinned commit."""
+    pushed = {path: data for path, data in REPO_FILES.items() if path != "data/extra/part-1.jsonl.gz"}
+    pushed.update({"data/part-0.jsonl.gz": jsonl_gz_bytes(["推送之后"]),
+                   "data/part-9.jsonl.gz": jsonl_gz_bytes(["新文件"])})
+    later = hub.push_after_pinning(f"{OWNER}/n", pushed)
+    base, pattern = f"hf://datasets/{OWNER}/n", "**/*.jsonl.gz"
+    outcomes, _ = resolve(hub.url, tmp_path / "hf-home", f"{base}/{pattern}", f"{base}@{commit}/{pattern}")
+    assert hub.state.datasets[f"{OWNER}/n"].refs["main"] == later  # the push landed after the first pinning
+    pinned = ["data/extra/part-1.jsonl.gz", "data/part-0.jsonl.gz"]
+    expected = [(f"{base}@{commit}/{path}", hashlib.sha256(REPO_FILES[path]).hexdigest(), len(REPO_FILES[path]),
+                 REPO_FILES[path]) for path in pinned]
+    for files in outcomes:  # main pinned before the push; the pinned sha after it
+        assert isinstance(files, list), files
+        assert [(entry["url"], entry["blob_id"], entry["size"], Path(entry["local_path"]).read_bytes())
+                for entry in files] == expected
+    listings = [path for method, path in hub.state.requests if method == "GET" and "/tree/" in path]
+    assert len(listings) == 2 and all(f"/tree/{commit}" in path for path in listings), listings
+
+
 def test_url_encoded_and_special_ref_revisions_are_parsed_as_hf_file_system_does(hub, commit, tmp_path):
     converted = hub.add_dataset(f"{OWNER}/n", {"default/train/0000.parquet": parquet_bytes(TEXTS)},
                                 revision="refs/convert/parquet")

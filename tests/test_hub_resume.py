@@ -87,15 +87,47 @@ def test_a_killed_run_resumes_on_a_new_machine_from_the_hub_and_ends_bit_identic
     assert "last-checkpoint/stale.bin" not in hub.state.repos[REPO_ID].files
 
 
-def _seed_checkpoint(hub, repo_id: str, run_dir: Path, change=None) -> None:
-    folder = run_dir / "checkpoints" / "checkpoint-12"
+def _pushed_files(run_dir: Path, step: int = 12) -> dict[str, bytes]:
+    """The files of checkpoint-`step` as a push lays them out in last-checkpoint/, with the run's tokenizer."""
+    folder = run_dir / "checkpoints" / f"checkpoint-{step}"
     files = {f"last-checkpoint/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     tokenizer = run_dir / "tokenizer"
-    files |= {f"last-checkpoint/gpt2zh-tokenizer/{p.relative_to(tokenizer)}": p.read_bytes()
-              for p in tokenizer.rglob("*") if p.is_file()}
+    return files | {f"last-checkpoint/gpt2zh-tokenizer/{p.relative_to(tokenizer)}": p.read_bytes()
+                    for p in tokenizer.rglob("*") if p.is_file()}
+
+
+def _seed_checkpoint(hub, repo_id: str, run_dir: Path, change=None) -> None:
+    files = _pushed_files(run_dir)
     if change is not None:
         change(files)
     hub.add_model(repo_id, files)
+
+
+def test_a_pushed_checkpoint_is_fetched_at_the_commit_its_marker_was_read_at(hub, tmp_path, monkeypatch, trained):
+    """The training machine pushes checkpoint-12 right after this one read the branch's commit (checkpoint-8's
+    marker): every file must come from that commit, never checkpoint-12's files under checkpoint-8's name."""
+    from huggingface_hub import constants
+
+    from gpt2zh.config.schema import Config
+    from gpt2zh.rundir import RunDir
+    from gpt2zh.training.checkpoints import read_marker
+    from gpt2zh.training.hub_resume import resume_from_hub
+    from tests.conftest import tree_checksums
+
+    # what HF_ENDPOINT and HF_HUB_DISABLE_XET set when huggingface_hub is imported (tests/test_hub.py)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    eight = trained[0] / "checkpoints" / "checkpoint-8"
+    hub.add_model(REPO_ID, _pushed_files(trained[0], 8))
+    later = hub.push_after_pinning(REPO_ID, _pushed_files(trained[0], 12), kind="model")
+    config = Config()
+    config.hub.repo_id, config.checkpoint.resume = REPO_ID, "hub"
+    run = RunDir(tmp_path / "run")
+    resume_from_hub(config, run, read_marker(eight)["fingerprint"], {}, main=True)
+    assert hub.state.models[REPO_ID].refs["main"] == later  # the push landed between reading and fetching
+    assert tree_checksums(run.checkpoints / "checkpoint-8") == tree_checksums(eight)
 
 
 def _pretrain_from_hub(hub, run_dir: Path, home: Path, repo_id: str) -> subprocess.CompletedProcess:

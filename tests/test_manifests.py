@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from gpt2zh.dataset.loading import dataset_parts
 from gpt2zh.errors import UserError
 from gpt2zh.manifests import FORMAT_KEY, MANIFEST, DatasetManifest, ModelManifest, PushManifest, TokenizerManifest
-from gpt2zh.rundir import CHECKPOINTS, LOGS, RunDir
+from gpt2zh.rundir import CHECKPOINTS, LOGS, RunDir, StageOutput
 from tests.conftest import one_error_line, run_cli
 from tests.test_layers import modules
 from tests.test_previous_release import FIXTURE, SETTINGS
@@ -72,6 +73,27 @@ def test_every_contract_refuses_a_manifest_of_a_newer_format(contract, tmp_path)
                                      encoding="utf-8")
     with pytest.raises(UserError, match="manifest format 2"):
         contract.read(tmp_path)
+
+
+def test_an_output_with_a_file_cut_short_after_its_manifest_is_neither_complete_nor_up_to_date(tmp_path):
+    """A copy or download interrupted after the manifest (rsync, a full disk): the file is there with fewer bytes
+    than the manifest lists. Counted as complete, its stage would be skipped as up to date and the stages after it
+    would read the damaged file."""
+    for contract, cut in ((TokenizerManifest, "tokenizer.model"), (DatasetManifest, "train/data-00000.arrow"),
+                          (ModelManifest, "model.safetensors")):
+        folder = tmp_path / contract.FOLDER
+        shutil.copytree(FIXTURE / "run" / contract.FOLDER, folder)
+        manifest = contract.read(folder)
+        output = StageOutput(folder, contract, manifest.fingerprint, manifest.inputs)
+        assert output.current_manifest() == manifest  # whole, it is up to date
+        with open(folder / cut, "r+b") as handle:
+            handle.truncate(manifest.files[cut] - 1)
+        assert contract.read(folder) is None and not contract.complete(folder), cut
+        assert output.current_manifest() is None, cut  # out of date: the stage builds it again
+    with pytest.raises(UserError) as refused:  # what stage 3 says of it
+        dataset_parts(tmp_path / DatasetManifest.FOLDER)
+    assert f"no complete dataset in {tmp_path / DatasetManifest.FOLDER}" in refused.value.message
+    assert "gpt2zh tokenize" in refused.value.fix
 
 
 def _newer(run_dir: Path) -> Path:

@@ -1,6 +1,7 @@
 """A run directory remembers its settings, a finished stage is never rebuilt from other inputs without
 --force, and what can be known before stage 1 is checked before stage 1."""
 
+import gzip
 import logging
 import re
 import shutil
@@ -11,10 +12,12 @@ import yaml
 
 from gpt2zh.cli import build_parser, main
 from gpt2zh.config import Config
+from gpt2zh.config.loader import dump_config
 from gpt2zh.config.schema import DataConfig
 from gpt2zh.corpus.sources import resolve_sources
 from gpt2zh.dataset.check import check_split_sizes
 from gpt2zh.errors import UserError
+from gpt2zh.plan_command import corpus_bytes
 from gpt2zh.preflight import preflight
 from gpt2zh.request import command_request
 from gpt2zh.run_all import selected_stages
@@ -180,6 +183,22 @@ def test_a_few_validation_blocks_are_a_warning_that_says_what_to_change(tmp_path
     check_split_sizes(resolve_sources([str(corpus)]), half, adopted_tokenizer=True)
 
 
+def test_a_gzipped_corpus_is_not_judged_too_small_by_its_compressed_size(tmp_path):
+    """3.7 MB of text in a 110 KB .txt.gz: read as 110 KB it would be at most 28,000 tokens, too few for one
+    held-out block or one step of 64 blocks, and the plan would count the epochs on it. The checks before stage 1
+    and the plan leave such a file to stage 2, which counts its text."""
+    text = "".join(f"第{i}篇：今天天气很好，我们去公园散步，看见许多人在湖边钓鱼。\n" for i in range(40_000)).encode()
+    corpus = tmp_path / "repeated.txt.gz"
+    corpus.write_bytes(gzip.compress(text))
+    config = Config()
+    config.data.block_size, config.data.validation_fraction, config.training.global_batch_size = 1024, 0.02, 64
+    assert corpus.stat().st_size / 4 * 0.02 < 1024 < len(text) / 4 * 0.02 / 10  # ten held-out blocks of text
+    sources = resolve_sources([str(corpus)])
+    check_split_sizes(sources, config.data)
+    check_training_size(sources, config)
+    assert corpus_bytes([str(corpus)]) is None  # the plan says stage 2 counts the tokens
+
+
 def test_warmup_that_does_not_end_before_max_steps_is_refused_with_the_flag_to_change(capsys):
     assert main(["show-config", "--training-max-steps", "10", "--optimization-warmup-steps", "30"]) == 2
     error = capsys.readouterr().err
@@ -261,6 +280,21 @@ def test_a_run_directory_without_saved_settings_starts_from_the_config_its_stage
     err = capsys.readouterr().err
     assert f"settings: {run_dir / 'dataset' / 'config.yaml'} (saved by the stage that wrote dataset/config.yaml)" in err
     assert "is up to date" in err and outputs(run_dir) == before
+
+
+def test_a_run_directory_made_before_settings_were_saved_does_not_keep_a_one_command_instruction(tmp_path):
+    """Its stages recorded the whole config, `--resume never` and `--force-preset` included: taken as the run's
+    settings as they are, every later command on it would start training over (and force the preset) again."""
+    config = Config()
+    config.checkpoint.resume, config.training.force_preset, config.training.max_steps = "never", True, 5
+    for recorded in ("tokenizer/config.yaml", "dataset/config.yaml", "model/run_config.yaml"):
+        (tmp_path / recorded).parent.mkdir()
+        dump_config(config, tmp_path / recorded)
+    argv = ["show-config", "--run-dir", str(tmp_path)]
+    request = command_request(build_parser(argv).parse_args(argv))
+    assert request.saved_settings.startswith(str(tmp_path / "model" / "run_config.yaml"))
+    assert request.config.checkpoint.resume == "auto" and request.config.training.force_preset is False
+    assert request.config.training.max_steps == 5  # the run's own settings stay
 
 
 def test_from_stage_reruns_but_does_not_replace_what_other_inputs_built_unless_forced(tmp_path, capsys, trained,

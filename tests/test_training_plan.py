@@ -118,6 +118,17 @@ def test_a_global_batch_that_processes_cannot_share_is_refused():
         batch_split(16, 8, 3)
 
 
+@pytest.mark.parametrize("device", ["cpu", "a100-80g"])  # without a GPU, and fitted by the memory model
+def test_on_two_processes_the_per_device_batch_divides_each_processs_share_of_the_global_batch(device):
+    """480 over 2 processes is 240 each, which 32 does not divide (7.5 accumulation steps): 30 x 8 x 2 = 480.
+    Fitted against the whole 480, which 32 divides, it would be 32 x (240 // 32 = 7) x 2 = 448, silently."""
+    facts = with_world(fabricate(device, count=1 if device == "cpu" else 2), 2)
+    plan = plan_training(config(global_batch_size=480, per_device_batch_size=32), facts, 2, None)
+    assert (plan.per_device_batch_size, plan.gradient_accumulation_steps, plan.world_size) == (30, 8, 2)
+    assert plan.global_batch_size == 480
+    assert plan.notes[0].endswith("so 30 x 8 accumulation x 2 = 480"), plan.notes[0]
+
+
 @pytest.mark.parametrize("device, expected", [("a100-40g", "bf16"), ("h100", "bf16"), ("rtx4090", "bf16"),
                                               ("rtx5090", "bf16"), ("t4", "fp16"), ("cpu", "fp32")])
 def test_precision_follows_native_bf16_support(device, expected):

@@ -50,6 +50,14 @@ class Source:
         return [self.name or self.path.name, self.format, self.path.stat().st_size, content_digest(self.path)]
 
 
+def text_bytes(sources: list[Source]) -> int | None:
+    """The corpus's bytes where the files' sizes measure its text, else None: a compressed file's size is not its
+    text's (a 40 KB .txt.gz may hold 2 MB, PITFALLS.md OB11) and a parquet file holds other columns too."""
+    if any(source.compression or source.format == "parquet" for source in sources):
+        return None
+    return sum(source.size for source in sources)
+
+
 def is_corpus_file(name: str) -> bool:
     path = Path(name)
     suffix = inner_suffix(path)

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from gpt2zh.config.schema import DataConfig
-from gpt2zh.corpus.sources import Source
+from gpt2zh.corpus.sources import Source, text_bytes
 from gpt2zh.errors import UserError
 from gpt2zh.fingerprints import dataset_inputs, expected_tokenizer_fingerprint
 from gpt2zh.manifests import DatasetManifest, TokenizerManifest
@@ -35,9 +35,8 @@ class DatasetCheck:
 def estimated_tokens(sources: list[Source], adopted_tokenizer: bool) -> float | None:
     """At most this many tokens; None where file sizes say little about the text (compressed files, parquet).
     adopted_tokenizer: stage 1 adopts a base model's tokenizer, which may give more tokens a byte than ours."""
-    if any(source.compression or source.format == "parquet" for source in sources):
-        return None
-    return sum(source.size for source in sources) / (ADOPTED_BYTES_PER_TOKEN if adopted_tokenizer else BYTES_PER_TOKEN)
+    size = text_bytes(sources)
+    return None if size is None else size / (ADOPTED_BYTES_PER_TOKEN if adopted_tokenizer else BYTES_PER_TOKEN)
 
 
 def check_split_sizes(sources: list[Source], data: DataConfig, adopted_tokenizer: bool = False) -> None:

@@ -7,6 +7,7 @@ holds no timestamps: pushing the same run twice produces the same card, and the 
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 from gpt2zh.manifests import TokenizerManifest
@@ -148,6 +149,13 @@ def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
                           "byte-level: no character is unknown."))
 
 
+def _devices(hardware: dict) -> str:
+    """`8 x NVIDIA H100 80GB HBM3`: each GPU model once, with its count, not named eight times."""
+    if not hardware["gpus"]:
+        return f"CPU ({hardware['cpu_count']} cores)"
+    return ", ".join(f"{count} x {name}" if count > 1 else name for name, count in Counter(hardware["gpus"]).items())
+
+
 def _limitations(summary: dict, data: dict, license_id: str) -> list[str]:
     """What the model is not, said by the card itself: a user deciding whether to use it reads this first."""
     validation = data["documents"]["validation"]
@@ -198,7 +206,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
     wordpiece = "Bert" in tokenizer.get("tokenizer", {}).get("class", "")  # UER's character vocabulary
     normalization = DESCRIPTIONS[tokenizer.get("normalization", "nfkc")]  # runs from before the setting: NFKC
     hardware = summary["hardware"]
-    device = ", ".join(hardware["gpus"]) if hardware["gpus"] else f"CPU ({hardware['cpu_count']} cores)"
+    device = _devices(hardware)
     final, initial, unigram = summary["final_eval_loss"], summary["initial_eval_loss"], summary["unigram_entropy"]
     lines = [
         f"---\n{metadata.to_yaml()}\n---",

@@ -23,7 +23,7 @@ from gpt2zh.training.loader_workers import shut_down_workers, workers_obey_only_
 from gpt2zh.training.plots import plot_losses
 from gpt2zh.training.ranks import is_main_process
 from gpt2zh.training.samples import append_samples, generate_samples
-from gpt2zh.training.schedule import Schedule, scheduler_for
+from gpt2zh.training.schedule import Schedule, rate_from_the_schedule, scheduler_for
 
 
 class PretrainTrainer(Trainer):
@@ -42,6 +42,11 @@ class PretrainTrainer(Trainer):
             self.lr_scheduler = scheduler_for(optimizer if optimizer is not None else self.optimizer, self.schedule)
             self._created_lr_scheduler = True  # the Trainer rebuilds it on a later train() call, as its own
         return self.lr_scheduler
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.lr_scheduler is not None:
+            rate_from_the_schedule(self.lr_scheduler)  # a re-planned schedule's rate from the first resumed step
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

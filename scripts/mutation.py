@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Mutation testing of the modules that make decisions, with mutmut 3, scored per area.
+
+mutmut rewrites each function of the chosen modules into a trampoline that calls the original or one
+of its mutants (a flipped comparison, an off-by-one, a dropped argument, a changed string ...), records
+which tests reach which function, then for every mutant forks a warm interpreter and runs only those
+tests. A mutant is killed when one of them fails. The repository keeps pipeline/ and tokenizer/ under
+other names than the import name gpt2zh, so the run works in a staged copy laid out as the installed
+package is (build/mutation/gpt2zh/...), where mutmut's file paths and the module names agree.
+
+    scripts/mutation.py                  every area (README: Mutation testing says how long)
+    scripts/mutation.py --area hub       one area
+    scripts/mutation.py --sample         the fixed quick sample CI runs
+    scripts/mutation.py --report         score the last run again (after editing the equivalents file)
+
+A surviving mutant gets a test, or a line in tests/mutation/equivalent.toml saying why no test can
+tell it from the original (its key, the mutated line as `mutmut show` prints it, and the reason).
+The run fails when an area scores under 85 % of its non-equivalent mutants, or when an equivalent's
+line no longer matches its mutant (the code changed: review it again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE = REPO / "build" / "mutation"
+EQUIVALENTS = REPO / "tests" / "mutation" / "equivalent.toml"
+GOAL = 0.85
+
+# The modules that make decisions, by area (paths inside the gpt2zh package).
+AREAS: dict[str, list[str]] = {
+    "corpus": ["corpus/formats.py", "corpus/json_array.py", "corpus/blank_lines.py", "corpus/compression.py",
+               "corpus/hub_files.py", "corpus/normalization.py", "corpus/cleaning.py", "corpus/digests.py",
+               "corpus/encoding.py"],
+    "run directory": ["rundir.py", "run_settings.py", "preflight.py", "fingerprints.py", "runlock.py"],
+    "training": ["training/plan.py", "training/batch_fit.py", "training/memory_model.py", "training/schedule.py",
+                 "training/continuation.py", "training/checkpoints.py", "training/guards.py"],
+    "hub": ["remote/upload.py", "remote/checkpoints.py", "hub/card.py"],
+    "inference": ["inference/documents.py", "inference/scoring.py", "inference/generate_command.py"],
+}
+# What CI runs: one small module of each area, a few minutes on 2 cores.
+SAMPLE = ["corpus/json_array.py", "fingerprints.py", "training/batch_fit.py", "remote/upload.py",
+          "inference/documents.py"]
+
+# Tests that read the repository's own files (layout, docs, guard proofs, packaging) rather than run
+# its code: in the staged copy they would fail or only slow every mutant down.
+NOT_BEHAVIOUR_TESTS = ["test_architecture_doc.py", "test_check_guards.py", "test_code_shape.py",
+                       "test_layers.py", "test_packaging.py", "test_pitfall_rows.py",
+                       "test_repository_references.py", "test_setup_script.py", "test_suite_hygiene.py"]
+# The wording of progress and summary lines is not mutated (their figures are computed, and mutated, in the
+# code that feeds them); warnings and errors are.
+DO_NOT_MUTATE = [r"^\s*log\.(info|debug)\("]
+# A mutant is caught when a test fails, hangs past its timeout, or crashes the interpreter.
+CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+@dataclass
+class Score:
+    caught: int = 0
+    missed: list[str] = field(default_factory=list)
+    equivalent: int = 0
+
+    @property
+    def counted(self) -> int:
+        return self.caught + len(self.missed)
+
+    @property
+    def ratio(self) -> float:
+        return self.caught / self.counted if self.counted else 1.0
+
+
+def package_folders() -> dict[str, str]:
+    """gpt2zh's package-dir from pyproject.toml: import name -> folder of the repository."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    return setuptools["package-dir"]
+
+
+def stage(modules: list[str]) -> None:
+    """A fresh copy laid out as the installed package, and its mutmut configuration."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name, folder in sorted(package_folders().items()):
+        shutil.copytree(REPO / folder, STAGE / name.replace(".", "/"), ignore=ignore, dirs_exist_ok=True)
+    for extra in ["tests", "configs", "scripts"]:
+        shutil.copytree(REPO / extra, STAGE / extra, ignore=ignore)
+    for extra in ["README.md", "PITFALLS.md"]:
+        shutil.copy2(REPO / extra, STAGE / extra)
+    tests = sorted(p.relative_to(STAGE).as_posix() for p in (STAGE / "tests").glob("test_*.py")
+                   if p.name not in NOT_BEHAVIOUR_TESTS)
+    mutmut = {
+        "source_paths": ["gpt2zh"],
+        "only_mutate": [f"gpt2zh/{module}" for module in modules],
+        "do_not_mutate_patterns": DO_NOT_MUTATE,
+        "also_copy": ["configs", "scripts", "README.md", "PITFALLS.md"],
+        "pytest_add_cli_args_test_selection": tests,
+        # End-to-end runs cost seconds to a minute each, for every mutant they reach: the mutants are judged
+        # by the suite's fast tests, which is where a mistake should be caught first.
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow"],
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in mutmut.items()]
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    (STAGE / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def mutmut(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mutmut", *args]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("GPT2ZH_CACHE", None)
+    return subprocess.run(command, cwd=STAGE, env=env, text=True, capture_output=capture, check=False)
+
+
+def statuses() -> dict[str, str]:
+    """Each mutant's status from the staged run: `mutmut results --all true` prints `key: status`."""
+    result = mutmut("results", "--all", "true", capture=True)
+    found = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", result.stdout, flags=re.MULTILINE))
+    if not found:
+        sys.exit(f"mutation: no results in {STAGE}: run scripts/mutation.py first\n{result.stdout}{result.stderr}")
+    return found
+
+
+def area_of(key: str) -> str:
+    path = key.split(".x_")[0].split(".xǁ")[0].removeprefix("gpt2zh.").replace(".", "/") + ".py"
+    return next((area for area, modules in AREAS.items() if path in modules), "other")
+
+
+def mutated_line(key: str) -> str:
+    """The first added line of `mutmut show KEY`: what an equivalent records to be found again."""
+    shown = mutmut("show", key, capture=True).stdout
+    return next((line[1:].strip() for line in shown.splitlines() if line.startswith("+") and not
+                 line.startswith("+++")), "")
+
+
+def load_equivalents() -> dict[str, dict]:
+    if not EQUIVALENTS.exists():
+        return {}
+    return tomllib.loads(EQUIVALENTS.read_text(encoding="utf-8")).get("mutant", {})
+
+
+def score(found: dict[str, str]) -> tuple[dict[str, Score], list[str]]:
+    equivalents = load_equivalents()
+    scores: dict[str, Score] = {}
+    stale = []
+    for key, status in sorted(found.items()):
+        area = scores.setdefault(area_of(key), Score())
+        if status in CAUGHT:
+            area.caught += 1
+        elif key in equivalents:
+            if mutated_line(key) != equivalents[key]["line"].strip():
+                stale.append(f"{key}: its mutated line is no longer `{equivalents[key]['line']}`: review it again")
+                area.missed.append(key)
+            else:
+                area.equivalent += 1
+        else:
+            area.missed.append(key)
+    return scores, stale
+
+
+def report(scores: dict[str, Score], stale: list[str], show: int) -> bool:
+    print(f"\n{'area':<15}{'mutants':>9}{'caught':>8}{'equivalent':>12}{'missed':>8}{'score':>8}")
+    passed = not stale
+    for area, s in scores.items():
+        print(f"{area:<15}{s.counted + s.equivalent:>9}{s.caught:>8}{s.equivalent:>12}{len(s.missed):>8}"
+              f"{s.ratio:>8.1%}")
+        passed &= s.ratio >= GOAL
+    for area, s in scores.items():
+        for key in s.missed[:show]:
+            print(f"  missed ({area}): {key}")
+    for line in stale:
+        print(f"  stale equivalent: {line}")
+    print(f"\n{'PASSED' if passed else 'FAILED'}: goal {GOAL:.0%} of the non-equivalent mutants of each area "
+          f"caught (`cd {STAGE.relative_to(REPO)} && mutmut show KEY` shows a mutant)")
+    return passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--area", choices=list(AREAS), action="append", help="only this area (repeatable)")
+    choice.add_argument("--sample", action="store_true", help="the quick fixed sample CI runs")
+    choice.add_argument("--report", action="store_true", help="score the last run again, without running")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="mutants run at once")
+    parser.add_argument("--show", type=int, default=20, help="missed mutants listed per area")
+    args = parser.parse_args(argv)
+    if not args.report:
+        modules = SAMPLE if args.sample else [m for area in (args.area or AREAS) for m in AREAS[area]]
+        start = time.monotonic()
+        stage(modules)
+        print(f"mutation: {len(modules)} modules staged in {STAGE.relative_to(REPO)}; running mutmut ...", flush=True)
+        run = mutmut("run", "--max-children", str(args.jobs))
+        if run.returncode != 0:
+            print(f"mutation: mutmut stopped with exit code {run.returncode}", file=sys.stderr)
+            return run.returncode
+        print(f"mutation: ran in {(time.monotonic() - start) / 60:.1f} min")
+    scores, stale = score(statuses())
+    return 0 if report(scores, stale, args.show) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
