@@ -13,7 +13,7 @@ package is (build/mutation/gpt2zh/...), where mutmut's file paths and the module
     scripts/mutation.py --sample         the fixed quick sample CI runs
     scripts/mutation.py --report         score the last run again (after editing the equivalents file)
 
-A surviving mutant gets a test, or a line in tests/mutation/equivalent.toml saying why no test can
+A surviving mutant gets a test, or a line in tests/equivalent_mutants.toml saying why no test can
 tell it from the original (its key, the mutated line as `mutmut show` prints it, and the reason).
 The run fails when an area scores under 85 % of its non-equivalent mutants, or when an equivalent's
 line no longer matches its mutant (the code changed: review it again).
@@ -36,7 +36,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "build" / "mutation"
-EQUIVALENTS = REPO / "tests" / "mutation" / "equivalent.toml"
+EQUIVALENTS = REPO / "tests" / "equivalent_mutants.toml"
 GOAL = 0.85
 
 # The modules that make decisions, by area (paths inside the gpt2zh package).
@@ -59,6 +59,9 @@ SAMPLE = ["corpus/json_array.py", "fingerprints.py", "training/batch_fit.py", "r
 NOT_BEHAVIOUR_TESTS = ["test_architecture_doc.py", "test_check_guards.py", "test_code_shape.py",
                        "test_layers.py", "test_packaging.py", "test_pitfall_rows.py",
                        "test_repository_references.py", "test_setup_script.py", "test_suite_hygiene.py"]
+# bitsandbytes' 8-bit step fails in a forked child (mutmut runs every mutant in one); the probe it tests is
+# in no mutated module.
+FORK_UNSAFE = ["--deselect", "tests/test_doctor.py::test_8bit_adam_probe_takes_a_real_step_on_cpu"]
 # The wording of progress and summary lines is not mutated (their figures are computed, and mutated, in the
 # code that feeds them); warnings and errors are.
 DO_NOT_MUTATE = [r"^\s*log\.(info|debug)\("]
@@ -107,7 +110,7 @@ def stage(modules: list[str]) -> None:
         "pytest_add_cli_args_test_selection": tests,
         # End-to-end runs cost seconds to a minute each, for every mutant they reach: the mutants are judged
         # by the suite's fast tests, which is where a mistake should be caught first.
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow", *FORK_UNSAFE],
         "use_git_change_detection": False,
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in mutmut.items()]
@@ -117,7 +120,8 @@ def stage(modules: list[str]) -> None:
 
 def mutmut(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "mutmut", *args]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # GPT2ZH_MUTATION: tests/conftest.py leaves out the tests that run the command line in a child process
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "GPT2ZH_MUTATION": "1"}
     env.pop("GPT2ZH_CACHE", None)
     return subprocess.run(command, cwd=STAGE, env=env, text=True, capture_output=capture, check=False)
 

@@ -185,3 +185,36 @@ def run_two_processes(*args: str, timeout: float = 300) -> subprocess.CompletedP
         launcher.communicate()
         pytest.fail("two-process training hung (a rank waited for a collective the other never joined)")
     return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+def _starts_a_child_process(function, seen: set) -> bool:
+    """Whether a test (or a helper of the tests it calls) runs the command line or another process."""
+    if function in seen:
+        return False
+    seen.add(function)
+    codes = [function.__code__]
+    names: set[str] = set()
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(const for const in code.co_consts if hasattr(const, "co_names"))
+    for name in names:
+        target = function.__globals__.get(name)
+        if target is subprocess or target is run_cli:
+            return True
+        if callable(target) and getattr(target, "__module__", "").startswith("tests") and hasattr(target, "__code__"):
+            if _starts_a_child_process(target, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under scripts/mutation.py, only the tests that run our code in the test process judge the mutants:
+    mutmut cannot see which functions a child process reaches, so those tests would only cost time."""
+    if not os.environ.get("GPT2ZH_MUTATION"):
+        return
+    kept = [item for item in items if not _starts_a_child_process(getattr(item, "function", lambda: None), set())]
+    deselected = [item for item in items if item not in kept]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

@@ -101,8 +101,12 @@ def test_booleans_have_a_flag_and_a_no_flag():
 
 
 def test_contract_flags_exist_on_every_stage_command():
+    from gpt2zh.stages import STAGES
+
     parser = build_parser(["train-tokenizer"])
-    for command in ("train-tokenizer", "run"):
+    commands = [info.command for info in STAGES] + ["run"]
+    assert commands[:4] == ["train-tokenizer", "tokenize", "pretrain", "push"]
+    for command in commands:
         sub = parser._subparsers._group_actions[0].choices[command]
         flags = set(sub.known_flags())
         assert set(CONTRACT_FLAGS) <= flags, command

@@ -13,7 +13,7 @@ from gpt2zh.cli import main
 from gpt2zh.config.schema import OptimizationConfig
 from gpt2zh.training.checkpoints import read_marker
 from gpt2zh.training.schedule import Schedule
-from tests.conftest import copy_run, one_error_line, pretrain_args, run_two_processes, weights
+from tests.conftest import assert_same_weights, copy_run, one_error_line, pretrain_args, run_two_processes, weights
 from tests.test_stage_pretrain import read_history
 
 PEAK, FLOOR = 1e-3, 1e-4  # the demo config: learning rate 1e-3, min_lr_ratio 0.1
@@ -183,8 +183,7 @@ def test_a_wsd_run_trained_on_in_its_stable_phase_ends_bit_identical_to_the_long
     assert main(pretrain_args(extended, *wsd, "--training-max-steps", "16")) == 0
     err = capsys.readouterr().err
     assert "(step 8)" in err and "wsd stays at the peak and decays over the last 3 steps" in err
-    a, b = weights(straight / "model"), weights(extended / "model")
-    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert_same_weights(straight / "model", extended / "model")
 
 
 # -- another number of processes ----------------------------------------------------------------------------------

@@ -389,14 +389,16 @@ def test_compressed_line_files_reach_the_workers_as_bytes_that_read_like_the_pla
     expected = read([plain], **settings)[0]
     reader = CorpusReader(resolve_sources([str(packed)]), DataConfig(**settings), SPECIAL_TOKENS)
     work = chunks.WorkItems(reader.blocks, reader)
-    texts = []
+    texts, pieces = [], 0
     for item in work:
         if isinstance(item, chunks.TextChunk):
             texts += item.texts
         else:
+            pieces += 1
             assert item.data is not None and len(item.data) <= 2 * (1 << 20)
             texts += [reader.cleaner.clean(text) for text in raw_block_texts(item, reader.data, reader.policy,
                                                                                reader.stats.lines)]
+    assert pieces > 1  # the file reached the workers as bytes, not as texts the main process decoded
     assert [text for text in texts if text] == expected
     assert sum(work.sizes) == packed.stat().st_size
     assert reader.stats.lines.lines == 20001 + (name.endswith(".txt.gz") * 2)

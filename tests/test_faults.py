@@ -170,7 +170,9 @@ def test_4_too_many_nan_steps_stop_with_a_diagnosis(tmp_path, capsys, monkeypatc
     assert "error: training stopped at step 8: 3 consecutive steps had a non-finite loss" in err
     assert "lower --optimization-learning-rate" in err and "gpt2zh diagnose" in err
     assert not (run_dir / "model").exists()
-    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
+    saved = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
+    assert [folder.name for folder in saved] == ["checkpoint-4", "checkpoint-8"]  # the last one saved at the stop
+    for folder in saved:
         assert all(torch.isfinite(t).all() for t in weights(folder).values())
 
 

@@ -182,15 +182,16 @@ def test_a_dropped_connection_is_retried(hub, tmp_path, trained):
 
 def test_a_429_too_many_requests_on_upload_is_retried_with_backoff(hub, tmp_path, monkeypatch, caplog):
     """The Hub's rate limit is as passing as a 503: the upload waits longer each time and lands."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants, hf_api
 
     from gpt2zh.remote import open_hub
     from gpt2zh.remote.upload import upload_with_retries
 
-    # what HF_ENDPOINT and HF_HUB_DISABLE_XET set when huggingface_hub is imported, as push() sets them: without
-    # Xet, upload_folder makes one commit and retries nothing itself (with it, it retries a 429 five times first)
+    # what HF_ENDPOINT and HF_HUB_DISABLE_XET=1 give a push to a mirror (pipeline/hf_env.py): without Xet,
+    # upload_folder makes one commit and retries nothing itself (with it, it retries a 429 five times first).
+    # Xet is switched off where upload_folder asks, which holds whatever earlier tests imported.
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     folder = tmp_path / "upload"
     folder.mkdir()
@@ -250,7 +251,7 @@ def test_rejected_token_is_a_clear_error_and_uploads_nothing(hub, tmp_path, trai
     result = push(hub, run_dir, tmp_path, token=wrong)
     assert result.returncode != 0
     assert "the Hugging Face token was rejected (401)" in result.stderr and "Traceback" not in result.stderr
-    assert all(path == "/api/whoami-v2" for _, path in hub.state.requests)
+    assert hub.state.requests and all(path == "/api/whoami-v2" for _, path in hub.state.requests)  # asked, refused
     assert hub.state.repos == {}
     assert_token_nowhere(wrong, result, run_dir)
 
@@ -433,8 +434,9 @@ def test_run_all_script_runs_every_stage_in_order(hub, tmp_path, trained, small_
                *TINY_DATA, *TINY_TRAIN, "--hub-repo-id", f"{USER}/gpt2-zh-tiny", "--hub-retry-wait-seconds", "0.01"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("up to date") >= 3
-    assert set(hub.state.repos[f"{USER}/gpt2-zh-tiny"].files) == PUSHED
+    skipped = re.findall(r"([a-z-]+): \S+ is up to date for this", result.stderr)
+    assert skipped == ["train-tokenizer", "tokenize", "pretrain"], result.stderr  # stages 1-3, in order
+    assert set(hub.state.repos[f"{USER}/gpt2-zh-tiny"].files) == PUSHED  # then stage 4
 
 
 def test_pushed_weights_hash_matches_the_run(hub, tmp_path, trained):

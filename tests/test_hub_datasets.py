@@ -308,8 +308,10 @@ def test_stages_read_a_hub_dataset_and_fingerprint_it_by_commit_and_blob_not_mti
     assert [source[0] for source in sources] == [f"hf://datasets/{OWNER}/news@{sha}/data/train-00000.parquet",
                                                  f"hf://datasets/{OWNER}/news@{sha}/data/part-0.jsonl.gz"]
     assert all(len(source[1]) == 64 for source in sources)  # LFS sha256 blob ids, no local path or mtime
-    for cached in (tmp_path / "hf-home").rglob("*.parquet"):
-        os.utime(cached, (1, 1))  # a new mtime in the cache is not a new corpus
+    cached = list((tmp_path / "hf-home").rglob("*.parquet"))
+    assert cached, "the parquet file is not in the HF cache: its mtime would not be changed"
+    for path in cached:
+        os.utime(path, (1, 1))  # a new mtime in the cache is not a new corpus
     again = subprocess.run([sys.executable, "-m", "gpt2zh", "tokenize", *flags], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr

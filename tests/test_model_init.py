@@ -272,7 +272,8 @@ def test_a_missing_hub_model_or_revision_is_one_line_and_writes_nothing(hub, sma
         assert not (tmp_path / "run" / "tokenizer").exists()
     result = init_run(tmp_path / "run", small_corpus, f"{OWNER}/gpt2-bpe@v9", env=hub_env(hub, tmp_path / "hf-home"),
                       command="train-tokenizer")
-    assert one_error_line(result.stderr) and "has no branch, tag or commit 'v9'" in result.stderr
+    assert result.returncode == 2 and one_error_line(result.stderr), result.stderr
+    assert "has no branch, tag or commit 'v9'" in result.stderr and not (tmp_path / "run" / "tokenizer").exists()
 
 
 def test_resume_with_a_model_folder_is_refused_and_points_at_model_init_from(trained, tmp_path):

@@ -18,9 +18,9 @@ END_OF_TEXT = 1
 
 
 def sampled_prompts(run_dir: Path) -> list[list[str]]:
-    """The prompts of each section of logs/samples.md, in order."""
-    sections = (run_dir / "logs" / "samples.md").read_text(encoding="utf-8").split("\n## ")
-    return [re.findall(r"^- \*\*(.+?)\*\*", section, re.M) for section in sections]
+    """The prompts of each section (`## step N`) of logs/samples.md, in order, the first one included."""
+    sections = re.split(r"^## ", (run_dir / "logs" / "samples.md").read_text(encoding="utf-8"), flags=re.M)
+    return [re.findall(r"^- \*\*(.+?)\*\*", section, re.M) for section in sections if section.strip()]
 
 
 def logged_prompts(stderr: str) -> list[str]:
@@ -48,7 +48,8 @@ def test_default_prompts_are_openings_of_held_out_documents_in_their_order(train
     prompts = logged_prompts(result.stderr)
     assert "the openings of held-out documents" in result.stderr
     assert len(prompts) == 4 and len(set(prompts)) == 4 and prompts != OLD_DEFAULTS
-    assert all(sections == prompts for sections in sampled_prompts(run_dir)[1:])  # every evaluation, the same
+    evaluations = sampled_prompts(run_dir)
+    assert len(evaluations) == 3 and all(sections == prompts for sections in evaluations)  # steps 0, 6, 12: the same
 
     data = DataConfig(**yaml.safe_load((run_dir / "model" / "run_config.yaml").read_text(encoding="utf-8"))["data"])
     documents = list(CorpusReader(resolve_sources([str(small_corpus)]), data).documents())
@@ -67,7 +68,8 @@ def test_explicit_prompts_win_over_held_out_openings(tmp_path, trainable_run):
     assert logged_prompts(result.stderr) == ["你好", "天气"]
     assert "(--training-sample-prompts): 你好 | 天气" in result.stderr
     assert "held-out documents" not in result.stderr
-    assert all(section == ["你好", "天气"] for section in sampled_prompts(run_dir)[1:])
+    evaluations = sampled_prompts(run_dir)
+    assert len(evaluations) == 2 and all(section == ["你好", "天气"] for section in evaluations)  # steps 0 and 6
 
 
 def test_an_opening_is_cut_at_punctuation_and_only_whole_document_starts_count(trainable_run):

@@ -56,7 +56,7 @@ def test_unseen_characters_become_bytes_not_unk(tokenizer_dir):
     assert any(tok.convert_ids_to_tokens(i).startswith("<0x") for i in ids)
 
 
-def test_stage_summary_and_stats_report_the_key_figures(tokenizer_dir):
+def test_stats_and_manifest_record_the_key_figures(tokenizer_dir):
     stats = json.loads((tokenizer_dir / "stats.json").read_text())
     quality = stats["quality"]
     assert quality["held_out"] is True and quality["unk_tokens"] == 0
