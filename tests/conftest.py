@@ -202,9 +202,9 @@ def _starts_a_child_process(function, seen: set) -> bool:
         target = function.__globals__.get(name)
         if target is subprocess or target is run_cli:
             return True
-        if callable(target) and getattr(target, "__module__", "").startswith("tests") and hasattr(target, "__code__"):
-            if _starts_a_child_process(target, seen):
-                return True
+        ours = hasattr(target, "__code__") and getattr(target, "__module__", "").startswith("tests")
+        if ours and _starts_a_child_process(target, seen):
+            return True
     return False
 
 
