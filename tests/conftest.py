@@ -2,6 +2,7 @@
 per session, and helpers to run the real command line in a subprocess."""
 
 import atexit
+import inspect
 import logging
 import os
 import random
@@ -206,6 +207,58 @@ def _starts_a_child_process(function, seen: set) -> bool:
         if ours and _starts_a_child_process(target, seen):
             return True
     return False
+
+
+# Under scripts/mutation.py, mutmut runs every mutant's tests in a new pytest session forked from the one
+# that collected its statistics. The session fixtures built there (trained runs: seconds to a minute each)
+# are served again instead of rebuilt for each of thousands of mutants, and stay built by the original code.
+_MUTATION = bool(os.environ.get("GPT2ZH_MUTATION"))
+_FIRST_PROCESS = os.getpid()
+_KEPT_FIXTURES: dict[str, object] = {}
+
+
+def _kept(fixturedef) -> bool:
+    """One of our session fixtures that returns a value (a generator's teardown runs when its session ends)."""
+    return (fixturedef.scope == "session" and fixturedef.func.__module__.startswith("tests")
+            and not inspect.isgeneratorfunction(fixturedef.func))
+
+
+class _KeptFixtures:
+    """A plugin, not conftest hooks: pytest asks a session fixture's hooks of the session, above tests/."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        if _kept(fixturedef) and fixturedef.argname in _KEPT_FIXTURES:
+            result = _KEPT_FIXTURES[fixturedef.argname]
+            fixturedef.cached_result = (result, fixturedef.cache_key(request), None)
+            return result
+        return None  # pytest builds it
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_setup(self, item):
+        """Remember the session fixtures a test's setup built, for the sessions forked after this one."""
+        yield
+        for definitions in item._fixtureinfo.name2fixturedefs.values():
+            for fixturedef in definitions:
+                if _kept(fixturedef) and fixturedef.cached_result is not None and fixturedef.cached_result[2] is None:
+                    _KEPT_FIXTURES.setdefault(fixturedef.argname, fixturedef.cached_result[0])
+
+
+def pytest_configure(config):
+    """Under mutation, each session has a temporary folder of its own: the first one's holds the kept
+    fixtures, which a later session's clean-up of old folders must not remove; a forked one removes its own."""
+    if not _MUTATION:
+        return
+    config.pluginmanager.register(_KeptFixtures(), "gpt2zh-kept-fixtures")
+    if config.option.basetemp is None:
+        sessions = Path(tempfile.gettempdir()) / f"gpt2zh-mutation-{_FIRST_PROCESS}"
+        sessions.mkdir(exist_ok=True)
+        config.option.basetemp = str(sessions / f"session-{os.getpid()}")
+
+
+def pytest_unconfigure(config):
+    if _MUTATION and os.getpid() != _FIRST_PROCESS:
+        shutil.rmtree(config.option.basetemp, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
