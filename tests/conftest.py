@@ -3,6 +3,7 @@ per session, and helpers to run the real command line in a subprocess."""
 
 import atexit
 import inspect
+import itertools
 import logging
 import os
 import random
@@ -215,12 +216,17 @@ def _starts_a_child_process(function, seen: set) -> bool:
 _MUTATION = bool(os.environ.get("GPT2ZH_MUTATION"))
 _FIRST_PROCESS = os.getpid()
 _KEPT_FIXTURES: dict[str, object] = {}
+_SESSION_NUMBERS = itertools.count()
 
 
 def _kept(fixturedef) -> bool:
-    """One of our session fixtures that returns a value (a generator's teardown runs when its session ends)."""
-    return (fixturedef.scope == "session" and fixturedef.func.__module__.startswith("tests")
+    """One of our session or module fixtures that returns a value (a generator's teardown runs at its end)."""
+    return (fixturedef.scope in ("session", "module") and fixturedef.func.__module__.startswith("tests")
             and not inspect.isgeneratorfunction(fixturedef.func))
+
+
+def _fixture_key(fixturedef) -> str:
+    return f"{fixturedef.func.__module__}.{fixturedef.func.__qualname__}"
 
 
 class _KeptFixtures:
@@ -228,20 +234,20 @@ class _KeptFixtures:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_fixture_setup(self, fixturedef, request):
-        if _kept(fixturedef) and fixturedef.argname in _KEPT_FIXTURES:
-            result = _KEPT_FIXTURES[fixturedef.argname]
+        if _kept(fixturedef) and _fixture_key(fixturedef) in _KEPT_FIXTURES:
+            result = _KEPT_FIXTURES[_fixture_key(fixturedef)]
             fixturedef.cached_result = (result, fixturedef.cache_key(request), None)
             return result
         return None  # pytest builds it
 
     @pytest.hookimpl(hookwrapper=True, trylast=True)
     def pytest_runtest_setup(self, item):
-        """Remember the session fixtures a test's setup built, for the sessions forked after this one."""
+        """Remember the fixtures a test's setup built, for the sessions forked after this one."""
         yield
         for definitions in item._fixtureinfo.name2fixturedefs.values():
             for fixturedef in definitions:
                 if _kept(fixturedef) and fixturedef.cached_result is not None and fixturedef.cached_result[2] is None:
-                    _KEPT_FIXTURES.setdefault(fixturedef.argname, fixturedef.cached_result[0])
+                    _KEPT_FIXTURES.setdefault(_fixture_key(fixturedef), fixturedef.cached_result[0])
 
 
 def pytest_configure(config):
@@ -253,7 +259,8 @@ def pytest_configure(config):
     if config.option.basetemp is None:
         sessions = Path(tempfile.gettempdir()) / f"gpt2zh-mutation-{_FIRST_PROCESS}"
         sessions.mkdir(exist_ok=True)
-        config.option.basetemp = str(sessions / f"session-{os.getpid()}")
+        # pytest empties an explicit basetemp when a session starts, and mutmut runs several in one process
+        config.option.basetemp = str(sessions / f"session-{os.getpid()}-{next(_SESSION_NUMBERS)}")
 
 
 def pytest_unconfigure(config):

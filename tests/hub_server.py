@@ -294,8 +294,8 @@ class Handler(JsonHandler):
         if not all(isinstance(code, str) and re.fullmatch(r"[a-z]{2,3}", code)
                    for code in (languages if isinstance(languages, list) else [languages])):
             errors.append("\"language\" must be ISO 639 codes")
-        if errors:
-            return self._send(400, {"error": "; ".join(errors)})
+        if errors:  # huggingface_hub puts each of "errors" into its ValueError: the user reads why
+            return self._send(400, {"error": "; ".join(errors), "errors": [{"message": error} for error in errors]})
         self._send(200, {"warnings": []})
 
     def repo_info(self, body, query, repo_id, revision=None):

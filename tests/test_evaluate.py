@@ -18,18 +18,19 @@ from gpt2zh.config import load_config
 from gpt2zh.config.schema import DataConfig
 from gpt2zh.dataset.loading import load_blocks
 from gpt2zh.errors import UserError
-from gpt2zh.inference.documents import EvaluationText, file_text, held_out_text, run_specials
+from gpt2zh.inference.documents import EvaluationText, file_text, held_out_text, run_of, run_specials
 from gpt2zh.inference.evaluate_command import document_stream, evaluate_model, model_texts
 from gpt2zh.inference.figures import COMPARISON_NOTE, LOST_NOTE, ModelFigures, ranked, table_lines
 from gpt2zh.inference.loading import open_model
 from gpt2zh.inference.scoring import windows
 from gpt2zh.models.coverage import lost_characters
 from gpt2zh.rundir import RunDir
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import REPO, one_error_line, run_cli
 from tests.hub_server import LocalHub
 from tests.tiny_models import gpt2_bpe_model, model_files, script_model, uer_style_model
 
 HUB_ID = "o/tiny-uer"
+PREVIOUS_RUN = REPO / "tests" / "fixtures" / "previous_release" / "run"  # a finished run, only read
 BLOCK = 64  # the `trained` run's blocks and context (tests/conftest.py: TINY_DATA)
 # Measured on the `trained` run: evaluate with --stride 64 gives 9.9721 bits/char where stage 3 reported 9.9682
 # (0.0039 apart). The model's per-token loss has a standard deviation of 0.13 nats, so the mean over the 504
@@ -218,6 +219,85 @@ def test_a_run_that_holds_out_no_documents_is_an_error_that_points_at_data_files
         held_out_text(RunDir(run_dir), dataclasses.replace(data, validation_fraction=0.0), (), None)
     assert "--data-files" in raised.value.one_line()
 
+
+
+def test_a_missing_run_directory_is_an_error_naming_it_and_both_ways_to_choose_documents(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(UserError) as raised:
+        held_out_text(RunDir(missing), DataConfig(), (), None)
+    assert raised.value.message.startswith(f"--run-dir {missing} ") and "does not exist" in raised.value.message
+    assert "--run-dir R" in raised.value.fix and "--data-files F" in raised.value.fix
+
+
+def test_a_run_directory_without_saved_settings_is_an_error_pointing_at_the_run_that_made_the_data(tmp_path):
+    with pytest.raises(UserError) as raised:
+        held_out_text(RunDir(tmp_path), DataConfig(), (), None)
+    assert raised.value.message.startswith(f"--run-dir {tmp_path} ") and "settings.yaml" in raised.value.message
+    assert raised.value.fix.startswith("pass the run directory stages 1-2 ran in")
+    assert raised.value.fix.endswith("or --data-files F")
+
+
+def test_a_run_holding_out_no_documents_names_its_fraction_and_offers_data_files(tmp_path):
+    corpus = written_corpus(tmp_path, ["今天天气很好。", "我们去公园散步吧。"])
+    data = DataConfig(files=[str(corpus)])
+    with pytest.raises(UserError) as raised:  # a fraction of 0: nothing to look for
+        held_out_text(RunDir(PREVIOUS_RUN), dataclasses.replace(data, validation_fraction=0.0), (), None)
+    assert raised.value.message.startswith(f"--run-dir {PREVIOUS_RUN} ") and "validation_fraction is 0" in \
+        raised.value.message
+    assert raised.value.fix.startswith("pass --data-files F ")
+    with pytest.raises(UserError) as raised:  # two documents at one in a million: none drawn
+        held_out_text(RunDir(PREVIOUS_RUN), dataclasses.replace(data, validation_fraction=1e-6), (), None)
+    assert raised.value.message.startswith(f"--run-dir {PREVIOUS_RUN}: ") and "1e-06" in raised.value.message
+    assert raised.value.fix.startswith("pass --data-files F to evaluate on other text")
+    assert raised.value.fix.endswith("a larger --data-validation-fraction")
+
+
+def test_data_files_with_no_text_left_after_cleaning_is_an_error_naming_every_file(tmp_path):
+    short, shorter = tmp_path / "a.txt", tmp_path / "b.txt"
+    short.write_text("今天天气很好。\n", encoding="utf-8")
+    shorter.write_text("好。\n", encoding="utf-8")
+    with pytest.raises(UserError) as raised:
+        file_text(DataConfig(files=[str(short), str(shorter)], min_chars=100), (), None)
+    assert raised.value.message.startswith(f"--data-files {short} {shorter}: ")
+    assert "no text left after cleaning" in raised.value.message
+    assert raised.value.fix.startswith("check the files") and raised.value.fix.endswith("--data-text-field")
+
+
+def test_evaluation_documents_lose_the_run_s_special_token_strings_as_stage_2_removed_them(tmp_path):
+    corpus = written_corpus(tmp_path, ["今天<|endoftext|>天气很好。", "我们去公园散步吧。"])
+    text = file_text(DataConfig(files=[str(corpus)]), ("<|endoftext|>",), None)
+    assert text.texts == ["今天天气很好。", "我们去公园散步吧。"]
+
+
+def test_the_run_s_special_token_strings_are_those_its_tokenizer_marks_special(tmp_path):
+    tokenizer = json.loads((PREVIOUS_RUN / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    special = {token["content"] for token in tokenizer["added_tokens"] if token["special"]}
+    assert special and set(run_specials(RunDir(PREVIOUS_RUN))) == special
+    assert run_specials(RunDir(tmp_path)) == ()  # no tokenizer stage: nothing to remove
+
+
+def test_the_run_of_the_models_is_the_first_model_folder_or_run_directory_with_saved_settings(tmp_path):
+    standalone = tmp_path / "standalone"  # a model folder in no run directory
+    standalone.mkdir()
+    (standalone / "config.json").write_text("{}", encoding="utf-8")
+    model = str(PREVIOUS_RUN / "model")
+    run = PREVIOUS_RUN.resolve()
+    assert run_of([str(tmp_path / "nowhere"), str(standalone), model, str(tmp_path)]) == (run, model)
+    assert run_of([str(PREVIOUS_RUN)]) == (run, str(PREVIOUS_RUN))  # the run directory itself names its model/
+    assert run_of([str(standalone), HUB_ID]) is None
+
+
+def test_reading_the_documents_reports_progress_in_bytes_of_the_files(tmp_path, demo_documents, capsys):
+    """In a log file (stderr is captured here, not a terminal) the closing line says the whole corpus was read."""
+    from tqdm import tqdm
+
+    corpus = written_corpus(tmp_path, demo_documents[:50])
+    capsys.readouterr()
+    file_text(DataConfig(files=[str(corpus)]), (), None)
+    size = tqdm.format_sizeof(corpus.stat().st_size)
+    assert corpus.stat().st_size > 1000  # shown scaled: 12.3k, not 12,345
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"reading documents: 100 % ({size} of {size}B), "), last
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_max_documents_n_scores_exactly_the_first_n_documents(tmp_path, demo_documents, limit):

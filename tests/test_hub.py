@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gpt2zh.errors import UserError
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, copy_run, run_cli, tree_checksums
 from tests.hub_server import DROP, LocalHub
 
@@ -206,6 +207,135 @@ def test_a_429_too_many_requests_on_upload_is_retried_with_backoff(hub, tmp_path
     files = hub.state.repos[f"{USER}/gpt2-zh-tiny"].files
     assert len(commits(hub)) == 1 and files["config.json"] == b'{"n_layer": 2}\n'
 
+
+
+@pytest.fixture
+def hf(hub, monkeypatch):
+    """The real HuggingFaceHub in this process, pointed at the local server as a push to a mirror without Xet
+    is (see the 429 test above)."""
+    from huggingface_hub import constants, hf_api
+
+    from gpt2zh.remote import open_hub
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return open_hub("huggingface")
+
+
+def written(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_after_a_failed_push_only_files_whose_bytes_are_on_the_hub_count_as_uploaded(hub, hf, tmp_path):
+    """Sizes and the Hub's content ids (sha256 for LFS files, the git blob id for the others) decide, file by
+    file and in sub-folders too: a changed file of the same size is not uploaded."""
+    from gpt2zh.remote.upload import remote_state
+
+    there = {"config.json": b'{"n_layer": 2}\n', "model.safetensors": bytes(range(256)) * 8,
+             "sub/notes.txt": b"notes\n", "tokenizer.json": b'{"v": 1}\n', "vocab.txt": b"a\nb\n"}
+    hub.add_model(f"{USER}/m", there)
+    assert "lfs" in hub.state.models[f"{USER}/m"].entry(hub.state.models[f"{USER}/m"].refs["main"],
+                                                       "model.safetensors")  # both kinds of id are compared
+    folder = written(tmp_path / "upload", {**there, "tokenizer.json": b'{"v": 2}\n', "vocab.txt": b"a\nb\nc\n",
+                                           "README.md": b"# card\n"})
+    assert remote_state(hf, f"{USER}/m", folder) == (["config.json", "model.safetensors", "sub/notes.txt"],
+                                                     ["README.md", "tokenizer.json", "vocab.txt"])
+
+
+def test_when_the_hub_cannot_be_asked_after_a_failed_push_no_file_counts_as_uploaded(hub, hf, tmp_path):
+    from gpt2zh.remote.upload import remote_state
+
+    hub.add_model(f"{USER}/m", {"config.json": b"{}"})
+    hub.state.fail("GET", rf"/api/models/{USER}/m", 503, times=100)
+    folder = written(tmp_path / "upload", {"config.json": b"{}"})
+    assert remote_state(hf, f"{USER}/m", folder) == ([], ["config.json"])
+
+
+def test_a_push_that_keeps_failing_reports_attempts_the_hubs_answer_and_the_files_still_missing(hub, hf, tmp_path,
+                                                                                                 caplog):
+    from gpt2zh.remote.upload import upload_with_retries
+
+    repo = f"{USER}/gpt2-zh-tiny"
+    hf.create_repo(repo, private=False)
+    folder = written(tmp_path / "upload", {"config.json": b"{}", "generation_config.json": b"{}"})  # no LFS: no Xet
+    upload_with_retries(hf, repo, folder, "first", retries=0, wait=0)
+    written(folder, {"config.json": b'{"n_layer": 2}', "vocab.json": b"{}"})
+    hub.state.fail("POST", r"/commit/", 503, times=100)
+    with caplog.at_level("WARNING", logger="gpt2zh"), pytest.raises(UserError) as raised:
+        upload_with_retries(hf, repo, folder, "second", retries=2, wait=0)
+    error = raised.value
+    assert error.message.startswith(f"push to {repo} failed after 3 attempt(s): HTTP 503; ")
+    assert error.message.endswith("1 of 3 files are on the Hub (not uploaded: config.json, vocab.json)")
+    assert error.fix.startswith("rerun `gpt2zh push` with the same --run-dir")
+    assert sum(1 for method, path in hub.state.requests if method == "POST" and "/commit/" in path) == 1 + 3
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "push: HTTP 503 from the Hub; retry 1 of 2 in 0.0 s", "push: HTTP 503 from the Hub; retry 2 of 2 in 0.0 s"]
+
+
+def test_a_failure_reported_once_every_file_landed_names_none_as_missing(hub, hf, tmp_path):
+    """As when a commit went through but its answer was lost on the way back."""
+    from gpt2zh.remote.upload import push_failure, upload_with_retries
+
+    repo = f"{USER}/gpt2-zh-tiny"
+    hf.create_repo(repo, private=False)
+    folder = written(tmp_path / "upload", {"config.json": b"{}", "vocab.json": b"{}"})
+    upload_with_retries(hf, repo, folder, "first", retries=0, wait=0)
+    hub.state.fail("GET", rf"/api/models/{repo}", 503, times=1)
+    with pytest.raises(Exception) as lost:
+        hf.resolve(repo, "model", "main")
+    error = push_failure(hf, repo, folder, lost.value, 2)
+    assert error.message == f"push to {repo} failed after 2 attempt(s): HTTP 503; 2 of 2 files are on the Hub"
+
+
+def test_a_model_card_the_hub_refuses_is_not_retried_and_the_fix_names_hub_license(hub, hf, tmp_path):
+    from gpt2zh.remote.upload import upload_with_retries
+
+    repo = f"{USER}/gpt2-zh-tiny"
+    hf.create_repo(repo, private=False)
+    folder = written(tmp_path / "upload", {"README.md": b"---\nlicense: not-a-license\n---\n# card\n"})
+    with pytest.raises(UserError) as raised:
+        upload_with_retries(hf, repo, folder, "card", retries=2, wait=0)
+    error = raised.value
+    assert ("failed after 1 attempt(s): ValueError: Invalid metadata in README.md. - \"license\" must be one of"
+            in error.message)  # the Hub's own reason, on one line
+    assert error.message.endswith("0 of 1 files are on the Hub (not uploaded: README.md)")
+    assert hub.state.requests.count(("POST", "/api/validate-yaml")) == 1
+    assert error.fix.startswith("the Hub refused the model card's metadata: set --hub-license")
+    assert "a license id the Hub knows (mit, apache-2.0" in error.fix and error.fix.endswith("rerun `gpt2zh push`")
+
+
+def test_an_upload_into_a_folder_replaces_only_that_folder_and_a_plain_upload_deletes_nothing(hub, hf, tmp_path):
+    """A checkpoint replaces the previous one under its path_in_repo, in a commit named by its message; the
+    model's files beside it stay, and an upload without replace_folder removes nothing."""
+    from gpt2zh.remote.upload import upload_with_retries
+
+    repo = f"{USER}/gpt2-zh-tiny"
+    hf.create_repo(repo, private=False)
+    upload_with_retries(hf, repo, written(tmp_path / "model", {"config.json": b"{}", "last-checkpoint/old.json":
+                                                                 b"{}"}), "model", retries=0, wait=0)
+    upload_with_retries(hf, repo, written(tmp_path / "checkpoint", {"trainer_state.json": b'{"global_step": 8}'}),
+                        "checkpoint 8", retries=0, wait=0, path_in_repo="last-checkpoint", replace_folder=True)
+    assert set(hub.state.repos[repo].files) == {"config.json", "last-checkpoint/trainer_state.json"}
+    assert commits(hub, repo)[-1]["title"] == "checkpoint 8"
+    upload_with_retries(hf, repo, written(tmp_path / "more", {"notes.txt": b"n"}), "notes", retries=0, wait=0)
+    assert set(hub.state.repos[repo].files) == {"config.json", "last-checkpoint/trainer_state.json", "notes.txt"}
+
+
+def test_an_error_is_described_by_the_hubs_http_status_else_by_its_type_and_words_on_one_line(hub, hf):
+    from gpt2zh.remote.upload import describe
+
+    hub.state.fail("GET", rf"/api/models/{USER}/m", 503, times=100)
+    with pytest.raises(Exception) as refused:
+        hf.resolve(f"{USER}/m", "model", "main")
+    assert describe(refused.value, hf) == describe(refused.value) == "HTTP 503"  # with or without the hub
+    assert describe(ValueError("bad\n  card"), hf) == describe(ValueError("bad\n  card")) == "ValueError: bad card"
+    assert describe(ConnectionResetError(), hf) == "ConnectionResetError"  # no words: the type alone
+    long = describe(ValueError("x" * 1000), hf)
+    assert long == "ValueError: " + "x" * 300  # the Hub's words, cut to 300 characters
 
 def test_a_final_failure_says_what_was_and_was_not_uploaded_and_how_to_retry(hub, tmp_path, trained):
     run_dir = copy_run(trained[0], tmp_path)

@@ -69,3 +69,35 @@ def test_the_sdks_log_lines_are_kept_for_our_one_line_errors_not_printed(ms):
     assert [type(h) for h in own] == [_LastSdkError] and logger.propagate is False  # the SDK's StreamHandler is gone
     logger.error("1 file(s) failed: HTTP 403 for %s", "model.safetensors")
     assert hub.sdk_detail() == "1 file(s) failed: HTTP 403 for model.safetensors"  # for the one-line error
+
+
+def test_a_modelscope_push_refused_for_one_file_names_it_why_and_the_files_already_there(ms, tmp_path):
+    """The SDK says which file failed and why only in its log: the report carries it, and finds the files already
+    on ModelScope at the branch's head by their sha256 or blob id."""
+    from gpt2zh.errors import UserError
+    from gpt2zh.remote.upload import upload_with_retries
+
+    hub = ModelScopeHub()
+    hub.create_repo(f"{USER}/model", private=True)
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"w" * 100)  # LFS
+    upload_with_retries(hub, f"{USER}/model", folder, "first", retries=0, wait=0)
+    (folder / "optimizer.safetensors").write_bytes(b"o" * 100)
+    ms.fail("PUT", r".", 403, times=100)
+    with pytest.raises(UserError) as raised:
+        upload_with_retries(hub, f"{USER}/model", folder, "second", retries=2, wait=0)
+    message = raised.value.message
+    assert f"push to {USER}/model failed after 1 attempt(s): StorageError: " in message  # not worth retrying
+    assert "(- optimizer.safetensors: PermissionDeniedError: [E3002] [403]" in message  # which file, and why
+    assert message.endswith("; 2 of 3 files are on ModelScope (not uploaded: optimizer.safetensors)")
+
+
+def test_a_modelscope_refusal_is_described_by_its_http_status():
+    """ModelScope's errors carry the status themselves, not in a response as huggingface_hub's do."""
+    from modelscope_hub.errors import RateLimitError
+
+    from gpt2zh.remote.upload import describe
+
+    assert describe(RateLimitError("Too many requests", status_code=429), ModelScopeHub()) == "HTTP 429"
