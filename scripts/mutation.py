@@ -211,7 +211,7 @@ def recorded_scores() -> dict[str, float]:
 
 
 def record(modules: dict[str, Score]) -> None:
-    lines = ["# Each module's mutation score in the last full run of scripts/mutation.py --record (caught of the",
+    lines = ["# Each module's mutation score in the last run of scripts/mutation.py --record (caught of the",
              "# non-equivalent mutants). CI's sample fails when a module of it scores lower than here."]
     for path, s in sorted(modules.items()):
         lines += ["", f'["{path}"]', f"caught = {s.caught}", f"counted = {s.counted}", f"score = {s.ratio:.3f}"]
