@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
+from check_guards import package_folders  # scripts/ is on the path of a script run from it
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "build" / "mutation"
@@ -94,18 +95,12 @@ class Score:
         return self.caught / self.counted if self.counted else 1.0
 
 
-def package_folders() -> dict[str, str]:
-    """gpt2zh's package-dir from pyproject.toml: import name -> folder of the repository."""
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    return setuptools["package-dir"]
-
-
 def stage(modules: list[str], test_files: list[str] | None = None) -> None:
     """A fresh copy laid out as the installed package, and its mutmut configuration."""
     shutil.rmtree(STAGE, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name, folder in sorted(package_folders().items()):
-        shutil.copytree(REPO / folder, STAGE / name.replace(".", "/"), ignore=ignore, dirs_exist_ok=True)
+    for name, folder in sorted(package_folders(REPO).items()):
+        shutil.copytree(folder, STAGE / name.replace(".", "/"), ignore=ignore, dirs_exist_ok=True)
     for extra in ["tests", "configs", "scripts"]:
         shutil.copytree(REPO / extra, STAGE / extra, ignore=ignore)
     for extra in ["README.md", "PITFALLS.md"]:
@@ -155,7 +150,11 @@ def module_of(key: str) -> str:
 
 
 def area_of(key: str) -> str:
-    return next((area for area, modules in AREAS.items() if module_of(key) in modules), "other")
+    return area_of_module(module_of(key))
+
+
+def area_of_module(path: str) -> str:
+    return next((area for area, modules in AREAS.items() if path in modules), "other")
 
 
 def mutated_line(key: str) -> str:
@@ -196,7 +195,7 @@ def score(found: dict[str, str]) -> tuple[dict[str, Score], list[str]]:
 def by_area(modules: dict[str, Score]) -> dict[str, Score]:
     areas: dict[str, Score] = {}
     for path, s in modules.items():
-        area = areas.setdefault(next((a for a, listed in AREAS.items() if path in listed), "other"), Score())
+        area = areas.setdefault(area_of_module(path), Score())
         area.caught += s.caught
         area.equivalent += s.equivalent
         area.not_run += s.not_run

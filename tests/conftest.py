@@ -271,10 +271,12 @@ def pytest_unconfigure(config):
 def pytest_collection_modifyitems(config, items):
     """Under scripts/mutation.py, only the tests that run our code in the test process judge the mutants:
     mutmut cannot see which functions a child process reaches, so those tests would only cost time."""
-    if not os.environ.get("GPT2ZH_MUTATION"):
+    if not _MUTATION:
         return
-    kept = [item for item in items if not _starts_a_child_process(getattr(item, "function", lambda: None), set())]
-    deselected = [item for item in items if item not in kept]
+    kept, deselected = [], []
+    for item in items:
+        starts = _starts_a_child_process(getattr(item, "function", lambda: None), set())
+        (deselected if starts else kept).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
