@@ -8,10 +8,15 @@ tests. A mutant is killed when one of them fails. The repository keeps pipeline/
 other names than the import name gpt2zh, so the run works in a staged copy laid out as the installed
 package is (build/mutation/gpt2zh/...), where mutmut's file paths and the module names agree.
 
-    scripts/mutation.py                  every area (README: Mutation testing says how long)
+    scripts/mutation.py                  every area, one after another (README: Mutation testing says how long)
     scripts/mutation.py --area hub       one area
+    scripts/mutation.py --missed         try the missed mutants again (after writing tests for them)
     scripts/mutation.py --sample         the fixed quick sample CI runs
-    scripts/mutation.py --report         score the last run again (after editing the equivalents file)
+    scripts/mutation.py --report         score the last runs again (after editing the equivalents file)
+
+Each area runs in a folder of its own (build/mutation/<area>) and keeps its verdicts between runs: mutmut
+decides again only the mutants of functions that changed, and maps new tests to functions as it finds them.
+--fresh starts an area over.
 
 A surviving mutant gets a test, or a line in tests/equivalent_mutants.toml saying why no test can
 tell it from the original (its key, the mutated line as `mutmut show` prints it, and the reason).
@@ -36,7 +41,7 @@ import tomllib
 from check_guards import package_folders  # scripts/ is on the path of a script run from it
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE = REPO / "build" / "mutation"
+STAGES = REPO / "build" / "mutation"
 SAMPLE_STAGE = REPO / "build" / "mutation-sample"
 EQUIVALENTS = REPO / "tests" / "equivalent_mutants.toml"
 RECORDED = REPO / "tests" / "mutation_scores.toml"
@@ -68,6 +73,10 @@ SAMPLE_TESTS = ["test_corpus_layouts.py", "test_corpus_reading.py", "test_run_se
 NOT_BEHAVIOUR_TESTS = ["test_architecture_doc.py", "test_check_guards.py", "test_code_shape.py",
                        "test_layers.py", "test_mutation_script.py", "test_packaging.py", "test_pitfall_rows.py",
                        "test_repository_references.py", "test_setup_script.py", "test_suite_hygiene.py"]
+# In-process runs of whole stages reach nearly every function and cost seconds for each mutant they reach:
+# mutants are judged by the tests of the modules themselves, where a mistake should be caught first.
+STAGE_RUN_TESTS = ["test_faults.py", "test_stage_checks.py", "test_stage_dataset.py", "test_stage_pretrain.py",
+                   "test_stage_tokenizer.py"]
 # bitsandbytes' 8-bit step fails in a forked child (mutmut runs every mutant in one); the probe these test is
 # in no mutated module.
 FORK_UNSAFE = ["--deselect", "tests/test_doctor.py::test_8bit_adam_probe_takes_a_real_step_on_cpu",
@@ -95,53 +104,68 @@ class Score:
         return self.caught / self.counted if self.counted else 1.0
 
 
-def stage(modules: list[str], test_files: list[str] | None = None) -> None:
-    """A fresh copy laid out as the installed package, and its mutmut configuration."""
-    shutil.rmtree(STAGE, ignore_errors=True)
+def stage_of(area: str) -> Path:
+    return STAGES / area.replace(" ", "-")
+
+
+def stage(folder: Path, modules: list[str], test_files: list[str] | None, fresh: bool) -> None:
+    """A copy laid out as the installed package, its mutmut configuration, and the verdicts of the last run.
+
+    Only mutmut's verdicts (mutants/**/*.meta) and its map of tests to functions (mutmut-stats.json) are
+    kept: mutmut regenerates the mutants and keeps a verdict while its function's hash is unchanged.
+    """
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.name != "mutants":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in sorted((folder / "mutants").rglob("*"), reverse=True):
+        if path.is_file() and path.suffix != ".meta" and path.name != "mutmut-stats.json":
+            path.unlink()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name, folder in sorted(package_folders(REPO).items()):
-        shutil.copytree(folder, STAGE / name.replace(".", "/"), ignore=ignore, dirs_exist_ok=True)
+    for name, source in sorted(package_folders(REPO).items()):
+        shutil.copytree(source, folder / name.replace(".", "/"), ignore=ignore, dirs_exist_ok=True)
     for extra in ["tests", "configs", "scripts"]:
-        shutil.copytree(REPO / extra, STAGE / extra, ignore=ignore)
+        shutil.copytree(REPO / extra, folder / extra, ignore=ignore)
     for extra in ["README.md", "PITFALLS.md"]:
-        shutil.copy2(REPO / extra, STAGE / extra)
-    names = test_files or [p.name for p in (STAGE / "tests").glob("test_*.py") if p.name not in NOT_BEHAVIOUR_TESTS]
-    tests = sorted(f"tests/{name}" for name in names)
+        shutil.copy2(REPO / extra, folder / extra)
+    # The selection stays the same when test files are added (a changed selection makes mutmut start over).
+    left_out = [] if test_files else [arg for name in NOT_BEHAVIOUR_TESTS + STAGE_RUN_TESTS
+                                      for arg in ("--ignore", f"tests/{name}")]
     mutmut = {
         "source_paths": ["gpt2zh"],
         "only_mutate": [f"gpt2zh/{module}" for module in modules],
         "do_not_mutate_patterns": DO_NOT_MUTATE,
         "also_copy": ["configs", "scripts", "README.md", "PITFALLS.md"],
-        "pytest_add_cli_args_test_selection": tests,
-        # End-to-end runs cost seconds to a minute each, for every mutant they reach: the mutants are judged
-        # by the suite's fast tests, which is where a mistake should be caught first.
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow", *FORK_UNSAFE],
+        "pytest_add_cli_args_test_selection": sorted(f"tests/{name}" for name in test_files or []) or ["tests"],
+        # End-to-end runs cost seconds to a minute each, for every mutant they reach.
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow", *left_out, *FORK_UNSAFE],
         "use_git_change_detection": False,
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in mutmut.items()]
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    (STAGE / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n", encoding="utf-8")
 
 
-def mutmut(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+def mutmut(folder: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "mutmut", *args]
     # GPT2ZH_MUTATION: tests/conftest.py leaves out the tests that run the command line in a child process
     # One thread a worker: GNU OpenMP's pool does not survive the fork of each mutant's worker, and mutmut
     # runs --jobs workers at once anyway. Temporary folders stay inside the staged copy.
-    (STAGE / "tmp").mkdir(parents=True, exist_ok=True)
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "GPT2ZH_MUTATION": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "TMPDIR": str(STAGE / "tmp")}
+           "MKL_NUM_THREADS": "1", "TMPDIR": str(folder / "tmp")}
     env.pop("GPT2ZH_CACHE", None)
-    return subprocess.run(command, cwd=STAGE, env=env, text=True, capture_output=capture, check=False)
+    return subprocess.run(command, cwd=folder, env=env, text=True, capture_output=capture, check=False)
 
 
-def statuses() -> dict[str, str]:
-    """Each mutant's status from the staged run: `mutmut results --all true` prints `key: status`."""
-    result = mutmut("results", "--all", "true", capture=True)
-    found = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", result.stdout, flags=re.MULTILINE))
-    if not found:
-        sys.exit(f"mutation: no results in {STAGE}: run scripts/mutation.py first\n{result.stdout}{result.stderr}")
-    return found
+def statuses(folder: Path) -> dict[str, str]:
+    """Each mutant's status from a staged run: `mutmut results --all true` prints `key: status`."""
+    if not (folder / "mutants").is_dir():
+        return {}
+    result = mutmut(folder, "results", "--all", "true", capture=True)
+    return dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", result.stdout, flags=re.MULTILINE))
 
 
 def module_of(key: str) -> str:
@@ -157,9 +181,9 @@ def area_of_module(path: str) -> str:
     return next((area for area, modules in AREAS.items() if path in modules), "other")
 
 
-def mutated_line(key: str) -> str:
+def mutated_line(folder: Path, key: str) -> str:
     """The first added line of `mutmut show KEY`: what an equivalent records to be found again."""
-    shown = mutmut("show", key, capture=True).stdout
+    shown = mutmut(folder, "show", key, capture=True).stdout
     return next((line[1:].strip() for line in shown.splitlines() if line.startswith("+") and not
                  line.startswith("+++")), "")
 
@@ -170,19 +194,19 @@ def load_equivalents() -> dict[str, dict]:
     return tomllib.loads(EQUIVALENTS.read_text(encoding="utf-8")).get("mutant", {})
 
 
-def score(found: dict[str, str]) -> tuple[dict[str, Score], list[str]]:
+def score(found: dict[str, tuple[Path, str]]) -> tuple[dict[str, Score], list[str]]:
     """Each module's score, and the equivalents whose mutant changed since they were reviewed."""
     equivalents = load_equivalents()
     scores: dict[str, Score] = {}
     stale = []
-    for key, status in sorted(found.items()):
+    for key, (folder, status) in sorted(found.items()):
         module = scores.setdefault(module_of(key), Score())
         if status == "not checked":
             module.not_run += 1
         elif status in CAUGHT:
             module.caught += 1
         elif key in equivalents:
-            if mutated_line(key) != equivalents[key]["line"].strip():
+            if mutated_line(folder, key) != equivalents[key]["line"].strip():
                 stale.append(f"{key}: its mutated line is no longer `{equivalents[key]['line']}`: review it again")
                 module.missed.append(key)
             else:
@@ -210,10 +234,15 @@ def recorded_scores() -> dict[str, float]:
 
 
 def record(modules: dict[str, Score]) -> None:
+    """Each module's score, beside the recorded scores of the modules this run left out."""
+    kept = tomllib.loads(RECORDED.read_text(encoding="utf-8")) if RECORDED.exists() else {}
+    entries = {**kept, **{path: {"caught": s.caught, "counted": s.counted, "score": round(s.ratio, 3)}
+                          for path, s in modules.items()}}
     lines = ["# Each module's mutation score in the last run of scripts/mutation.py --record (caught of the",
              "# non-equivalent mutants). CI's sample fails when a module of it scores lower than here."]
-    for path, s in sorted(modules.items()):
-        lines += ["", f'["{path}"]', f"caught = {s.caught}", f"counted = {s.counted}", f"score = {s.ratio:.3f}"]
+    for path, entry in sorted(entries.items()):
+        lines += ["", f'["{path}"]', f"caught = {entry['caught']}", f"counted = {entry['counted']}",
+                  f"score = {entry['score']:.3f}"]
     RECORDED.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -244,8 +273,31 @@ def report(modules: dict[str, Score], stale: list[str], show: int, sample: bool)
         return passed
     passed = not stale and all(s.ratio >= GOAL for s in areas.values())
     print(f"\n{'PASSED' if passed else 'FAILED'}: goal {GOAL:.0%} of the non-equivalent mutants of each area "
-          f"caught (`cd {STAGE.relative_to(REPO)} && mutmut show KEY` shows a mutant)")
+          f"caught (`cd {STAGES.relative_to(REPO)}/<area> && mutmut show KEY` shows a mutant)")
     return passed
+
+
+def missed(folder: Path) -> list[str]:
+    """The mutants of a staged run that no test caught and nobody found equivalent."""
+    equivalents = load_equivalents()
+    return [key for key, status in statuses(folder).items()
+            if status not in CAUGHT and status != "not checked" and key not in equivalents]
+
+
+def run(folder: Path, modules: list[str], test_files: list[str] | None, args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    again = missed(folder) if args.missed else []
+    stage(folder, modules, test_files, args.fresh)
+    what = f"{len(again)} missed mutants again" if args.missed else "mutmut"
+    print(f"mutation: {len(modules)} modules staged in {folder.relative_to(REPO)}; running {what} ...", flush=True)
+    if args.missed and not again:
+        return 0
+    result = mutmut(folder, "run", "--max-children", str(args.jobs), *again)
+    if result.returncode != 0:
+        print(f"mutation: mutmut stopped with exit code {result.returncode}", file=sys.stderr)
+        return result.returncode
+    print(f"mutation: {folder.relative_to(REPO)} ran in {(time.monotonic() - start) / 60:.1f} min", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,25 +305,26 @@ def main(argv: list[str] | None = None) -> int:
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--area", choices=list(AREAS), action="append", help="only this area (repeatable)")
     choice.add_argument("--sample", action="store_true", help="the quick fixed sample CI runs")
-    choice.add_argument("--report", action="store_true", help="score the last run again, without running")
+    choice.add_argument("--report", action="store_true", help="score the last runs again, without running")
+    parser.add_argument("--missed", action="store_true", help="run only the mutants the last run missed")
+    parser.add_argument("--fresh", action="store_true", help="forget the verdicts of earlier runs")
     parser.add_argument("--record", action="store_true", help=f"write each module's score to {RECORDED.name}")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="mutants run at once")
-    parser.add_argument("--show", type=int, default=20, help="missed mutants listed per area")
+    parser.add_argument("--show", type=int, default=20, help="missed mutants listed per module")
     args = parser.parse_args(argv)
-    global STAGE
-    if args.sample:  # its own copy: CI's sample never replaces the results of a full run
-        STAGE = SAMPLE_STAGE
+    # The sample has a folder of its own: CI's sample never replaces the verdicts of a full run.
+    runs = ([(SAMPLE_STAGE, SAMPLE, SAMPLE_TESTS)] if args.sample else
+            [(stage_of(area), AREAS[area], None) for area in (args.area or AREAS)])
     if not args.report:
-        modules = SAMPLE if args.sample else [m for area in (args.area or AREAS) for m in AREAS[area]]
-        start = time.monotonic()
-        stage(modules, SAMPLE_TESTS if args.sample else None)
-        print(f"mutation: {len(modules)} modules staged in {STAGE.relative_to(REPO)}; running mutmut ...", flush=True)
-        run = mutmut("run", "--max-children", str(args.jobs))
-        if run.returncode != 0:
-            print(f"mutation: mutmut stopped with exit code {run.returncode}", file=sys.stderr)
-            return run.returncode
-        print(f"mutation: ran in {(time.monotonic() - start) / 60:.1f} min")
-    modules, stale = score(statuses())
+        for folder, modules, test_files in runs:
+            if code := run(folder, modules, test_files, args):
+                return code
+    if args.report:
+        runs = [(stage_of(area), AREAS[area], None) for area in AREAS]
+    found = {key: (folder, status) for folder, _, _ in runs for key, status in statuses(folder).items()}
+    if not found:
+        sys.exit(f"mutation: no results in {STAGES.relative_to(REPO)}: run scripts/mutation.py first")
+    modules, stale = score(found)
     if args.record:
         record(modules)
         print(f"mutation: scores recorded in {RECORDED.relative_to(REPO)}")

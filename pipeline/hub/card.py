@@ -149,6 +149,11 @@ def _adopted_tokenizer(base: dict, tokenizer: dict, vocab_size: int) -> str:
                           "byte-level: no character is unknown."))
 
 
+def _parameters(count: int) -> str:
+    """`125.4 M`; a model under a million parameters by its count (a tiny one is not `0.0 M`)."""
+    return f"{count / 1e6:.1f} M" if count >= 1_000_000 else f"{count:,}"
+
+
 def _devices(hardware: dict) -> str:
     """`8 x NVIDIA H100 80GB HBM3`: each GPU model once, with its count, not named eight times."""
     if not hardware["gpus"]:
@@ -166,7 +171,7 @@ def _limitations(summary: dict, data: dict, license_id: str) -> list[str]:
     return [
         "## Limitations",
         "",
-        f"- A small model ({summary['parameters'] / 1e6:.1f} M parameters, {summary['tokens_seen']:,} training "
+        f"- A small model ({_parameters(summary['parameters'])} parameters, {summary['tokens_seen']:,} training "
         "tokens): its continuations are often wrong, repetitive or incoherent, the more so the longer they run.",
         "- It knows only its training data (above) and repeats its topics, style, errors and biases; it has no "
         "knowledge of anything outside that corpus or after it was collected.",
@@ -212,7 +217,7 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         f"---\n{metadata.to_yaml()}\n---",
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"A Chinese GPT-2 with {summary['parameters'] / 1e6:.1f} M parameters, "
+        f"A Chinese GPT-2 with {_parameters(summary['parameters'])} parameters, "
         + (f"continued from {_base_name(base)} (its tokenizer and weights) with gpt2zh (packed blocks, "
            "transformers' Trainer)." if base else
            "pretrained from scratch with gpt2zh (SentencePiece tokenizer, packed blocks, transformers' Trainer)."),
@@ -247,11 +252,12 @@ def render_model_card(run_dir: Path, summary: dict, repo_id: str, license_id: st
         "",
         "## Evaluation (validation split)",
         "",
-        "| metric | value |",
-        "|---|---|",
     ]
-    if final is not None:
-        lines += [f"| loss (nats/token) | {final:.3f} (initial {initial:.3f}) |",
+    if final is None:  # no validation blocks, or stopped before its first evaluation: no empty table
+        lines.append("Not evaluated: the run recorded no validation loss.")
+    else:
+        lines += ["| metric | value |", "|---|---|",
+                  f"| loss (nats/token) | {final:.3f} (initial {initial:.3f}) |",
                   f"| perplexity | {summary['final_perplexity']:.1f} |",
                   f"| bits per character | {summary['final_bits_per_char']:.3f} |",
                   f"| against token frequencies alone | {context_verdict(final, unigram)} |"]
