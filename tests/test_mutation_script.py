@@ -48,3 +48,27 @@ def test_every_equivalent_mutant_says_which_line_and_why():
     equivalents = tomllib.loads((REPO / "tests" / "equivalent_mutants.toml").read_text(encoding="utf-8"))
     for key, entry in equivalents.get("mutant", {}).items():
         assert "__mutmut_" in key and entry.get("line", "").strip() and entry.get("why", "").strip(), key
+
+
+def test_staging_again_keeps_only_mutmuts_verdicts_and_test_map_and_fresh_forgets_them(tmp_path):
+    """A verdict is kept while its function is unchanged (mutmut compares hashes); every other file of the
+    earlier stage is copied anew, so an edited module or test reaches the next run."""
+    mutation = _mutation_script()
+    folder = tmp_path / "corpus"
+    kept = [folder / "mutants" / "gpt2zh" / "corpus" / "formats.py.meta", folder / "mutants" / "mutmut-stats.json"]
+    stale = [folder / "mutants" / "gpt2zh" / "corpus" / "formats.py", folder / "mutants" / "tests" / "test_old.py",
+             folder / "gpt2zh" / "gone.py"]
+    for path in kept + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("earlier run", encoding="utf-8")
+    mutation.stage(folder, ["corpus/formats.py"], None, fresh=False)
+    assert [path.read_text(encoding="utf-8") for path in kept] == ["earlier run"] * 2
+    assert [path for path in stale if path.exists()] == []
+    assert (folder / "gpt2zh" / "corpus" / "formats.py").is_file() and (folder / "tests" / "conftest.py").is_file()
+    configuration = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
+    assert configuration["only_mutate"] == ["gpt2zh/corpus/formats.py"]
+    assert configuration["pytest_add_cli_args_test_selection"] == ["tests"]  # the same when a test file is added
+    left_out = configuration["pytest_add_cli_args"]
+    assert all(f"tests/{name}" in left_out for name in mutation.NOT_BEHAVIOUR_TESTS + mutation.STAGE_RUN_TESTS)
+    mutation.stage(folder, ["corpus/formats.py"], None, fresh=True)
+    assert [path for path in kept if path.exists()] == []
