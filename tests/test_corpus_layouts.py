@@ -420,3 +420,158 @@ def test_reading_json_lines_costs_no_line_numbers_unless_there_is_an_error(tmp_p
 
     monkeypatch.setattr(formats, "position_label", refuse)
     assert len(read([path])[0]) == 500
+
+
+INVALID_JSON_FIX = "fix the JSON (a .json corpus holds one array of strings or objects, or JSON Lines)"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
+def test_invalid_json_far_into_an_array_is_named_at_its_byte_in_the_utf8_text(tmp_path, encoding):
+    """The parser says where in characters; the offset counts the UTF-8 bytes before that, across 64 KiB reads that
+    cut characters in two (GBK text is re-encoded: CRLF kept, the offset is of the UTF-8 text)."""
+    records = [{"text": f"第{i}条：简体中文的文章。"} for i in range(5000)]
+    text = json.dumps(records, ensure_ascii=False, indent=1).replace("\n", "\r\n")[:-1]  # without the final ]
+    pad = next(n for n in range(300) if all(("\n" * n + text).encode()[cut] & 0xC0 == 0x80 for cut in (65536, 131072)))
+    text = "\n" * pad + text  # both read boundaries fall inside a character
+    path = tmp_path / "broken.json"
+    path.write_bytes((text + ", {oops} ]").encode(encoding))
+    offset = len((text + ", {").encode("utf-8"))
+    assert offset > 3 * 65536
+    with pytest.raises(UserError) as err:
+        read([path])
+    assert err.value.one_line() == (f"{path.resolve()}: invalid JSON at byte {offset:,} (after 5,000 elements of the "
+                                    f"array) — {INVALID_JSON_FIX}")
+    path.write_bytes('[{oops}, "甲"]'.encode(encoding))
+    with pytest.raises(UserError) as err:
+        read([path])
+    assert err.value.message == f"{path.resolve()}: invalid JSON at byte 2 (after 0 elements of the array)"
+
+
+def test_a_byte_that_is_not_utf8_in_a_json_array_is_named_at_its_offset(tmp_path):
+    documents = [f"第{i}篇：这是一篇关于中文的文章。" for i in range(100)]
+    data = json.dumps(documents, ensure_ascii=False).encode()
+    bad = data.index("第60篇".encode())
+    path = tmp_path / "corrupt.json"
+    path.write_bytes(data[:bad] + b"\xff" + data[bad:])
+    with pytest.raises(UserError) as err:
+        read([path])
+    assert err.value.message == f"{path.resolve()}: invalid JSON at byte {bad:,} (after 60 elements of the array)"
+
+
+def test_a_gbk_json_array_that_stops_decoding_past_the_detection_sample_is_one_line_naming_it(tmp_path):
+    records = [{"text": f"第{i}条：简体中文的文章，用国标码保存。"} for i in range(4000)]
+    data = json.dumps(records, ensure_ascii=False, indent=1).encode("gbk")
+    bad = data.index("第3900条".encode("gbk"))  # ~230 KB in: the encoding was detected on the first 64 KiB
+    path = tmp_path / "gbk.json"
+    path.write_bytes(data[:bad] + b"\xff" + data[bad:])
+    with pytest.raises(UserError) as err:
+        read([path])
+    assert err.value.one_line() == (f"{path.resolve()}: cannot decode b'\\xff' as GB18030 — fix the file, or convert "
+                                    "it to UTF-8 (iconv -c drops what does not decode)")
+
+
+def test_a_json_array_after_more_than_4_kib_of_blank_lines_is_still_an_array(tmp_path):
+    path = tmp_path / "spaced.json"
+    path.write_text("\r\n" * 3000 + json.dumps(["甲", "乙"], ensure_ascii=False), encoding="utf-8")
+    texts, reader = read([path])
+    assert texts == ["甲", "乙"] and reader.blocks[0].layout == "array"
+
+
+def test_a_gbk_json_array_is_re_encoded_as_it_is_parsed_not_whole(tmp_path):
+    from gpt2zh.corpus.compression import stream_position
+    from gpt2zh.corpus.encoding import sniff_encoding
+    from gpt2zh.corpus.json_array import array_elements
+
+    documents = [f"第{i}篇：这是一篇用国标码保存的中文文章。" for i in range(20000)]  # 700 KB of GBK
+    path = tmp_path / "gbk.json"
+    path.write_bytes(json.dumps(documents, ensure_ascii=False).encode("gbk"))
+    elements = array_elements(path, sniff_encoding(path))
+    assert next(elements) == (0, documents[0])
+    assert stream_position(path) < path.stat().st_size / 3  # 64 Ki characters re-encoded at a time
+    assert list(elements) == list(enumerate(documents))[1:]
+
+
+def test_the_stream_position_is_how_far_the_last_stream_on_a_file_has_read_and_0_when_closed(tmp_path):
+    from gpt2zh.corpus.compression import open_bytes, stream_position
+
+    path = tmp_path / "small.txt.gz"
+    path.write_bytes(gzip.compress("一行文本\n".encode() * 50))
+    assert stream_position(tmp_path / "never-opened.txt") == 0
+    with open_bytes(path) as handle:
+        assert handle.read(4) == "一行".encode()[:4]
+        assert stream_position(path) == path.stat().st_size  # the first read took in the whole small file
+    assert stream_position(path) == 0
+
+
+def skippable_zst_frame(size: int) -> bytes:
+    """A zstd skippable frame of `size` bytes in all (the seekable format and pzstd write such frames)."""
+    return (0x184D2A50).to_bytes(4, "little") + (size - 8).to_bytes(4, "little") + bytes(size - 8)
+
+
+def test_an_empty_zst_file_is_an_empty_file_not_a_damaged_one(tmp_path):
+    from gpt2zh.corpus.compression import open_bytes
+    from gpt2zh.corpus.encoding import sniff_encoding
+
+    path = tmp_path / "empty.txt.zst"
+    path.write_bytes(b"")
+    with open_bytes(path) as handle:
+        assert handle.read() == b""
+    assert sniff_encoding(path) is None
+
+
+def test_a_zst_file_is_decompressed_in_bounded_memory_past_a_frame_that_fills_a_whole_read(tmp_path):
+    import tracemalloc
+
+    from gpt2zh.corpus.compression import open_bytes
+
+    data = random.Random(3).randbytes(12 << 20)  # incompressible: the .zst file is as large as its content
+    path = tmp_path / "big.txt.zst"
+    path.write_bytes(skippable_zst_frame(1 << 16) + zstandard.compress(data))  # the first frame is one whole read
+    with open_bytes(path) as handle:
+        tracemalloc.start()
+        first = handle.read(1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rest = handle.read()
+    assert first == data[: 1 << 20] and rest == data[1 << 20:]  # an empty read would be taken for the end
+    assert peak < 6 << 20  # about a 1 MiB buffer and what fills it, not the 12 MiB file
+
+
+def test_a_block_that_starts_inside_a_document_skips_it_however_far_back_its_first_line_starts(tmp_path, monkeypatch):
+    """The line before a block's first byte is scanned backwards in 4 KiB steps to its start: a character there,
+    even at byte 0 or several steps back, makes the block's first lines part of an earlier block's document."""
+    short, long = tmp_path / "short.txt", tmp_path / "long.txt"
+    short.write_text("a\nb\n\nc\n", encoding="utf-8")  # the block at byte 2 continues the document at byte 0
+    filler, spaced = "b" * (4096 - len("甲\n\n".encode()) - 1), " " * 904 + "x" + " " * 5005
+    long.write_text(f"甲\n\n{filler}\n{spaced}\n乙\n\n丙\n", encoding="utf-8")  # the x at byte 5000
+    data = dict(document_boundary="blank-line", normalization="none")
+    monkeypatch.setattr(formats, "BLOCK_BYTES", 2)
+    assert read([short], **data)[0] == ["a\nb", "c"]
+    monkeypatch.setattr(formats, "BLOCK_BYTES", 10_000)  # the second block starts in the spaces after x
+    assert read([long], **data)[0] == ["甲", f"{filler}\n{spaced}\n乙", "丙"]
+
+
+def test_the_bytes_before_a_json_error_are_counted_in_bounded_reads(tmp_path):
+    import tracemalloc
+
+    from gpt2zh.corpus.encoding import FileEncoding
+    from gpt2zh.corpus.json_array import _utf8_length  # the error path's second pass, on a file too large to hold
+
+    path = tmp_path / "big.json"
+    path.write_bytes(("[" + '"中文",' * 1_000_000).encode())  # 11 MB
+    tracemalloc.start()
+    length = _utf8_length(path, FileEncoding("utf-8", "UTF-8", False), 3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert length == len('["中'.encode()) and peak < 1 << 20
+
+
+def test_a_zst_file_cut_inside_a_frame_says_so(tmp_path):
+    path = tmp_path / "cut.txt.zst"
+    packed = zstandard.compress("\n".join(f"第{i}行：中文文本" for i in range(5000)).encode())
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(UserError) as err:
+        read([path])
+    assert err.value.one_line() == (f"{path.resolve()}: cannot decompress (compressed file ended before the end of a "
+                                    "zstd frame) — the file is truncated or damaged: download or compress it again "
+                                    "(or remove it from --data-files)")

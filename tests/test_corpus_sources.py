@@ -85,3 +85,41 @@ def test_every_byte_of_a_file_counts_in_its_digest_not_only_the_first_chunk(tmp_
     before = resolve_sources([str(path)])[0].fingerprint()[3]
     path.write_text("一" * 99 + "二\n", encoding="utf-8")  # the same size, a change near the end
     assert resolve_sources([str(path)])[0].fingerprint()[3] != before
+
+
+def test_digests_are_cached_one_line_per_file_state_in_folders_made_as_needed(tmp_path, monkeypatch):
+    import hashlib
+
+    from gpt2zh.corpus import digests
+
+    monkeypatch.setattr(digests, "_memo", {})
+    cache = tmp_path / "not" / "yet" / "there"
+    monkeypatch.setenv("GPT2ZH_CACHE", str(cache))
+    paths = [tmp_path / f"{name}.txt" for name in "abc"]
+    for path in paths:
+        path.write_text(f"{path.stem}：一行文本\n", encoding="utf-8")
+    sha = {path: "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+    a, b, c = paths
+    assert digests.content_digests([a, b]) == [sha[a], sha[b]]
+    table = cache / "file-digests.tsv"
+    assert table.read_text(encoding="utf-8") == f"{digests._key(a)}\t{sha[a]}\n{digests._key(b)}\t{sha[b]}\n"
+    # A new process (no memo) trusts the table for unchanged files and skips lines that are not digests.
+    planted = "sha256:" + "0" * 64
+    table.write_text(f"{digests._key(a)}\t{planted}\nno tab here\n{digests._key(b)}\tmd5:0\n", encoding="utf-8")
+    monkeypatch.setattr(digests, "_memo", {})
+    monkeypatch.setattr(digests, "CACHE_LIMIT", 2)  # the oldest entries go first
+    assert digests.content_digests([a, b, c]) == [planted, sha[b], sha[c]]
+    assert table.read_text(encoding="utf-8") == f"{digests._key(b)}\t{sha[b]}\n{digests._key(c)}\t{sha[c]}\n"
+
+
+def test_the_digest_cache_lives_where_the_environment_says(tmp_path, monkeypatch):
+    from gpt2zh.corpus.digests import cache_file
+
+    monkeypatch.delenv("GPT2ZH_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_file() == tmp_path / "home" / ".cache" / "gpt2zh" / "file-digests.tsv"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_file() == tmp_path / "xdg" / "gpt2zh" / "file-digests.tsv"
+    monkeypatch.setenv("GPT2ZH_CACHE", str(tmp_path / "own"))
+    assert cache_file() == tmp_path / "own" / "file-digests.tsv"

@@ -132,3 +132,24 @@ def test_cleaning_a_batch_equals_cleaning_each_document(demo_documents):
                 assert many.counts == one.counts
     cleaner = TextCleaner()
     assert cleaner.clean_batch(["中文", "  "]) == ["中文"] and cleaner.counts.empty_dropped == 1
+
+
+def test_sorted_code_points_become_a_character_class_with_runs_written_as_ranges():
+    from gpt2zh.corpus.normalization import _as_ranges  # the fast scan's class is built once and cached
+
+    assert _as_ranges([]) == ""
+    assert _as_ranges([0x41]) == "A"
+    assert _as_ranges([0x2D, 0x41, 0x42, 0x43, 0x45, 0x5D, 0x5E, 0x4E00]) == "\\-A-CE\\]-\\^一"
+
+
+def test_an_unknown_normalization_mode_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^unknown normalization 'nfd'$"):
+        normalizer_for("nfd")
+
+
+@pytest.mark.parametrize("mode", ["zh", "nfkc"])
+def test_the_tokenizer_normalizer_catches_up_beyond_the_bmp_too(mode):
+    # Characters newer than the tokenizers library's Unicode tables, outside the BMP the every-code-point test covers.
+    theirs, ours = tokenizers_normalizer(mode), normalizer_for(mode)
+    for text in ["\U0001fbf0\U0001fbf9", "\U00010781\U000107ba", "\U0001f16c，\u32ff"]:
+        assert theirs.normalize_str(text) == ours(text) != text, ascii(text)

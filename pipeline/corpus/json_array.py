@@ -17,13 +17,15 @@ from gpt2zh.corpus.encoding import FileEncoding
 from gpt2zh.errors import UserError
 
 INVALID_FIX = "fix the JSON (a .json corpus holds one array of strings or objects, or JSON Lines)"
+DECODE_FIX = "fix the file, or convert it to UTF-8 (iconv -c drops what does not decode)"
 
 
 class _Utf8(io.RawIOBase):
     """The file's text re-encoded as UTF-8, for ijson (GBK or UTF-16 JSON exists in the wild)."""
 
-    def __init__(self, path: Path, codec: str):
-        self.text = io.TextIOWrapper(open_bytes(path), encoding=codec, newline="")
+    def __init__(self, path: Path, encoding: FileEncoding):
+        self.path, self.label = path, encoding.label
+        self.text = io.TextIOWrapper(open_bytes(path), encoding=encoding.codec, newline="")
         self.encoder = codecs.getincrementalencoder("utf-8")()
         self.pending = b""
 
@@ -32,7 +34,11 @@ class _Utf8(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         while len(self.pending) < len(buffer):
-            chunk = self.text.read(1 << 16)
+            try:
+                chunk = self.text.read(1 << 16)
+            except UnicodeDecodeError as err:  # past the 64 KiB the encoding was detected on
+                bad = err.object[err.start: err.end]
+                raise UserError(f"{self.path}: cannot decode {bad!r} as {self.label}", DECODE_FIX) from None
             if not chunk:
                 break
             self.pending += self.encoder.encode(chunk)
@@ -48,14 +54,16 @@ class _Utf8(io.RawIOBase):
 def _utf8_stream(path: Path, encoding: FileEncoding):
     if encoding.codec == "utf-8":
         return open_bytes(path)
-    return io.BufferedReader(_Utf8(path, encoding.codec))
+    return io.BufferedReader(_Utf8(path, encoding))
 
 
 def starts_with_array(path: Path, encoding: FileEncoding) -> bool:
     """Whether the first non-blank character is `[` (else the .json file is read as JSON Lines)."""
     with _utf8_stream(path, encoding) as stream:
-        head = stream.read(4096).lstrip()
-    return head.startswith(b"[")
+        while chunk := stream.read(4096):
+            if head := chunk.lstrip():
+                return head.startswith(b"[")
+    return False
 
 
 def _byte_offset(path: Path, encoding: FileEncoding) -> int:
@@ -64,26 +72,29 @@ def _byte_offset(path: Path, encoding: FileEncoding) -> int:
 
     with _utf8_stream(path, encoding) as stream:
         try:
-            for _ in ijson.get_backend("python").items(stream, "item", use_float=True):
+            for _ in ijson.get_backend("python").basic_parse(stream):
                 pass
+            return stream.tell()
         except ijson.JSONError as err:
+            cause = err.args[0] if err.args else None
+            if isinstance(cause, UnicodeDecodeError):  # not UTF-8: `object` is the undecoded bytes up to tell()
+                return stream.tell() - len(cause.object) + cause.start
             match = re.search(r"at (\d+)", str(err))
             if match is None:
                 return stream.tell()
-            characters = int(match.group(1))
-        else:
-            return stream.tell()
+    return _utf8_length(path, encoding, int(match.group(1)))
+
+
+def _utf8_length(path: Path, encoding: FileEncoding, characters: int) -> int:
+    """The bytes of the first `characters` characters of the UTF-8 text (the parser counts characters)."""
     with _utf8_stream(path, encoding) as stream:
         decoder, seen, consumed = codecs.getincrementaldecoder("utf-8")(errors="replace"), 0, 0
-        while seen < characters:
-            chunk = stream.read(1 << 16)
-            if not chunk:
-                break
+        while chunk := stream.read(1 << 16):
             text = decoder.decode(chunk)
             if seen + len(text) >= characters:
                 return consumed + len(text[: characters - seen].encode("utf-8"))
             seen += len(text)
-            consumed += len(chunk)
+            consumed += len(text.encode("utf-8"))  # not len(chunk): a character cut by the chunk is in the next text
     return consumed
 
 
@@ -100,5 +111,3 @@ def array_elements(path: Path, encoding: FileEncoding) -> Iterator[tuple[int, ob
             offset = _byte_offset(path, encoding)
             raise UserError(f"{path}: invalid JSON at byte {offset:,} (after {index + 1:,} elements of the array)",
                             INVALID_FIX) from None
-    if index < 0 and not starts_with_array(path, encoding):
-        raise UserError(f"{path}: not a JSON array", INVALID_FIX)

@@ -53,7 +53,7 @@ def kept_by_zh_rule(char: str) -> bool:
     if char == "\u3000":
         return True
     if category.startswith("P"):
-        return width in "FW" or folded.isascii()  # wide punctuation, or … ‼ spelt out in ASCII
+        return width in ("F", "W") or folded.isascii()  # wide punctuation, or … ‼ spelt out in ASCII
     return category.startswith("S") and width == "F"  # ＄＋＜＝＞＾｀｜～￠￡￢￣￤￥￦
 
 
