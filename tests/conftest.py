@@ -4,6 +4,7 @@ per session, and helpers to run the real command line in a subprocess."""
 import atexit
 import inspect
 import itertools
+import locale
 import logging
 import os
 import random
@@ -93,6 +94,43 @@ def wait_for(predicate, timeout: float = 120) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+GONE_PID = 2**22 + 1  # above the largest pid Linux hands out (pid_max <= 2**22): never a live process
+
+
+@pytest.fixture
+def live_pid():
+    """Another live process, ours to signal: a mutant of pid_alive may send it a real signal."""
+    sleeper = subprocess.Popen(["sleep", "300"])
+    yield sleeper.pid
+    sleeper.kill()
+    sleeper.wait()
+
+
+@pytest.fixture
+def clock_at_utc_plus_8():
+    """Local time 8 hours ahead of UTC (China's), so that a local time written where UTC is meant shows."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "CST-8"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.fixture
+def ascii_locale():
+    """A machine whose locale is not UTF-8 (zh_CN.GBK, Latin-1): open() without an encoding writes other
+    bytes there, or fails. Python's UTF-8 mode is decided at start-up, so this UTF-8 session switched to the
+    C locale (ASCII) stands for one."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    yield
+    locale.setlocale(locale.LC_CTYPE, before)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,

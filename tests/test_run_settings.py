@@ -1,6 +1,7 @@
 """A run directory remembers its settings, a finished stage is never rebuilt from other inputs without
 --force, and what can be known before stage 1 is checked before stage 1."""
 
+import datetime as dt
 import gzip
 import logging
 import re
@@ -12,16 +13,16 @@ import yaml
 
 from gpt2zh.cli import build_parser, main
 from gpt2zh.config import Config
-from gpt2zh.config.loader import dump_config
+from gpt2zh.config.loader import config_to_dict, dump_config
 from gpt2zh.config.schema import DataConfig
 from gpt2zh.corpus.sources import resolve_sources
 from gpt2zh.dataset.check import check_split_sizes
 from gpt2zh.errors import UserError
 from gpt2zh.plan_command import corpus_bytes
-from gpt2zh.preflight import preflight
+from gpt2zh.preflight import check_token_present, preflight
 from gpt2zh.request import command_request
 from gpt2zh.run_all import selected_stages
-from gpt2zh.run_settings import read_settings, write_settings
+from gpt2zh.run_settings import SavedSettings, absolute_corpus_paths, read_settings, write_settings
 from gpt2zh.training.check import check_schedule, check_training_size
 from tests.conftest import TINY_TOKENIZER, copy_run, one_error_line, run_cli, tree_checksums
 
@@ -358,3 +359,102 @@ def test_files_a_user_put_in_an_output_folder_are_moved_aside_never_deleted(tmp_
     assert f"held files that are not a complete tokenizer output (written by hand, or damaged); moved to {kept[0]}" \
         in result.stderr
     assert (run_dir / "tokenizer" / "manifest.json").is_file()
+
+
+SETTINGS_HEADER = (
+    "# The settings of this run directory, saved by the last command that built something in it. A\n"
+    "# command on this run directory without --config starts from them, its own flags on top. To change\n"
+    "# a setting, pass its flag: a value below is overridden by the same key under command_line.\n")
+
+
+def test_saved_settings_are_a_readable_utf8_file_saying_who_saved_them_when_in_utc_and_what_was_typed(
+        tmp_path, clock_at_utc_plus_8, ascii_locale):
+    """Written into a run directory not made yet; Chinese paths stay readable (not \\u escapes) and are UTF-8 on
+    any machine; who saved them and the command line come first, then the groups in the config's order."""
+    config = Config()
+    config.data.files = ["/语料/新闻.txt"]
+    run_dir = tmp_path / "runs" / "first"
+    path = write_settings(run_dir, "run", config, {"data.files": ["/语料/新闻.txt"]})
+    assert path == run_dir / "settings.yaml" and sorted(p.name for p in run_dir.iterdir()) == ["settings.yaml"]
+    text = path.read_bytes().decode("utf-8")
+    assert text.startswith(SETTINGS_HEADER + "saved_by: gpt2zh run, ") and "- /语料/新闻.txt\n" in text
+    document = yaml.safe_load(text)
+    assert list(document) == ["saved_by", "command_line", *config_to_dict(config)]
+    assert document["command_line"] == {"data.files": ["/语料/新闻.txt"]}
+    stamp = re.fullmatch(r"gpt2zh run, (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", document["saved_by"])
+    assert stamp, document["saved_by"]
+    saved = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=dt.timezone.utc)
+    assert abs(dt.datetime.now(dt.timezone.utc) - saved) < dt.timedelta(minutes=2)
+
+
+def test_a_settings_file_without_a_note_of_who_saved_it_or_with_an_empty_command_line_reads(tmp_path):
+    (tmp_path / "settings.yaml").write_text("command_line:\ndata:\n  files: [a.txt]\n", encoding="utf-8")
+    assert read_settings(tmp_path) == SavedSettings(path=tmp_path / "settings.yaml",
+                                                    groups={"data": {"files": ["a.txt"]}}, command_line={},
+                                                    saved_by="an earlier command")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("data:\n  files: [a.txt]\n", "{path} is not a gpt2zh settings file (it has no command_line: section)"),
+    ("command_line: [data.files]\n", "{path}: command_line must be a mapping of group.field: value"),
+    # the group is what comes before the first dot: data.files.x names the group data, nope.x an unknown one
+    ("command_line:\n  data.files.x: 1\n  nope.x: 2\n  alsonope: 3\n", "{path}: command_line has unknown key 'nope.x'"),
+], ids=["no command line", "a list", "unknown group"])
+def test_a_damaged_settings_file_is_refused_in_one_line_saying_what_to_do(tmp_path, content, message):
+    path = tmp_path / "settings.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        read_settings(tmp_path)
+    assert refused.value.message == message.format(path=path)
+    assert refused.value.fix == ("delete it: the next command starts from --config or the config the stages recorded"
+                                 if "command_line" not in content else
+                                 f"fix it, or delete {path} to start from --config again")
+
+
+def test_a_recorded_config_without_some_groups_is_read_as_it_is(tmp_path):
+    """A tokenizer/config.yaml written by hand, or by an older gpt2zh, may lack groups (training, checkpoint)."""
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "config.yaml").write_text("data:\n  files: [a.txt]\ntraining: null\n", encoding="utf-8")
+    settings = read_settings(tmp_path)
+    assert (settings.groups, settings.command_line) == ({"data": {"files": ["a.txt"]}, "training": None}, {})
+
+
+def test_local_corpus_paths_are_made_absolute_and_hub_paths_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert absolute_corpus_paths(["hf://datasets/me/corpus/train.txt", "~/新闻.txt", "data/*.jsonl"]) == \
+        ["hf://datasets/me/corpus/train.txt", str(tmp_path / "home" / "新闻.txt"), str(tmp_path / "data" / "*.jsonl")]
+
+
+@pytest.fixture
+def no_tokens(tmp_path, monkeypatch):
+    """Neither hub has a token on this machine (environment and saved logins)."""
+    import huggingface_hub.constants
+
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
+    monkeypatch.setenv("MODELSCOPE_API_TOKEN", "")
+
+
+@pytest.mark.parametrize("commands, dry_run, push_checkpoints, provider, refused", [
+    ({"push"}, False, False, "huggingface", "no Hugging Face token found for --hub-repo-id me/model"),
+    ({"train-tokenizer", "tokenize", "pretrain", "push"}, False, False, "modelscope",
+     "no ModelScope token found for --hub-repo-id me/model"),
+    ({"pretrain"}, False, True, "huggingface", "no Hugging Face token found for --hub-repo-id me/model"),
+    ({"pretrain", "push"}, True, True, "huggingface", "no Hugging Face token found for --hub-repo-id me/model"),
+    ({"push"}, True, True, "huggingface", None),  # a dry run uploads nothing; checkpoints are pretrain's
+    ({"pretrain"}, False, False, "huggingface", None),
+    ({"tokenize"}, False, True, "huggingface", None),
+], ids=["push", "run on modelscope", "pretrain pushing checkpoints", "dry run pushing checkpoints", "dry push",
+        "pretrain keeping checkpoints here", "no stage that uploads"])
+def test_a_missing_token_is_refused_before_stage_1_only_when_a_stage_of_the_command_uploads(
+        no_tokens, commands, dry_run, push_checkpoints, provider, refused):
+    config = Config()
+    config.hub.repo_id, config.hub.provider, config.hub.push_checkpoints = "me/model", provider, push_checkpoints
+    if refused is None:
+        check_token_present(config, commands, dry_run)
+        return
+    with pytest.raises(UserError) as error:
+        check_token_present(config, commands, dry_run)
+    assert error.value.message == refused
