@@ -304,3 +304,158 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     summary = summary_of(Training(request, inputs, plan, {}, {}), trainer, history, 1.0)
     assert summary["memory"]["measured_peak_gib"] == 38.5
     assert summary["memory"]["estimate_gib"] == plan.memory.as_dict()
+
+
+def test_each_part_of_the_estimate_is_its_stated_bytes_per_parameter_and_per_token():
+    """The module docstring's counts by hand, for 2 layers of h = 64 with 4 heads, block 128 (4 x 128 = 512
+    scores a token), 1,000 pieces and a batch of 3 (384 tokens)."""
+    from gpt2zh.training.memory_model import GIB, MemoryEstimate
+
+    shape = ModelShape(2, 4, 64, 128, 1000)
+    n, matmul = 172_288, 163_456  # V·h + s·h + L·(12h² + 13h) + 2h; L·(12h² + 9h) + V·h
+    assert (shape.parameters, shape.matmul_weights) == (n, matmul)
+    gelu_new, dropout = dataclasses.replace(shape, activation="gelu_new"), dataclasses.replace(shape, dropout=0.1)
+    both = dataclasses.replace(gelu_new, dropout=0.1)
+    # outside the blocks: 4h + (2 or 4)h + 16 (+ 4h with dropout); a block: 8h + 16·(2 or 4)·h, eager 14·(2 or 4)·h
+    # + 512·(6 or 4), gelu_new + 12·(2 or 4)·h, dropout + 2·(2 or 4)·h (+ eager 512·(2 or 8))
+    cases = [  # shape, setup, (bytes a parameter in weights, gradients, optimizer), activation bytes a token, loss
+        (shape, Setup(128, "bf16", "sdpa", False, False), (4 * n + 2 * matmul, 4 * n, 8 * n), 400 + 2 * 2560, 14_000),
+        (shape, Setup(128, "fp16", "sdpa", False, False), (4 * n + 2 * matmul, 4 * n, 8 * n), 400 + 2 * 2560, 14_000),
+        (shape, Setup(128, "fp32", "sdpa", False, False), (4 * n, 4 * n, 8 * n), 528 + 2 * 4608, 12_000),
+        (shape, Setup(128, "bf16", "eager", False, False), (4 * n + 2 * matmul, 4 * n, 8 * n), 400 + 2 * 5376, 14_000),
+        (shape, Setup(128, "fp32", "eager", True, False), (4 * n, 4 * n, 2 * n), 528 + 2 * 6144, 12_000),
+        (gelu_new, Setup(128, "bf16", "sdpa", False, False, 2), (4 * n + 2 * matmul, 8 * n, 8 * n), 400 + 2 * 4096,
+         14_000),
+        (both, Setup(128, "fp32", "sdpa", False, False), (4 * n, 4 * n, 8 * n), 784 + 2 * 8192, 12_000),
+        (dropout, Setup(128, "bf16", "eager", False, False), (4 * n + 2 * matmul, 4 * n, 8 * n), 656 + 2 * 6656,
+         14_000),
+        (dropout, Setup(128, "fp32", "eager", False, False), (4 * n, 4 * n, 8 * n), 784 + 2 * 10752, 12_000),
+        # checkpointing keeps each block's fp32 input (4h) and recomputes one whole block
+        (shape, Setup(128, "bf16", "sdpa", False, True), (4 * n + 2 * matmul, 4 * n, 8 * n), 400 + 2 * 256 + 2560,
+         14_000),
+    ]
+    for model, setup, (weights, gradients, optimizer), activations, loss in cases:
+        assert estimate_memory(model, setup, 3) == MemoryEstimate(
+            weights / GIB, gradients / GIB, optimizer / GIB, 384 * activations / GIB, 384 * loss / GIB, 0.75), setup
+
+
+def test_the_estimate_as_a_record_lists_its_total_first_and_every_part_rounded_to_hundredths():
+    from gpt2zh.training.memory_model import MemoryEstimate
+
+    estimate = MemoryEstimate(1.231, 2.342, 3.453, 4.564, 5.676, 0.75)
+    assert list(estimate.as_dict().items()) == [
+        ("total", 18.02), ("weights", 1.23), ("gradients", 2.34), ("optimizer_states", 3.45), ("activations", 4.56),
+        ("logits_and_loss", 5.68), ("reserve", 0.75)]
+
+
+SMALL = ModelShape(12, 12, 768, 1024, 32000)  # GPT-2 small with a 32,000-piece vocabulary
+MEDIUM = ModelShape(24, 16, 1024, 1024, 32000)
+BF16 = Setup(1024, "bf16", "sdpa", False, False)
+RTX4090 = GpuFacts("NVIDIA GeForce RTX 4090", 23.6, (8, 9))
+
+
+def _fit(shape, setup, asked, gpu, asked_from=None, fraction=0.9, global_batch=480):
+    from gpt2zh.training.batch_fit import BatchAsk, fit_batch
+
+    fit = fit_batch(shape, setup, BatchAsk(global_batch, asked, asked_from, fraction), gpu)
+    assert type(fit.accumulation) is int  # a count of steps, also where a division would give 24.0
+    return fit
+
+
+def test_the_batch_is_the_largest_divisor_that_fits_and_the_note_names_the_next_larger_ones_estimates():
+    """GPT-2 small in bf16: 18.3 GiB at 20, 21.4 at 24 and 27.7 at 32 against 90 % of 23.6 GiB (21.2)."""
+    from gpt2zh.training.batch_fit import BatchFit
+
+    assert _fit(SMALL, BF16, 32, RTX4090, "preset rtx4090") == BatchFit(
+        20, 24, False, estimate_memory(SMALL, BF16, 20),
+        "the largest that fits: an estimated 18.3 GiB of 23.6 GiB (at most 90 %)",
+        "per-device batch 20 instead of 32 (from preset rtx4090): 32 needs an estimated 27.7 GiB and 24, the next "
+        "that divides 480, 21.4 GiB, more than 90 % (21.2 GiB) of the 23.6 GiB of NVIDIA GeForce RTX 4090 "
+        "(PITFALLS.md PT12), so 20 x 24 accumulation x 1 = 480", None)
+    two = dataclasses.replace(BF16, processes=2)  # 240 a process, which 32 does not divide: 30, with DDP's buckets
+    assert _fit(SMALL, two, 32, RTX4090).note == (
+        "per-device batch 20 instead of 32: 30 needs an estimated 26.5 GiB and 24, the next that divides 240, "
+        "21.8 GiB, more than 90 % (21.2 GiB) of the 23.6 GiB of NVIDIA GeForce RTX 4090 (PITFALLS.md PT12), so "
+        "20 x 12 accumulation x 2 = 480")
+    half = _fit(SMALL, BF16, 32, RTX4090, fraction=0.5)
+    assert (half.per_device, half.accumulation, half.reason) == (
+        10, 48, "the largest that fits: an estimated 10.4 GiB of 23.6 GiB (at most 50 %)")
+    assert "more than 50 % (11.8 GiB) of the 23.6 GiB" in half.note
+    a100 = GpuFacts("NVIDIA A100-SXM4-40GB", 39.4, (8, 0))  # 40 fits, and 48, the one asked for, is the next
+    assert _fit(SMALL, BF16, 48, a100, "preset a100-40g").note == (
+        "per-device batch 40 instead of 48 (from preset a100-40g): 48 needs an estimated 40.2 GiB, more than 90 % "
+        "(35.5 GiB) of the 39.4 GiB of NVIDIA A100-SXM4-40GB (PITFALLS.md PT12), so 40 x 12 accumulation x 1 = 480")
+
+
+def test_a_batch_that_fits_as_asked_says_so_and_without_a_gpu_the_estimate_is_of_ram_without_the_reserve():
+    from gpt2zh.training.batch_fit import BatchFit
+
+    assert _fit(SMALL, BF16, 16, RTX4090, "preset rtx4090") == BatchFit(
+        16, 30, False, estimate_memory(SMALL, BF16, 16), "16 fits: an estimated 15.1 GiB of 23.6 GiB (at most 90 %)",
+        None, None)
+    checkpointed = dataclasses.replace(BF16, activation_checkpointing=True)
+    assert _fit(SMALL, checkpointed, 16, None) == BatchFit(
+        16, 30, True, dataclasses.replace(estimate_memory(SMALL, checkpointed, 16), reserve=0.0),
+        "no GPU: the batch is not limited by the memory model (an estimated 9.8 GiB of RAM)", None, None)
+
+
+def test_an_estimate_exactly_at_the_limit_fits():
+    """Within the limit means up to and including it (the whole card here: fraction 1)."""
+    card = GpuFacts("NVIDIA GeForce RTX 4090", estimate_memory(SMALL, BF16, 16).total, (8, 9))
+    assert _fit(SMALL, BF16, 16, card, fraction=1.0).per_device == 16
+
+
+def test_a_batch_of_one_that_fits_only_with_activation_checkpointing_turns_it_on_and_says_why():
+    """GPT-2 medium: batch 1 needs 7.8 GiB without checkpointing, 6.9 with it, 7.5 at batch 2; the limit is 7.2."""
+    from gpt2zh.training.batch_fit import BatchFit
+
+    card = GpuFacts("NVIDIA GeForce RTX 3070", 8.0, (8, 6))
+    checkpointed = dataclasses.replace(BF16, activation_checkpointing=True)
+    assert _fit(MEDIUM, BF16, 8, card, "the command line") == BatchFit(
+        1, 480, True, estimate_memory(MEDIUM, checkpointed, 1),
+        "the largest that fits: an estimated 6.9 GiB of 8 GiB (at most 90 %)",
+        "per-device batch 1 instead of 8 (from the command line): 8 needs an estimated 10.9 GiB and 2, the next that "
+        "divides 480, 7.5 GiB, more than 90 % (7.2 GiB) of the 8 GiB of NVIDIA GeForce RTX 3070 (PITFALLS.md PT12), "
+        "so 1 x 480 accumulation x 1 = 480",
+        "activation checkpointing on: batch 1 needs an estimated 7.8 GiB without it, more than 90 % of the 8 GiB of "
+        "NVIDIA GeForce RTX 3070")
+
+
+def _refusal(shape, setup, memory_gib, fraction=0.9) -> str:
+    with pytest.raises(UserError) as caught:
+        _fit(shape, setup, 8, GpuFacts("NVIDIA GeForce RTX 3070", memory_gib, (8, 6)), fraction=fraction)
+    return caught.value.one_line()
+
+
+def test_a_model_that_does_not_fit_is_told_each_way_that_would_fit_with_its_estimate():
+    """GPT-2 medium at batch 1 (GiB, bf16): AdamW 6.95 with checkpointing (6.67 / 6.52 / 6.45 at blocks 512 / 256 /
+    128); 8-bit Adam 5.88 without checkpointing, 5.07 with it. The comments give each limit (90 % of the card)."""
+    head = ("336 M parameters at block 1024 do not fit on NVIDIA GeForce RTX 3070 ({} GiB): batch 1 needs an estimated "
+            "6.9 GiB even with activation checkpointing (5.6 GiB of it weights, gradients and optimizer states), more "
+            "than 90 % of it (PITFALLS.md PT12) — use ")
+    assert _refusal(MEDIUM, BF16, 6.0) == head.format("6") + \
+        "--optimization-optimizer adamw_8bit (5.1 GiB), or a GPU with at least 8 GiB, or a smaller model"  # 5.4 GiB
+    assert _refusal(MEDIUM, BF16, 7.3) == head.format("7.3") + (  # 6.57 GiB: 8-bit Adam without checkpointing
+        "--optimization-optimizer adamw_8bit (5.9 GiB), or --data-block-size 256 (stage 2 rebuilds the blocks), or a "
+        "GPU with at least 8 GiB, or a smaller model")
+    assert _refusal(MEDIUM, BF16, 7.2) == head.format("7.2") + (  # 6.48 GiB
+        "--optimization-optimizer adamw_8bit (5.9 GiB), or --data-block-size 128 (stage 2 rebuilds the blocks), or a "
+        "GPU with at least 8 GiB, or a smaller model")
+    assert _refusal(MEDIUM, BF16, 5.0) == head.format("5") + "a GPU with at least 8 GiB, or a smaller model"
+    # 8-bit Adam already used: the block or the card (5.1 GiB with checkpointing; 4.65 at 256, 4.58 at 128; 4.59)
+    assert _refusal(MEDIUM, dataclasses.replace(BF16, eight_bit_adam=True), 5.1).endswith(
+        "— use --data-block-size 128 (stage 2 rebuilds the blocks), or a GPU with at least 6 GiB, or a smaller model")
+
+
+def test_ways_whose_estimate_is_exactly_the_limit_are_offered():
+    eight_bit = estimate_memory(MEDIUM, dataclasses.replace(BF16, eight_bit_adam=True), 1).total  # 5.875 GiB
+    assert "use --optimization-optimizer adamw_8bit (5.9 GiB), or a GPU" in _refusal(MEDIUM, BF16, eight_bit, 1.0)
+    block_256 = estimate_memory(MEDIUM, Setup(256, "bf16", "sdpa", False, True), 1).total  # 6.52 GiB
+    assert "or --data-block-size 256 (stage 2" in _refusal(MEDIUM, BF16, block_256, 1.0)
+
+
+def test_the_refusal_rounds_the_parameter_count_to_millions():
+    """337,500,160 parameters (a 33,340-piece vocabulary) are 338 M."""
+    shape = dataclasses.replace(MEDIUM, vocab_size=33_340)
+    assert shape.parameters == 337_500_160
+    assert _refusal(shape, BF16, 5.0).startswith("338 M parameters at block 1024 do not fit")

@@ -1,5 +1,6 @@
 """Hardware facts -> training decisions, with fabricated A100 / 4090 / 5090 / T4 / H100 / CPU facts."""
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -106,16 +107,19 @@ def test_a_preset_may_only_set_hardware_fields(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("global_batch, per_device, world, expected", [
     (480, 48, 1, (48, 10)), (480, 64, 1, (60, 8)), (480, 32, 1, (32, 15)), (480, 8, 2, (8, 30)),
-    (16, 16, 1, (16, 1)), (16, 64, 1, (16, 1)), (512, 48, 1, (32, 16)),
+    (16, 16, 1, (16, 1)), (16, 64, 1, (16, 1)), (512, 48, 1, (32, 16)), (12, 5, 1, (4, 3)),
 ])
 def test_accumulation_keeps_the_global_batch_exact(global_batch, per_device, world, expected):
     split = batch_split(global_batch, per_device, world)
     assert split == expected and split[0] * split[1] * world == global_batch
+    assert all(type(value) is int for value in split)  # a count of sequences and of steps, not 15.0
 
 
 def test_a_global_batch_that_processes_cannot_share_is_refused():
-    with pytest.raises(UserError, match="not divisible by 3 processes"):
+    with pytest.raises(UserError) as caught:
         batch_split(16, 8, 3)
+    assert caught.value.one_line() == \
+        "training.global_batch_size 16 is not divisible by 3 processes — use a multiple of 3"
 
 
 @pytest.mark.parametrize("device", ["cpu", "a100-80g"])  # without a GPU, and fitted by the memory model
@@ -135,33 +139,66 @@ def test_precision_follows_native_bf16_support(device, expected):
     assert choose_precision("auto", fabricate(device))[0] == expected
 
 
+def test_precision_asked_for_is_kept_where_it_can_run_and_auto_says_why_it_falls_back_to_fp16():
+    assert choose_precision("auto", fabricate("t4")) == ("fp16", "Tesla T4 has no native bf16: fp16 with loss scaling")
+    assert choose_precision("auto", fabricate("a100-80g")) == ("bf16", None)
+    assert choose_precision("auto", fabricate("cpu")) == ("fp32", None)
+    assert choose_precision("bf16", fabricate("a100-80g")) == ("bf16", None)
+    assert choose_precision("bf16", fabricate("cpu")) == ("bf16", None)  # CPU autocast has bf16
+    assert choose_precision("fp16", fabricate("t4")) == ("fp16", None)
+    assert choose_precision("fp32", fabricate("t4")) == ("fp32", None)
+
+
 def test_impossible_precisions_are_refused():
-    with pytest.raises(UserError, match="no native bf16"):
+    with pytest.raises(UserError) as caught:
         choose_precision("bf16", fabricate("t4"))
-    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+    assert caught.value.one_line() == ("--training-precision bf16: Tesla T4 (SM 7.5) has no native bf16 and would "
+                                       "emulate it slowly — use --training-precision fp16 (loss scaling) or auto")
+    with pytest.raises(UserError) as caught:
         choose_precision("fp16", fabricate("cpu"))
+    assert caught.value.one_line() == \
+        "--training-precision fp16 needs a CUDA GPU — use --training-precision fp32 (or auto) on CPU"
 
 
 def test_flash_attention_only_where_it_can_run():
-    assert choose_attention("auto", fabricate("a100-80g"), "bf16")[0] == "flash_attention_2"
-    assert choose_attention("auto", fabricate("a100-80g", flash=None), "bf16")[0] == "sdpa"
-    assert choose_attention("auto", fabricate("a100-80g"), "fp32")[0] == "sdpa"
-    assert choose_attention("auto", fabricate("t4"), "fp16")[0] == "sdpa"
-    assert choose_attention("auto", fabricate("cpu"), "fp32")[0] == "sdpa"
-    with pytest.raises(UserError, match="flash_attention_2 cannot run here: .*SM 7.5"):
+    a100 = fabricate("a100-80g")
+    assert choose_attention("auto", a100, "bf16") == ("flash_attention_2", None)
+    assert choose_attention("auto", a100, "fp16") == ("flash_attention_2", None)
+    assert choose_attention("flash_attention_2", a100, "fp16") == ("flash_attention_2", None)
+    assert choose_attention("auto", fabricate("a100-80g", flash=None), "bf16") == (
+        "sdpa", "flash-attn is not installed or does not import: SDPA attention is used (pip install flash-attn)")
+    assert choose_attention("auto", a100, "fp32") == ("sdpa", None)  # FlashAttention-2 could run, not in fp32
+    assert choose_attention("auto", fabricate("t4"), "fp16") == (
+        "sdpa", "Tesla T4 is SM 7.5; FlashAttention-2 needs SM >= 8.0: SDPA attention is used")
+    assert choose_attention("auto", fabricate("cpu"), "fp32") == ("sdpa", None)
+    assert choose_attention("eager", a100, "bf16") == ("eager", None)
+    assert choose_attention("sdpa", a100, "bf16") == ("sdpa", None)
+    with pytest.raises(UserError) as caught:
         choose_attention("flash_attention_2", fabricate("t4"), "fp16")
-    with pytest.raises(UserError, match="needs fp16 or bf16"):
+    assert caught.value.one_line() == ("--model-attention flash_attention_2 cannot run here: Tesla T4 is SM 7.5; "
+                                       "FlashAttention-2 needs SM >= 8.0 — use --model-attention auto (SDPA)")
+    with pytest.raises(UserError) as caught:
         choose_attention("flash_attention_2", fabricate("h100"), "fp32")
+    assert caught.value.one_line() == ("--model-attention flash_attention_2 needs fp16 or bf16, the plan uses fp32 — "
+                                       "use --training-precision bf16/fp16 or --model-attention auto")
 
 
 def test_8bit_adam_is_used_only_after_a_successful_probe():
     gpu, cpu = fabricate("rtx4090"), fabricate("cpu")
     assert choose_optimizer("adamw_8bit", gpu, Probe(True, "stepped")) == ("adamw_bnb_8bit", None)
-    optimizer, note = choose_optimizer("adamw_8bit", gpu, Probe(False, "libbitsandbytes_cuda124.so: cannot open"))
-    assert optimizer == "adamw_torch_fused" and "cannot open" in note
-    assert choose_optimizer("adamw", cpu, None)[0] == "adamw_torch_fused"  # torch >= 2.4 has fused AdamW on CPU
+    assert choose_optimizer("adamw_8bit", gpu, Probe(False, "libbitsandbytes_cuda124.so: cannot open")) == (
+        "adamw_torch_fused",
+        "8-bit Adam unavailable (libbitsandbytes_cuda124.so: cannot open); using adamw_torch_fused")
+    assert choose_optimizer("adamw", gpu, Probe(True, "stepped")) == ("adamw_torch_fused", None)
+    assert choose_optimizer("adamw", cpu, None) == ("adamw_torch_fused", None)  # torch >= 2.4 has fused AdamW on CPU
+    first = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.4.0")
+    assert choose_optimizer("adamw", first, None) == ("adamw_torch_fused", None)
     old_cpu = HardwareFacts(python_version="3.11", cpu_count=2, torch_version="2.3.1")
-    assert choose_optimizer("adamw", old_cpu, None)[0] == "adamw_torch"
+    assert choose_optimizer("adamw", old_cpu, None) == ("adamw_torch", None)
+    old_gpu = dataclasses.replace(gpu, torch_version="2.3.1")  # on CUDA the fused kernel is older than 2.4
+    assert choose_optimizer("adamw", old_gpu, None) == ("adamw_torch_fused", None)
+    assert choose_optimizer("adamw_8bit", old_cpu, None) == (
+        "adamw_torch", "8-bit Adam unavailable (not probed); using adamw_torch")
 
 
 @pytest.mark.parametrize("world", [1, 2])
@@ -195,18 +232,27 @@ def test_dataloader_has_min_8_cpus_workers_persistent_and_pinned_with_cuda():
     assert choose_dataloader(config(), fabricate("a100-80g")) == (8, True, True)  # 16 cores -> 8, pinned
     assert choose_dataloader(config(), fabricate("cpu")) == (2, True, False)      # 2 cores, no CUDA, no pinning
     assert choose_dataloader(config(dataloader_workers=0), fabricate("cpu")) == (0, False, False)
+    assert choose_dataloader(config(dataloader_workers=1), fabricate("t4")) == (1, True, True)
 
 
 def test_more_processes_than_gpus_names_the_world_size_and_the_gpus():
-    with pytest.raises(UserError, match="world_size is 4 on this node, but only 2 GPU"):
+    with pytest.raises(UserError) as caught:
         check_launch(fabricate("t4", count=2), local_world_size=4)
+    assert caught.value.one_line() == ("world_size is 4 on this node, but only 2 GPU(s) are available — launch with "
+                                       "--nproc_per_node 2 (or fewer)")
+    with pytest.raises(UserError, match="world_size is 2 on this node, but only 1 GPU"):
+        check_launch(with_world(fabricate("t4"), 2), local_world_size=2)
     check_launch(with_world(fabricate("t4", count=2), 2), local_world_size=2)  # Kaggle 2 x T4 via torchrun
     check_launch(with_world(fabricate("cpu"), 2), local_world_size=2)        # gloo on CPU
 
 
 def test_several_gpus_without_a_launcher_get_torchrun_advice():
-    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+    with pytest.raises(UserError) as caught:
         check_launch(fabricate("t4", count=2), local_world_size=1)
+    assert caught.value.one_line() == (
+        "2 GPUs found but no launcher: the Trainer would fall back to DataParallel, which is slow — use `torchrun "
+        "--nproc_per_node 2 -m gpt2zh pretrain ...`, or CUDA_VISIBLE_DEVICES=0 for one GPU")
+    check_launch(fabricate("t4"), local_world_size=1)  # one GPU needs no launcher
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -367,3 +413,219 @@ def test_every_step_trains_at_the_schedules_rate_with_the_arguments_stage_3_pass
     peak = cfg.optimization.learning_rate
     assert rates == pytest.approx([peak * schedule.factor(step) for step in range(1, cfg.training.max_steps + 1)])
     assert rates[0] == pytest.approx(peak / 3)  # never a step at rate 0 (PITFALLS.md RJ6)
+
+
+@pytest.mark.parametrize(("asked", "steps", "step_seconds", "typed", "expected"), [
+    ("max-autotune", 60, None, False, ("max-autotune", "", None)),  # no speed estimate: nothing to weigh
+    ("max-autotune", 60, 0.01, False, (None, "", (
+        "torch.compile off: a 60-step run, under a second at the reference speed, would save under a second for ~5 min "
+        "of compiling (max-autotune), and no mode pays back (PITFALLS.md NU15)"))),
+    ("default", 100, 0.01, True, ("default", "a 100-step run, ~1 s at the reference speed, saves under a second for "
+                                             "~1 min of compiling", (
+        "torch.compile mode default kept as the command line asks, though a 100-step run, ~1 s at the reference speed, "
+        "saves under a second for ~1 min of compiling (PITFALLS.md NU15)"))),
+    # 0.30 x 200 s saves exactly the 60 s compiling costs: nothing gained, so off unless typed
+    ("default", 200, 1.0, False, (None, "", (
+        "torch.compile off: a 200-step run, ~3 min at the reference speed, would save ~1 min for ~1 min of compiling "
+        "(default), and no mode pays back (PITFALLS.md NU15)"))),
+    ("default", 200, 1.0, True, ("default", "a 200-step run, ~3 min at the reference speed, saves ~1 min for ~1 min of "
+                                            "compiling", (
+        "torch.compile mode default kept as the command line asks, though a 200-step run, ~3 min at the reference "
+        "speed, saves ~1 min for ~1 min of compiling (PITFALLS.md NU15)"))),
+    # 202 s: default nets 0.6 s, the only mode that gains anything
+    ("default", 202, 1.0, False, ("default", "a 202-step run, ~3 min at the reference speed, saves ~1 min for ~1 min "
+                                             "of compiling", None)),
+    ("default", 202, 1.0, True, ("default", "a 202-step run, ~3 min at the reference speed, saves ~1 min for ~1 min "
+                                            "of compiling", None)),
+    ("max-autotune", 202, 1.0, False, ("default", "a 202-step run, ~3 min at the reference speed, saves ~1 min for ~1 "
+                                                  "min of compiling", (
+        "torch.compile mode default instead of max-autotune: a 202-step run, ~3 min at the reference speed, would save "
+        "~1 min for ~5 min of compiling with max-autotune, and ~1 min for ~1 min of compiling with default "
+        "(PITFALLS.md NU15)"))),
+    # 5,400 s is 1.5 h; reduce-overhead saves 0.33 x 5,400 = 1,782 s, 29.7 min, for 90 s (1.5 min, rounded to even)
+    ("reduce-overhead", 5400, 1.0, False, ("reduce-overhead", "a 5,400-step run, ~1.5 h at the reference speed, saves "
+                                                              "~30 min for ~2 min of compiling", None)),
+    # 8,100.9 s is 2.25025 h; 0.30 x 8,100.9 s = 40.5 min
+    ("default", 9000, 0.9001, False, ("default", "a 9,000-step run, ~2.3 h at the reference speed, saves ~41 min for "
+                                                 "~1 min of compiling", None)),
+])
+def test_compile_pays_back_when_what_it_saves_over_the_run_exceeds_what_compiling_costs(
+        asked, steps, step_seconds, typed, expected):
+    """PITFALLS.md NU15, (mode, reason, note) exactly: the figures in words at their rounding edges."""
+    from gpt2zh.training.plan import compile_mode_that_pays
+
+    assert compile_mode_that_pays(asked, steps, step_seconds, typed) == expected
+
+
+def test_the_compile_choice_names_each_mode_and_checkpointing_decision_with_its_reason():
+    from gpt2zh.training.plan import CompileChoice
+
+    a100 = fabricate("a100-80g")
+    asked = config(torch_compile=True, compile_mode="max-autotune", activation_checkpointing=True, max_steps=202)
+    assert choose_compile(asked, a100, 1.0) == CompileChoice(True, "default", False, [
+        "torch.compile mode default instead of max-autotune: a 202-step run, ~3 min at the reference speed, would save "
+        "~1 min for ~5 min of compiling with max-autotune, and ~1 min for ~1 min of compiling with default "
+        "(PITFALLS.md NU15)",
+        "activation checkpointing off: with torch.compile (and under DDP) it fails with 'marked as ready twice' "
+        "(PITFALLS.md G1); compile kept"], "a 202-step run, ~3 min at the reference speed, saves ~1 min for ~1 min of "
+                                           "compiling")
+    assert choose_compile(asked, a100, 0.01, typed=True) == CompileChoice(True, "max-autotune", False, [
+        "torch.compile mode max-autotune kept as the command line asks, though a 202-step run, ~2 s at the reference "
+        "speed, saves under a second for ~5 min of compiling (PITFALLS.md NU15)",
+        "activation checkpointing off: with torch.compile (and under DDP) it fails with 'marked as ready twice' "
+        "(PITFALLS.md G1); compile kept"], "a 202-step run, ~2 s at the reference speed, saves under a second for ~5 "
+                                           "min of compiling")
+    # where no mode pays back, checkpointing stays as asked
+    assert choose_compile(asked, a100, 0.01) == CompileChoice(False, None, True, [
+        "torch.compile off: a 202-step run, ~2 s at the reference speed, would save under a second for ~5 min of "
+        "compiling (max-autotune), and no mode pays back (PITFALLS.md NU15)"], "")
+    no_triton = dataclasses.replace(a100, triton_available=False)
+    assert choose_compile(asked, no_triton, 1.0) == (False, None, True, ["torch.compile off: Triton is missing"], "")
+    assert choose_compile(config(compile_mode="max-autotune", max_steps=202), a100, 1.0) == (False, None, False, [], "")
+
+
+def test_the_model_shape_and_block_come_from_the_tokenizer_and_dataset_once_they_exist_else_the_config():
+    from gpt2zh.training.memory_model import ModelShape
+    from gpt2zh.training.plan import PlanSizes, model_shape, plan_sizes
+
+    cfg = Config()
+    cfg.model.dropout = 0.1
+    assert model_shape(cfg) == ModelShape(12, 12, 768, 1024, 32000, 0.1, "gelu_pytorch_tanh")
+    assert model_shape(cfg, 8000, "gelu_new") == ModelShape(12, 12, 768, 1024, 8000, 0.1, "gelu_new")
+    assert plan_sizes(cfg) == PlanSizes(ModelShape(12, 12, 768, 1024, 32000, 0.1), 1024)
+    assert plan_sizes(cfg, 8000, 512) == PlanSizes(ModelShape(12, 12, 768, 1024, 8000, 0.1), 512)
+
+
+def _settings(**groups) -> Config:
+    """A config with group__field values set, e.g. optimization__optimizer="adamw_8bit"."""
+    cfg = Config()
+    for dotted, value in groups.items():
+        group, name = dotted.split("__")
+        setattr(getattr(cfg, group), name, value)
+    return cfg
+
+
+def test_a_t4_plan_lists_every_adjustment_in_order_the_batch_first():
+    """fp16 for bf16, TF32 off, SDPA for FlashAttention-2, AdamW for 8-bit Adam, and 24 a device not dividing 100."""
+    from gpt2zh.training.memory_model import ModelShape, Setup, estimate_memory
+    from gpt2zh.training.plan import PlanSizes, TrainingPlan
+
+    shape = ModelShape(4, 4, 256, 256, 4000)
+    cfg = _settings(training__global_batch_size=100, training__per_device_batch_size=24,
+                    optimization__optimizer="adamw_8bit")
+    origins = {"training.per_device_batch_size": "the command line"}
+    plan = plan_training(cfg, fabricate("t4"), 1, Probe(False, "libbitsandbytes_cuda124.so: cannot open"),
+                         lambda dotted: origins.get(dotted, "configs/x.yaml"), PlanSizes(shape, 256))
+    assert plan == TrainingPlan(
+        device="cuda", world_size=1, per_device_batch_size=20, gradient_accumulation_steps=5, precision="fp16",
+        tf32=False, attention="sdpa", optimizer="adamw_torch_fused", torch_compile=False, compile_mode=None,
+        activation_checkpointing=False, dataloader_workers=8, persistent_workers=True, pin_memory=True, notes=[
+            "per-device batch 20 instead of 24 (from the command line): 24 does not divide the 100 sequences each "
+            "process takes per step (global batch 100 over 1 process(es)), and 20 is the largest number below it that "
+            "does, so 20 x 5 accumulation x 1 = 100",
+            "Tesla T4 has no native bf16: fp16 with loss scaling",
+            "TF32 off: Tesla T4 is older than Ampere (PITFALLS.md G12)",
+            "Tesla T4 is SM 7.5; FlashAttention-2 needs SM >= 8.0: SDPA attention is used",
+            "8-bit Adam unavailable (libbitsandbytes_cuda124.so: cannot open); using adamw_torch_fused"],
+        compile_reason="", memory=estimate_memory(shape, Setup(256, "fp16", "sdpa", False, False), 20),
+        gpu_memory_gib=14.6, batch_reason="20 fits: an estimated 1.3 GiB of 14.6 GiB (at most 90 %)",
+        optimizer_reason="libbitsandbytes_cuda124.so: cannot open")
+    # GPT-2 small at 16 a device needs 15.1 GiB: the memory model's note comes first, the division's is not added
+    memory_bound = plan_training(_settings(training__per_device_batch_size=16), fabricate("t4"), 1, None,
+                                 lambda dotted: "preset t4")
+    assert memory_bound.per_device_batch_size == 12 and memory_bound.notes == [
+        "per-device batch 12 instead of 16 (from preset t4): 16 needs an estimated 15.1 GiB and 15, the next that "
+        "divides 480, 14.3 GiB, more than 90 % (13.1 GiB) of the 14.6 GiB of Tesla T4 (PITFALLS.md PT12), so 12 x 40 "
+        "accumulation x 1 = 480",
+        "Tesla T4 has no native bf16: fp16 with loss scaling",
+        "TF32 off: Tesla T4 is older than Ampere (PITFALLS.md G12)",
+        "Tesla T4 is SM 7.5; FlashAttention-2 needs SM >= 8.0: SDPA attention is used"]
+
+
+def test_a_plan_for_two_a100s_uses_the_datasets_block_the_tokenizers_vocabulary_and_ddps_buckets():
+    """8-bit Adam after a good probe, FlashAttention-2, compile at the asked mode where it pays back over 4,500 steps
+    (~60 min at the reference speed for GPT-2 small at block 512), checkpointing off for it."""
+    from gpt2zh.training.memory_model import ModelShape, Setup, estimate_memory
+    from gpt2zh.training.plan import PlanSizes, TrainingPlan
+
+    shape = ModelShape(12, 12, 768, 1024, 8000)  # the config says 32,000 pieces and block 1024
+    cfg = _settings(training__per_device_batch_size=64, training__torch_compile=True,
+                    training__compile_mode="reduce-overhead", training__activation_checkpointing=True,
+                    optimization__optimizer="adamw_8bit", training__max_steps=4500, training__dataloader_workers=3)
+    two = with_world(fabricate("a100-80g", count=2), 2)
+    plan = plan_training(cfg, two, 2, Probe(True, "stepped"), lambda dotted: "preset a100-80g", PlanSizes(shape, 512))
+    assert plan == TrainingPlan(
+        device="cuda", world_size=2, per_device_batch_size=60, gradient_accumulation_steps=4, precision="bf16",
+        tf32=True, attention="flash_attention_2", optimizer="adamw_bnb_8bit", torch_compile=True,
+        compile_mode="reduce-overhead", activation_checkpointing=False, dataloader_workers=3, persistent_workers=True,
+        pin_memory=True, notes=[
+            "per-device batch 60 instead of 64 (from preset a100-80g): 64 does not divide the 240 sequences each "
+            "process takes per step (global batch 480 over 2 process(es)), and 60 is the largest number below it that "
+            "does, so 60 x 4 accumulation x 2 = 480",
+            "activation checkpointing off: with torch.compile (and under DDP) it fails with 'marked as ready twice' "
+            "(PITFALLS.md G1); compile kept"],
+        compile_reason="a 4,500-step run, ~60 min at the reference speed, saves ~20 min for ~2 min of compiling",
+        memory=estimate_memory(shape, Setup(512, "bf16", "flash_attention_2", True, False, 2), 60),
+        gpu_memory_gib=79.2, batch_reason="60 fits: an estimated 16.0 GiB of 79.2 GiB (at most 90 %)",
+        optimizer_reason="stepped")
+
+
+def test_where_only_activation_checkpointing_makes_batch_1_fit_it_wins_over_compile_and_the_plan_says_so():
+    """GPT-2 large on a 16 GiB laptop RTX 4090: 15.5 GiB at batch 1 without checkpointing, 14.0 with it (limit
+    14.4). Compile was asked with checkpointing, so compile had turned it off: that note goes, as does compile."""
+    from gpt2zh.training.memory_model import ModelShape, Setup, estimate_memory
+    from gpt2zh.training.plan import PlanSizes, TrainingPlan
+
+    shape = ModelShape(36, 20, 1280, 1024, 32000)
+    laptop = dataclasses.replace(fabricate("rtx4090"), gpus=(GpuFacts("NVIDIA GeForce RTX 4090 Laptop GPU", 16.0,
+                                                                      (8, 9)),))
+    cfg = _settings(training__torch_compile=True, training__compile_mode="max-autotune",
+                    training__activation_checkpointing=True)
+    plan = plan_training(cfg, laptop, 1, None, None, PlanSizes(shape, 1024))
+    assert plan == TrainingPlan(
+        device="cuda", world_size=1, per_device_batch_size=1, gradient_accumulation_steps=480, precision="bf16",
+        tf32=True, attention="flash_attention_2", optimizer="adamw_torch_fused", torch_compile=False,
+        compile_mode=None, activation_checkpointing=True, dataloader_workers=8, persistent_workers=True,
+        pin_memory=True, notes=[
+            "per-device batch 1 instead of 8: 8 needs an estimated 18.6 GiB and 2, the next that divides 480, 14.6 "
+            "GiB, more than 90 % (14.4 GiB) of the 16 GiB of NVIDIA GeForce RTX 4090 Laptop GPU (PITFALLS.md PT12), "
+            "so 1 x 480 accumulation x 1 = 480",
+            "activation checkpointing on: batch 1 needs an estimated 15.5 GiB without it, more than 90 % of the 16 GiB "
+            "of NVIDIA GeForce RTX 4090 Laptop GPU",
+            "torch.compile off: activation checkpointing is needed to fit and the two together fail with 'marked as "
+            "ready twice' (PITFALLS.md G1); checkpointing wins here"],
+        compile_reason="", memory=estimate_memory(shape, Setup(1024, "bf16", "flash_attention_2", False, True), 1),
+        gpu_memory_gib=16.0, batch_reason="the largest that fits: an estimated 14.0 GiB of 16 GiB (at most 90 %)",
+        optimizer_reason="")
+
+
+def test_a_cpu_plan_has_no_gpu_figures_and_names_no_one_for_a_batch_nobody_asked_for():
+    from gpt2zh.training.memory_model import ModelShape, Setup, estimate_memory
+    from gpt2zh.training.plan import TrainingPlan
+
+    cfg = _settings(training__global_batch_size=8, training__per_device_batch_size=16,
+                    training__activation_checkpointing=True)
+    shape = ModelShape(12, 12, 768, 1024, 32000)
+    assert plan_training(cfg, fabricate("cpu"), 1, None) == TrainingPlan(
+        device="cpu", world_size=1, per_device_batch_size=8, gradient_accumulation_steps=1, precision="fp32",
+        tf32=False, attention="sdpa", optimizer="adamw_torch_fused", torch_compile=False, compile_mode=None,
+        activation_checkpointing=True, dataloader_workers=2, persistent_workers=True, pin_memory=False, notes=[
+            "per-device batch 8 instead of 16: the global batch 8 over 1 process(es) leaves 8 per process, so 8 x 1 "
+            "accumulation x 1 = 8"], compile_reason="",
+        memory=dataclasses.replace(estimate_memory(shape, Setup(1024, "fp32", "sdpa", False, True), 8), reserve=0.0),
+        gpu_memory_gib=None, batch_reason="no GPU: the batch is not limited by the memory model (an estimated 5.3 "
+                                          "GiB of RAM)", optimizer_reason="")
+
+
+def test_in_fp32_there_is_no_speed_estimate_so_compile_stays_as_asked_and_eager_attention_is_counted():
+    """The reference speed is a fraction of the tensor cores' half-precision peak: nothing to weigh compiling against
+    in fp32. Eager attention keeps its scores, which the memory model counts."""
+    from gpt2zh.training.memory_model import Setup, estimate_memory
+    from gpt2zh.training.plan import model_shape
+
+    cfg = _settings(training__precision="fp32", model__attention="eager", training__torch_compile=True,
+                    training__compile_mode="max-autotune", training__max_steps=60, training__per_device_batch_size=16)
+    plan = plan_training(cfg, fabricate("a100-80g"), 1, None, lambda dotted: "configs/x.yaml")
+    assert (plan.torch_compile, plan.compile_mode, plan.compile_reason, plan.attention, plan.notes) == \
+        (True, "max-autotune", "", "eager", [])
+    assert plan.memory == estimate_memory(model_shape(cfg), Setup(1024, "fp32", "eager", False, False), 16)

@@ -38,7 +38,7 @@ The rest of the peak, at the start of the backward pass (all activations still a
 - optimizer states: AdamW's two fp32 moments, 8 bytes a parameter; bitsandbytes' 8-bit Adam, 2 bytes
   (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization");
 - a reserve of RESERVE_GIB for cuBLAS workspaces and the allocator's rounding (the CUDA context is
-  outside torch's allocator and comes out of the FIT_FRACTION headroom, with fragmentation).
+  outside torch's allocator and comes out of the training.gpu_memory_fraction headroom, with fragmentation).
 torch.compile is estimated as eager: its partitioner saves no more than eager does, so the estimate is
 an upper bound there.
 """
@@ -49,7 +49,6 @@ from gpt2zh.models.architecture import FUSED_GELU
 
 GIB = 2**30
 RESERVE_GIB = 0.75
-FIT_FRACTION = 0.9  # the share of the GPU's memory a plan may fill; default of training.gpu_memory_fraction
 HALF_PRECISIONS = ("bf16", "fp16")
 
 
@@ -164,10 +163,6 @@ def estimate_memory(shape: ModelShape, setup: Setup, per_device_batch: int) -> M
         activations=tokens * activation_bytes_per_token(shape, setup) / GIB,
         logits_and_loss=tokens * logits_peak_bytes_per_token(shape, setup) / GIB,
         reserve=RESERVE_GIB)
-
-
-def usable_gib(gpu_memory_gib: float, fraction: float = FIT_FRACTION) -> float:
-    return gpu_memory_gib * fraction
 
 
 def largest_fitting_batch(shape: ModelShape, setup: Setup, candidates: list[int], limit_gib: float) -> int | None:

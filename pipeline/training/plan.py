@@ -157,8 +157,8 @@ def compile_mode_that_pays(asked: str, steps: int, step_seconds: float | None, t
         return asked, "", None
     run_seconds = step_seconds * steps
     run = f"a {steps:,}-step run, {_about(run_seconds)} at the reference speed,"
-    candidates = COMPILE_MODES[:COMPILE_MODES.index(asked) + 1] if asked in COMPILE_MODES else (asked,)
-    net = {mode: COMPILE_SAVES.get(mode, 0.0) * run_seconds - COMPILE_SECONDS.get(mode, 0.0) for mode in candidates}
+    candidates = COMPILE_MODES[:COMPILE_MODES.index(asked) + 1]  # training.compile_mode is one of them
+    net = {mode: COMPILE_SAVES[mode] * run_seconds - COMPILE_SECONDS[mode] for mode in candidates}
     best = max(net, key=net.get)
     if typed or (best == asked and net[asked] > 0):
         note = None if net[asked] > 0 else (f"torch.compile mode {asked} kept as the command line asks, though {run} "
@@ -176,18 +176,16 @@ def choose_compile(config: Config, facts: HardwareFacts, step_seconds: float | N
                    typed: bool = False) -> CompileChoice:
     """(compile, mode, activation checkpointing, notes, reason). (G1) Never both, compile wins. (NU15) Only
     where it pays back over training.max_steps at step_seconds a step, unless typed on the command line."""
-    training, notes = config.training, []
+    training = config.training
     compile_on, checkpointing = training.torch_compile, training.activation_checkpointing
-    mode, reason = training.compile_mode, ""
+    mode, reason, notes = training.compile_mode, "", []
     if compile_on:
         available, why = compile_available(facts)
-        if not available:
-            compile_on = False
-            notes.append(f"torch.compile off: {why}")
-    if compile_on:
-        mode, reason, note = compile_mode_that_pays(mode, training.max_steps, step_seconds, typed)
-        compile_on = mode is not None
-        notes += [note] if note else []
+        if available:
+            mode, reason, note = compile_mode_that_pays(mode, training.max_steps, step_seconds, typed)
+            compile_on, notes = mode is not None, [note] if note else []
+        else:
+            compile_on, notes = False, [f"torch.compile off: {why}"]
     if compile_on and checkpointing:
         checkpointing = False
         notes.append("activation checkpointing off: with torch.compile (and under DDP) it fails with "
@@ -208,7 +206,7 @@ def batch_note(per_device: int, accumulation: int, asked: int, origin: str | Non
     """Why the per-device batch is not the one asked for, naming who asked (Resolved.origin)."""
     per_process = global_batch // world_size
     why = (f"the global batch {global_batch} over {world_size} process(es) leaves {per_process} per process"
-           if asked > per_process else
+           if per_device == per_process else
            f"{asked} does not divide the {per_process} sequences each process takes per step (global batch "
            f"{global_batch} over {world_size} process(es)), and {per_device} is the largest number below it that does")
     return (f"per-device batch {per_device} instead of {asked}{f' (from {origin})' if origin else ''}: {why}, so "
@@ -240,10 +238,9 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     vocabulary and the dataset's blocks once they exist (None: the config's)."""
     batch_origin = origin("training.per_device_batch_size") if origin else None
     check_launch(facts, local_world_size)
-    notes: list[str] = []
     training = config.training
     precision, note = choose_precision(config.training.precision, facts)
-    notes += [note] if note else []
+    notes = [note] if note else []
     tf32 = config.training.tf32 and tf32_eligible(facts)
     if config.training.tf32 and facts.gpus and not tf32:
         notes.append(f"TF32 off: {facts.gpus[0].name} is older than Ampere (PITFALLS.md G12)")
