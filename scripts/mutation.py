@@ -66,7 +66,8 @@ SAMPLE = ["corpus/json_array.py", "fingerprints.py", "training/batch_fit.py", "r
           "inference/documents.py"]
 # The test files that reach the sample's modules (a whole run lets mutmut find them in every file).
 SAMPLE_TESTS = ["test_corpus_layouts.py", "test_corpus_reading.py", "test_run_settings.py", "test_manifests.py",
-                "test_training_plan.py", "test_memory_model.py", "test_hub.py", "test_evaluate.py"]
+                "test_fingerprints.py", "test_training_plan.py", "test_memory_model.py", "test_hub.py",
+                "test_evaluate.py"]
 
 # Tests that read the repository's own files (layout, docs, guard proofs, packaging) rather than run
 # its code: in the staged copy they would fail or only slow every mutant down.
