@@ -169,6 +169,7 @@ class MsState:
         self.failures: list[Failure] = []
         self.latency: list[tuple[str, str, float]] = []
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, query)
+        self.after_pinning: list = []  # pushes due right after the next answer naming a commit (push_after_pinning)
         self.lock = threading.RLock()
         self.base_url = ""
 
@@ -370,6 +371,12 @@ class Handler(JsonHandler):
 
         self._ok({"RevisionMap": {"Branches": [ref(n, c) for n, c in repo.branches.items()],
                                   "Tags": [ref(n, c) for n, c in repo.tags.items()]}})
+        if self.state.commit_ids_in_revisions:
+            self._push_pinned()
+
+    def _push_pinned(self) -> None:
+        while self.state.after_pinning:  # the lock is held: the push is in before the reader's next request
+            self.state.after_pinning.pop(0)()
 
     def commits(self, body, query, kind, repo_id):
         repo = self._repo(kind, repo_id)
@@ -385,6 +392,7 @@ class Handler(JsonHandler):
                                               "CommittedDate": c.created, "CommitterName": c.author,
                                               "CommitterEmail": f"{c.author}@example.com", "CreatedAt": c.created}
                                              for c in shown]}})
+        self._push_pinned()
 
     def create_tag(self, body, query, kind, repo_id):
         repo = self._repo(kind, repo_id, write=True)
@@ -585,6 +593,13 @@ class LocalModelScope(LocalServer):
             repo = self.state.repos[(kind, repo_id)]
             repo.tags[tag] = repo.resolve(revision)
             return repo.tags[tag]
+
+    def push_after_pinning(self, repo_id: str, files: dict[str, bytes], branch: str = "master",
+                           kind: str = "model") -> None:
+        """Commit `files` as the tree of `branch` right after the next answer that names a commit (the revisions, or
+        the commits endpoint): a push landing between a reader pinning the branch and reading it."""
+        repo = self.state.repos[(kind, repo_id)]
+        self.state.after_pinning.append(lambda: repo.add_commit(branch, files, set(), "pushed", repo.owner))
 
     def head(self, repo_id: str, branch: str = "master", kind: str = "model") -> str:
         return self.state.repos[(kind, repo_id)].branches[branch]

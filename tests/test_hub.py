@@ -246,6 +246,17 @@ def test_after_a_failed_push_only_files_whose_bytes_are_on_the_hub_count_as_uplo
                                                      ["README.md", "tokenizer.json", "vocab.txt"])
 
 
+def test_after_a_failed_push_files_are_compared_with_the_one_commit_the_branch_was_read_at(hub, hf, tmp_path):
+    """Another push lands right after the branch was read: the files are compared with the commit read, as
+    everywhere a hub is read (the report names one commit's state)."""
+    from gpt2zh.remote.upload import remote_state
+
+    hub.add_model(f"{USER}/m", {"config.json": b"{}", "vocab.txt": b"a\n"})
+    hub.push_after_pinning(f"{USER}/m", {"config.json": b'{"n_layer": 2}', "vocab.txt": b"b\n"}, kind="model")
+    folder = written(tmp_path / "upload", {"config.json": b"{}", "vocab.txt": b"b\n"})
+    assert remote_state(hf, f"{USER}/m", folder) == (["config.json"], ["vocab.txt"])
+
+
 def test_when_the_hub_cannot_be_asked_after_a_failed_push_no_file_counts_as_uploaded(hub, hf, tmp_path):
     from gpt2zh.remote.upload import remote_state
 
@@ -253,6 +264,18 @@ def test_when_the_hub_cannot_be_asked_after_a_failed_push_no_file_counts_as_uplo
     hub.state.fail("GET", rf"/api/models/{USER}/m", 503, times=100)
     folder = written(tmp_path / "upload", {"config.json": b"{}"})
     assert remote_state(hf, f"{USER}/m", folder) == ([], ["config.json"])
+
+
+def test_when_the_hub_cannot_name_its_branchs_commit_after_a_failed_push_no_file_counts_as_uploaded(hub, hf,
+                                                                                                    tmp_path):
+    """Files are confirmed only against a commit the hub named, even when it still lists the branch's files."""
+    from gpt2zh.remote.upload import remote_state
+
+    hub.add_model(f"{USER}/m", {"config.json": b"{}"})
+    hub.state.fail("GET", rf"/api/models/{USER}/m/revision/main", 503, times=100)  # the tree still answers
+    folder = written(tmp_path / "upload", {"config.json": b"{}"})
+    assert remote_state(hf, f"{USER}/m", folder) == ([], ["config.json"])
+    assert ("GET", f"/api/models/{USER}/m/tree/main") not in hub.state.requests
 
 
 def test_a_push_that_keeps_failing_reports_attempts_the_hubs_answer_and_the_files_still_missing(hub, hf, tmp_path,

@@ -67,7 +67,10 @@ def pushed_checkpoint(hub: Hub, repo_id: str, insist: bool, into: Path) -> Pushe
         folder = HUB_FOLDER
         if not hub.atomic_folder_commits:
             pointer = hub.download_file(repo_id, "model", commit, POINTER, into)
-            folder = str(json.loads(pointer.read_text(encoding="utf-8")).get("folder", ""))
+            named = json.loads(pointer.read_text(encoding="utf-8"))
+            if not isinstance(named, dict) or not named.get("folder"):
+                raise ValueError  # hand-edited, or another program's: no checkpoint (never a marker at the root)
+            folder = str(named["folder"])
         path = hub.download_file(repo_id, "model", commit, f"{folder}/{MARKER}", into)
     except (MissingOnHub, ValueError):  # no repository, pointer or marker; an unreadable pointer
         if insist:
