@@ -2,6 +2,8 @@
 checkpoint of one process continues on two (RA3). Real runs of the tiny model through the real command line."""
 
 import json
+import locale
+import logging
 import math
 import shutil
 import typing
@@ -10,8 +12,18 @@ import pytest
 import torch
 
 from gpt2zh.cli import main
-from gpt2zh.config.schema import OptimizationConfig
-from gpt2zh.training.checkpoints import read_marker
+from gpt2zh.config.schema import Config, OptimizationConfig
+from gpt2zh.errors import UserError
+from gpt2zh.fingerprints import weights_inputs
+from gpt2zh.manifests import ModelManifest
+from gpt2zh.training.checkpoints import read_marker, write_marker
+from gpt2zh.training.continuation import (
+    continued_schedule,
+    keep_previous_model,
+    only_the_plan_changed,
+    planned_schedule,
+    say_process_change,
+)
 from gpt2zh.training.schedule import Schedule
 from tests.conftest import assert_same_weights, copy_run, one_error_line, pretrain_args, run_two_processes, weights
 from tests.test_stage_pretrain import read_history
@@ -79,6 +91,83 @@ def test_a_second_re_plan_continues_from_the_rate_the_first_one_reached(kind):
     assert twice.factor(151) == pytest.approx(once.factor(150), abs=1e-3)  # cosine: 0.205 x peak, not 0.246
 
 
+def _half_cosine(low: float, high: float, done: int, steps: int) -> float:
+    return low + (high - low) * 0.5 * (1 + math.cos(math.pi * done / steps))
+
+
+def test_each_planned_schedule_trains_every_step_at_its_exact_factor_and_past_the_end_at_the_last_one():
+    cosine = [0.25, 0.5, 0.75, 1.0, *(_half_cosine(0.1, 1.0, k, 8) for k in range(1, 9)), 0.1, 0.1]
+    assert [Schedule("cosine", 4, 12, 0.1).factor(s) for s in range(1, 15)] == pytest.approx(cosine, rel=1e-12)
+    assert Schedule("cosine", 4, 5, 0.1).factor(5) == pytest.approx(0.1)  # one step of decay ends at the floor
+    # wsd: 3 steps of decay (0.3 x 10) after a stable phase; past the end it stays at the minimum
+    wsd = [0.5, *[1.0] * 6, 0.7, 0.4, 0.1, 0.1, 0.1]
+    assert [Schedule("wsd", 2, 10, 0.1, 0.3).factor(s) for s in range(1, 13)] == pytest.approx(wsd, rel=1e-12)
+    assert [Schedule("wsd", 2, 10, 0.1, 0.01).factor(s) for s in (9, 10)] == pytest.approx([1.0, 0.1])  # >= 1 step
+    assert [Schedule("wsd", 8, 10, 0.1, 0.5).factor(s) for s in (8, 9, 10)] == pytest.approx([1.0, 0.55, 0.1])
+    assert [Schedule("constant", 4, 12, 0.1).factor(s) for s in range(1, 14)] == [0.25, 0.5, 0.75] + [1.0] * 10
+
+
+def test_a_re_plan_decays_from_the_factor_reached_to_the_minimum_at_the_new_end_exactly():
+    cosine = Schedule("cosine", 4, 12, 0.1).extended(8, 13)  # step 8 trained at 0.55
+    expected = [_half_cosine(0.1, 0.55, k, 5) for k in range(1, 6)] + [0.1, 0.1]
+    assert [cosine.factor(s) for s in range(9, 16)] == pytest.approx(expected, rel=1e-12)
+    assert Schedule("cosine", 4, 12, 0.1).extended(8, 9).factor(9) == pytest.approx(0.1)  # one step left
+    # wsd after its decay began (0.4 at step 9): re-warms over 2 steps, stable, then 6 steps of decay (0.3 x 20)
+    wsd = Schedule("wsd", 2, 10, 0.1, 0.3).extended(9, 20)
+    expected = [0.7, 1.0, 1.0, 1.0, 1.0, 0.85, 0.7, 0.55, 0.4, 0.25, 0.1, 0.1, 0.1]
+    assert [wsd.factor(s) for s in range(10, 23)] == pytest.approx(expected, rel=1e-12)
+    assert [Schedule("wsd", 2, 10, 0.1, 0.05).extended(10, 15).factor(s) for s in range(11, 16)] == pytest.approx(
+        [0.55, 1.0, 1.0, 1.0, 0.1])  # a one-step decay still ends at the minimum
+    assert Schedule("wsd", 1, 10, 0.1, 0.3).extended(10, 20).factor(11) == 1.0  # one warmup step: at the peak
+
+
+def test_a_re_plan_in_warmup_or_in_the_stable_phase_is_the_new_plan_from_the_start():
+    in_warmup = Schedule("cosine", 10, 100, 0.1).extended(5, 200)
+    assert [in_warmup.factor(s) for s in range(1, 201)] == [Schedule("cosine", 10, 200, 0.1).factor(s)
+                                                             for s in range(1, 201)]
+    shorter = Schedule("wsd", 10, 100, 0.1).extended(50, 70)  # still stable at 50: decays over 56..70
+    assert [shorter.factor(s) for s in range(1, 71)] == [Schedule("wsd", 10, 70, 0.1).factor(s) for s in range(1, 71)]
+    no_warmup = Schedule("constant", 0, 100, 0.1).extended(95, 99)
+    assert [no_warmup.factor(s) for s in range(96, 100)] == [1.0] * 4
+
+
+def test_a_re_plan_records_where_it_was_made_and_the_factor_that_step_trained_at():
+    original = Schedule("cosine", 4, 12, 0.1)
+    assert original.extended(12, 12) is original
+    assert original.extended(6, 20) == Schedule("cosine", 4, 20, 0.1, replanned_at=6,
+                                                start_factor=original.factor(6), previous=original)
+    one_step_warmup = Schedule("cosine", 1, 12, 0.1)
+    assert one_step_warmup.extended(1, 20).start_factor == 1.0
+    no_warmup = Schedule("cosine", 0, 12, 0.1)  # before any step: nothing trained, and no warmup to divide by
+    assert no_warmup.extended(0, 20) == Schedule("cosine", 0, 20, 0.1, replanned_at=0, start_factor=0.0,
+                                                 previous=no_warmup)
+
+
+def test_each_re_plan_is_said_in_exact_words_for_the_log_and_the_model_card():
+    cosine = Schedule("cosine", 10, 1000, 0.1)
+    assert (cosine.describe_extension(), cosine.in_words()) == ("cosine schedule over 1,000 steps",
+                                                                "linear warmup then cosine decay")
+    head = "training.max_steps 1,000 -> 2,000 at step"
+    assert cosine.extended(10, 2000).describe_extension() == (  # warmup just done: the decay is re-planned
+        f"{head} 10: cosine decay re-planned from the current 1 x peak to 0.1 x peak at step 2,000")
+    assert cosine.extended(5, 2000).describe_extension() == (
+        f"{head} 5: the cosine schedule continues unchanged (warmup is not repeated)")
+    constant = Schedule("constant", 10, 1000, 0.1).extended(500, 2000)
+    assert constant.describe_extension() == f"{head} 500: the constant schedule continues unchanged (warmup is not " \
+                                            "repeated)"
+    assert constant.in_words() == "linear warmup then a constant rate, re-planned at step 500 for a longer run"
+    stable = Schedule("wsd", 10, 1000, 0.1, 0.2).extended(600, 2000)
+    assert stable.describe_extension() == f"{head} 600: wsd stays at the peak and decays over the last 400 steps"
+    decaying = stable.extended(1900, 3000)  # 300 of its 400 decay steps done: 0.325 x peak
+    assert decaying.describe_extension() == (
+        "training.max_steps 2,000 -> 3,000 at step 1,900: wsd had begun its decay (0.325 x peak): re-warms to the "
+        "peak over 10 steps, then decays over the last 600")
+    assert decaying.in_words() == ("linear warmup then a stable rate and a linear decay over the last 600 steps "
+                                   "(wsd), re-planned at step 600, 1,900 for a longer run")
+    with pytest.raises(ValueError, match="^no words for a re-planned linear schedule$"):
+        Schedule("linear", 10, 1000, 0.1).extended(500, 2000).describe_extension()
+
+
 def _trainer_resumed(tmp_path, schedule: Schedule, checkpoint):
     """PretrainTrainer with the arguments stage 3 passes, checkpoint's optimizer and scheduler loaded by the
     Trainer's own code (None: a fresh start)."""
@@ -131,6 +220,111 @@ def test_every_step_of_a_run_trained_on_twice_trains_at_the_re_planned_rate(tmp_
                                      tmp_path / "c")
     peak = OptimizationConfig().learning_rate
     assert rates == pytest.approx([peak * second.factor(step) for step in range(1, 21)], rel=1e-9)
+
+
+# -- what a resumed run continues with, decided from a checkpoint's marker ----------------------------------------
+
+
+def _config(max_steps: int) -> Config:
+    config = Config()
+    config.training.max_steps = max_steps
+    optimization = config.optimization
+    optimization.lr_schedule, optimization.warmup_steps, optimization.min_lr_ratio = "cosine", 2, 0.1
+    return config
+
+
+def _checkpoint(tmp_path, name: str, inputs: dict | None = None, **extra):
+    folder = tmp_path / name
+    folder.mkdir()
+    write_marker(folder, "fp", inputs or {}, extra)
+    return folder
+
+
+def test_the_planned_schedule_is_the_one_the_config_describes():
+    config = _config(30)
+    optimization = config.optimization
+    optimization.lr_schedule, optimization.warmup_steps, optimization.min_lr_ratio = "wsd", 7, 0.2
+    optimization.decay_ratio = 0.3
+    assert planned_schedule(config) == Schedule("wsd", 7, 30, 0.2, 0.3)
+    assert continued_schedule(config, None) == Schedule("wsd", 7, 30, 0.2, 0.3)
+
+
+def test_a_resumed_run_re_plans_the_checkpoints_own_schedule_and_says_so(tmp_path, caplog):
+    saved = Schedule("wsd", 3, 12, 0.2, 0.25)  # not the config's: the marker's schedule trained these steps
+    checkpoint = _checkpoint(tmp_path, "checkpoint-8", schedule=saved.as_dict())
+    caplog.set_level(logging.INFO, "gpt2zh")
+    assert continued_schedule(_config(12), checkpoint) == saved  # the same max_steps: nothing to re-plan
+    assert caplog.records == []
+    assert continued_schedule(_config(16), checkpoint) == saved.extended(8, 16)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"pretrain: {saved.extended(8, 16).describe_extension()} (PITFALLS.md RA2)"]
+
+
+def test_a_checkpoint_from_before_re_planning_continues_the_cosine_schedule_of_its_recorded_max_steps(tmp_path):
+    recorded = _checkpoint(tmp_path, "checkpoint-8", {"config": {"training": {"max_steps": 12}}})
+    assert continued_schedule(_config(16), recorded) == Schedule("cosine", 2, 12, 0.1).extended(8, 16)
+    unrecorded = _checkpoint(tmp_path, "checkpoint-6")  # no max_steps either: it ended at its own step
+    assert continued_schedule(_config(16), unrecorded) == Schedule("cosine", 2, 6, 0.1).extended(6, 16)
+
+
+def test_a_max_steps_below_the_checkpoints_step_is_refused_in_one_line(tmp_path):
+    checkpoint = _checkpoint(tmp_path, "checkpoint-1200")
+    with pytest.raises(UserError) as error:
+        continued_schedule(_config(800), checkpoint)
+    assert error.value.one_line() == (
+        "--training-max-steps 800 is below step 1,200, where checkpoint-1200 of this run already is — pass "
+        "--training-max-steps 1,200 or more to train on (or --resume never to start over with 800 steps)")
+    assert continued_schedule(_config(1200), checkpoint).max_steps == 1200  # exactly at it: nothing more to train
+
+
+def test_another_process_count_is_said_with_the_global_batch_it_keeps(tmp_path, caplog):
+    one_process = _checkpoint(tmp_path, "checkpoint-8", world_size=1)
+    before_ra3 = _checkpoint(tmp_path, "checkpoint-4")  # its marker has no process count
+    caplog.set_level(logging.INFO, "gpt2zh")
+    for resume, world_size in ((one_process, 2), (one_process, 1), (None, 2), (before_ra3, 2)):
+        say_process_change(resume, world_size, 4)
+    assert [record.getMessage() for record in caplog.records] == [
+        "pretrain: checkpoint-8 was trained by 1 process(es), this run has 2: the global batch (4) and the data "
+        "order are unchanged (PITFALLS.md RA3)"]
+
+
+def test_only_another_max_steps_lets_a_run_train_on_from_its_own_model():
+    inputs = {"config": {"training": {"max_steps": 12, "seed": 1}}, "tokenizer": "t1", "tokenizer_sha256": "a1",
+              "dataset": ["d1"]}
+    manifest = ModelManifest(fingerprint="run-12", inputs=inputs)
+    longer = weights_inputs({**inputs, "config": {"training": {"max_steps": 16, "seed": 1}}})
+    assert only_the_plan_changed(manifest, longer) is True
+    assert only_the_plan_changed(None, longer) is False
+    assert only_the_plan_changed(manifest, {**longer, "config": {"training": {"seed": 2}}}) is False
+    for key, rebuilt in (("tokenizer", "t2"), ("tokenizer_sha256", "a2"), ("dataset", ["d2"])):
+        assert only_the_plan_changed(manifest, {**longer, key: rebuilt}) is False, key  # another run (NU3)
+
+
+@pytest.fixture
+def ascii_locale():
+    """A machine whose locale is not UTF-8 (a Latin-1 locale, or LANG=C with Python's coercion turned off)."""
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    yield
+    locale.setlocale(locale.LC_CTYPE, previous)
+
+
+def test_the_shorter_runs_model_is_kept_beside_as_model_step_n_never_replaced(tmp_path, ascii_locale):
+    final = tmp_path / "model"
+    final.mkdir()
+    summary = json.dumps({"steps": 12, "samples": ["今天天气"]}, ensure_ascii=False)
+    (final / "training_summary.json").write_text(summary, encoding="utf-8")
+    assert keep_previous_model(final) == tmp_path / "model.step-12"
+    assert not final.exists() and (tmp_path / "model.step-12" / "training_summary.json").read_text(
+        encoding="utf-8") == summary
+    final.mkdir()
+    (final / "training_summary.json").write_text(summary, encoding="utf-8")
+    assert keep_previous_model(final) is None and final.is_dir()  # model.step-12 is already taken
+    for content in ("{not json", json.dumps({"step": 16})):
+        (final / "training_summary.json").write_text(content, encoding="utf-8")
+        assert keep_previous_model(final) is None and final.is_dir()
+    (final / "training_summary.json").unlink()
+    assert keep_previous_model(final) is None and final.is_dir()
 
 
 # -- training on --------------------------------------------------------------------------------------------------

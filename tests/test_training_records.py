@@ -12,7 +12,7 @@ import torch
 
 from gpt2zh.cli import main
 from gpt2zh.training.checkpoints import MARKER, read_marker, repair_compile_prefix
-from gpt2zh.training.schedule import learning_rate_factor
+from gpt2zh.training.schedule import Schedule
 from tests.conftest import TINY_DATA, TINY_TRAIN, copy_run, one_error_line, pretrain_args, run_cli
 
 PEAK, WARMUP, MIN_RATIO = 1e-3, 2, 0.1  # TINY_TRAIN's warmup; the config's default peak and final ratio
@@ -61,7 +61,7 @@ def test_a_validation_split_smaller_than_one_batch_is_evaluated_in_full_with_a_w
 
 
 def test_warmup_starts_above_zero_peaks_at_its_last_step_and_decays_to_the_minimum():
-    factors = [learning_rate_factor(step, warmup_steps=4, max_steps=12, min_ratio=0.1) for step in range(1, 13)]
+    factors = [Schedule("cosine", warmup_steps=4, max_steps=12, min_ratio=0.1).factor(step) for step in range(1, 13)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a > b for a, b in zip(factors[3:], factors[4:], strict=False))  # cosine decay, strictly falling
     assert factors[-1] == pytest.approx(0.1)
@@ -74,7 +74,7 @@ def test_the_history_records_the_learning_rate_each_step_trained_at(trained):
     assert float(history[1]["learning_rate"]) == pytest.approx(PEAK / WARMUP)
     for step, row in history.items():
         if row["learning_rate"]:
-            expected = PEAK * learning_rate_factor(step, WARMUP, 12, MIN_RATIO)
+            expected = PEAK * Schedule("cosine", WARMUP, 12, MIN_RATIO).factor(step)
             assert float(row["learning_rate"]) == pytest.approx(expected), step
     assert float(history[12]["learning_rate"]) == pytest.approx(PEAK * MIN_RATIO)
 

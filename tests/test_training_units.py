@@ -81,8 +81,13 @@ def test_non_finite_steps_are_counted_and_stop_after_the_limit():
                                                                          math.nan, math.nan], start=1)]
     assert decisions == [False, True, True, False, True, True, True]
     assert tally.skipped == 5 and tally.stopped_at == 7
-    message = tally.diagnosis(1e-3, "fp16").one_line()
-    assert "3 consecutive steps" in message and "try 0.0001" in message and "fp16" in message
+    stopped = ("training stopped at step 7: 3 consecutive steps had a non-finite loss or gradient (5 skipped in all, "
+               "none applied to the weights) — lower --optimization-learning-rate")
+    then = "check the data with `gpt2zh diagnose`; then rerun to resume from the last checkpoint (PITFALLS.md N1)"
+    assert tally.diagnosis(1e-3, "fp16").one_line() == (
+        f"{stopped} (now 0.001; try 0.0001); fp16 overflows easily: loss scaling is on, try --training-precision fp32 "
+        f"to confirm; {then}")
+    assert tally.diagnosis(3e-4, "bf16").one_line() == f"{stopped} (now 0.0003; try 3e-05); {then}"
 
 
 def test_the_model_config_takes_its_vocabulary_and_every_special_token_id_from_the_tokenizer():

@@ -138,7 +138,7 @@ def check_resume_folder(setting: str) -> Path:
     if is_model_not_checkpoint(chosen) or (RunDir(chosen).model / "config.json").is_file():
         raise UserError(f"--resume {setting}: that is a model (weights without optimizer, schedule or trainer "
                         "state), not a checkpoint of a run", start_from)
-    if not chosen.exists() and HUB_ID.match(setting) and not setting.startswith((".", "/", "~")):
+    if not chosen.exists() and HUB_ID.match(setting):  # a path starting with ".", "/" or "~" never matches
         raise UserError(f"--resume {setting}: no such folder; a Hub model is not a checkpoint to resume", start_from)
     if not chosen.is_dir() or (problem := problem_with(chosen)) is not None:
         reason = "not a folder" if not chosen.is_dir() else problem

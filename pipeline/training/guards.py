@@ -107,7 +107,7 @@ class GracefulStop(TrainerCallback):
 
     def _handle(self, signum, frame):
         self.received = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts at once
+        signal.signal(signum, self._previous[signum])  # a second signal acts at once
 
     def on_train_begin(self, args, state, control, **kwargs):
         for signum in self.SIGNALS:

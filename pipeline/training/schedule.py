@@ -117,11 +117,6 @@ def replanned_factor(schedule: Schedule, step: int) -> float:
     return 1.0 - (1.0 - low) * min(1.0, (step - decay_start) / max(1, last - decay_start))
 
 
-def learning_rate_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """The cosine schedule's factor at `step` (kept for callers that know only these four numbers)."""
-    return Schedule("cosine", warmup_steps, max_steps, min_ratio).factor(step)
-
-
 def _factor_for_index(index: int, schedule: Schedule) -> float:
     # LambdaLR calls this with the number of scheduler steps taken so far: 0 while step 1 runs.
     return schedule.factor(index + 1)
