@@ -30,6 +30,7 @@ that changes nothing still makes a commit; the LFS upload URL is on this server,
 """
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -630,3 +631,16 @@ class LocalModelScope(LocalServer):
     @property
     def requests(self) -> list[tuple[str, str, dict]]:
         return list(self.state.requests)
+
+
+@contextlib.contextmanager
+def sdk_pointed_at_a_local_modelscope(tokens: dict, folder, monkeypatch, token: str, **options):
+    """A LocalModelScope that ModelScope's SDK, in this process, talks to with `token`; its login and cache
+    files under `folder` (never ~/.modelscope), downloads from the server itself (no intra-cloud mirror)."""
+    with LocalModelScope(tokens, **options) as server:
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", server.url)
+        monkeypatch.setenv("MODELSCOPE_API_TOKEN", token)
+        monkeypatch.setenv("MODELSCOPE_HOME", str(folder / "ms-home"))
+        monkeypatch.setenv("MODELSCOPE_CACHE", str(folder / "ms-cache"))
+        monkeypatch.setenv("MODELSCOPE_DOWNLOAD_INTRA_CLOUD", "false")
+        yield server

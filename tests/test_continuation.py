@@ -2,7 +2,6 @@
 checkpoint of one process continues on two (RA3). Real runs of the tiny model through the real command line."""
 
 import json
-import locale
 import logging
 import math
 import shutil
@@ -300,13 +299,6 @@ def test_only_another_max_steps_lets_a_run_train_on_from_its_own_model():
         assert only_the_plan_changed(manifest, {**longer, key: rebuilt}) is False, key  # another run (NU3)
 
 
-@pytest.fixture
-def ascii_locale():
-    """A machine whose locale is not UTF-8 (a Latin-1 locale, or LANG=C with Python's coercion turned off)."""
-    previous = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, previous)
 
 
 def test_the_shorter_runs_model_is_kept_beside_as_model_step_n_never_replaced(tmp_path, ascii_locale):

@@ -14,7 +14,7 @@ import pytest
 from gpt2zh.corpus.hub_files import HubFile, resolve_hub_files
 from gpt2zh.errors import UserError
 from tests.hub_server import SEEDED_LFS_SUFFIXES, LocalHub, git_hash
-from tests.modelscope_server import LocalModelScope
+from tests.modelscope_server import sdk_pointed_at_a_local_modelscope
 
 TOKEN, OWNER = "hf_owner_" + "t0k3n" * 6, "o"
 CORPUS_SUFFIXES = (".txt", ".jsonl.gz", ".parquet")
@@ -207,12 +207,7 @@ MS_TOKEN, MS_USER = "ms-hub-token", "alice"
 
 @pytest.fixture
 def ms(tmp_path, monkeypatch):
-    with LocalModelScope({MS_TOKEN: MS_USER}) as server:
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", server.url)
-        monkeypatch.setenv("MODELSCOPE_API_TOKEN", MS_TOKEN)
-        monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
-        monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
-        monkeypatch.setenv("MODELSCOPE_DOWNLOAD_INTRA_CLOUD", "false")
+    with sdk_pointed_at_a_local_modelscope({MS_TOKEN: MS_USER}, tmp_path, monkeypatch, MS_TOKEN) as server:
         yield server
 
 

@@ -7,19 +7,15 @@ import logging
 import pytest
 
 from gpt2zh.remote.modelscope import SDK_LOGGER, ModelScopeHub, _LastSdkError
-from tests.modelscope_server import LocalModelScope
+from tests.modelscope_server import sdk_pointed_at_a_local_modelscope
 
 TOKEN, USER = "ms-hub-token", "alice"
 
 
 @pytest.fixture(params=[True, False], ids=["branches-with-commits", "branches-by-name"])
 def ms(request, tmp_path, monkeypatch):
-    with LocalModelScope({TOKEN: USER}, commit_ids_in_revisions=request.param) as server:
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", server.url)
-        monkeypatch.setenv("MODELSCOPE_API_TOKEN", TOKEN)
-        monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
-        monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
-        monkeypatch.setenv("MODELSCOPE_DOWNLOAD_INTRA_CLOUD", "false")
+    with sdk_pointed_at_a_local_modelscope({TOKEN: USER}, tmp_path, monkeypatch, TOKEN,
+                                           commit_ids_in_revisions=request.param) as server:
         yield server
 
 

@@ -3,7 +3,6 @@ one at one commit (last-checkpoint/ on the Hub, the pointer on ModelScope), and 
 tests/hub_server.py and tests/modelscope_server.py (PITFALLS.md RA4, RA5, CN7)."""
 
 import json
-import locale
 
 import pytest
 
@@ -22,7 +21,7 @@ from gpt2zh.remote.checkpoints import (
     wants_hub_checkpoint,
 )
 from tests.hub_server import LocalHub
-from tests.modelscope_server import LocalModelScope
+from tests.modelscope_server import sdk_pointed_at_a_local_modelscope
 from tests.test_hub import TOKEN, USER
 
 MS_TOKEN, MS_USER = "ms-hub-token", "alice"
@@ -59,12 +58,7 @@ def hf(hub, tmp_path, monkeypatch):
 
 @pytest.fixture
 def ms(tmp_path, monkeypatch):
-    with LocalModelScope({MS_TOKEN: MS_USER}) as server:
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", server.url)
-        monkeypatch.setenv("MODELSCOPE_API_TOKEN", MS_TOKEN)
-        monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
-        monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
-        monkeypatch.setenv("MODELSCOPE_DOWNLOAD_INTRA_CLOUD", "false")
+    with sdk_pointed_at_a_local_modelscope({MS_TOKEN: MS_USER}, tmp_path, monkeypatch, MS_TOKEN) as server:
         yield server
 
 
@@ -216,13 +210,6 @@ def test_modelscope_without_a_readable_pointer_or_marker_is_none_and_refused_wit
                                          f"(no {MARKER} in it)"), name
 
 
-@pytest.fixture
-def ascii_locale():
-    """A machine whose locale is not UTF-8 (Windows' cp936 is as foreign to UTF-8 as ASCII here)."""
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, before)
 
 
 def test_a_marker_is_read_as_utf_8_whatever_the_machines_locale(tmp_path, ascii_locale):

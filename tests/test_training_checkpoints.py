@@ -4,7 +4,6 @@ the main process then does (torn ones removed, compiled weights repaired, `--res
 
 import datetime as dt
 import json
-import locale
 import logging
 import re
 import stat
@@ -58,13 +57,6 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
     return error.value.one_line()
 
 
-@pytest.fixture
-def ascii_locale():
-    """A machine whose locale is not UTF-8 (a Latin-1 locale, or LANG=C with Python's coercion turned off)."""
-    previous = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, previous)
 
 
 def test_checkpoints_are_listed_newest_first_by_step_number_and_other_names_are_left_out(tmp_path):
