@@ -120,6 +120,28 @@ def test_a_re_plan_decays_from_the_factor_reached_to_the_minimum_at_the_new_end_
     assert Schedule("wsd", 1, 10, 0.1, 0.3).extended(10, 20).factor(11) == 1.0  # one warmup step: at the peak
 
 
+def test_a_wsd_run_re_planned_near_its_end_decays_on_from_its_rate_to_the_minimum_without_a_jump():
+    """Too few steps left to re-warm and decay again (or a stable run whose new decay would have begun before
+    the re-plan): the rate goes down from where it is to the minimum at the last step, never up, never stuck
+    at the peak (PITFALLS.md OB17)."""
+    wsd = Schedule("wsd", 10, 100, 0.1)  # decays over 81..100 (0.2 x 100)
+    cases = {(50, 55): [0.82, 0.64, 0.46, 0.28, 0.1],  # stable at 50, 5 steps left: a 5-step decay from now
+             (90, 95): [0.46, 0.37, 0.28, 0.19, 0.1]}  # 0.55 x peak at 90: decays on, no 10-step re-warm
+    for (step, last), expected in cases.items():
+        assert [wsd.extended(step, last).factor(s) for s in range(step + 1, last + 1)] == pytest.approx(expected)
+    for last in (63, 64):  # one more step moves the 13-step decay by one step, nothing else
+        factors = [wsd.extended(50, last).factor(s) for s in range(51, last + 1)]
+        assert factors[-13:] == pytest.approx([1 - 0.9 * k / 13 for k in range(1, 14)]) and factors[:-13] == [1.0] * (
+            last - 63)
+    finished = Schedule("wsd", 3, 12, 0.1).extended(12, 16)  # at the minimum, 4 steps: no 3-step re-warm to a drop
+    assert [finished.factor(s) for s in range(13, 17)] == pytest.approx([0.1] * 4)
+    assert finished.describe_extension() == (
+        "training.max_steps 12 -> 16 at step 12: wsd had begun its decay (0.1 x peak) and 4 steps are too few to "
+        "re-warm over 3 and decay over 3: it decays on to 0.1 x peak at step 16")
+    assert wsd.extended(50, 55).describe_extension() == (
+        "training.max_steps 100 -> 55 at step 50: wsd stays at the peak and decays over the last 5 steps")
+
+
 def test_a_re_plan_in_warmup_or_in_the_stable_phase_is_the_new_plan_from_the_start():
     in_warmup = Schedule("cosine", 10, 100, 0.1).extended(5, 200)
     assert [in_warmup.factor(s) for s in range(1, 201)] == [Schedule("cosine", 10, 200, 0.1).factor(s)
@@ -203,7 +225,7 @@ def _rates_until_checkpoint(trainer, steps: int, checkpoint) -> list[float]:
 
 @pytest.mark.parametrize(("kind", "first_stop", "second_stop"), [
     ("cosine", 8, 12),  # stopped mid-run both times: the old plan's next rate differs from the new one's
-    ("wsd", 12, 16),    # a finished run trained on twice: each re-plan re-warms from the minimum
+    ("wsd", 11, 14),    # stopped mid-decay both times, too near the end to re-warm: each re-plan decays on
 ])
 def test_every_step_of_a_run_trained_on_twice_trains_at_the_re_planned_rate(tmp_path, kind, first_stop,
                                                                             second_stop):

@@ -8,8 +8,10 @@ last step at exactly the minimum.
 
 A run resumed with another max_steps (PITFALLS.md RA2) keeps the factors of the steps already taken
 and re-plans only the future, from the factor the last step trained at: `cosine` decays from there to
-the minimum at the new last step; `wsd` still in its stable phase just decays later, and after its decay
-began re-warms to the peak over warmup_steps, stays there, and decays again; `constant` is unchanged.
+the minimum at the new last step; `wsd` still in its stable phase just decays later (from the re-plan at the
+earliest), and after its decay began re-warms to the peak over warmup_steps, stays there, and decays again, or,
+with too few steps left for both, decays on from where it is; `constant` is unchanged. Either way the last
+step trains at exactly the minimum.
 Every re-plan is kept (`previous`), so the factors of the past stay what they were.
 """
 
@@ -57,10 +59,15 @@ class Schedule:
                            f"{self.min_ratio:g} x peak at step {self.max_steps:,}")
         if self.kind != "wsd":
             raise ValueError(f"no words for a re-planned {self.kind} schedule")
+        decay, left = _decay_steps(self), self.max_steps - step
         if self.start_factor >= 1.0:
-            return head + f"wsd stays at the peak and decays over the last {_decay_steps(self):,} steps"
+            return head + f"wsd stays at the peak and decays over the last {min(decay, left):,} steps"
+        if self.warmup_steps + decay > left:
+            return head + (f"wsd had begun its decay ({self.start_factor:.3g} x peak) and {left:,} steps are too "
+                           f"few to re-warm over {self.warmup_steps:,} and decay over {decay:,}: it decays on to "
+                           f"{self.min_ratio:g} x peak at step {self.max_steps:,}")
         return head + (f"wsd had begun its decay ({self.start_factor:.3g} x peak): re-warms to the peak over "
-                       f"{self.warmup_steps:,} steps, then decays over the last {_decay_steps(self):,}")
+                       f"{self.warmup_steps:,} steps, then decays over the last {decay:,}")
 
     def in_words(self) -> str:
         """For the model card: `linear warmup then cosine decay`, and where it was re-planned."""
@@ -106,15 +113,21 @@ def replanned_factor(schedule: Schedule, step: int) -> float:
     if schedule.kind == "cosine":
         progress = min(1.0, (step - start) / max(1, last - start))
         return low + (max(begin, low) - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if begin >= 1.0 and start < last - _decay_steps(schedule):  # still stable: the decay simply comes later
-        return planned_factor(schedule, step)
+    decay = _decay_steps(schedule)
+    if begin >= 1.0:  # still stable: the decay comes later, and never begins before the re-plan (no drop)
+        return _linear_decay(1.0, low, max(start, last - decay), last, step)
     rewarm_end = start + schedule.warmup_steps
+    if rewarm_end > last - decay:  # no room to re-warm and decay again: decay on from the current rate
+        return _linear_decay(begin, low, start, last, step)
     if step <= rewarm_end:
         return begin + (1.0 - begin) * (step - start) / max(1, schedule.warmup_steps)
-    decay_start = max(rewarm_end, last - _decay_steps(schedule))
+    return _linear_decay(1.0, low, last - decay, last, step)
+
+
+def _linear_decay(high: float, low: float, decay_start: int, last: int, step: int) -> float:
     if step <= decay_start:
-        return 1.0
-    return 1.0 - (1.0 - low) * min(1.0, (step - decay_start) / max(1, last - decay_start))
+        return high
+    return high - (high - low) * min(1.0, (step - decay_start) / max(1, last - decay_start))
 
 
 def _factor_for_index(index: int, schedule: Schedule) -> float:
