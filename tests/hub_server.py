@@ -477,3 +477,16 @@ class LocalHub(LocalServer):
                   gated: bool = False) -> str:
         """As `add_dataset`, for a model repository: what `from_pretrained` and `snapshot_download` read."""
         return self._seed(self.state.models, "model", repo_id, files, private, revision, gated)
+
+
+def point_huggingface_hub_at(hub: "LocalHub", monkeypatch, token: str, cache=None) -> None:
+    """huggingface_hub, in this process, as HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET=1 and HF_TOKEN would have set it
+    (its constants are read when it is imported), with an HF cache of the test's own when one is given."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    if cache is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_TOKEN", token)

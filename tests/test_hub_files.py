@@ -13,7 +13,7 @@ import pytest
 
 from gpt2zh.corpus.hub_files import HubFile, resolve_hub_files
 from gpt2zh.errors import UserError
-from tests.hub_server import SEEDED_LFS_SUFFIXES, LocalHub, git_hash
+from tests.hub_server import SEEDED_LFS_SUFFIXES, LocalHub, git_hash, point_huggingface_hub_at
 from tests.modelscope_server import sdk_pointed_at_a_local_modelscope
 
 TOKEN, OWNER = "hf_owner_" + "t0k3n" * 6, "o"
@@ -53,12 +53,8 @@ def cache(hub, tmp_path, monkeypatch):
     """HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_DISABLE_XET=1 as huggingface_hub's import would have read them."""
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    point_huggingface_hub_at(hub, monkeypatch, TOKEN, tmp_path / "hf-cache")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
     return tmp_path / "hf-cache"
 
 

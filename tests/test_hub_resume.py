@@ -14,7 +14,7 @@ import pytest
 from gpt2zh import faults
 from gpt2zh.training.checkpoints import MARKER
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, assert_same_weights, copy_run, one_error_line, run_cli, wait_for
-from tests.hub_server import LocalHub, Repo
+from tests.hub_server import LocalHub, Repo, point_huggingface_hub_at
 from tests.test_hub import TOKEN, USER, hub_env
 from tests.test_stage_pretrain import read_history
 
@@ -106,19 +106,13 @@ def _seed_checkpoint(hub, repo_id: str, run_dir: Path, change=None) -> None:
 def test_a_pushed_checkpoint_is_fetched_at_the_commit_its_marker_was_read_at(hub, tmp_path, monkeypatch, trained):
     """The training machine pushes checkpoint-12 right after this one read the branch's commit (checkpoint-8's
     marker): every file must come from that commit, never checkpoint-12's files under checkpoint-8's name."""
-    from huggingface_hub import constants
-
     from gpt2zh.config.schema import Config
     from gpt2zh.rundir import RunDir
     from gpt2zh.training.checkpoints import read_marker
     from gpt2zh.training.hub_resume import resume_from_hub
     from tests.conftest import tree_checksums
 
-    # what HF_ENDPOINT and HF_HUB_DISABLE_XET set when huggingface_hub is imported (tests/test_hub.py)
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    point_huggingface_hub_at(hub, monkeypatch, TOKEN)
     eight = trained[0] / "checkpoints" / "checkpoint-8"
     hub.add_model(REPO_ID, _pushed_files(trained[0], 8))
     later = hub.push_after_pinning(REPO_ID, _pushed_files(trained[0], 12), kind="model")

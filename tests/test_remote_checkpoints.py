@@ -20,7 +20,7 @@ from gpt2zh.remote.checkpoints import (
     refuse_other_settings,
     wants_hub_checkpoint,
 )
-from tests.hub_server import LocalHub
+from tests.hub_server import LocalHub, point_huggingface_hub_at
 from tests.modelscope_server import sdk_pointed_at_a_local_modelscope
 from tests.test_hub import TOKEN, USER
 
@@ -44,15 +44,9 @@ def hub():
 def hf(hub, tmp_path, monkeypatch):
     """The real HuggingFaceHub in this process, reading from the local server (what HF_ENDPOINT and
     HF_HUB_DISABLE_XET set when huggingface_hub is imported), with an HF cache of the test's own."""
-    from huggingface_hub import constants
-
     from gpt2zh.remote import open_hub
 
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    point_huggingface_hub_at(hub, monkeypatch, TOKEN, tmp_path / "hf-cache")
     return open_hub("huggingface")
 
 
