@@ -322,8 +322,6 @@ def main(argv: list[str] | None = None) -> int:
         for folder, modules, test_files in runs:
             if code := run(folder, modules, test_files, args):
                 return code
-    if args.report:
-        runs = [(stage_of(area), AREAS[area], None) for area in AREAS]
     found = {key: (folder, status) for folder, _, _ in runs for key, status in statuses(folder).items()}
     if not found:
         sys.exit(f"mutation: no results in {STAGES.relative_to(REPO)}: run scripts/mutation.py first")
