@@ -34,25 +34,21 @@ def detect_boundary(path: Path, encoding: FileEncoding, requested: str) -> tuple
         sample = handle.read(SAMPLE_BYTES)
         whole_file = not handle.read(1)
     lines = sample.decode(encoding.codec, errors="replace").splitlines()
-    if not whole_file and lines:
+    if not whole_file:  # then the sample is SAMPLE_BYTES long: lines is not empty
         lines.pop()  # probably cut by the sample
-    groups, breaks, in_group, pending_break = 0, 0, False, False
+    groups, content, in_group = 0, 0, False
     for line in lines:
-        if line.strip(WHITESPACE):
-            if not in_group:
-                groups += 1
-                breaks += pending_break
-            in_group, pending_break = True, False
-        else:
-            pending_break = pending_break or in_group
-            in_group = False
-    content = sum(1 for line in lines if line.strip(WHITESPACE))
-    per_group = content / groups if groups else 0.0
+        in_group, was_in_group = bool(line.strip(WHITESPACE)), in_group
+        content += in_group
+        if in_group and not was_in_group:
+            groups += 1
+    breaks = max(groups - 1, 0)  # a group ends only at a blank line: every later group follows one
     where = "in the first 64 KiB" if not whole_file else "in the file"
     if breaks == 0:
         return "line", "no blank lines between lines", where
     if breaks < MIN_BREAKS:
         return "line", f"fewer than {MIN_BREAKS} blank-line breaks", f"{breaks} {where}"
+    per_group = content / groups
     if per_group < MIN_LINES_PER_GROUP:
         return "line", "blank lines only space out single lines", f"{per_group:.1f} lines per group {where}"
     return "blank-line", "blank lines separate groups of lines", f"{per_group:.1f} lines per group on average {where}"
@@ -87,7 +83,7 @@ def _assemble(lines: Iterator[tuple[int, str]], end: int, at_boundary: bool,
     start, parts, length, action, last = None, [], 0, None, None
 
     def finished() -> Iterator[tuple[int, str]]:
-        if start is not None and action != "skip" and length:
+        if start is not None and length:  # a skipped document keeps length 0
             if action == "split":
                 counts.long_line_pieces += 1
             yield start, "".join(parts)
@@ -138,6 +134,6 @@ def blank_line_documents(path: Path, encoding: FileEncoding, start: int, end: in
         return
     with open_bytes(path) as handle:
         at_boundary = start == 0 or _line_before_is_blank(reader, handle, start)
-        position = handle.tell() if start > 0 else 0
+        position = handle.tell() if start > 0 else 0  # a decompressing stream has no tell(); its block starts at 0
         yield from _assemble(reader.lines_from(handle, position, start, end, stop_at_end=False), end, at_boundary,
                              reader)
