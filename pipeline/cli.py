@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from gpt2zh import __version__
+from gpt2zh.bench.command import bench_options
 from gpt2zh.config import GROUPS
 from gpt2zh.config.loader import load_layers
 from gpt2zh.config.options import Parser, add_config_options
@@ -38,12 +39,13 @@ from gpt2zh.stages import (
 from gpt2zh.stop_signals import Terminated, terminate_by_exception
 
 log = logging.getLogger("gpt2zh")
-READ_ONLY_COMMANDS = ("evaluate", "generate", "show-config", "plan", "diagnose", "doctor")
+READ_ONLY_COMMANDS = ("evaluate", "generate", "show-config", "plan", "bench", "diagnose", "doctor")
 RUN_ALL = "run"
 HELP_ALL = "--help-all"
 STAGE_FLAGS = ("--config", "--force", "--run-dir", "--cache-dir", "--quiet")
 COMMON_FLAGS = {**{info.command: STAGE_FLAGS for info in STAGES}, RUN_ALL: STAGE_FLAGS,
                 "show-config": ("--config", "--run-dir"), "plan": ("--config", "--run-dir"),
+                "bench": ("--config", "--run-dir", "--quiet"),
                 "diagnose": ("--config", "--run-dir", "--quiet"),
                 "evaluate": ("--config", "--run-dir", "--cache-dir", "--quiet"),
                 "doctor": ("--run-dir", "--cache-dir")}
@@ -51,7 +53,7 @@ ALL_GROUPS = tuple(GROUPS)
 GROUPS_SHOWN = {**{info.command: info.groups for info in STAGES}, RUN_ALL: ALL_GROUPS, "show-config": ALL_GROUPS,
                 "diagnose": ("data", "model", "training"), "plan": ("data", "tokenizer", "model", "training",
                                                                     "optimization"),
-                "evaluate": ("data",)}
+                "bench": ("data", "tokenizer", "model", "training", "optimization"), "evaluate": ("data",)}
 
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
@@ -180,6 +182,12 @@ def build_parser(argv: list[str]) -> Parser:
                              "attention, optimizer, compile and checkpointing with their reasons, the memory "
                              "estimate, an expected time, epochs and compute-optimal tokens. --preset NAME plans "
                              "for that preset's GPU on any machine.")
+    _add_command(commands, "bench", base, source, show_all, own_options=bench_options,
+                 help="measure tokens/s, MFU and peak memory of the training plan on this machine",
+                 description="Train a few optimizer steps of the plan stage 3 would make here (or --preset's) on "
+                             "synthetic tokens, after warm-up steps, and print tokens/s, MFU, step time and the peak "
+                             "memory beside the memory model's estimate; --compare runs variants side by side, "
+                             "each in a process of its own. No tokenizer or corpus is needed.")
     _add_command(commands, "evaluate", base, source, show_all, own_options=add_evaluate_arguments,
                  help="compare models on the same held-out documents by bits per character",
                  description="Score each --model on a run's held-out documents (or --data-files) with a sliding "
@@ -285,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             from gpt2zh.plan_command import run_plan
 
             return run_plan(args)
+        if args.command == "bench":
+            from gpt2zh.bench.command import run_bench
+
+            return run_bench(args, argv)
         if args.command == "evaluate":
             from gpt2zh.inference.evaluate_command import run_evaluate
 

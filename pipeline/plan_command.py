@@ -28,7 +28,7 @@ def run_facts(run: RunDir) -> tuple[int | None, int | None, int | None]:
             train_blocks([folder for folder, _ in parts]) if parts else None)
 
 
-def _probe(request) -> Probe | None:
+def probe_for(request) -> Probe | None:
     """8-bit Adam: probed for real on this machine, assumed on another preset's card."""
     if request.config.optimization.optimizer != "adamw_8bit":
         return None
@@ -53,7 +53,7 @@ def plan_for(request) -> dict:
     config, facts = request.config, request.resolved.facts
     vocab, block, blocks = run_facts(request.run_dir)
     sizes = plan_sizes(config, vocab, block)
-    plan = plan_training(config, facts, facts.world_size, _probe(request), request.resolved.origin, sizes)
+    plan = plan_training(config, facts, facts.world_size, probe_for(request), request.resolved.origin, sizes)
     record = plan_record(request.resolved, plan, sizes, blocks)
     if blocks is None:
         record["corpus_bytes"] = corpus_bytes(config.data.files)

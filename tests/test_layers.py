@@ -23,7 +23,8 @@ LAYERS = {
     "stage 2": ["dataset"],
     "stage 3": ["training"],
     "stage 4": ["hub"],
-    "commands": ["request", "preflight", "run_all", "plan_command", "show_config", "inference", "diagnose", "doctor"],
+    "commands": ["request", "preflight", "run_all", "plan_command", "bench", "show_config", "inference", "diagnose",
+                 "doctor"],
     "entry points": ["cli", "__main__"],
 }
 ORDER = [room for rooms in LAYERS.values() for room in rooms]

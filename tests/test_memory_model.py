@@ -2,6 +2,7 @@
 shipped model size on every preset's GPU (fabricated facts, the real plan)."""
 
 import dataclasses
+import statistics
 
 import pytest
 import torch
@@ -124,8 +125,9 @@ def test_every_model_size_gets_the_largest_batch_that_fits_each_presets_gpu(mode
     assert plan.global_batch_size == config.training.global_batch_size
     assert plan.memory.total <= limit
     shape = model_shape(config)
-    setup = Setup(config.data.block_size, plan.precision, plan.attention, False, plan.activation_checkpointing)
-    assert plan.memory == estimate_memory(shape, setup, plan.per_device_batch_size)
+    setup = Setup(config.data.block_size, plan.precision, plan.attention, False, plan.activation_checkpointing,
+                  chunked_loss=True)
+    assert plan.chunked_loss is True and plan.memory == estimate_memory(shape, setup, plan.per_device_batch_size)
     larger = [d for d in divisors_up_to(config.training.global_batch_size, config.training.per_device_batch_size)
               if d > plan.per_device_batch_size]
     if larger:
@@ -133,14 +135,17 @@ def test_every_model_size_gets_the_largest_batch_that_fits_each_presets_gpu(mode
         assert any(f"per-device batch {plan.per_device_batch_size} instead of" in note for note in plan.notes)
 
 
+@pytest.mark.parametrize("chunked_loss", [True, False])
 @pytest.mark.parametrize("preset", GPU_PRESETS)
-def test_gpt2_small_keeps_the_guides_per_gpu_batch_where_it_fits_and_says_why_where_not(preset):
+def test_gpt2_small_keeps_the_guides_per_gpu_batch_where_it_fits_and_says_why_where_not(preset, chunked_loss):
+    """At 32,000 pieces the plain loss's logits keep GPT-2 small under the guide's batch on three cards (the
+    README shows why); the chunked loss (the default) fits it on every card."""
     facts = fabricate(preset)
-    config, plan = _plan("gpt2-small", facts)
+    config, plan = _plan("gpt2-small", facts, **{"training.chunked_loss": chunked_loss})
     wanted = GUIDE_BATCHES.get(preset, load_preset(preset).training["per_device_batch_size"])
-    setup = Setup(1024, plan.precision, plan.attention, False, False)
+    setup = Setup(1024, plan.precision, plan.attention, False, False, chunked_loss=chunked_loss)
     fits = estimate_memory(model_shape(config), setup, wanted).total <= facts.gpus[0].memory_gib * 0.9
-    assert fits is (preset not in ("a100-40g", "rtx4090", "rtx5090"))  # at 32,000 pieces (the README shows why)
+    assert fits is (chunked_loss or preset not in ("a100-40g", "rtx4090", "rtx5090"))
     divides, _ = batch_split(config.training.global_batch_size, wanted, 1)  # 64 does not divide 480: 60
     if fits:
         assert plan.per_device_batch_size == divides
@@ -284,7 +289,8 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     from gpt2zh.training.history import HistoryCallback, RunFigures, read_history
 
     figures = RunFigures(tokens_per_step=4096, train_blocks=100, samples_per_step=4, tokens_per_char=0.7, unigram=7.0,
-                         flops_token=1e9, gpu_name="NVIDIA A100-SXM4-80GB", num_gpus=1, memory_estimate_gib=41.234)
+                         flops_token=1e9, peak_tflops=312.0, num_gpus=1, memory_estimate_gib=41.234,
+                         peak_note="A100 dense bf16 peak 312 TFLOP/s")
     history = HistoryCallback(tmp_path / "history.csv", figures, skipped=lambda: 0)
     state = SimpleNamespace(global_step=0)
     history.on_train_begin(None, state, None)
@@ -304,6 +310,29 @@ def test_stage_3_keeps_the_highest_measured_peak_in_its_history_and_summary(tmp_
     summary = summary_of(Training(request, inputs, plan, {}, {}), trainer, history, 1.0)
     assert summary["memory"]["measured_peak_gib"] == 38.5
     assert summary["memory"]["estimate_gib"] == plan.memory.as_dict()
+    rows = read_history(tmp_path / "history.csv")
+    assert [row["mfu"] for row in rows] == [round(row["tokens_per_second"] * 1e9 / 312e12, 4) for row in rows]
+    assert summary["throughput"] == {
+        "tokens_per_second": round(statistics.median(row["tokens_per_second"] for row in rows), 1),
+        "mfu": round(statistics.median(row["mfu"] for row in rows), 4), "peak": "A100 dense bf16 peak 312 TFLOP/s"}
+
+
+def test_the_chunked_loss_counts_two_gradients_and_one_chunk_instead_of_every_tokens_logits():
+    from gpt2zh.training.memory_model import GIB, chunk_tokens
+
+    shape = ModelShape(2, 4, 64, 128, 32000)
+    chunk = chunk_tokens(32000)
+    assert chunk == 64 * 2**20 // (4 * 32000) == 524
+    for precision, copies, half in (("bf16", 6, 2), ("fp32", 4, 4)):
+        plain = estimate_memory(shape, Setup(128, precision, "sdpa", False, False), 8)
+        chunked = estimate_memory(shape, Setup(128, precision, "sdpa", False, False, chunked_loss=True), 8)
+        tokens = 8 * 128
+        assert chunked.logits_and_loss == pytest.approx(
+            (4 * tokens * 64 + 4 * 32000 * 64 + chunk * 32000 * copies) / GIB)
+        assert plain.activations - chunked.activations == pytest.approx(tokens * half * 64 / GIB)  # no lm_head input
+        assert chunked.logits_and_loss < plain.logits_and_loss / 4
+    small = estimate_memory(shape, Setup(128, "fp32", "sdpa", False, False, chunked_loss=True), 1)
+    assert small.logits_and_loss == pytest.approx((4 * 128 * 64 + 4 * 32000 * 64 + 128 * 32000 * 4) / GIB)
 
 
 def test_each_part_of_the_estimate_is_its_stated_bytes_per_parameter_and_per_token():

@@ -100,7 +100,8 @@ def test_plan_for_several_processes_keeps_the_global_batch_and_adds_the_ddp_buck
     assert eight["memory_gib"]["gradients"] == pytest.approx(2 * one["memory_gib"]["gradients"], abs=0.01)
     assert eight["hours_estimate"] == pytest.approx(one["hours_estimate"] / 8, rel=0.01)
     medium = json.loads(_run(capsys, "plan", "--config", "gpt2-medium", "--preset", "a100-80g", "--json",
-                             "--processes", "8")[1])  # 60 a process do not fit: a divisor of 60, not of 480
+                             "--processes", "8", "--no-training-chunked-loss")[1])
+    # with the plain loss 60 a process do not fit: a divisor of 60, not of 480
     assert medium["global_batch_size"] == 480 and 60 % medium["per_device_batch_size"] == 0
     assert medium["per_device_batch_size"] < 60
     rows = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--all-presets", "--json", "--processes", "8")[1])
@@ -207,7 +208,8 @@ def test_values_an_earlier_command_typed_are_credited_to_it_not_to_this_command_
     assert "  eval_steps: 7  # the command line" in out
 
 
-def test_plan_estimates_the_epochs_from_the_corpus_size_before_stage_2_and_no_speed_for_fp32(capsys, tmp_path):
+def test_plan_estimates_the_epochs_from_the_corpus_size_before_stage_2_and_fp32_speed_at_the_tf32_peak(capsys,
+                                                                                                       tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("今天天气很好。\n" * 200_000, encoding="utf-8")  # 4.4 MB
     _, out, _ = _run(capsys, "plan", "--config", "gpt2-small", "--data-files", str(corpus), "--run-dir",
@@ -216,7 +218,12 @@ def test_plan_estimates_the_epochs_from_the_corpus_size_before_stage_2_and_no_sp
            "token), so 4,500 steps are about 2,010.8 to 3,368.0 epochs" in out
     fp32 = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json",
                            "--training-precision", "fp32")[1])
-    assert fp32["tokens_per_second_estimate"] is None and fp32["hours_estimate"] is None
+    bf16 = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json")[1])
+    assert fp32["peak_tflops"] == 156.0 and bf16["peak_tflops"] == 312.0  # TF32 runs at half the bf16 rate
+    assert fp32["tokens_per_second_estimate"] == pytest.approx(bf16["tokens_per_second_estimate"] / 2, abs=1)
+    no_tf32 = json.loads(_run(capsys, "plan", "--config", "gpt2-small", "--preset", "a100-80g", "--json",
+                              "--training-precision", "fp32", "--no-training-tf32")[1])
+    assert no_tf32["peak_tflops"] == 19.5 and no_tf32["peak"].startswith("A100 dense fp32 peak 19.5 TFLOP/s")
 
 
 def test_all_presets_refuses_a_preset_and_fails_when_no_preset_can_plan(capsys):

@@ -14,7 +14,6 @@ from gpt2zh.hardware.facts import GpuFacts, HardwareFacts
 from gpt2zh.hardware.presets import available_presets, load_preset, preset_layer, resolve_preset
 from gpt2zh.training.arguments import argument_values
 from gpt2zh.training.batch_fit import batch_split
-from gpt2zh.training.mfu import flops_per_token, mfu
 from gpt2zh.training.plan import (
     Probe,
     check_launch,
@@ -306,13 +305,6 @@ def test_activation_checkpointing_reaches_the_trainer_under_its_current_name_wit
     assert [str(w.message) for w in recwarn] == []
 
 
-def test_mfu_uses_the_peak_table_and_is_absent_on_cpu():
-    per_token = flops_per_token(124_000_000, 12, 1024, 768)
-    assert mfu(100_000, per_token, "NVIDIA A100-SXM4-80GB", 1) == pytest.approx(100_000 * per_token / 312e12)
-    assert mfu(100_000, per_token, "NVIDIA H100 80GB HBM3", 8) == pytest.approx(100_000 * per_token / (8 * 989e12))
-    assert mfu(100_000, per_token, None, 0) is None and mfu(1, per_token, "NVIDIA L4", 1) is None
-
-
 @pytest.mark.parametrize(("device", "base", "command_line", "note"), [
     ("cpu", {"global_batch_size": 8, "per_device_batch_size": 8}, {},
      "per-device batch 8 instead of 16 (from preset cpu, which replaced 8 from configs/demo.yaml): the global "
@@ -382,10 +374,10 @@ def test_compile_switched_on_by_the_command_line_stays_on_a_short_run_with_the_a
 
 
 def test_compile_without_a_speed_estimate_stays_as_asked():
-    """No peak figure for an L4 (or a CPU): nothing to weigh the cost against."""
-    l4 = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0", cuda_available=True,
-                       gpus=(GpuFacts("NVIDIA L4", 22.0, (8, 9)),), triton_available=True)
-    plan = plan_training(config(torch_compile=True, compile_mode="max-autotune", max_steps=10), l4, 1, None)
+    """No peak figure for an RTX 3080 (or a CPU): nothing to weigh the cost against."""
+    card = HardwareFacts(python_version="3.11", cpu_count=8, torch_version="2.13.0", cuda_available=True,
+                         gpus=(GpuFacts("NVIDIA GeForce RTX 3080", 10.0, (8, 6)),), triton_available=True)
+    plan = plan_training(config(torch_compile=True, compile_mode="max-autotune", max_steps=10), card, 1, None)
     assert (plan.torch_compile, plan.compile_mode, plan.compile_reason) == (True, "max-autotune", "")
 
 
@@ -519,7 +511,8 @@ def test_a_t4_plan_lists_every_adjustment_in_order_the_batch_first():
     assert plan == TrainingPlan(
         device="cuda", world_size=1, per_device_batch_size=20, gradient_accumulation_steps=5, precision="fp16",
         tf32=False, attention="sdpa", optimizer="adamw_torch_fused", torch_compile=False, compile_mode=None,
-        activation_checkpointing=False, dataloader_workers=8, persistent_workers=True, pin_memory=True, notes=[
+        activation_checkpointing=False, chunked_loss=True, dataloader_workers=8, persistent_workers=True,
+        pin_memory=True, notes=[
             "per-device batch 20 instead of 24 (from the command line): 24 does not divide the 100 sequences each "
             "process takes per step (global batch 100 over 1 process(es)), and 20 is the largest number below it that "
             "does, so 20 x 5 accumulation x 1 = 100",
@@ -527,12 +520,14 @@ def test_a_t4_plan_lists_every_adjustment_in_order_the_batch_first():
             "TF32 off: Tesla T4 is older than Ampere (PITFALLS.md G12)",
             "Tesla T4 is SM 7.5; FlashAttention-2 needs SM >= 8.0: SDPA attention is used",
             "8-bit Adam unavailable (libbitsandbytes_cuda124.so: cannot open); using adamw_torch_fused"],
-        compile_reason="", memory=estimate_memory(shape, Setup(256, "fp16", "sdpa", False, False), 20),
-        gpu_memory_gib=14.6, batch_reason="20 fits: an estimated 1.3 GiB of 14.6 GiB (at most 90 %)",
+        compile_reason="",
+        memory=estimate_memory(shape, Setup(256, "fp16", "sdpa", False, False, chunked_loss=True), 20),
+        gpu_memory_gib=14.6, batch_reason="20 fits: an estimated 1.1 GiB of 14.6 GiB (at most 90 %)",
         optimizer_reason="libbitsandbytes_cuda124.so: cannot open")
-    # GPT-2 small at 16 a device needs 15.1 GiB: the memory model's note comes first, the division's is not added
-    memory_bound = plan_training(_settings(training__per_device_batch_size=16), fabricate("t4"), 1, None,
-                                 lambda dotted: "preset t4")
+    # GPT-2 small at 16 a device needs 15.1 GiB with the plain loss: the memory model's note comes first, the
+    # division's is not added
+    memory_bound = plan_training(_settings(training__per_device_batch_size=16, training__chunked_loss=False),
+                                 fabricate("t4"), 1, None, lambda dotted: "preset t4")
     assert memory_bound.per_device_batch_size == 12 and memory_bound.notes == [
         "per-device batch 12 instead of 16 (from preset t4): 16 needs an estimated 15.1 GiB and 15, the next that "
         "divides 480, 14.3 GiB, more than 90 % (13.1 GiB) of the 14.6 GiB of Tesla T4 (PITFALLS.md PT12), so 12 x 40 "
@@ -557,16 +552,16 @@ def test_a_plan_for_two_a100s_uses_the_datasets_block_the_tokenizers_vocabulary_
     assert plan == TrainingPlan(
         device="cuda", world_size=2, per_device_batch_size=60, gradient_accumulation_steps=4, precision="bf16",
         tf32=True, attention="flash_attention_2", optimizer="adamw_bnb_8bit", torch_compile=True,
-        compile_mode="reduce-overhead", activation_checkpointing=False, dataloader_workers=3, persistent_workers=True,
-        pin_memory=True, notes=[
+        compile_mode="reduce-overhead", activation_checkpointing=False, chunked_loss=True, dataloader_workers=3,
+        persistent_workers=True, pin_memory=True, notes=[
             "per-device batch 60 instead of 64 (from preset a100-80g): 64 does not divide the 240 sequences each "
             "process takes per step (global batch 480 over 2 process(es)), and 60 is the largest number below it that "
             "does, so 60 x 4 accumulation x 2 = 480",
             "activation checkpointing off: with torch.compile (and under DDP) it fails with 'marked as ready twice' "
             "(PITFALLS.md G1); compile kept"],
         compile_reason="a 4,500-step run, ~60 min at the reference speed, saves ~20 min for ~2 min of compiling",
-        memory=estimate_memory(shape, Setup(512, "bf16", "flash_attention_2", True, False, 2), 60),
-        gpu_memory_gib=79.2, batch_reason="60 fits: an estimated 16.0 GiB of 79.2 GiB (at most 90 %)",
+        memory=estimate_memory(shape, Setup(512, "bf16", "flash_attention_2", True, False, 2, True), 60),
+        gpu_memory_gib=79.2, batch_reason="60 fits: an estimated 13.0 GiB of 79.2 GiB (at most 90 %)",
         optimizer_reason="stepped")
 
 
@@ -580,13 +575,13 @@ def test_where_only_activation_checkpointing_makes_batch_1_fit_it_wins_over_comp
     laptop = dataclasses.replace(fabricate("rtx4090"), gpus=(GpuFacts("NVIDIA GeForce RTX 4090 Laptop GPU", 16.0,
                                                                       (8, 9)),))
     cfg = _settings(training__torch_compile=True, training__compile_mode="max-autotune",
-                    training__activation_checkpointing=True)
+                    training__activation_checkpointing=True, training__chunked_loss=False)
     plan = plan_training(cfg, laptop, 1, None, None, PlanSizes(shape, 1024))
     assert plan == TrainingPlan(
         device="cuda", world_size=1, per_device_batch_size=1, gradient_accumulation_steps=480, precision="bf16",
         tf32=True, attention="flash_attention_2", optimizer="adamw_torch_fused", torch_compile=False,
-        compile_mode=None, activation_checkpointing=True, dataloader_workers=8, persistent_workers=True,
-        pin_memory=True, notes=[
+        compile_mode=None, activation_checkpointing=True, chunked_loss=False, dataloader_workers=8,
+        persistent_workers=True, pin_memory=True, notes=[
             "per-device batch 1 instead of 8: 8 needs an estimated 18.6 GiB and 2, the next that divides 480, 14.6 "
             "GiB, more than 90 % (14.4 GiB) of the 16 GiB of NVIDIA GeForce RTX 4090 Laptop GPU (PITFALLS.md PT12), "
             "so 1 x 480 accumulation x 1 = 480",
@@ -609,23 +604,30 @@ def test_a_cpu_plan_has_no_gpu_figures_and_names_no_one_for_a_batch_nobody_asked
     assert plan_training(cfg, fabricate("cpu"), 1, None) == TrainingPlan(
         device="cpu", world_size=1, per_device_batch_size=8, gradient_accumulation_steps=1, precision="fp32",
         tf32=False, attention="sdpa", optimizer="adamw_torch_fused", torch_compile=False, compile_mode=None,
-        activation_checkpointing=True, dataloader_workers=2, persistent_workers=True, pin_memory=False, notes=[
+        activation_checkpointing=True, chunked_loss=True, dataloader_workers=2, persistent_workers=True,
+        pin_memory=False, notes=[
             "per-device batch 8 instead of 16: the global batch 8 over 1 process(es) leaves 8 per process, so 8 x 1 "
             "accumulation x 1 = 8"], compile_reason="",
-        memory=dataclasses.replace(estimate_memory(shape, Setup(1024, "fp32", "sdpa", False, True), 8), reserve=0.0),
-        gpu_memory_gib=None, batch_reason="no GPU: the batch is not limited by the memory model (an estimated 5.3 "
+        memory=dataclasses.replace(
+            estimate_memory(shape, Setup(1024, "fp32", "sdpa", False, True, chunked_loss=True), 8), reserve=0.0),
+        gpu_memory_gib=None, batch_reason="no GPU: the batch is not limited by the memory model (an estimated 2.5 "
                                           "GiB of RAM)", optimizer_reason="")
 
 
-def test_in_fp32_there_is_no_speed_estimate_so_compile_stays_as_asked_and_eager_attention_is_counted():
-    """The reference speed is a fraction of the tensor cores' half-precision peak: nothing to weigh compiling against
-    in fp32. Eager attention keeps its scores, which the memory model counts."""
+def test_in_fp32_compile_is_weighed_at_the_tf32_peak_and_eager_attention_is_counted():
+    """In fp32 the matmuls run on TF32 tensor cores (pipeline/hardware/peaks.py): the reference speed is a share of
+    that peak, so a 60-step run is worth only the cheapest compile mode. Eager attention keeps its scores, which the
+    memory model counts."""
     from gpt2zh.training.memory_model import Setup, estimate_memory
     from gpt2zh.training.plan import model_shape
 
     cfg = _settings(training__precision="fp32", model__attention="eager", training__torch_compile=True,
                     training__compile_mode="max-autotune", training__max_steps=60, training__per_device_batch_size=16)
     plan = plan_training(cfg, fabricate("a100-80g"), 1, None, lambda dotted: "configs/x.yaml")
-    assert (plan.torch_compile, plan.compile_mode, plan.compile_reason, plan.attention, plan.notes) == \
-        (True, "max-autotune", "", "eager", [])
-    assert plan.memory == estimate_memory(model_shape(cfg), Setup(1024, "fp32", "eager", False, False), 16)
+    assert (plan.torch_compile, plan.compile_mode, plan.compile_reason, plan.attention, plan.notes) == (
+        True, "default", "a 60-step run, ~8 min at the reference speed, saves ~2 min for ~1 min of compiling", "eager",
+        ["torch.compile mode default instead of max-autotune: a 60-step run, ~8 min at the reference speed, would "
+         "save ~3 min for ~5 min of compiling with max-autotune, and ~2 min for ~1 min of compiling with default "
+         "(PITFALLS.md NU15)"])
+    setup = Setup(1024, "fp32", "eager", False, False, chunked_loss=True)
+    assert plan.memory == estimate_memory(model_shape(cfg), setup, 16)

@@ -130,6 +130,10 @@ class TrainingConfig:
         "default", "torch.compile mode", in_fingerprint=False)
     activation_checkpointing: bool = setting(
         False, "recompute activations in the backward pass to save memory (off when compiling)", in_fingerprint=False)
+    chunked_loss: bool = setting(
+        True, "compute the LM head and loss in chunks of tokens, never holding every token's logits (the same loss "
+              "and gradients in less memory: larger per-device batches); false = transformers' own loss",
+        in_fingerprint=False)
     gpu_memory_fraction: float = setting(
         0.9, "share of the GPU's memory the per-device batch may fill by the memory model's estimate (the rest "
              "covers the CUDA context and fragmentation); raise it only after the measured peak (training "

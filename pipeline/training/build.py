@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpt2zh.hardware.peaks import peak_tflops
 from gpt2zh.rundir import fingerprint
 from gpt2zh.stages import StageRequest
 from gpt2zh.training.check import PretrainInputs
@@ -69,13 +70,14 @@ def _history(training: Training, n_params: int, train, validation, skipped) -> H
 
     config, plan, facts = training.request.config, training.plan, training.request.resolved.facts
     block_size = len(train[0]["input_ids"])
+    peak, peak_note = peak_tflops(facts.gpus[0].name if facts.gpus else None, plan.precision, plan.tf32)
     figures = RunFigures(
         tokens_per_step=plan.global_batch_size * block_size, train_blocks=len(train),
         samples_per_step=plan.global_batch_size,
         tokens_per_char=_validation_tokens_per_char(training.inputs.dataset_folders),
         unigram=unigram_entropy(validation, training.inputs.tokenizer.vocab_size),
         flops_token=flops_per_token(n_params, config.model.n_layer, block_size, config.model.n_embd),
-        gpu_name=facts.gpus[0].name if facts.gpus else None, num_gpus=plan.world_size if facts.gpus else 0,
+        peak_tflops=peak, peak_note=peak_note, num_gpus=plan.world_size if facts.gpus else 0,
         memory_estimate_gib=plan.memory.total)
     return HistoryCallback(training.request.run_dir.logs / "training_history.csv", figures, skipped,
                            checkpoint_step(training.resume) if training.resume else 0)
@@ -123,6 +125,10 @@ def build_trainer(training: Training, args) -> Built:
     (enable_full_determinism if config.training.full_determinism else set_seed)(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer))
     model = build_model(gpt2_config(config.model, tokenizer_manifest, plan.attention))
+    if plan.chunked_loss:
+        from gpt2zh.training.chunked_loss import use_chunked_loss
+
+        use_chunked_loss(model, plan.device)
     base = start_from_base(model, tokenizer_manifest.base_model, resume)
     train, validation = load_training_data(run.dataset, config.training.eval_max_blocks)
     trainer_ref = {}

@@ -37,12 +37,24 @@ def summary_of(training: Training, trainer, history: HistoryCallback, train_seco
         "hardware": {"gpus": [g.name for g in facts.gpus], "cpu_count": facts.cpu_count, "world_size": plan.world_size},
         "plan": {key: value for key, value in plan.__dict__.items() if key not in ("notes", "memory", "reasons")},
         "plan_notes": plan.notes, "plan_record": training.record,
+        "throughput": _throughput(history),
         "memory": {"estimate_gib": plan.memory.as_dict(), "measured_peak_gib": history.gpu_peak_gib,
                    "measured_by": "torch.cuda.max_memory_allocated" if facts.gpus else None},
         "dataset": [str(folder) for folder in training.inputs.dataset_folders],
         "base_model": trainer.base_model,
         "schedule": trainer.schedule.as_dict(),
     }
+
+
+def _throughput(history: HistoryCallback) -> dict:
+    """The median of the logged tokens/s and MFU of this run, and the card's peak the MFU is of (or why none)."""
+    import statistics
+
+    rows = [row for row in history.rows.values() if row.get("tokens_per_second")]
+    rates = [row["tokens_per_second"] for row in rows]
+    shares = [row["mfu"] for row in rows if row.get("mfu") is not None]
+    return {"tokens_per_second": round(statistics.median(rates), 1) if rates else None,
+            "mfu": round(statistics.median(shares), 4) if shares else None, "peak": history.figures.peak_note}
 
 
 def save_final(staging: Path, trainer, request: StageRequest, summary: dict) -> None:
@@ -90,6 +102,11 @@ def report_rows(report: StageReport, summary: dict, final: Path, logs_dir: Path,
         report.row("context", context_verdict(last, unigram))
     if summary["skipped_steps"]:
         report.row("skipped", f"{summary['skipped_steps']} steps with a non-finite loss or gradient (not applied)")
+    speed = summary.get("throughput") or {}
+    if speed.get("tokens_per_second"):
+        share = (f"MFU {100 * speed['mfu']:.1f} % of the {speed['peak']}" if speed["mfu"] is not None
+                 else speed["peak"])
+        report.row("throughput", f"{speed['tokens_per_second']:,.0f} tokens/s (median of the logged steps); {share}")
     memory = summary.get("memory") or {}
     if memory.get("measured_peak_gib") is not None:  # the memory model's error on this GPU, for the user to see
         estimate = memory["estimate_gib"]

@@ -45,9 +45,10 @@ class RunFigures:
     tokens_per_char: float           # of the validation split: turns the loss into bits per character
     unigram: float                   # the validation split's unigram entropy, the no-context baseline
     flops_token: float
-    gpu_name: str | None
+    peak_tflops: float | None        # one card's peak for the run's precision (hardware/peaks.py), None: no MFU
     num_gpus: int
     memory_estimate_gib: float | None = None
+    peak_note: str = ""              # the peak and its source, or why there is no MFU
 
 
 class HistoryCallback(TrainerCallback):
@@ -79,7 +80,7 @@ class HistoryCallback(TrainerCallback):
         if self._last is not None and state.global_step > self._last[0]:
             rate = (state.global_step - self._last[0]) * self.figures.tokens_per_step / (now - self._last[1])
             row["tokens_per_second"] = round(rate, 1)
-            utilisation = mfu(rate, self.figures.flops_token, self.figures.gpu_name, self.figures.num_gpus)
+            utilisation = mfu(rate, self.figures.flops_token, self.figures.peak_tflops, self.figures.num_gpus)
             row["mfu"] = None if utilisation is None else round(utilisation, 4)
         self._last = (state.global_step, now)
         self.write()

@@ -39,6 +39,9 @@ The rest of the peak, at the start of the backward pass (all activations still a
   (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization");
 - a reserve of RESERVE_GIB for cuBLAS workspaces and the allocator's rounding (the CUDA context is
   outside torch's allocator and comes out of the training.gpu_memory_fraction headroom, with fragmentation).
+With the chunked loss (training.chunked_loss, pipeline/training/chunked_loss.py) no full logits exist: the loss
+keeps the hidden states' gradient (fp32, 4·h a token) in place of the lm_head input, the weight's gradient
+(fp32, 4·V·h once) and one chunk of at most CHUNK_BYTES of fp32 logits with its half-precision copy.
 torch.compile is estimated as eager: its partitioner saves no more than eager does, so the estimate is
 an upper bound there.
 """
@@ -50,6 +53,12 @@ from gpt2zh.models.architecture import FUSED_GELU
 GIB = 2**30
 RESERVE_GIB = 0.75
 HALF_PRECISIONS = ("bf16", "fp16")
+# The chunked loss's chunk: the tokens whose fp32 logits fit in this many bytes
+CHUNK_BYTES = 64 * 2**20
+
+
+def chunk_tokens(vocab_size: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class Setup:
     eight_bit_adam: bool
     activation_checkpointing: bool
     processes: int = 1
+    chunked_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,8 @@ def block_bytes_per_token(shape: ModelShape, setup: Setup) -> float:
 def model_saved_bytes_per_token(shape: ModelShape, setup: Setup) -> float:
     """What the forward pass saves for backward per token, the loss's log-probabilities excluded."""
     h, half = shape.n_embd, _compute_bytes(setup.precision)
-    outside = 4 * h + half * h + 16 + (4 * h if shape.dropout > 0 else 0)
+    lm_head_input = 0 if setup.chunked_loss else half * h  # the chunked loss keeps a gradient instead (below)
+    outside = 4 * h + lm_head_input + 16 + (4 * h if shape.dropout > 0 else 0)
     per_block = 4 * h if setup.activation_checkpointing else block_bytes_per_token(shape, setup)
     return outside + shape.n_layer * per_block
 
@@ -151,6 +162,13 @@ def logits_peak_bytes_per_token(shape: ModelShape, setup: Setup) -> float:
     return loss_saved_bytes_per_token(shape) + extra * shape.vocab_size
 
 
+def chunked_loss_bytes(shape: ModelShape, setup: Setup, tokens: int) -> float:
+    """The chunked loss at its peak: the hidden states' and the weight's fp32 gradients and one chunk of logits."""
+    chunk = min(tokens, chunk_tokens(shape.vocab_size))
+    copies = 4 + (2 if setup.precision in HALF_PRECISIONS else 0)
+    return 4.0 * tokens * shape.n_embd + 4.0 * shape.vocab_size * shape.n_embd + chunk * shape.vocab_size * copies
+
+
 def estimate_memory(shape: ModelShape, setup: Setup, per_device_batch: int) -> MemoryEstimate:
     tokens = per_device_batch * setup.block_size
     n = shape.parameters
@@ -161,7 +179,8 @@ def estimate_memory(shape: ModelShape, setup: Setup, per_device_batch: int) -> M
         gradients=(4 * n + buckets) / GIB,
         optimizer_states=(2 if setup.eight_bit_adam else 8) * n / GIB,
         activations=tokens * activation_bytes_per_token(shape, setup) / GIB,
-        logits_and_loss=tokens * logits_peak_bytes_per_token(shape, setup) / GIB,
+        logits_and_loss=(chunked_loss_bytes(shape, setup, tokens) if setup.chunked_loss
+                         else tokens * logits_peak_bytes_per_token(shape, setup)) / GIB,
         reserve=RESERVE_GIB)
 
 

@@ -52,6 +52,7 @@ class TrainingPlan:
     torch_compile: bool
     compile_mode: str | None
     activation_checkpointing: bool
+    chunked_loss: bool
     dataloader_workers: int
     persistent_workers: bool
     pin_memory: bool
@@ -250,12 +251,13 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
     notes += [note] if note else []
     sizes = sizes or plan_sizes(config)
     shape, block = sizes.shape, sizes.block_size
-    rate = reference_tokens_per_second(facts.gpus[0].name if facts.gpus else None, precision, facts.world_size,
-                                       shape, block)
+    rate = reference_tokens_per_second(facts.gpus[0].name if facts.gpus else None, precision, tf32,
+                                       facts.world_size, shape, block)
     typed = origin is not None and COMMAND_LINE in (origin("training.torch_compile"), origin("training.compile_mode"))
     compiled = choose_compile(config, facts, training.global_batch_size * block / rate if rate else None, typed)
     compile_on, mode, checkpointing, compile_notes = compiled[:4]
-    setup = Setup(block, precision, attention, optimizer == "adamw_bnb_8bit", checkpointing, facts.world_size)
+    setup = Setup(block, precision, attention, optimizer == "adamw_bnb_8bit", checkpointing, facts.world_size,
+                  training.chunked_loss)
     ask = BatchAsk(training.global_batch_size, training.per_device_batch_size, batch_origin,
                    training.gpu_memory_fraction)
     fit = fit_batch(shape, setup, ask, facts.gpus[0] if facts.gpus else None)
@@ -276,7 +278,8 @@ def plan_training(config: Config, facts: HardwareFacts, local_world_size: int, p
         device="cuda" if facts.gpus else "cpu", world_size=facts.world_size, per_device_batch_size=fit.per_device,
         gradient_accumulation_steps=fit.accumulation, precision=precision, tf32=tf32, attention=attention,
         optimizer=optimizer, torch_compile=compile_on, compile_mode=mode, activation_checkpointing=checkpointing,
-        dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin, notes=notes + compile_notes,
+        chunked_loss=training.chunked_loss, dataloader_workers=workers, persistent_workers=persistent, pin_memory=pin,
+        notes=notes + compile_notes,
         compile_reason=compiled.reason if compile_on else "",
         memory=fit.estimate, gpu_memory_gib=facts.gpus[0].memory_gib if facts.gpus else None,
         batch_reason=fit.reason, optimizer_reason=probe.detail if probe is not None else "")

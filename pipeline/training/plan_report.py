@@ -12,6 +12,7 @@ import math
 from gpt2zh.config.schema import Config
 from gpt2zh.hardware.decisions import flash_attention_eligible
 from gpt2zh.hardware.facts import HardwareFacts
+from gpt2zh.hardware.peaks import peak_tflops
 from gpt2zh.report import human_bytes
 from gpt2zh.resolution import Resolved
 from gpt2zh.training.data_size import many_epochs_warning
@@ -108,6 +109,7 @@ def one_line(plan: TrainingPlan, facts: HardwareFacts) -> str:
     kernels += ["TF32"] if plan.tf32 else []
     kernels += [f"compile {plan.compile_mode}"] if plan.torch_compile else []
     kernels += ["activation checkpointing"] if plan.activation_checkpointing else []
+    kernels += ["chunked loss"] if plan.chunked_loss else []
     return (f"{device}, {plan.world_size} process(es); batch {plan.per_device_batch_size} x "
             f"{plan.gradient_accumulation_steps} accumulation x {plan.world_size} = {plan.global_batch_size}; "
             f"{', '.join(kernels)}")
@@ -122,7 +124,9 @@ def plan_record(resolved: Resolved, plan: TrainingPlan, sizes: PlanSizes, train_
     parameters = shape.parameters
     tokens_per_step = plan.global_batch_size * block_size
     gpu = facts.gpus[0] if facts.gpus else None
-    rate = reference_tokens_per_second(gpu.name if gpu else None, plan.precision, plan.world_size, shape, block_size)
+    rate = reference_tokens_per_second(gpu.name if gpu else None, plan.precision, plan.tf32, plan.world_size, shape,
+                                       block_size)
+    peak, peak_note = peak_tflops(gpu.name if gpu else None, plan.precision, plan.tf32)
     max_steps = config.training.max_steps
     optimal_tokens = TOKENS_PER_PARAMETER * parameters
     warnings = [w for w in [learning_rate_warning(parameters, config.optimization.learning_rate),
@@ -138,6 +142,7 @@ def plan_record(resolved: Resolved, plan: TrainingPlan, sizes: PlanSizes, train_
         "global_batch_size": plan.global_batch_size, "precision": plan.precision, "tf32": plan.tf32,
         "attention": plan.attention, "optimizer": plan.optimizer, "torch_compile": plan.torch_compile,
         "compile_mode": plan.compile_mode, "activation_checkpointing": plan.activation_checkpointing,
+        "chunked_loss": plan.chunked_loss, "peak_tflops": peak, "peak": peak_note,
         "memory_gib": plan.memory.as_dict() if plan.memory else None,
         "dataloader_workers": plan.dataloader_workers,
         "reasons": decision_reasons(config, facts, plan, origin, what_if), "notes": plan.notes,
@@ -154,10 +159,10 @@ def plan_record(resolved: Resolved, plan: TrainingPlan, sizes: PlanSizes, train_
 
 def _throughput(record: dict) -> str:
     if record["tokens_per_second_estimate"] is None:
-        why = "no CUDA GPU" if record["device"] == "cpu" else "the reference is for bf16/fp16" \
-            if record["precision"] == "fp32" else f"no peak figure for {record['device']}"
-        return f"no estimate ({why}); stage 3 measures tokens/s in logs/training_history.csv"
-    return (f"~{record['tokens_per_second_estimate']:,} tokens/s at {100 * record['reference_mfu']:.0f} % MFU "
+        return (f"no estimate ({record['peak']}); `gpt2zh bench` measures it here, stage 3 in "
+                "logs/training_history.csv")
+    return (f"~{record['tokens_per_second_estimate']:,} tokens/s at {100 * record['reference_mfu']:.0f} % MFU of the "
+            f"{record['peak'].split(' (')[0]} "
             f"(a reference, not a measurement): {record['max_steps']:,} steps in about "
             f"{_duration(record['hours_estimate'])}")
 
