@@ -76,14 +76,21 @@ def test_under_bf16_autocast_the_loss_and_gradients_match_within_bf16_rounding()
         assert cosine > 0.999, name
 
 
-def test_evaluation_without_gradients_gives_the_same_loss_and_keeps_no_gradient():
+def test_evaluation_without_gradients_gives_the_same_loss_and_computes_no_gradient(monkeypatch):
+    from gpt2zh.training import chunked_loss
+
     plain, chunked = _pair()
     ids, labels = _batch()
+    asked = []
+    real = chunked_loss._chunks
+    monkeypatch.setattr(chunked_loss, "_chunks", lambda *args, want_grads: asked.append(want_grads) or
+                        real(*args, want_grads=want_grads))
     with torch.no_grad():
         expected = plain(input_ids=ids, labels=labels).loss
         output = chunked(input_ids=ids, labels=labels)
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert output.logits is None and output.loss.grad_fn is None  # no logits were kept for anyone
+    assert asked == [False]  # the evaluation pays for the loss only
 
 
 def test_without_labels_the_model_is_transformers_own_so_generation_is_unchanged():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gpt2zh.config.options import flag_name
 from gpt2zh.config.schema import Config
+from gpt2zh.config.values import BadValue, parse_text
 from gpt2zh.errors import UserError
 
 log = logging.getLogger("gpt2zh")
@@ -65,6 +66,10 @@ def variant_flags(dotted: str, value: str) -> list[str]:
         if value.lower() not in ("true", "false"):
             raise UserError(f"--compare {dotted}={value}: {dotted} is true or false", f"use {dotted}=true,false")
         return [flag] if value.lower() == "true" else [f"--no-{flag[2:]}"]
+    try:
+        parse_text(value, tp)  # a bad value is refused before any variant runs, not after the others
+    except BadValue as err:
+        raise UserError(f"--compare {dotted}={value}: {err}", "see `gpt2zh bench --help` for the values") from None
     return [flag, value]
 
 
@@ -77,6 +82,9 @@ def variants(compares: list[str]) -> list[dict[str, str]]:
         if not key or not choices:
             raise UserError(f"--compare {compare}: expected KEY=V1,V2",
                             "e.g. --compare training.chunked_loss=true,false")
+        if key in combos[0] or len(set(choices)) < len(choices):
+            raise UserError(f"--compare {compare}: {key} or one of its values is given twice",
+                            "name each key once, each value once")
         for value in choices:
             variant_flags(key, value)  # an unknown key or a bad boolean is refused before anything runs
         combos = [{**combo, key: value} for combo in combos for value in choices]
@@ -100,16 +108,16 @@ def child_environment(gpu_count: int, environ: dict) -> dict:
     return dict(environ)
 
 
-def _run_child(command: list[str], result: Path, environ: dict) -> tuple[dict, bool]:
-    """(the child's figures or its failure, whether Ctrl-C stopped it)."""
+def _run_child(command: list[str], result: Path, environ: dict) -> tuple[dict, int]:
+    """(the child's figures or its failure, how many times Ctrl-C was pressed while it ran)."""
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
-    interrupted = False
+    interrupted = 0
     while True:
         try:
             _, stderr = child.communicate()
             break
         except KeyboardInterrupt:  # the terminal sent SIGINT to the child too; let it end and say so
-            interrupted = True
+            interrupted += 1
     if result.is_file() and result.stat().st_size:
         return json.loads(result.read_text(encoding="utf-8")), interrupted
     lines = [line for line in (stderr or "").splitlines() if line.strip()]
@@ -122,10 +130,10 @@ def run_variants(argv: list[str], combos: list[dict[str, str]], gpu_count: int =
     if environ.get("CUDA_VISIBLE_DEVICES") == "0" and "CUDA_VISIBLE_DEVICES" not in os.environ:
         log.info("bench: %d GPUs: each variant is measured on the first (CUDA_VISIBLE_DEVICES=0); under torchrun "
                  "the tokens/s grow about with the number of GPUs", gpu_count)
-    rows = []
+    rows, stopped = [], False
     with tempfile.TemporaryDirectory(prefix="gpt2zh-bench-") as scratch:
         for index, variant in enumerate(combos):
-            if rows and rows[-1].get("stopped_bench"):
+            if stopped:
                 rows.append({"variant": variant, "error": "not run: the bench was stopped by Ctrl-C"})
                 continue
             log.info("bench: %s (%d of %d)", _label(variant), index + 1, len(combos))
@@ -134,22 +142,34 @@ def run_variants(argv: list[str], combos: list[dict[str, str]], gpu_count: int =
             row = {"variant": variant, **figures}
             if interrupted:
                 row["error"] = "stopped by Ctrl-C"
+                stopped = interrupted > 1  # pressed again while the variant was ending
                 try:
-                    log.warning("bench: %s stopped; Ctrl-C again within 3 s stops the bench", _label(variant))
-                    time.sleep(3)
+                    if index + 1 < len(combos) and not stopped:
+                        log.warning("bench: %s stopped; Ctrl-C again within 3 s stops the bench", _label(variant))
+                        time.sleep(3)
                 except KeyboardInterrupt:
-                    row["stopped_bench"] = True
+                    stopped = True
             rows.append(row)
     return rows
 
 
+def _gib(value: float) -> str:
+    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
+def above_start(memory: dict) -> float:
+    """The measured peak comparable with the estimate: on CPU, above what the process held before the model."""
+    return memory["measured_gib"] - (memory["before_model_gib"] or 0.0)
+
+
 def _cells(row: dict) -> list[str]:
     if "error" in row:
-        return [_label(row["variant"]), f"failed: {row['error']}", "", "", "", "", "", ""]
+        stopped = row["error"].startswith(("stopped", "not run"))
+        return [_label(row["variant"]), row["error"] if stopped else f"failed: {row['error']}", "", "", "", "", "", ""]
     memory, plan = row["memory"], row["plan"]
     utilisation = f"{100 * row['mfu']:.1f} %" if row["mfu"] is not None else "-"
     return [_label(row["variant"]), f"{row['tokens_per_second']:,.0f}", utilisation, f"{row['step_seconds']:.3f}",
-            f"{memory['measured_gib']:.2f}", f"{memory['estimate_gib']:.2f}",
+            _gib(above_start(memory)), _gib(memory["estimate_gib"]),
             "-" if row["final_loss"] is None else f"{row['final_loss']:.4f}", plan["one_line"]]
 
 
@@ -162,16 +182,23 @@ def footnotes(rows: list[dict]) -> list[str]:
     measured = [row for row in rows if "error" not in row]
     if not measured:
         return []
-    first = measured[0]
-    notes = [f"steps: {first['steps']} measured after {first['warmup']} warm-up, {first['tokens_per_step']:,} "
-             f"tokens each; {first['parameters'] / 1e6:.1f} M parameters",
-             f"memory: {first['memory']['measured_by']}"
-             + (f" (the process held {first['memory']['before_model_gib']:.2f} GiB before the model)"
-                if first["memory"]["before_model_gib"] is not None else "")
-             + "; the estimate is the memory model's, without its CUDA reserve (PITFALLS.md PT12)",
-             f"MFU: {first['peak']}"]
-    notes += [f"plan: {note}" for note in dict.fromkeys(n for row in measured for n in row["plan"]["notes"])]
-    return notes
+    first, several = measured[0], len(rows) > 1
+    notes = [f"steps: {first['steps']} measured after {first['warmup']} warm-up"]
+    sizes = {(row["tokens_per_step"], row["parameters"]) for row in measured}
+    for row in measured if len(sizes) > 1 else measured[:1]:
+        who = f"{_label(row['variant'])}: " if len(sizes) > 1 else ""
+        notes.append(f"{who}{row['tokens_per_step']:,} tokens a step, {row['parameters'] / 1e6:.1f} M parameters")
+    before = first["memory"]["before_model_gib"]
+    notes.append(f"peak memory: {first['memory']['measured_by']}"
+                 + (f", above the {_gib(before)} GiB the process held before the model" if before is not None else "")
+                 + "; the estimate is the memory model's, without its CUDA reserve (PITFALLS.md PT12)")
+    notes.append(f"MFU: {first['mfu_peak']}")
+    everyone = set.intersection(*(set(row["plan"]["notes"]) for row in measured))
+    notes += [f"plan: {note}" for note in measured[0]["plan"]["notes"] if note in everyone]
+    for row in measured:  # a note only some variants have is named with them
+        who = f"{_label(row['variant'])}: " if several else ""
+        notes += [f"plan: {who}{note}" for note in row["plan"]["notes"] if note not in everyone]
+    return list(dict.fromkeys(notes))
 
 
 def run_bench(args, argv: list[str]) -> int:
@@ -179,8 +206,8 @@ def run_bench(args, argv: list[str]) -> int:
     from gpt2zh.request import command_request
 
     if args.steps < 1 or args.warmup < 0:
-        raise UserError(f"--steps {args.steps} --warmup {args.warmup}: at least 1 step and 0 warm-up steps",
-                        "e.g. --steps 10 --warmup 3")
+        raise UserError(f"--steps {args.steps} --warmup {args.warmup}: --steps must be at least 1 and --warmup at "
+                        "least 0", "e.g. --steps 10 --warmup 3")
     if getattr(args, "bench_result", None):  # the child: one variant
         from gpt2zh.bench.measure import run_variant
         from gpt2zh.plan_command import probe_for
@@ -196,6 +223,8 @@ def run_bench(args, argv: list[str]) -> int:
     else:
         print(table(rows))
         print("\n".join(footnotes(rows)))
+    if any(row.get("error", "").startswith(("stopped by Ctrl-C", "not run")) for row in rows):
+        return 130  # the user stopped part of it: a script must not take the table for a full one
     return 0 if any("error" not in row for row in rows) else 1
 
 

@@ -126,10 +126,10 @@ def measure(request, probe, steps: int, warmup: int) -> dict:
     return {
         "steps": steps, "warmup": warmup, "tokens_per_step": plan.global_batch_size * config.data.block_size,
         "tokens_per_second": round(rate, 1), "step_seconds": round(seconds / steps, 4),
-        "mfu": None if utilisation is None else round(utilisation, 4), "peak": peak_note,
+        "mfu": None if utilisation is None else round(utilisation, 4), "mfu_peak": peak_note,
         "memory": {"measured_gib": round(measured, 3),
                    "measured_by": "torch.cuda.max_memory_allocated" if cuda else "peak resident memory (ru_maxrss)",
-                   "before_model_gib": None if cuda else round(before, 3), "estimate_gib": round(estimate, 3)},
+                   "before_model_gib": None if cuda else round(before, 3), "estimate_gib": round(estimate, 4)},
         "final_loss": round(losses[-1], 4) if losses else None, "parameters": parameters,
         "plan": {key: record[key] for key in ("one_line", "per_device_batch_size", "gradient_accumulation_steps",
                                               "processes", "precision", "tf32", "attention", "optimizer",

@@ -53,10 +53,16 @@ def _chunks(hidden, weight, targets, compute_dtype, want_grads: bool):
             # d(loss)/d(logits) = softmax - one-hot target, zero on ignored tokens; computed in place
             logits.sub_(logsumexp[:, None]).exp_()
             logits[torch.arange(len(safe), device=safe.device), safe] -= 1.0
-            logits.mul_(valid[:, None])
+            if hidden.device.type != "cpu" or not bool(valid.all()):  # no host read of a GPU value per chunk
+                logits.mul_(valid[:, None])
             grad_logits = logits.to(compute_dtype)
-            grad_hidden[start:start + step] = (grad_logits @ w).to(hidden.dtype)
-            grad_weight += (grad_logits.T @ h).float()
+            rows = grad_hidden[start:start + step]
+            if compute_dtype == hidden.dtype == torch.float32:  # straight into the outputs: no temporaries
+                torch.mm(grad_logits, w, out=rows)
+                grad_weight.addmm_(grad_logits.T, h)
+            else:
+                rows.copy_(grad_logits @ w)
+                grad_weight += (grad_logits.T @ h).float()
     return loss, grad_hidden, grad_weight
 
 
@@ -64,7 +70,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, compute_dtype):
         want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        loss, grad_hidden, grad_weight = _chunks(hidden, weight, targets, compute_dtype, want)
+        loss, grad_hidden, grad_weight = _chunks(hidden, weight, targets, compute_dtype, want_grads=want)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype) if want else None)
         return loss
 
@@ -87,7 +93,9 @@ def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     mean over counted tokens, or the sum over num_items_in_batch when the Trainer gives it (accumulation)."""
     targets = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(hidden.device)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    if kernel == "liger":
+    if not torch.is_grad_enabled():  # evaluation: the loss alone (an autograd Function would take the gradients too)
+        total = _chunks(flat, weight, targets, _compute_dtype(hidden), want_grads=False)[0]
+    elif kernel == "liger":
         total = _liger_loss_sum(flat, weight, targets)
     else:
         total = _LinearCrossEntropy.apply(flat, weight, targets, _compute_dtype(hidden))
