@@ -109,19 +109,22 @@ def child_environment(gpu_count: int, environ: dict) -> dict:
 
 
 def _run_child(command: list[str], result: Path, environ: dict) -> tuple[dict, int]:
-    """(the child's figures or its failure, how many times Ctrl-C was pressed while it ran)."""
+    """(the child's figures or its failure, how many times Ctrl-C was pressed while it ran). The child's progress
+    and warnings reach stderr as they come."""
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
-    interrupted = 0
+    interrupted, last = 0, ""
     while True:
         try:
-            _, stderr = child.communicate()
+            for line in child.stderr:
+                sys.stderr.write(line)
+                last = line.strip() or last
+            child.wait()
             break
         except KeyboardInterrupt:  # the terminal sent SIGINT to the child too; let it end and say so
             interrupted += 1
     if result.is_file() and result.stat().st_size:
         return json.loads(result.read_text(encoding="utf-8")), interrupted
-    lines = [line for line in (stderr or "").splitlines() if line.strip()]
-    why = "stopped by Ctrl-C" if interrupted else (lines[-1] if lines else f"exit status {child.returncode}")
+    why = "stopped by Ctrl-C" if interrupted else (last or f"exit status {child.returncode}")
     return {"error": why.removeprefix("error: ")}, interrupted
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from gpt2zh.console import progress
 from gpt2zh.errors import UserError
 from gpt2zh.hardware.peaks import peak_tflops
 from gpt2zh.training.mfu import flops_per_token, mfu
@@ -53,8 +54,10 @@ def _recorder(trainer, cuda: bool):
         def __init__(self):
             self.ends: list[float] = []
             self.losses: list[float] = []
+            self.bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress(state.max_steps, "steps", "bench")  # compiling can make the first steps long
             self.ends.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -63,6 +66,10 @@ def _recorder(trainer, cuda: bool):
             self.ends.append(time.perf_counter())
             if (loss := trainer.step_loss()) is not None:
                 self.losses.append(loss)
+            self.bar.update(1)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
 
     return StepRecorder()
 
