@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from gpt2zh import __version__
-from gpt2zh.bench.command import bench_options
+from gpt2zh.bench.command import MEASURED_GROUPS, bench_options
 from gpt2zh.config import GROUPS
 from gpt2zh.config.loader import load_layers
 from gpt2zh.config.options import Parser, add_config_options
@@ -53,7 +53,7 @@ ALL_GROUPS = tuple(GROUPS)
 GROUPS_SHOWN = {**{info.command: info.groups for info in STAGES}, RUN_ALL: ALL_GROUPS, "show-config": ALL_GROUPS,
                 "diagnose": ("data", "model", "training"), "plan": ("data", "tokenizer", "model", "training",
                                                                     "optimization"),
-                "bench": ("data", "tokenizer", "model", "training", "optimization"), "evaluate": ("data",)}
+                "bench": MEASURED_GROUPS, "evaluate": ("data",)}
 
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:

@@ -53,6 +53,8 @@ def test_each_value_becomes_the_flag_that_sets_it():
                                    "eager, got 'flash' — see `gpt2zh bench --help` for the values"),
     ("model.n_layer=1,x", "--compare model.n_layer=x: expected an integer, got 'x' — see `gpt2zh bench --help` for "
                           "the values"),
+    ("checkpoint.save_steps=1,2", "--compare checkpoint.save_steps: the bench does not use checkpoint settings — "
+                                  "compare a key of data, tokenizer, model, training, optimization"),
     ("model.attention=sdpa,sdpa", "--compare model.attention=sdpa,sdpa: model.attention or one of its values is given "
                                   "twice — name each key once, each value once"),
 ])

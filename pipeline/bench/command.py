@@ -23,6 +23,7 @@ from gpt2zh.errors import UserError
 
 log = logging.getLogger("gpt2zh")
 RESULT_FLAG = "--bench-result"
+MEASURED_GROUPS = ("data", "tokenizer", "model", "training", "optimization")
 COLUMNS = ("variant", "tokens/s", "MFU", "step s", "peak memory GiB", "estimate GiB", "final loss", "plan")
 
 
@@ -61,6 +62,9 @@ def _field(dotted: str):
 def variant_flags(dotted: str, value: str) -> list[str]:
     """The command-line flags that set dotted to value (a boolean is --x or --no-x)."""
     group, name, tp = _field(dotted)
+    if group not in MEASURED_GROUPS:  # checkpoints, the hub: nothing a bench does
+        raise UserError(f"--compare {dotted}: the bench does not use {group} settings",
+                        f"compare a key of {', '.join(MEASURED_GROUPS)}")
     flag = flag_name(group, name)
     if tp is bool:
         if value.lower() not in ("true", "false"):
