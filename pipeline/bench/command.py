@@ -7,6 +7,9 @@ on with the next; a second Ctrl-C stops the bench and prints what was measured.
 """
 
 import argparse
+import dataclasses
+import difflib
+import functools
 import json
 import logging
 import os
@@ -14,10 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
+from gpt2zh.config import GROUPS
 from gpt2zh.config.options import flag_name
-from gpt2zh.config.schema import Config
 from gpt2zh.config.values import BadValue, parse_text
 from gpt2zh.errors import UserError
 
@@ -40,17 +44,19 @@ def bench_options(parser) -> None:
     parser.add_argument(RESULT_FLAG, metavar="PATH", help=argparse.SUPPRESS)  # the child's answer to the parent
 
 
+@functools.cache
+def _config_keys() -> dict[str, tuple]:
+    """dotted key -> (group, field, type), from the same groups the command-line options are made of."""
+    keys = {}
+    for group, cls in GROUPS.items():
+        hints = typing.get_type_hints(cls)
+        keys.update({f"{group}.{f.name}": (group, f.name, hints[f.name]) for f in dataclasses.fields(cls)})
+    return keys
+
+
 def _field(dotted: str):
     """(group, field, type) of a config key, or a one-line error naming the closest key."""
-    import dataclasses
-    import difflib
-    import typing
-
-    keys = {}
-    for group in dataclasses.fields(Config):
-        cls = type(getattr(Config(), group.name))
-        hints = typing.get_type_hints(cls)
-        keys.update({f"{group.name}.{f.name}": (group.name, f.name, hints[f.name]) for f in dataclasses.fields(cls)})
+    keys = _config_keys()
     if dotted not in keys:
         same_field = [key for key in keys if key.endswith("." + dotted.split(".")[-1])]  # the group mistaken
         close = same_field[:1] or difflib.get_close_matches(dotted, keys, n=1)

@@ -10,7 +10,6 @@ beside the memory model's estimate.
 
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -166,5 +165,4 @@ def run_variant(request, probe, steps: int, warmup: int, result: Path) -> int:
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is one line in its row
         figures, code = {"error": failure_line(error)}, 130 if isinstance(error, KeyboardInterrupt) else 1
     result.write_text(json.dumps(figures, ensure_ascii=False), encoding="utf-8")
-    sys.stdout.flush()
     return code
